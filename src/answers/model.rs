@@ -1,0 +1,490 @@
+//! The answer file: one TOML document that describes a whole site.
+//!
+//! Keys are kebab-case and unknown keys are errors (`deny_unknown_fields`), so a typo never
+//! silently turns into a default. Rules that involve more than one field live in
+//! [`super::rules`]; this file only says what each field is.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ipnetwork::Ipv4Network;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A whole site: what `groundwork wizard` writes and every other command reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[schemars(title = "groundwork answer file")]
+pub struct Answers {
+    pub site: Site,
+    pub network: Network,
+    /// The inventory: every machine groundwork configures over SSH.
+    #[serde(rename = "host", default)]
+    pub hosts: Vec<Host>,
+    #[serde(default, skip_serializing_if = "Databases::is_empty")]
+    pub databases: Databases,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<Ldap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s: Option<K3s>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitOps>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxmox: Option<Proxmox>,
+}
+
+/// The top-level sections, in the order the file is written.
+pub const SECTIONS: &[&str] = &[
+    "site", "network", "host", "databases", "ldap", "k3s", "gitops", "proxmox",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Site {
+    /// Short name of the site: names the state directory (`[a-z0-9-]`).
+    pub name: String,
+    /// DNS domain served inside the site, e.g. `cluster.example.org`.
+    pub internal_domain: String,
+    /// Public domain that users reach the services under, e.g. `example.org`.
+    pub external_domain: String,
+    /// IANA time zone for every host, e.g. `Europe/Berlin` or `UTC`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Where certificates and alerts go.
+    pub admin_email: String,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Network {
+    /// The site's IPv4 subnet in CIDR form, e.g. `10.77.0.0/24`.
+    pub subnet: Subnet,
+    /// Default router handed out by DHCP.
+    pub gateway: Ipv4Addr,
+    /// Upstream resolvers that the site's DNS forwards to.
+    #[serde(default)]
+    pub forwarders: Vec<IpAddr>,
+    /// DHCP lease time in seconds.
+    #[serde(default = "default_lease_time")]
+    pub lease_time: u32,
+    /// Enable the DHCP server even if another DHCP server answers on the segment.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_foreign_dhcp: bool,
+    /// Dynamic address pools.
+    #[serde(default, rename = "dhcp-range", skip_serializing_if = "Vec::is_empty")]
+    pub dhcp_ranges: Vec<DhcpRange>,
+    /// Fixed leases: MAC address -> address -> name.
+    #[serde(default, rename = "reservation", skip_serializing_if = "Vec::is_empty")]
+    pub reservations: Vec<Reservation>,
+}
+
+fn default_lease_time() -> u32 {
+    3600
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DhcpRange {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Reservation {
+    pub mac: MacAddr,
+    pub address: Ipv4Addr,
+    /// Host name (a single DNS label) registered in the internal domain.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Host {
+    /// Host name, a single DNS label; the FQDN is `<name>.<internal-domain>`.
+    pub name: String,
+    /// Static address in the site subnet; groundwork connects to it over SSH.
+    pub address: Ipv4Addr,
+    #[serde(default = "default_ssh_user")]
+    pub ssh_user: String,
+    /// Private key (ed25519 or RSA); `~` is expanded. Default: `~/.ssh/id_ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<PathBuf>,
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
+    pub roles: Vec<Role>,
+}
+
+fn default_ssh_user() -> String {
+    "root".into()
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+/// What a host does. Site-wide roles (gitops) are placed by the plan, not listed here.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Dns,
+    Dhcp,
+    Ldap,
+    Postgresql,
+    Mariadb,
+    K3sServer,
+    K3sAgent,
+}
+
+impl Role {
+    pub const ALL: [Role; 7] = [
+        Role::Dns,
+        Role::Dhcp,
+        Role::Ldap,
+        Role::Postgresql,
+        Role::Mariadb,
+        Role::K3sServer,
+        Role::K3sAgent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Dns => "dns",
+            Role::Dhcp => "dhcp",
+            Role::Ldap => "ldap",
+            Role::Postgresql => "postgresql",
+            Role::Mariadb => "mariadb",
+            Role::K3sServer => "k3s-server",
+            Role::K3sAgent => "k3s-agent",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}`"))
+    }
+}
+
+/// Databases and their owners. Every user gets a generated password in the secrets file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Databases {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub postgresql: Vec<Database>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mariadb: Vec<Database>,
+}
+
+impl Databases {
+    pub fn is_empty(&self) -> bool {
+        self.postgresql.is_empty() && self.mariadb.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Database {
+    /// Database name: letters, digits and `_`, starting with a letter.
+    pub name: String,
+    /// Owner of the database; each database has its own user.
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Ldap {
+    /// Organisation name of the directory's base entry.
+    pub organisation: String,
+    /// OUs beyond `people`, `groups` and `services`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_ous: Vec<String>,
+    /// PEM certificate for LDAPS/StartTLS; a self-signed one is generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct K3s {
+    /// k3s release, e.g. `v1.31.4+k3s1`.
+    pub version: String,
+    /// Directory with the air-gap artifacts (k3s binary, images tarball, install script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub airgap_bundle: Option<PathBuf>,
+    /// `single`: one server; `ha`: embedded etcd on an odd number of servers.
+    #[serde(default)]
+    pub mode: K3sMode,
+    #[serde(default = "default_cluster_cidr")]
+    pub cluster_cidr: Subnet,
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: Subnet,
+}
+
+fn default_cluster_cidr() -> Subnet {
+    Subnet(Ipv4Network::new(Ipv4Addr::new(10, 42, 0, 0), 16).expect("valid prefix"))
+}
+
+fn default_service_cidr() -> Subnet {
+    Subnet(Ipv4Network::new(Ipv4Addr::new(10, 43, 0, 0), 16).expect("valid prefix"))
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum K3sMode {
+    #[default]
+    Single,
+    Ha,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GitOps {
+    pub engine: GitOpsEngine,
+    /// Git repository URL (https://, ssh:// or git@host:path).
+    pub repository: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Folder inside the repository that the cluster reconciles.
+    #[serde(default = "default_repo_path")]
+    pub path: String,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+fn default_repo_path() -> String {
+    "./".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum GitOpsEngine {
+    Flux,
+    Argocd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Proxmox {
+    /// API endpoint, e.g. `https://pve1.example.org:8006/api2/json`.
+    pub api_url: String,
+    /// API token id: `user@realm!token-name`.
+    pub token_id: String,
+    /// File holding the token secret (preferred).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_file: Option<PathBuf>,
+    /// Environment variable holding the token secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_env: Option<String>,
+    /// The secret inline: refused unless `insecure-inline-secret = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub insecure_inline_secret: bool,
+    /// SHA-256 fingerprint of the API certificate when it is self-signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    pub node: String,
+    pub storage: String,
+    /// VM template that new guests are cloned from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// An IPv4 subnet in CIDR form whose address is the network address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet(pub Ipv4Network);
+
+impl Subnet {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.0.contains(ip)
+    }
+    pub fn network(&self) -> Ipv4Addr {
+        self.0.network()
+    }
+    pub fn broadcast(&self) -> Ipv4Addr {
+        self.0.broadcast()
+    }
+    pub fn prefix(&self) -> u8 {
+        self.0.prefix()
+    }
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not a subnet in CIDR form (e.g. 10.77.0.0/24)"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("`/{prefix}` is not a prefix length (0-32)"))?;
+        let net = Ipv4Network::new(addr, prefix).map_err(|e| e.to_string())?;
+        if net.network() != addr {
+            return Err(format!(
+                "`{s}` has host bits set: the subnet is {}/{prefix}",
+                net.network()
+            ));
+        }
+        Ok(Subnet(net))
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0.network(), self.0.prefix())
+    }
+}
+
+impl Serialize for Subnet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Subnet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Subnet {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Subnet".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "IPv4 subnet in CIDR form, e.g. 10.77.0.0/24",
+            "pattern": r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$"
+        })
+    }
+}
+
+/// An Ethernet MAC address, written `aa:bb:cc:dd:ee:ff` (`-` separators are accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a MAC address (e.g. 52:54:00:12:34:56)");
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            out[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for MacAddr {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MacAddr".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "Ethernet MAC address, e.g. 52:54:00:12:34:56",
+            "pattern": "^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"
+        })
+    }
+}
+
+impl Answers {
+    pub fn hosts_with(&self, role: Role) -> impl Iterator<Item = (usize, &Host)> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter(move |(_, h)| h.roles.contains(&role))
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        self.hosts_with(role).next().is_some()
+    }
+}
+
+/// The reverse zone of a subnet, on whole octets (`10.77.0.0/24` -> `0.77.10.in-addr.arpa`;
+/// a /22 is served by its enclosing /16 zone).
+pub fn reverse_zone(subnet: &Subnet) -> String {
+    let octets = subnet.network().octets();
+    let whole = usize::from(subnet.prefix() / 8).max(1);
+    let mut labels: Vec<String> = octets[..whole].iter().map(u8::to_string).collect();
+    labels.reverse();
+    format!("{}.in-addr.arpa", labels.join("."))
+}
+
+/// The LDAP suffix of a domain: `cluster.example.org` -> `dc=cluster,dc=example,dc=org`.
+pub fn ldap_suffix(domain: &str) -> String {
+    domain
+        .trim_end_matches('.')
+        .split('.')
+        .map(|l| format!("dc={l}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

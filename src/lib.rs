@@ -1,0 +1,18 @@
+//! groundwork: the first program an operator runs on a fresh server.
+//!
+//! Data flows one way: answer file -> [`answers`] (model, validation) -> [`plan`] (the role
+//! graph) -> engine over SSH -> verify. [`probe`] feeds the wizard's defaults and preflight.
+
+pub mod answers;
+pub mod cli;
+pub mod plan;
+pub mod playbook;
+pub mod probe;
+pub mod state;
+pub mod wizard;
+
+/// The lab example, bundled so `groundwork plan` has something real to show out of the box.
+pub const LAB_EXAMPLE: (&str, &str) = (
+    "wizard/examples/lab.toml",
+    include_str!("../wizard/examples/lab.toml"),
+);
