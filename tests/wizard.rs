@@ -1,0 +1,73 @@
+//! The wizard's question flow, scripted: same rules as `validate`, checked per answer.
+
+use groundwork::answers;
+use groundwork::wizard::{self, Defaults, ScriptedPrompter};
+
+fn defaults() -> Defaults {
+    Defaults {
+        site_name: "lab".into(),
+        hostname: "ns1".into(),
+        domain: None,
+        timezone: "UTC".into(),
+        subnet: "10.77.0.0/24".parse().unwrap(),
+        gateway: Some("10.77.0.1".parse().unwrap()),
+        address: Some("10.77.0.10".parse().unwrap()),
+        forwarders: vec![],
+        k3s_version: "v1.31.4+k3s1".into(),
+    }
+}
+
+#[test]
+fn defaults_alone_make_a_valid_single_server_site() {
+    // Enter everywhere, except the external domain, which has no default.
+    let mut script = vec![""; 60];
+    script[2] = "example.org";
+    let mut p = ScriptedPrompter::new(script);
+    let a = wizard::run(&mut p, &defaults()).unwrap();
+    assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+    assert_eq!(a.hosts.len(), 1);
+    assert_eq!(a.hosts[0].address.to_string(), "10.77.0.10");
+    let r = &a.network.dhcp_ranges[0];
+    assert_eq!((r.start.to_string(), r.end.to_string()), ("10.77.0.100".into(), "10.77.0.199".into()));
+    answers::load_str("wizard", &wizard::render(&a)).unwrap_or_else(|r| panic!("{}", r.render(false)));
+}
+
+#[test]
+fn answers_that_break_a_rule_are_refused_with_the_rules_words() {
+    let script = [
+        "", "Not_A_Domain", "int.example.org", "int.example.org", "example.org", "", "",
+        "10.77.0.0/33", "", "10.88.0.1", "", "dns.google", "",
+        "", "10.77.0.1", "", "", "", "dns, dchp", "dns, dhcp", "n",
+        "10.77.0.5-10.77.0.20", "", "", "", "n",
+    ];
+    let mut p = ScriptedPrompter::new(script);
+    let a = wizard::run(&mut p, &defaults()).unwrap();
+    let why: Vec<(&str, &str)> = p.rejected.iter().map(|(f, _, e)| (f.as_str(), e.as_str())).collect();
+    let has = |field: &str, words: &str| why.iter().any(|(f, e)| *f == field && e.contains(words));
+    assert!(has("site.internal-domain", "not a fully qualified domain name"), "{why:?}");
+    assert!(has("site.external-domain", "same as the internal domain"), "{why:?}");
+    assert!(has("network.subnet", "prefix length"), "{why:?}");
+    assert!(has("network.gateway", "outside network.subnet"), "{why:?}");
+    assert!(has("network.forwarders", "not an IP address"), "{why:?}");
+    assert!(has("host[0].address", "is the gateway"), "{why:?}");
+    assert!(has("host[0].roles", "did you mean `dhcp`?"), "{why:?}");
+    assert!(has("network.dhcp-range", "holds the static address of host ns1"), "{why:?}");
+    assert_eq!(why.len(), 8, "{why:?}");
+    assert_eq!(a.network.dhcp_ranges[0].start.to_string(), "10.77.0.100");
+}
+
+#[test]
+fn a_dhcp_host_without_dns_is_caught_before_the_host_list_closes() {
+    // Host 1: dhcp only; the wizard says DNS is missing and asks for another host.
+    let script = [
+        "", "", "example.org", "", "", "", "", "",
+        "", "", "", "", "dhcp", "n",
+        "ns2", "", "", "", "dns", "n",
+        "", "", "n",
+    ];
+    let mut p = ScriptedPrompter::new(script);
+    let a = wizard::run(&mut p, &defaults()).unwrap();
+    assert!(p.transcript.iter().any(|t| t.contains("needs a host with role `dns`")), "{:?}", p.transcript);
+    assert_eq!(a.hosts.len(), 2);
+    assert_eq!(a.hosts[1].address.to_string(), "10.77.0.11");
+}
