@@ -5,9 +5,11 @@
 
 pub mod answers;
 pub mod cli;
+pub mod engine;
 pub mod plan;
 pub mod playbook;
 pub mod probe;
+pub mod ssh;
 pub mod state;
 pub mod wizard;
 

@@ -1,0 +1,1 @@
+//! The engine: facts, steps, apply, journal.

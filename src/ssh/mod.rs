@@ -1,0 +1,1 @@
+//! SSH sessions to the target hosts (russh): one connection per host, a channel per command.
