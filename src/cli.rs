@@ -51,14 +51,44 @@ pub enum Command {
         #[arg(long, value_name = "FILE", default_value = "groundwork.toml")]
         out: PathBuf,
     },
-    /// Show which roles land on which host, in which order, and why.
+    /// Show which roles land on which host, in which order, and why; with --live, connect
+    /// and show the steps that would change, with diffs (a dry run).
     Plan {
         /// Answer file; without it, the bundled lab example.
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Compare with the live hosts over SSH (changes nothing).
+        #[arg(long)]
+        live: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
+    /// Converge the hosts: install, configure and start what the answers ask for.
+    Apply {
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Do not show the changes and ask first.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// One JSON event per line on standard output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EngineArgs {
+    /// Directory with roles (`<role>/role.toml`, `templates/`) that replace the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub playbooks: Option<PathBuf>,
+    /// Only this host (repeatable).
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
 }
 
 /// Run the CLI and return the process exit code (0 ok, 1 problems found, 2 could not run).
@@ -69,7 +99,18 @@ pub fn main() -> i32 {
         Command::Schema { out } => schema(out.as_deref()),
         Command::Probe { json, for_file } => probe_cmd(json, for_file.as_deref()),
         Command::Wizard { out } => wizard_cmd(&out, cli.state.as_deref()),
-        Command::Plan { file, json } => plan_cmd(file.as_deref(), json),
+        Command::Plan { file, json, live, engine } => {
+            if live {
+                let opts = engine_options(&engine, true, json);
+                engine_cmd(file.as_deref(), cli.state.as_deref(), opts, true)
+            } else {
+                plan_cmd(file.as_deref(), json)
+            }
+        }
+        Command::Apply { file, yes, json, engine } => {
+            let opts = engine_options(&engine, false, json);
+            engine_cmd(file.as_deref(), cli.state.as_deref(), opts, yes)
+        }
     }
 }
 
@@ -272,17 +313,83 @@ fn write_answers_and_secrets(
     }
 }
 
-fn plan_cmd(file: Option<&Path>, json: bool) -> i32 {
+fn load_or_lab(file: Option<&Path>) -> Result<answers::Loaded, i32> {
     let loaded = match file {
         Some(f) => answers::load_file(f),
         None => answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1),
     };
-    let loaded = match loaded {
+    loaded.map_err(|r| {
+        print_report(&r);
+        1
+    })
+}
+
+fn engine_options(e: &EngineArgs, dry_run: bool, json: bool) -> crate::engine::Options {
+    crate::engine::Options {
+        dry_run,
+        json,
+        playbooks: e.playbooks.clone(),
+        hosts: e.hosts.clone(),
+    }
+}
+
+/// `apply` and `plan --live`. An apply without --yes shows the dry run first and asks.
+fn engine_cmd(file: Option<&Path>, state: Option<&Path>, opts: crate::engine::Options, yes: bool) -> i32 {
+    let loaded = match load_or_lab(file) {
         Ok(l) => l,
-        Err(r) => {
-            print_report(&r);
-            return 1;
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    let dir = StateDir::for_site(state, &a.site.name);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
         }
+    };
+    if file.is_none() {
+        eprintln!("(no FILE given: the bundled lab example, {})", crate::LAB_EXAMPLE.0);
+    }
+    if !opts.dry_run && !yes {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            eprintln!("error: apply asks before changing hosts, and there is no terminal to ask at; add --yes");
+            return 2;
+        }
+        let dry = crate::engine::Options { dry_run: true, ..opts.clone() };
+        match rt.block_on(crate::engine::run(a, &dir, &dry)) {
+            Ok(o) if !o.ok => return 1,
+            Ok(o) if o.changed == 0 => {
+                eprintln!("nothing to change");
+                return 0;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        }
+        match dialoguer::Confirm::new().with_prompt("Apply these changes?").default(false).interact() {
+            Ok(true) => {}
+            _ => {
+                eprintln!("nothing was changed");
+                return 1;
+            }
+        }
+    }
+    match rt.block_on(crate::engine::run(a, &dir, &opts)) {
+        Ok(o) => i32::from(!o.ok),
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn plan_cmd(file: Option<&Path>, json: bool) -> i32 {
+    let loaded = match load_or_lab(file) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let plan = crate::plan::build(&loaded.answers);
     if json {

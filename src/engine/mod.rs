@@ -1,1 +1,230 @@
-//! The engine: facts, steps, apply, journal.
+//! The engine: for every host in parallel, one SSH session, facts in one round trip, then the
+//! steps of its roles in plan order, changing only what differs. A dry run (`plan --live`)
+//! does the same up to the point of changing anything.
+
+pub mod board;
+pub mod context;
+pub mod facts;
+pub mod host;
+pub mod journal;
+pub mod report;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::answers::model::Answers;
+use crate::playbook::catalog::{Catalog, RoleSpec, hex};
+use crate::ssh::{Session, SshOptions, Target};
+use crate::state::{Secrets, StateDir};
+
+use board::Board;
+use context::Redactor;
+use host::HostRun;
+use journal::{Entry, Journal, Resume};
+use report::Reporter;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub json: bool,
+    /// Directory whose roles replace the embedded ones.
+    pub playbooks: Option<PathBuf>,
+    /// Only these hosts (all when empty).
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub ok: bool,
+    pub run: String,
+    pub changed: usize,
+    pub log: PathBuf,
+}
+
+fn run_id() -> String {
+    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let compact: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{compact}-{:04x}", rand::random::<u16>())
+}
+
+/// What identifies the inputs of a run: a journal is resumed only with the same.
+fn inputs_digest(a: &Answers, catalog: &Catalog) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(a).expect("answers serialize"));
+    h.update(catalog.digest.as_bytes());
+    hex(&h.finalize())
+}
+
+fn expand_home(p: &std::path::Path) -> PathBuf {
+    match p.to_str().and_then(|s| s.strip_prefix("~/")) {
+        Some(rest) => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(rest))
+            .unwrap_or_else(|| p.to_path_buf()),
+        None => p.to_path_buf(),
+    }
+}
+
+/// Apply (or dry-run) the answers on their hosts.
+pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcome, String> {
+    let catalog = Catalog::load(opts.playbooks.as_deref()).map_err(|e| e.to_string())?;
+    let plan = crate::plan::build(a);
+    state.ensure().map_err(|e| format!("{}: {e}", state.root.display()))?;
+
+    let secrets_path = state.secrets_path();
+    let mut secrets = Secrets::load(&secrets_path).map_err(|e| e.to_string())?;
+    let made = secrets.ensure_for(a);
+    if !made.is_empty() && !opts.dry_run {
+        secrets.save(&secrets_path).map_err(|e| e.to_string())?;
+    }
+
+    let run = run_id();
+    let redactor = Redactor::new(&secrets);
+    let reporter = Reporter::new(&state.root.join("logs").join(format!("{run}.log")), opts.json, redactor)
+        .map_err(|e| format!("log file: {e}"))?;
+    if !made.is_empty() {
+        let how = if opts.dry_run { "would generate" } else { "generated" };
+        reporter.note("-", &format!("{how} secrets {} in {}", made.join(", "), secrets_path.display()));
+    }
+
+    let inputs = inputs_digest(a, &catalog);
+    let journal_path = state.root.join("journal.jsonl");
+    let resume: Option<Resume> = Journal::resume_point(&journal_path, &inputs);
+    if let Some(r) = &resume {
+        if r.same_inputs {
+            reporter.note("-", &format!(
+                "resuming run {}, which stopped before it finished: {} finished step(s) are skipped",
+                r.run, r.done.len()
+            ));
+        } else if !r.done.is_empty() || r.pending.is_empty() {
+            reporter.note("-", &format!(
+                "run {} stopped before it finished; the answers or playbooks changed since, so every step is checked again",
+                r.run
+            ));
+        }
+    }
+    let journal = if opts.dry_run {
+        None
+    } else {
+        Some(Journal::open(&journal_path).map_err(|e| format!("{}: {e}", journal_path.display()))?)
+    };
+
+    let selected: Vec<&crate::plan::HostPlan> = plan
+        .hosts
+        .iter()
+        .filter(|h| opts.hosts.is_empty() || opts.hosts.contains(&h.name))
+        .collect();
+    for h in &opts.hosts {
+        if !plan.hosts.iter().any(|p| &p.name == h) {
+            return Err(format!("--host {h}: no such host in the answer file"));
+        }
+    }
+    let host_names: Vec<String> = selected.iter().map(|h| h.name.clone()).collect();
+    if let Some(j) = &journal {
+        j.write(&Entry::Start {
+            run: run.clone(),
+            inputs: inputs.clone(),
+            hosts: host_names.clone(),
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+    }
+    reporter.run_started(&run, &host_names, opts.dry_run);
+
+    let env = context::environment(&catalog);
+    let site_ctx = context::site_context(a, &secrets);
+    let board = Board::new(&plan, &catalog);
+    // Hosts left out by --host count as converged for the roles others wait for.
+    for h in &plan.hosts {
+        if !host_names.contains(&h.name) {
+            for r in &h.roles {
+                board.finished_on(r, &h.name, true);
+            }
+        }
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let ssh_opts = SshOptions {
+        known_hosts: state.root.join("known_hosts"),
+        ..SshOptions::default()
+    };
+
+    let jobs = selected.iter().map(|hp| {
+        let host = a.hosts.iter().find(|h| h.name == hp.name).expect("plan hosts come from answers");
+        let roles: Vec<&RoleSpec> = hp.roles.iter().filter_map(|r| catalog.get(r)).collect();
+        let target = Target {
+            name: host.name.clone(),
+            address: host.address.to_string(),
+            port: host.ssh_port,
+            user: host.ssh_user.clone(),
+            key_path: expand_home(host.ssh_key.as_deref().unwrap_or(std::path::Path::new("~/.ssh/id_ed25519"))),
+        };
+        let (reporter, board, env, site_ctx, journal, resume, cancel, ssh_opts, run) =
+            (&reporter, &board, &env, &site_ctx, journal.as_ref(), resume.as_ref(), &cancel, &ssh_opts, &run);
+        async move {
+            let started = Instant::now();
+            reporter.host_started(&target.name, roles.iter().map(|r| r.steps.len()).sum::<usize>() + 1);
+            let result = async {
+                let t = Instant::now();
+                let session = Session::connect(&target, ssh_opts).await.map_err(|e| e.to_string())?;
+                reporter.connected(&target.name, session.host_key_fingerprint(), session.first_contact(), t.elapsed());
+                let name = target.name.clone();
+                let full = move |f: &facts::Facts| context::host_context(site_ctx, &name, f);
+                let base_ctx = context::host_context(site_ctx, &target.name, &facts::Facts::default());
+                let hr = HostRun {
+                    host: target.name.clone(),
+                    run: run.clone(),
+                    session: &session,
+                    reporter,
+                    journal,
+                    resume,
+                    board,
+                    cancel,
+                    dry_run: opts.dry_run,
+                    env,
+                    base_ctx,
+                    full_ctx: &full,
+                };
+                let r = hr.run(&roles).await;
+                session.close().await;
+                r
+            }
+            .await;
+            board.host_done(&target.name);
+            reporter.host_finished(&target.name, result.as_ref().err().map(String::as_str), started.elapsed());
+            result.is_ok()
+        }
+    });
+    let results = futures::future::join_all(jobs).await;
+    let ok = results.iter().all(|r| *r) && !cancel.load(Ordering::SeqCst);
+    if let Some(j) = &journal {
+        j.write(&Entry::End {
+            run: run.clone(),
+            ok,
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+    }
+    let all_ok = reporter.finish(&run, opts.dry_run) && ok;
+    let changed = reporter
+        .summaries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .map(|s| s.changed)
+        .sum();
+    Ok(Outcome {
+        ok: all_ok,
+        run,
+        changed,
+        log: reporter.log_path().to_path_buf(),
+    })
+}

@@ -105,6 +105,7 @@ fn hosts_for(a: &Answers, spec: &RoleSpec) -> Vec<String> {
             Some(role) => a.hosts_with(role).map(|(_, h)| h.name.clone()).collect(),
             None => Vec::new(),
         },
+        Placement::EveryHost => a.hosts.iter().map(|h| h.name.clone()).collect(),
         Placement::FirstK3sServer => {
             let wanted = match spec.name.as_str() {
                 "gitops" => a.gitops.is_some(),

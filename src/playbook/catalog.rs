@@ -1,21 +1,22 @@
-//! The role catalog: `playbooks/<role>/role.toml` of every role, embedded at build time.
+//! The role catalog: `playbooks/<role>/role.toml` and `templates/` of every role, embedded at
+//! build time; a user directory can override whole roles (`--playbooks DIR`).
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use include_dir::{Dir, include_dir};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use super::step::{Kind, Step, StepSpec};
 use crate::answers::model::Role;
 
-/// Embedded role definitions, in catalog order (the order roles are shown in a phase).
-const EMBEDDED: &[(&str, &str)] = &[
-    ("dns", include_str!("../../playbooks/dns/role.toml")),
-    ("dhcp", include_str!("../../playbooks/dhcp/role.toml")),
-    ("postgresql", include_str!("../../playbooks/postgresql/role.toml")),
-    ("mariadb", include_str!("../../playbooks/mariadb/role.toml")),
-    ("ldap", include_str!("../../playbooks/ldap/role.toml")),
-    ("k3s-server", include_str!("../../playbooks/k3s-server/role.toml")),
-    ("k3s-agent", include_str!("../../playbooks/k3s-agent/role.toml")),
-    ("gitops", include_str!("../../playbooks/gitops/role.toml")),
+static EMBEDDED: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/playbooks");
+
+/// Catalog order: the order roles are shown and converged within a phase.
+pub const ORDER: &[&str] = &[
+    "base", "dns", "dhcp", "postgresql", "mariadb", "ldap", "k3s-server", "k3s-agent", "gitops",
 ];
 
 /// The layers of a site, converged in this order.
@@ -46,6 +47,8 @@ pub enum Placement {
     /// On every host that lists the role.
     #[default]
     Host,
+    /// On every host of the site (base).
+    EveryHost,
     /// Site-wide, run from the first k3s server (gitops).
     FirstK3sServer,
 }
@@ -64,6 +67,17 @@ pub struct RoleSpec {
     pub requires: Resources,
     #[serde(default)]
     pub recommends: Resources,
+    /// Packages to install (one apt transaction per host with every role's packages).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// debconf answers set before the install, `package question type value` (templated).
+    #[serde(default)]
+    pub preseed: Vec<String>,
+    #[serde(default, rename = "step")]
+    pub step_specs: Vec<StepSpec>,
+    /// Checked steps (filled when the catalog is loaded).
+    #[serde(skip)]
+    pub steps: Vec<Step>,
 }
 
 /// A dependency on another role. Optional needs only order; required ones must be present.
@@ -95,23 +109,179 @@ impl RoleSpec {
     }
 }
 
-/// Every role, parsed once. The embedded files are part of the program: a broken one is a
-/// build defect, caught by the catalog tests.
-pub fn roles() -> &'static [RoleSpec] {
-    static ROLES: OnceLock<Vec<RoleSpec>> = OnceLock::new();
-    ROLES.get_or_init(|| {
-        EMBEDDED
-            .iter()
-            .map(|(name, text)| {
-                toml::from_str::<RoleSpec>(text)
-                    .unwrap_or_else(|e| panic!("playbooks/{name}/role.toml: {e}"))
-            })
-            .collect()
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct CatalogError {
+    pub file: String,
+    pub message: String,
+}
+
+/// Roles with their templates.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub roles: Vec<RoleSpec>,
+    /// `role/name` -> template text.
+    pub templates: BTreeMap<String, String>,
+    /// sha256 over every role file and template: a run journal is only resumed with the same.
+    pub digest: String,
+}
+
+struct RoleFiles {
+    origin: String,
+    role_toml: String,
+    templates: BTreeMap<String, String>,
+}
+
+fn embedded_role(name: &str) -> Option<RoleFiles> {
+    let dir = EMBEDDED.get_dir(name)?;
+    let role_toml = dir
+        .get_file(format!("{name}/role.toml"))?
+        .contents_utf8()?
+        .to_string();
+    let mut templates = BTreeMap::new();
+    if let Some(t) = dir.get_dir(format!("{name}/templates")) {
+        for f in t.files() {
+            let file_name = f.path().file_name()?.to_string_lossy().to_string();
+            templates.insert(file_name, f.contents_utf8()?.to_string());
+        }
+    }
+    Some(RoleFiles {
+        origin: format!("playbooks/{name}"),
+        role_toml,
+        templates,
     })
 }
 
+fn dir_role(dir: &Path, name: &str) -> Result<Option<RoleFiles>, CatalogError> {
+    let root: PathBuf = dir.join(name);
+    let toml_path = root.join("role.toml");
+    if !toml_path.exists() {
+        return Ok(None);
+    }
+    let err = |p: &Path, e: std::io::Error| CatalogError {
+        file: p.display().to_string(),
+        message: e.to_string(),
+    };
+    let role_toml = std::fs::read_to_string(&toml_path).map_err(|e| err(&toml_path, e))?;
+    let mut templates = BTreeMap::new();
+    let tdir = root.join("templates");
+    if tdir.is_dir() {
+        for entry in std::fs::read_dir(&tdir).map_err(|e| err(&tdir, e))? {
+            let path = entry.map_err(|e| err(&tdir, e))?.path();
+            if path.is_file() {
+                let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e))?;
+                templates.insert(path.file_name().unwrap_or_default().to_string_lossy().to_string(), text);
+            }
+        }
+    }
+    Ok(Some(RoleFiles {
+        origin: root.display().to_string(),
+        role_toml,
+        templates,
+    }))
+}
+
+fn parse_role(name: &str, files: &RoleFiles) -> Result<RoleSpec, CatalogError> {
+    let file = format!("{}/role.toml", files.origin);
+    let mut spec: RoleSpec = toml::from_str(&files.role_toml).map_err(|e| CatalogError {
+        file: file.clone(),
+        message: e.to_string().trim().to_string(),
+    })?;
+    if spec.name != name {
+        return Err(CatalogError {
+            file,
+            message: format!("name = \"{}\" but the folder is `{name}`", spec.name),
+        });
+    }
+    let names: Vec<String> = files.templates.keys().cloned().collect();
+    let mut steps = Vec::new();
+    for (i, s) in spec.step_specs.iter().enumerate() {
+        let step = s.check(&names).map_err(|m| CatalogError {
+            file: file.clone(),
+            message: format!("step {} (`{}`): {m}", i + 1, s.name),
+        })?;
+        steps.push(step);
+    }
+    // A notification must name a service step that comes later in the same role.
+    for (i, step) in steps.iter().enumerate() {
+        if let Kind::File { notify, .. } = &step.kind {
+            for n in notify {
+                let later = steps[i + 1..]
+                    .iter()
+                    .any(|s| matches!(&s.kind, Kind::Service { name, .. } if name == n));
+                if !later {
+                    return Err(CatalogError {
+                        file: file.clone(),
+                        message: format!(
+                            "step {} (`{}`) notifies `{n}`, but no later service step manages `{n}`",
+                            i + 1,
+                            step.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    spec.steps = steps;
+    Ok(spec)
+}
+
+impl Catalog {
+    /// The embedded roles, overridden role by role from `dir` when given.
+    pub fn load(dir: Option<&Path>) -> Result<Catalog, CatalogError> {
+        let mut roles = Vec::new();
+        let mut templates = BTreeMap::new();
+        let mut hasher = Sha256::new();
+        for name in ORDER {
+            let files = match dir.map(|d| dir_role(d, name)).transpose()?.flatten() {
+                Some(f) => f,
+                None => embedded_role(name).ok_or_else(|| CatalogError {
+                    file: format!("playbooks/{name}/role.toml"),
+                    message: "missing from the build".into(),
+                })?,
+            };
+            hasher.update(files.role_toml.as_bytes());
+            for (t, text) in &files.templates {
+                hasher.update(t.as_bytes());
+                hasher.update(text.as_bytes());
+                templates.insert(format!("{name}/{t}"), text.clone());
+            }
+            roles.push(parse_role(name, &files)?);
+        }
+        Ok(Catalog {
+            roles,
+            templates,
+            digest: hex(&hasher.finalize()),
+        })
+    }
+
+    /// The embedded catalog. Its files are part of the program: a broken one is a build
+    /// defect, caught by the catalog tests.
+    pub fn embedded() -> &'static Catalog {
+        static CATALOG: OnceLock<Catalog> = OnceLock::new();
+        CATALOG.get_or_init(|| Catalog::load(None).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&RoleSpec> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Every embedded role, in catalog order.
+pub fn roles() -> &'static [RoleSpec] {
+    &Catalog::embedded().roles
+}
+
 pub fn get(name: &str) -> Option<&'static RoleSpec> {
-    roles().iter().find(|r| r.name == name)
+    Catalog::embedded().get(name)
 }
 
 #[cfg(test)]
@@ -119,17 +289,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_role_parses_and_is_named_like_its_folder() {
-        for ((folder, _), spec) in EMBEDDED.iter().zip(roles()) {
-            assert_eq!(*folder, spec.name);
-        }
-    }
-
-    #[test]
     fn every_host_role_has_a_spec() {
         for r in Role::ALL {
             assert!(get(r.as_str()).is_some(), "no playbooks/{r}/role.toml");
         }
+        assert_eq!(roles().len(), ORDER.len());
     }
 
     #[test]
@@ -148,5 +312,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_override_directory_replaces_a_role_and_bad_steps_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::write(
+            base.join("role.toml"),
+            "name = \"base\"\nphase = \"foundation\"\nsummary = \"x\"\n[[step]]\nname = \"touch\"\ncommand = \"touch /x\"\n",
+        )
+        .unwrap();
+        let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("base/role.toml: step 1 (`touch`): a command needs a guard"), "{err}");
+        std::fs::write(
+            base.join("role.toml"),
+            "name = \"base\"\nphase = \"foundation\"\nsummary = \"x\"\n[[step]]\nname = \"touch\"\ncommand = \"touch /x\"\ncreates = \"/x\"\n",
+        )
+        .unwrap();
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        assert_eq!(c.get("base").unwrap().steps.len(), 1);
+        assert_ne!(c.digest, Catalog::embedded().digest);
     }
 }

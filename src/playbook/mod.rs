@@ -3,3 +3,4 @@
 //! converge a host are added by the engine.
 
 pub mod catalog;
+pub mod step;

@@ -7,14 +7,7 @@ use serde::Serialize;
 
 use super::{Facts, human_bytes};
 use crate::answers::model::Answers;
-use crate::playbook::catalog::{self, Resources, RoleSpec};
-
-/// What the operating system itself needs beside the roles.
-const OS_BASE: Resources = Resources {
-    cpus: 1,
-    memory_mib: 256,
-    disk_gib: 2,
-};
+use crate::playbook::catalog::{self, RoleSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,14 +145,14 @@ fn verdicts(facts: &Facts, specs: &[&RoleSpec]) -> Vec<Verdict> {
     }
 
     if !specs.is_empty() {
-        let mem_need = OS_BASE.memory_mib + specs.iter().map(|s| s.requires.memory_mib).sum::<u64>();
-        let disk_need = OS_BASE.disk_gib + specs.iter().map(|s| s.requires.disk_gib).sum::<u64>();
+        // The base role stands for the operating system itself.
+        let mem_need = specs.iter().map(|s| s.requires.memory_mib).sum::<u64>();
+        let disk_need = specs.iter().map(|s| s.requires.disk_gib).sum::<u64>();
         let cpu_need = specs
             .iter()
             .map(|s| u64::from(s.requires.cpus))
             .max()
-            .unwrap_or(0)
-            .max(u64::from(OS_BASE.cpus));
+            .unwrap_or(0);
         for (check, have, need, unit) in [
             ("cpus", cpus, cpu_need, "CPUs"),
             ("memory", mem_mib, mem_need, "MiB RAM"),
@@ -168,10 +161,10 @@ fn verdicts(facts: &Facts, specs: &[&RoleSpec]) -> Vec<Verdict> {
             let (level, message) = if have < need {
                 (
                     Level::Fail,
-                    format!("all roles together with the OS need {need} {unit}, this machine has {have}"),
+                    format!("all roles together need {need} {unit}, this machine has {have}"),
                 )
             } else {
-                (Level::Pass, format!("{have} {unit} for {need} needed by all roles and the OS"))
+                (Level::Pass, format!("{have} {unit} for {need} needed by all roles"))
             };
             out.push(Verdict {
                 scope: "total".into(),

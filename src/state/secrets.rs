@@ -101,6 +101,22 @@ impl Secrets {
         })
     }
 
+    /// The secrets as a JSON object of tables, for templates (`secrets.tsig.ddns_key`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let tables: serde_json::Map<String, serde_json::Value> = self
+            .tables
+            .iter()
+            .map(|(t, m)| {
+                let inner: serde_json::Map<String, serde_json::Value> = m
+                    .iter()
+                    .map(|(k, v)| (k.replace('-', "_"), serde_json::Value::String(v.clone())))
+                    .collect();
+                (t.replace('-', "_"), serde_json::Value::Object(inner))
+            })
+            .collect();
+        serde_json::Value::Object(tables)
+    }
+
     pub fn get(&self, table: &str, key: &str) -> Option<&str> {
         self.tables.get(table)?.get(key).map(String::as_str)
     }

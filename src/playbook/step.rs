@@ -1,0 +1,294 @@
+//! Steps: what a role does on a host, in order. A `[[step]]` table has a `name` and exactly
+//! one kind key: `dest` (a file), `directory`, `command`, `service` or `wait`.
+
+use serde::{Deserialize, Serialize};
+
+/// A step as written in `role.toml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StepSpec {
+    pub name: String,
+    /// A minijinja expression; the step is skipped when it is false (e.g. `not host.container`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+
+    // file
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+    /// Template file under the role's `templates/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Inline content (a template string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Check the candidate before it replaces the live file; `{tmp}` is its path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<String>,
+    /// Service steps (by name) that restart or reload when this file changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
+    /// File or directory mode, octal (`0644`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// `user:group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Never show this file's content in diffs or logs (it holds secrets as a whole).
+    #[serde(default)]
+    pub secret: bool,
+
+    // directory
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+
+    // command
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Skip when this path exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creates: Option<String>,
+    /// Skip when this shell check succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unless: Option<String>,
+    /// Run only when this shell check succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onlyif: Option<String>,
+
+    // service
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ServiceState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// What a notification does: `restart` (default) or `reload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_notify: Option<OnNotify>,
+
+    // wait
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitFor>,
+    /// Seconds (wait steps; default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceState {
+    Started,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNotify {
+    Restart,
+    Reload,
+}
+
+/// What a wait step waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WaitFor {
+    /// A TCP port that accepts connections (on `host`, default 127.0.0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// A unix socket that exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// A command that succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+/// A checked step.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    File {
+        dest: String,
+        source: Source,
+        validate: Option<String>,
+        notify: Vec<String>,
+        mode: String,
+        owner: String,
+        secret: bool,
+    },
+    Directory {
+        path: String,
+        mode: String,
+        owner: String,
+    },
+    Command {
+        command: String,
+        creates: Option<String>,
+        unless: Option<String>,
+        onlyif: Option<String>,
+    },
+    Service {
+        name: String,
+        state: ServiceState,
+        enabled: bool,
+        on_notify: OnNotify,
+    },
+    Wait {
+        check: String,
+        what: String,
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Source {
+    Template(String),
+    Inline(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub when: Option<String>,
+    pub kind: Kind,
+}
+
+fn check_mode(m: &str) -> Result<(), String> {
+    let ok = (3..=4).contains(&m.len()) && m.chars().all(|c| ('0'..='7').contains(&c));
+    if ok { Ok(()) } else { Err(format!("mode `{m}` is not octal like 0644")) }
+}
+
+/// The shell check behind a wait step.
+pub fn wait_check(w: &WaitFor) -> Result<(String, String), String> {
+    match (w.port, &w.socket, &w.command) {
+        (Some(port), None, None) => {
+            let host = w.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+            Ok((
+                format!("timeout 2 bash -c '</dev/tcp/{host}/{port}'"),
+                format!("tcp {host}:{port}"),
+            ))
+        }
+        (None, Some(sock), None) => Ok((format!("test -S '{sock}'"), format!("socket {sock}"))),
+        (None, None, Some(cmd)) => Ok((cmd.clone(), format!("`{cmd}`"))),
+        _ => Err("a wait needs exactly one of port, socket or command".into()),
+    }
+}
+
+impl StepSpec {
+    /// Check the spec and turn it into a [`Step`]. `templates` lists the role's template files.
+    pub fn check(&self, templates: &[String]) -> Result<Step, String> {
+        if self.name.trim().is_empty() {
+            return Err("every step needs a name".into());
+        }
+        let kinds = [
+            self.dest.is_some(),
+            self.directory.is_some(),
+            self.command.is_some(),
+            self.service.is_some(),
+            self.wait.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err("a step has exactly one of dest, directory, command, service, wait".into());
+        }
+        let file_only = self.template.is_some()
+            || self.content.is_some()
+            || self.validate.is_some()
+            || !self.notify.is_empty()
+            || self.secret;
+        if file_only && self.dest.is_none() {
+            return Err("template/content/validate/notify/secret belong to a file step (dest)".into());
+        }
+        let cmd_only = self.creates.is_some() || self.unless.is_some() || self.onlyif.is_some();
+        if cmd_only && self.command.is_none() {
+            return Err("creates/unless/onlyif belong to a command step".into());
+        }
+        let svc_only = self.state.is_some() || self.enabled.is_some() || self.on_notify.is_some();
+        if svc_only && self.service.is_none() {
+            return Err("state/enabled/on-notify belong to a service step".into());
+        }
+        if (self.mode.is_some() || self.owner.is_some())
+            && self.dest.is_none()
+            && self.directory.is_none()
+        {
+            return Err("mode/owner belong to a file or directory step".into());
+        }
+        if self.timeout.is_some() && self.wait.is_none() {
+            return Err("timeout belongs to a wait step".into());
+        }
+        let mode = self.mode.clone();
+        if let Some(m) = &mode {
+            check_mode(m)?;
+        }
+        let owner = self.owner.clone().unwrap_or_else(|| "root:root".into());
+        if !owner.contains(':') {
+            return Err(format!("owner `{owner}` must be user:group"));
+        }
+        let kind = if let Some(dest) = &self.dest {
+            if !dest.starts_with('/') {
+                return Err(format!("dest `{dest}` must be an absolute path"));
+            }
+            let source = match (&self.template, &self.content) {
+                (Some(t), None) => {
+                    if !templates.contains(t) {
+                        return Err(format!("template `{t}` is not in the role's templates/"));
+                    }
+                    Source::Template(t.clone())
+                }
+                (None, Some(c)) => Source::Inline(c.clone()),
+                _ => return Err("a file step has exactly one of template or content".into()),
+            };
+            if let Some(v) = &self.validate {
+                if !v.contains("{tmp}") {
+                    return Err(format!("validate `{v}` must check the candidate: use {{tmp}}"));
+                }
+            }
+            Kind::File {
+                dest: dest.clone(),
+                source,
+                validate: self.validate.clone(),
+                notify: self.notify.clone(),
+                mode: mode.unwrap_or_else(|| "0644".into()),
+                owner,
+                secret: self.secret,
+            }
+        } else if let Some(path) = &self.directory {
+            Kind::Directory {
+                path: path.clone(),
+                mode: mode.unwrap_or_else(|| "0755".into()),
+                owner,
+            }
+        } else if let Some(command) = &self.command {
+            if !cmd_only {
+                return Err(
+                    "a command needs a guard (creates, unless or onlyif), or it would run on every apply".into(),
+                );
+            }
+            Kind::Command {
+                command: command.clone(),
+                creates: self.creates.clone(),
+                unless: self.unless.clone(),
+                onlyif: self.onlyif.clone(),
+            }
+        } else if let Some(name) = &self.service {
+            Kind::Service {
+                name: name.clone(),
+                state: self.state.unwrap_or(ServiceState::Started),
+                enabled: self.enabled.unwrap_or(true),
+                on_notify: self.on_notify.unwrap_or(OnNotify::Restart),
+            }
+        } else {
+            let w = self.wait.as_ref().expect("one kind is set");
+            let (check, what) = wait_check(w)?;
+            Kind::Wait {
+                check,
+                what,
+                timeout: self.timeout.unwrap_or(30),
+            }
+        };
+        Ok(Step {
+            name: self.name.clone(),
+            when: self.when.clone(),
+            kind,
+        })
+    }
+}
