@@ -73,12 +73,13 @@ fn plan_orders_roles_by_phase_and_needs() {
         .collect();
     assert_eq!(
         order,
-        ["dns", "dhcp", "postgresql", "mariadb", "ldap", "k3s-server", "k3s-agent", "gitops"]
+        ["base", "dns", "dhcp", "postgresql", "mariadb", "ldap", "k3s-server", "k3s-agent", "gitops"]
     );
-    let gitops = &v["steps"][7];
+    assert_eq!(v["steps"][0]["hosts"].as_array().unwrap().len(), 8, "base is on every host");
+    let gitops = &v["steps"][8];
     assert_eq!(gitops["hosts"], serde_json::json!(["k3s-s1"]));
     assert!(gitops["after"].as_array().unwrap().iter().any(|r| r["role"] == "k3s-server"));
-    let dhcp = &v["steps"][1];
+    let dhcp = &v["steps"][2];
     assert!(dhcp["after"][0]["why"].as_str().unwrap().contains("TSIG"));
 }
 

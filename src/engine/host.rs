@@ -245,9 +245,17 @@ impl<'a> HostRun<'a> {
                     let lines: Vec<String> = preseed.iter().map(|l| sh_quote(l)).collect();
                     script.push_str(&format!("printf '%s\\n' {} | debconf-set-selections\n", lines.join(" ")));
                 }
-                // A stalled mirror or proxy must not hang the run: short network timeouts, retries.
-                script.push_str("apt_net='-o DPkg::Lock::Timeout=120 -o Acquire::Retries=3 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30'\n");
-                script.push_str("apt-get $apt_net update -q\n");
+                // Package lists are refreshed when missing or older than an hour. A stalled
+                // mirror or proxy must not hang the run: `apt-get update` gets a time limit and
+                // three tries, the downloads short network timeouts and retries.
+                script.push_str(
+                    "apt_net='-o DPkg::Lock::Timeout=120 -o Acquire::Retries=3 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30'\n\
+                     stamp=/var/lib/apt/lists/.groundwork-updated\n\
+                     if [ -z \"$(find $stamp -mmin -60 2>/dev/null)\" ]; then\n\
+                     \x20 n=0; until timeout -k 5 120 apt-get $apt_net update -q; do n=$((n+1)); [ $n -ge 3 ] && exit 1; sleep 2; done\n\
+                     \x20 touch $stamp\n\
+                     fi\n",
+                );
                 script.push_str(&format!(
                     "apt-get $apt_net install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {}\n",
                     missing.iter().map(|p| sh_quote(p)).collect::<Vec<_>>().join(" ")
@@ -537,7 +545,6 @@ impl<'a> HostRun<'a> {
         if !content_differs && !meta_differs {
             return Ok((Status::Ok, None));
         }
-        let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
         let detail = if content_differs {
             if secret {
                 Some(format!("{dest}: content changed (secret file: not shown)"))
@@ -566,8 +573,10 @@ impl<'a> HostRun<'a> {
         }
         // Record the notification first: if the run dies after the change, the next run
         // still restarts the service.
+        let mut fresh: Vec<&String> = Vec::new();
         for n in notify {
             if notified.insert(n.clone()) {
+                fresh.push(n);
                 if let Some(j) = self.journal {
                     j.write(&Entry::Notify {
                         run: self.run.clone(),
@@ -577,6 +586,27 @@ impl<'a> HostRun<'a> {
                 }
             }
         }
+        let result = self.write_file(dest, content, validate, mode, owner, content_differs).await;
+        if result.is_err() {
+            // The live file did not change: nothing to restart for it.
+            for n in fresh {
+                self.handled(n, notified);
+            }
+        }
+        result.map(|()| (Status::Changed, detail))
+    }
+
+    /// Put `content` in place (validated, old file kept), or only fix mode and owner.
+    async fn write_file(
+        &self,
+        dest: &str,
+        content: &[u8],
+        validate: Option<&str>,
+        mode: u32,
+        owner: &str,
+        content_differs: bool,
+    ) -> Result<(), String> {
+        let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
         if content_differs {
             let dir = dest.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
             let base = dest.rsplit('/').next().unwrap_or("file");
@@ -621,6 +651,6 @@ impl<'a> HostRun<'a> {
             );
             self.change("chmod/chown", &cmd, None).await?;
         }
-        Ok((Status::Changed, detail))
+        Ok(())
     }
 }
