@@ -187,9 +187,14 @@ impl Reporter {
         self.emit(json!({"event": "connected", "host": host, "fingerprint": fingerprint, "first_contact": first_contact, "ms": took.as_millis()}));
     }
 
+    /// Something people should know; `host` is `-` for the run as a whole.
     pub fn note(&self, host: &str, text: &str) {
         self.log(host, text);
-        self.say(&format!("{host}: {text}"));
+        if host == "-" {
+            self.say(text);
+        } else {
+            self.say(&format!("{host}: {text}"));
+        }
         self.emit(json!({"event": "note", "host": host, "text": self.redact(text)}));
     }
 
