@@ -65,6 +65,14 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Check every service the way a client would; a table, or --json. Exit 1 on a failure.
+    Verify {
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Converge the hosts: install, configure and start what the answers ask for.
     Apply {
         /// Answer file; without it, the bundled lab example.
@@ -107,6 +115,7 @@ pub fn main() -> i32 {
                 plan_cmd(file.as_deref(), json)
             }
         }
+        Command::Verify { file, json } => verify_cmd(file.as_deref(), cli.state.as_deref(), json),
         Command::Apply { file, yes, json, engine } => {
             let opts = engine_options(&engine, false, json);
             engine_cmd(file.as_deref(), cli.state.as_deref(), opts, yes)
@@ -384,6 +393,46 @@ fn engine_cmd(file: Option<&Path>, state: Option<&Path>, opts: crate::engine::Op
             2
         }
     }
+}
+
+fn verify_cmd(file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
+    let loaded = match load_or_lab(file) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    let dir = StateDir::for_site(state, &a.site.name);
+    let secrets_path = dir.secrets_path();
+    if !secrets_path.exists() {
+        eprintln!(
+            "error: {} does not exist: verify checks what `groundwork apply` laid down, with its secrets",
+            secrets_path.display()
+        );
+        return 2;
+    }
+    let secrets = match Secrets::load(&secrets_path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    let rows = rt.block_on(crate::verify::verify(a, &secrets, &dir));
+    let redactor = crate::engine::context::Redactor::new(&secrets);
+    if json {
+        let doc = crate::verify::to_json(&rows);
+        println!("{}", redactor.redact(&serde_json::to_string_pretty(&doc).expect("json")));
+    } else {
+        print!("{}", redactor.redact(&crate::verify::render_table(&rows)));
+    }
+    i32::from(!crate::verify::all_ok(&rows))
 }
 
 fn plan_cmd(file: Option<&Path>, json: bool) -> i32 {

@@ -11,6 +11,7 @@ pub mod playbook;
 pub mod probe;
 pub mod ssh;
 pub mod state;
+pub mod verify;
 pub mod wizard;
 
 /// The lab example, bundled so `groundwork plan` has something real to show out of the box.

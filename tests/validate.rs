@@ -55,6 +55,10 @@ const EXPECT: &[(&str, usize, &str, &str)] = &[
     ("many-problems", 22, "host[1].name", "`Bad_Name` has uppercase letters"),
     ("host-typo-and-section-typo", 11, "network.lease-time", "wrong type"),
     ("host-typo-and-section-typo", 15, "host[0].adress", "unknown key `adress`"),
+    ("forwarder-is-own-dns", 11, "network.forwarders[1]", "10.0.0.10 is this site's own DNS server"),
+    ("dhcp-nothing-to-hand-out", 15, "host[0].roles[1]", "the dhcp role has nothing to hand out"),
+    ("lease-time-too-short", 11, "network.lease-time", "30 s is not a sensible lease time"),
+    ("reservation-name-is-host", 19, "network.reservation[0].name", "`ns1` is already the name of a host"),
 ];
 
 /// Suggestions for typos: fixture, the help text it must contain.

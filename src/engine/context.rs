@@ -44,6 +44,15 @@ pub fn site_context(a: &Answers, secrets: &Secrets) -> Json {
     site.insert("subnet_prefix".into(), json!(a.network.subnet.prefix()));
     site.insert("subnet_netmask".into(), json!(a.network.subnet.0.mask().to_string()));
     root["hosts"] = Json::Array(hosts);
+    // role -> names of its hosts, in answer-file order (`role_hosts.dns[0]` is the primary).
+    let role_hosts: Map<String, Json> = crate::answers::model::Role::ALL
+        .iter()
+        .map(|r| {
+            let names: Vec<&str> = a.hosts_with(*r).map(|(_, h)| h.name.as_str()).collect();
+            (r.as_str().replace('-', "_"), json!(names))
+        })
+        .collect();
+    root["role_hosts"] = Json::Object(role_hosts);
     root["secrets"] = secrets.to_json();
     root
 }

@@ -28,7 +28,7 @@ struct Prepared<'c> {
 }
 
 enum What {
-    File { dest: String, fact: usize },
+    File { dest: String, fact: usize, validate: Option<String> },
     Directory { path: String, fact: usize },
     /// Guards: kind, index in the probe's checks, the check itself.
     Command { command: String, checks: Vec<(Guard, usize, String)> },
@@ -151,9 +151,10 @@ impl<'a> HostRun<'a> {
             }
             for step in &role.steps {
                 let what = match &step.kind {
-                    Kind::File { dest, .. } => {
+                    Kind::File { dest, validate, .. } => {
                         let dest = self.render(dest)?;
-                        What::File { fact: probe.file(&dest), dest }
+                        let validate = validate.as_deref().map(|v| self.render(v)).transpose()?;
+                        What::File { fact: probe.file(&dest), dest, validate }
                     }
                     Kind::Directory { path, .. } => {
                         let path = self.render(path)?;
@@ -328,7 +329,13 @@ impl<'a> HostRun<'a> {
             }
             Err(e) => {
                 self.finish_step(p.role, p.name, Status::Failed, t.elapsed(), Some(&e));
-                Err(format!("{} / {}: {}", p.role, p.name, e.lines().next().unwrap_or("")))
+                // The run's one-line error: what failed, and the last thing it said.
+                let first = e.lines().next().unwrap_or("");
+                let last = e.lines().skip(1).map(str::trim).filter(|l| !l.is_empty()).last();
+                Err(match last {
+                    Some(l) => format!("{} / {}: {first}: {l}", p.role, p.name),
+                    None => format!("{} / {}: {first}", p.role, p.name),
+                })
             }
         }
     }
@@ -365,7 +372,7 @@ impl<'a> HostRun<'a> {
         notified: &mut HashSet<String>,
     ) -> StepResult {
         match (p.kind, &p.what) {
-            (Kind::File { source, validate, notify, mode, owner, secret, .. }, What::File { dest, fact }) => {
+            (Kind::File { source, notify, mode, owner, secret, .. }, What::File { dest, fact, validate }) => {
                 let content = match source {
                     Source::Template(t) => self
                         .env

@@ -1,0 +1,418 @@
+//! The dns (BIND9) and dhcp (Kea + kea-dhcp-ddns) roles.
+//!
+//! Offline: the templates render for a primary, a secondary and the DHCP server, the Kea
+//! configurations are JSON with the answer file's values, service names and forwarders appear
+//! when the answers have them.
+//!
+//! On the lab (tests/lab/README.md): ns1 (dns primary + dhcp), ns2 (dns secondary) and c1, a
+//! client that boots with DHCP. apply converges; c1 takes a lease from the range and its name
+//! resolves both ways through ns1 (and ns2) within seconds, checked with `dig` and with
+//! `groundwork::verify`; a second apply changes nothing and the dynamic records are still
+//! there; a broken zone template (--playbooks override) is refused by named-checkzone while
+//! DNS keeps answering; another DHCP server on the segment stops the run and is named.
+//! Skipped with `SKIPPED:` where the lab cannot run; a failure under CI=true.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::lab;
+use groundwork::answers::{self, model::Answers};
+use groundwork::engine::{context, facts::Facts};
+use groundwork::playbook::catalog::Catalog;
+use groundwork::state::{Secrets, StateDir};
+use groundwork::verify::{self, Outcome};
+use serde_json::Value;
+
+const HOSTS: &[(&str, &str)] = &[("ns1", "10.77.0.10"), ("ns2", "10.77.0.11"), ("c1", "dhcp")];
+const ANSWERS: &str = "tests/fixtures/lab/dns-dhcp.toml";
+const DOMAIN: &str = "dd.groundwork.test";
+
+// ------------------------------------------------------------------ offline: the templates
+
+fn load(path: &str) -> Answers {
+    answers::load_file(Path::new(path)).unwrap_or_else(|r| panic!("{path}: {:?}", r.one_line_each())).answers
+}
+
+/// Every dns/dhcp template rendered for `host`, by file name, plus the inline `server role`.
+fn render(a: &Answers, host: &str) -> (std::collections::BTreeMap<String, String>, Secrets) {
+    let mut secrets = Secrets::default();
+    secrets.ensure_for(a);
+    let catalog = Catalog::load(None).unwrap();
+    let env = context::environment(&catalog);
+    let site = context::site_context(a, &secrets);
+    let ctx = context::host_context(&site, host, &Facts::default());
+    let mut out = std::collections::BTreeMap::new();
+    for t in catalog.templates.keys().filter(|k| k.starts_with("dns/") || k.starts_with("dhcp/")) {
+        let text = env.get_template(t).unwrap().render(&ctx).unwrap_or_else(|e| panic!("{t} for {host}: {e:#}"));
+        out.insert(t.split('/').nth(1).unwrap().to_string(), text);
+    }
+    let dns = catalog.get("dns").unwrap();
+    let role_step = dns.step_specs.iter().find(|s| s.name == "server role").expect("server role step");
+    let role = env.render_str(role_step.content.as_deref().unwrap(), &ctx).unwrap();
+    out.insert("role".into(), role);
+    (out, secrets)
+}
+
+/// Kea's configuration as JSON: its `//` comments dropped, the interface include filled in.
+fn kea_json(text: &str) -> Value {
+    let plain: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .map(|l| l.replace(r#"<?include "/etc/kea/groundwork-interface.json"?>"#, "\"eth0\""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(&plain).unwrap_or_else(|e| panic!("not JSON: {e}\n{plain}"))
+}
+
+#[test]
+fn templates_render_a_primary_a_secondary_and_the_dhcp_server() {
+    let a = load(ANSWERS);
+    let (ns1, secrets) = render(&a, "ns1");
+    let (ns2, _) = render(&a, "ns2");
+    assert_eq!(ns1["role"], "primary\n");
+    assert_eq!(ns2["role"], "secondary\n");
+
+    let local1 = &ns1["named.conf.local.j2"];
+    assert!(local1.contains("type primary;") && !local1.contains("type secondary;"), "{local1}");
+    assert!(local1.contains("file \"/var/lib/bind/db.dd.groundwork.test\";"), "{local1}");
+    assert!(local1.contains("update-policy { grant ddns-key zonesub ANY; };"), "{local1}");
+    assert!(local1.contains("10.77.0.11 key ddns-key;"), "also-notify the secondary:\n{local1}");
+    assert!(local1.contains("zone \"0.77.10.in-addr.arpa\""), "{local1}");
+    let local2 = &ns2["named.conf.local.j2"];
+    assert!(local2.contains("type secondary;") && !local2.contains("type primary;"), "{local2}");
+    assert!(local2.contains("primaries { 10.77.0.10 key ddns-key; };"), "{local2}");
+
+    let fwd = &ns1["forward.zone.j2"];
+    assert!(fwd.contains("$ORIGIN dd.groundwork.test."), "{fwd}");
+    assert!(fwd.contains("SOA\tns1.dd.groundwork.test. ops\\.team.groundwork.test. ("), "rname escapes the dot:\n{fwd}");
+    assert!(fwd.contains("@\tIN\tNS\tns1.dd.groundwork.test.\n@\tIN\tNS\tns2.dd.groundwork.test."), "{fwd}");
+    assert!(fwd.contains("ns1\tIN\tA\t10.77.0.10\nns2\tIN\tA\t10.77.0.11\n"), "{fwd}");
+    assert!(!fwd.contains("CNAME"), "no service roles, no service names:\n{fwd}");
+    let rev = &ns1["reverse.zone.j2"];
+    assert!(rev.contains("$ORIGIN 0.77.10.in-addr.arpa."), "{rev}");
+    assert!(rev.contains("11.0.77.10.in-addr.arpa.\tIN\tPTR\tns2.dd.groundwork.test."), "{rev}");
+
+    let opts = &ns1["named.conf.options.j2"];
+    assert!(opts.contains("\t10.77.0.0/24;\n\tlocalhost;"), "{opts}");
+    assert!(opts.contains("allow-recursion { groundwork-site; };"), "{opts}");
+    assert!(opts.contains("dnssec-validation no;") && !opts.contains("forwarders {"), "{opts}");
+    let key = &ns1["ddns.key.j2"];
+    assert!(key.contains(&format!("secret \"{}\";", secrets.get("tsig", "ddns-key").unwrap())), "{key}");
+
+    let d4 = kea_json(&ns1["kea-dhcp4.conf.j2"]);
+    let d4 = &d4["Dhcp4"];
+    assert_eq!(d4["interfaces-config"]["interfaces"][0], "eth0");
+    assert_eq!(d4["valid-lifetime"], 600);
+    assert_eq!(d4["lease-database"]["persist"], true);
+    assert_eq!(d4["ddns-qualifying-suffix"], "dd.groundwork.test.");
+    assert_eq!(d4["ddns-send-updates"], true);
+    let opt = |name: &str| d4["option-data"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["data"].clone();
+    assert_eq!(opt("domain-name-servers"), "10.77.0.10, 10.77.0.11");
+    assert_eq!(opt("domain-search"), "dd.groundwork.test");
+    let subnet = &d4["subnet4"][0];
+    assert_eq!(subnet["subnet"], "10.77.0.0/24");
+    assert_eq!(subnet["pools"][0]["pool"], "10.77.0.100 - 10.77.0.199");
+    assert_eq!(subnet["option-data"][0]["data"], "10.77.0.1");
+    assert_eq!(subnet["reservations"][0]["hw-address"], "02:00:00:77:00:50");
+    assert_eq!(subnet["reservations"][0]["hostname"], "printer");
+
+    let d2 = kea_json(&ns1["kea-dhcp-ddns.conf.j2"]);
+    let d2 = &d2["DhcpDdns"];
+    assert_eq!(d2["tsig-keys"][0]["secret"], secrets.get("tsig", "ddns-key").unwrap());
+    assert_eq!(d2["forward-ddns"]["ddns-domains"][0]["name"], "dd.groundwork.test.");
+    assert_eq!(d2["reverse-ddns"]["ddns-domains"][0]["name"], "0.77.10.in-addr.arpa.");
+    assert_eq!(d2["forward-ddns"]["ddns-domains"][0]["dns-servers"][0]["ip-address"], "10.77.0.10");
+}
+
+#[test]
+fn service_names_and_forwarders_follow_the_answers() {
+    let text = std::fs::read_to_string("wizard/examples/lab.toml")
+        .unwrap()
+        .replace("forwarders = []", "forwarders = [\"192.0.2.53\", \"192.0.2.54\"]");
+    let a = answers::load_str("lab-with-forwarders.toml", &text).unwrap().answers;
+    let (ns1, _) = render(&a, "ns1");
+    let fwd = &ns1["forward.zone.j2"];
+    for line in [
+        "ldap\tIN\tCNAME\tid1.lab.groundwork.test.",
+        "pg\tIN\tCNAME\tdb1.lab.groundwork.test.",
+        "mariadb\tIN\tCNAME\tdb1.lab.groundwork.test.",
+        "id1\tIN\tA\t10.77.0.12",
+    ] {
+        assert!(fwd.contains(line), "missing {line:?}:\n{fwd}");
+    }
+    let opts = &ns1["named.conf.options.j2"];
+    assert!(opts.contains("\t\t192.0.2.53;\n\t\t192.0.2.54;\n"), "{opts}");
+    assert!(opts.contains("forward only;") && opts.contains("dnssec-validation auto;"), "{opts}");
+    // The sync helper and the probe are plain programs: templating leaves them untouched.
+    assert_eq!(ns1["dns-sync.py"], std::fs::read_to_string("playbooks/dns/templates/dns-sync.py").unwrap());
+    assert_eq!(ns1["dhcp-probe.py"], std::fs::read_to_string("playbooks/dhcp/templates/dhcp-probe.py").unwrap());
+}
+
+// ------------------------------------------------------------------ the lab
+
+struct Run {
+    code: i32,
+    events: Vec<Value>,
+    stderr: String,
+    secs: f64,
+}
+
+impl Run {
+    fn finished(&self) -> &Value {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "run-finished")
+            .unwrap_or_else(|| panic!("no run-finished event; stderr:\n{}", self.stderr))
+    }
+    fn count(&self, host: &str, what: &str) -> u64 {
+        self.finished()["hosts"][host][what].as_u64().unwrap_or(u64::MAX)
+    }
+    fn failed_steps(&self) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["event"] == "step-finished" && e["status"] == "failed").collect()
+    }
+    fn all_text(&self) -> String {
+        format!("{}\n{}", self.stderr, self.events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+    }
+}
+
+fn apply(state: &Path, extra: &[&str]) -> Run {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .arg("--state")
+        .arg(state)
+        .args(["apply", "--yes", "--json", ANSWERS])
+        .args(extra)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        events: String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        secs: t.elapsed().as_secs_f64(),
+    }
+}
+
+fn on(host: &str, cmd: &str) -> String {
+    lab::lab(&["exec", host, "sh", "-c", cmd]).unwrap_or_else(|e| panic!("{host}: {e}"))
+}
+
+/// `dig` on this machine (bind9-dnsutils is installed when missing).
+fn dig(args: &[&str]) -> String {
+    let out = Command::new("dig").args(["+time=1", "+tries=2"]).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn ensure_dig() {
+    if Command::new("dig").arg("-v").output().is_ok_and(|o| o.status.success()) {
+        return;
+    }
+    let st = Command::new("apt-get")
+        .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "bind9-dnsutils"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .unwrap();
+    assert!(st.success(), "apt-get install bind9-dnsutils failed");
+}
+
+/// Poll `f` every 100 ms for up to `limit`; the seconds it took, or None.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<f64> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn fresh(hosts: &[(&str, &str)]) {
+    let names: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
+    lab::down(&names);
+    lab::up(hosts).unwrap();
+}
+
+/// A copy of the shipped dns role in `dir/playbooks/dns`, with a zone template that renders a
+/// record named-checkzone refuses.
+fn broken_dns_role(dir: &Path) -> PathBuf {
+    let root = dir.join("playbooks");
+    let dns = root.join("dns");
+    std::fs::create_dir_all(dns.join("templates")).unwrap();
+    std::fs::copy("playbooks/dns/role.toml", dns.join("role.toml")).unwrap();
+    for e in std::fs::read_dir("playbooks/dns/templates").unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dns.join("templates").join(p.file_name().unwrap())).unwrap();
+    }
+    let t = dns.join("templates/forward.zone.j2");
+    let mut text = std::fs::read_to_string(&t).unwrap();
+    text.push_str("www\tIN\tA\t10.77.0.300\n");
+    std::fs::write(&t, text).unwrap();
+    root
+}
+
+/// A DHCP server that offers 10.77.0.250 to every DISCOVER, as 10.77.0.11.
+const FAKE_DHCP: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.bind(("0.0.0.0", 67))
+me = socket.inet_aton("10.77.0.11")
+while True:
+    data, src = s.recvfrom(4096)
+    if len(data) < 240 or data[0] != 1 or b"\x35\x01\x01" not in data[240:]:
+        continue
+    reply = bytearray(data[:240])
+    reply[0] = 2
+    reply[16:20] = socket.inet_aton("10.77.0.250")
+    reply[20:24] = me
+    reply += b"\x35\x01\x02\x36\x04" + me + b"\x01\x04\xff\xff\xff\x00\x33\x04\x00\x00\x0e\x10\xff"
+    s.sendto(bytes(reply), ("255.255.255.255", 68))
+"#;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
+    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    fresh(HOSTS);
+    ensure_dig();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+
+    // 1. First converge.
+    let first = apply(&state, &[]);
+    assert_eq!(first.code, 0, "{}", first.all_text());
+    for h in ["ns1", "ns2"] {
+        assert_eq!(first.count(h, "failed"), 0, "{}", first.all_text());
+        assert!(first.count(h, "changed") >= 10, "{h}: {}", first.all_text());
+    }
+    eprintln!("first converge: {:.1} s", first.secs);
+    // The hosts of the answer file resolve both ways at both servers.
+    for server in ["@10.77.0.10", "@10.77.0.11"] {
+        assert_eq!(dig(&[server, "+short", &format!("ns2.{DOMAIN}"), "A"]), "10.77.0.11", "{server}");
+        assert_eq!(dig(&[server, "+short", "-x", "10.77.0.10"]), format!("ns1.{DOMAIN}."), "{server}");
+    }
+
+    // 2. The client takes a lease; its name resolves through ns1 at once.
+    let ifup = on("c1", "ifdown eth0 >/dev/null 2>&1; ifup eth0 2>&1");
+    let bound = Instant::now();
+    let addr = on("c1", "ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1");
+    let addr = addr.trim().to_string();
+    let last: u8 = addr.rsplit('.').next().unwrap().parse().unwrap_or(0);
+    assert!(addr.starts_with("10.77.0.") && (100..=199).contains(&last), "c1 has {addr:?}:\n{ifup}");
+    let name = format!("c1.{DOMAIN}");
+    let secs = within(Duration::from_secs(10), || dig(&["@10.77.0.10", "+short", &name, "A"]) == addr)
+        .unwrap_or_else(|| panic!("{name} does not resolve to {addr} at ns1"));
+    let since_bound = bound.elapsed().as_secs_f64();
+    assert_eq!(dig(&["@10.77.0.10", "+short", "-x", &addr]), format!("{name}."));
+    eprintln!("lease {addr} -> A and PTR at ns1: {secs:.2} s after the first query ({since_bound:.2} s after ifup returned)");
+    let secondary = within(Duration::from_secs(15), || {
+        dig(&["@10.77.0.11", "+short", &name, "A"]) == addr && dig(&["@10.77.0.11", "+short", "-x", &addr]) == format!("{name}.")
+    })
+    .expect("the secondary serves the lease's records (NOTIFY/IXFR)");
+    eprintln!("... and at ns2 {secondary:.2} s later");
+    // The client got the site's DNS servers and search domain.
+    let resolv = on("c1", "cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.77.0.10") && resolv.contains("nameserver 10.77.0.11"), "{resolv}");
+    assert!(resolv.contains(&format!("search {DOMAIN}")), "{resolv}");
+
+    // 3. verify, as `groundwork verify` will run it.
+    let a = load(ANSWERS);
+    let sd = StateDir { root: state.clone() };
+    let secrets = Secrets::load(&sd.secrets_path()).unwrap();
+    let t = Instant::now();
+    let rows = rt().block_on(verify::verify(&a, &secrets, &sd));
+    eprintln!("verify in {:.1} s:\n{}", t.elapsed().as_secs_f64(), verify::render_table(&rows));
+    assert!(verify::all_ok(&rows), "{}", verify::render_table(&rows));
+    let row = |host: &str, check: &str| {
+        rows.iter()
+            .find(|r| r.host == host && r.check == check)
+            .unwrap_or_else(|| panic!("no row {host} / {check}:\n{}", verify::render_table(&rows)))
+    };
+    for (host, check) in [
+        ("ns1", "SOA dd.groundwork.test."),
+        ("ns2", "SOA dd.groundwork.test."),
+        ("ns2", "SOA 0.77.10.in-addr.arpa."),
+        ("ns1", "A records"),
+        ("ns2", "PTR records"),
+        ("ns1", "recursion for the site"),
+        ("ns1", "unsigned update refused"),
+        ("ns1", "signed update + delete"),
+        ("ns2", "update reaches the secondary"),
+        ("ns1", "kea-dhcp4 status"),
+        ("ns1", "kea-dhcp4 configuration"),
+        ("ns1", "kea-dhcp-ddns status"),
+        ("ns1", "DHCPDISCOVER from ns2"),
+    ] {
+        assert_eq!(row(host, check).result, Outcome::Ok, "{host} / {check}");
+    }
+    let lease = row("ns1", &format!("lease {addr}"));
+    assert_eq!(lease.result, Outcome::Ok);
+    assert!(lease.detail.contains(&name), "{}", lease.detail);
+    let json = verify::to_json(&rows);
+    assert_eq!(json["ok"], true);
+
+    // 4. A second apply changes nothing, and the lease's records are still there.
+    let again = apply(&state, &[]);
+    assert_eq!(again.code, 0, "{}", again.all_text());
+    for h in ["ns1", "ns2"] {
+        assert_eq!(again.count(h, "changed"), 0, "{h} changed on the re-run: {}", again.all_text());
+    }
+    eprintln!("re-run: {:.1} s, 0 changed", again.secs);
+    assert_eq!(dig(&["@10.77.0.10", "+short", &name, "A"]), addr);
+    assert_eq!(dig(&["@10.77.0.10", "+short", "-x", &addr]), format!("{name}."));
+    assert!(on("ns1", "ls /var/lib/bind").contains(&format!("db.{DOMAIN}.jnl")));
+
+    // 5. A zone template that named-checkzone refuses: the run fails, the live data stays.
+    let static_file = format!("/etc/bind/groundwork/{DOMAIN}.static");
+    let before = on("ns1", &format!("sha256sum {static_file}"));
+    let broken = broken_dns_role(dir.path());
+    let bad = apply(&state, &["--playbooks", broken.to_str().unwrap()]);
+    assert_ne!(bad.code, 0, "{}", bad.all_text());
+    let failed = bad.failed_steps();
+    assert!(
+        failed.iter().any(|e| e["host"] == "ns1" && e["step"] == "static records of the internal domain"
+            && e["detail"].as_str().unwrap_or("").contains("refused the new")
+            && e["detail"].as_str().unwrap_or("").contains("bad dotted quad")),
+        "{}",
+        bad.all_text()
+    );
+    assert_eq!(on("ns1", &format!("sha256sum {static_file}")), before, "the live static file changed");
+    assert_eq!(dig(&["@10.77.0.10", "+short", &name, "A"]), addr, "DNS stopped answering");
+    assert!(dig(&["@10.77.0.10", "+norecurse", DOMAIN, "SOA"]).contains("status: NOERROR"));
+
+    // 6. Another DHCP server on the segment, while Kea does not serve it yet (the probe runs
+    //    before Kea is enabled, not on every re-run): the run stops and names it.
+    on("ns1", "systemctl stop kea-dhcp4-server");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(FAKE_DHCP);
+    on("ns2", &format!("echo {b64} | base64 -d > /tmp/fake-dhcp.py"));
+    lab::lab(&["ssh", "ns2", "systemd-run --unit gw-fake-dhcp python3 /tmp/fake-dhcp.py"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let foreign = apply(&state, &[]);
+    lab::lab(&["ssh", "ns2", "systemctl stop gw-fake-dhcp"]).unwrap();
+    assert_ne!(foreign.code, 0, "{}", foreign.all_text());
+    assert!(
+        foreign.failed_steps().iter().any(|e| e["host"] == "ns1" && e["step"] == "no other DHCP server on the segment"
+            && e["detail"].as_str().unwrap_or("").contains("server 10.77.0.11 from 10.77.0.11 offers 10.77.0.250")),
+        "{}",
+        foreign.all_text()
+    );
+
+    // 7. With the other server gone, Kea starts again; then nothing is left to change.
+    let restart = apply(&state, &[]);
+    assert_eq!(restart.code, 0, "{}", restart.all_text());
+    let last = apply(&state, &[]);
+    assert_eq!(last.code, 0, "{}", last.all_text());
+    for h in ["ns1", "ns2"] {
+        assert_eq!(last.count(h, "changed"), 0, "{h}: {}", last.all_text());
+    }
+    assert_eq!(dig(&["@10.77.0.10", "+short", &name, "A"]), addr);
+}
