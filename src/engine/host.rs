@@ -363,6 +363,21 @@ impl<'a> HostRun<'a> {
         self.gather(probe).await
     }
 
+    /// A file's or directory's state: from the snapshot, or live once the host has changed.
+    async fn path_fact(&self, dirty: bool, facts: &Facts, idx: usize, path: &str, dir: bool) -> Result<PathFact, String> {
+        if !dirty {
+            return Ok(if dir { facts.dirs[idx].clone() } else { facts.files[idx].clone() });
+        }
+        let mut probe = Probe::default();
+        if dir {
+            probe.dir(path);
+            Ok(self.live(&probe).await?.dirs.remove(0))
+        } else {
+            probe.file(path);
+            Ok(self.live(&probe).await?.files.remove(0))
+        }
+    }
+
     async fn step(
         &self,
         p: &Prepared<'_>,
@@ -381,24 +396,12 @@ impl<'a> HostRun<'a> {
                     Source::Inline(text) => self.env.render_str(text, ctx),
                 }
                 .map_err(|e| format!("template: {e:#}"))?;
-                let current = if dirty {
-                    let mut probe = Probe::default();
-                    probe.file(dest);
-                    self.live(&probe).await?.files.remove(0)
-                } else {
-                    facts.files[*fact].clone()
-                };
+                let current = self.path_fact(dirty, facts, *fact, dest, false).await?;
                 let mode = u32::from_str_radix(mode, 8).unwrap_or(0o644);
                 self.file(dest, content.as_bytes(), &current, validate.as_deref(), notify, mode, owner, *secret, notified).await
             }
             (Kind::Directory { mode, owner, .. }, What::Directory { path, fact }) => {
-                let current = if dirty {
-                    let mut probe = Probe::default();
-                    probe.dir(path);
-                    self.live(&probe).await?.dirs.remove(0)
-                } else {
-                    facts.dirs[*fact].clone()
-                };
+                let current = self.path_fact(dirty, facts, *fact, path, true).await?;
                 let mode = u32::from_str_radix(mode, 8).unwrap_or(0o755);
                 let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
                 let needed = match &current {
