@@ -141,12 +141,13 @@ fn validate(files: &[PathBuf], json: bool) -> i32 {
                 if json {
                     docs.push(serde_json::json!({"file": f.display().to_string(), "ok": true, "problems": []}));
                 } else {
+                    let n = l.answers.hosts.len();
                     println!(
-                        "{}: ok (site `{}`, {} hosts, {} role assignments)",
+                        "{}: ok (site `{}`, {n} host{}, {roles} role assignment{})",
                         f.display(),
                         l.answers.site.name,
-                        l.answers.hosts.len(),
-                        roles
+                        if n == 1 { "" } else { "s" },
+                        if roles == 1 { "" } else { "s" },
                     );
                 }
             }
