@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::lab;
+use common::run::{self, Run, on};
 use groundwork::answers::{self, model::Answers};
 use groundwork::engine::{context, facts::Facts};
 use groundwork::playbook::catalog::Catalog;
@@ -154,51 +155,8 @@ fn service_names_and_forwarders_follow_the_answers() {
 
 // ------------------------------------------------------------------ the lab
 
-struct Run {
-    code: i32,
-    events: Vec<Value>,
-    stderr: String,
-    secs: f64,
-}
-
-impl Run {
-    fn finished(&self) -> &Value {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| e["event"] == "run-finished")
-            .unwrap_or_else(|| panic!("no run-finished event; stderr:\n{}", self.stderr))
-    }
-    fn count(&self, host: &str, what: &str) -> u64 {
-        self.finished()["hosts"][host][what].as_u64().unwrap_or(u64::MAX)
-    }
-    fn failed_steps(&self) -> Vec<&Value> {
-        self.events.iter().filter(|e| e["event"] == "step-finished" && e["status"] == "failed").collect()
-    }
-    fn all_text(&self) -> String {
-        format!("{}\n{}", self.stderr, self.events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
-    }
-}
-
 fn apply(state: &Path, extra: &[&str]) -> Run {
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
-        .arg("--state")
-        .arg(state)
-        .args(["apply", "--yes", "--json", ANSWERS])
-        .args(extra)
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        events: String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        secs: t.elapsed().as_secs_f64(),
-    }
-}
-
-fn on(host: &str, cmd: &str) -> String {
-    lab::lab(&["exec", host, "sh", "-c", cmd]).unwrap_or_else(|e| panic!("{host}: {e}"))
+    run::apply(ANSWERS, state, extra)
 }
 
 /// `dig` on this machine (bind9-dnsutils is installed when missing).

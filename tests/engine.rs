@@ -9,9 +9,9 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use common::lab;
+use common::run::{self, Run, on};
 use serde_json::Value;
 
 const HOSTS: &[(&str, &str)] = &[
@@ -22,63 +22,8 @@ const HOSTS: &[(&str, &str)] = &[
 ];
 const ANSWERS: &str = "tests/fixtures/lab/base.toml";
 
-struct Run {
-    code: i32,
-    events: Vec<Value>,
-    stderr: String,
-    secs: f64,
-}
-
-impl Run {
-    fn finished(&self) -> &Value {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| e["event"] == "run-finished")
-            .unwrap_or_else(|| panic!("no run-finished event; stderr:\n{}", self.stderr))
-    }
-    fn changed(&self, host: &str) -> u64 {
-        self.finished()["hosts"][host]["changed"].as_u64().unwrap_or(u64::MAX)
-    }
-    fn failed(&self, host: &str) -> u64 {
-        self.finished()["hosts"][host]["failed"].as_u64().unwrap_or(u64::MAX)
-    }
-    fn error(&self, host: &str) -> String {
-        self.finished()["hosts"][host]["error"].as_str().unwrap_or("").to_string()
-    }
-    fn step(&self, host: &str, name: &str) -> Option<&Value> {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| e["event"] == "step-finished" && e["host"] == host && e["step"] == name)
-    }
-    fn all_text(&self) -> String {
-        format!("{}\n{}", self.stderr, self.events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
-    }
-}
-
 fn apply(state: &Path, extra: &[&str]) -> Run {
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
-        .arg("--state")
-        .arg(state)
-        .args(["apply", "--yes", "--json", ANSWERS])
-        .args(extra)
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        events: String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        secs: t.elapsed().as_secs_f64(),
-    }
-}
-
-fn on(host: &str, cmd: &str) -> String {
-    lab::lab(&["exec", host, "sh", "-c", cmd]).unwrap_or_else(|e| panic!("{host}: {e}"))
+    run::apply(ANSWERS, state, extra)
 }
 
 /// Fresh hosts: every `lab up` gives new machines (and new host keys).

@@ -1,0 +1,84 @@
+//! Running the real binary against lab hosts and reading its `--json` events.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::lab;
+
+/// One `groundwork apply --yes --json` run.
+pub struct Run {
+    pub code: i32,
+    pub events: Vec<Value>,
+    pub stderr: String,
+    pub secs: f64,
+}
+
+impl Run {
+    pub fn finished(&self) -> &Value {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "run-finished")
+            .unwrap_or_else(|| panic!("no run-finished event; stderr:\n{}", self.stderr))
+    }
+    /// A host's count of `ok`, `changed`, `failed` or `skipped` steps.
+    pub fn count(&self, host: &str, what: &str) -> u64 {
+        self.finished()["hosts"][host][what].as_u64().unwrap_or(u64::MAX)
+    }
+    pub fn changed(&self, host: &str) -> u64 {
+        self.count(host, "changed")
+    }
+    pub fn failed(&self, host: &str) -> u64 {
+        self.count(host, "failed")
+    }
+    pub fn error(&self, host: &str) -> String {
+        self.finished()["hosts"][host]["error"].as_str().unwrap_or("").to_string()
+    }
+    /// The last `step-finished` event of a step on a host.
+    pub fn step(&self, host: &str, name: &str) -> Option<&Value> {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "step-finished" && e["host"] == host && e["step"] == name)
+    }
+    pub fn failed_steps(&self) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e["event"] == "step-finished" && e["status"] == "failed")
+            .collect()
+    }
+    /// Everything the run said, for assertion messages.
+    pub fn all_text(&self) -> String {
+        let events: Vec<String> = self.events.iter().map(|e| e.to_string()).collect();
+        format!("{}\n{}", self.stderr, events.join("\n"))
+    }
+}
+
+/// `groundwork --state STATE apply --yes --json ANSWERS EXTRA...`
+pub fn apply(answers: &str, state: &Path, extra: &[&str]) -> Run {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .arg("--state")
+        .arg(state)
+        .args(["apply", "--yes", "--json", answers])
+        .args(extra)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        events: String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        secs: t.elapsed().as_secs_f64(),
+    }
+}
+
+/// Run a shell command inside a lab host (nsenter: works without its network).
+pub fn on(host: &str, cmd: &str) -> String {
+    lab::lab(&["exec", host, "sh", "-c", cmd]).unwrap_or_else(|e| panic!("{host}: {e}"))
+}
