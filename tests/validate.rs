@@ -59,6 +59,7 @@ const EXPECT: &[(&str, usize, &str, &str)] = &[
     ("dhcp-nothing-to-hand-out", 15, "host[0].roles[1]", "the dhcp role has nothing to hand out"),
     ("lease-time-too-short", 11, "network.lease-time", "30 s is not a sensible lease time"),
     ("reservation-name-is-host", 19, "network.reservation[0].name", "`ns1` is already the name of a host"),
+    ("ldap-organisation-multiline", 22, "ldap.organisation", "must be one line"),
 ];
 
 /// Suggestions for typos: fixture, the help text it must contain.

@@ -626,6 +626,14 @@ fn ldap(a: &Answers, out: &mut Vec<Problem>) {
     let Some(l) = &a.ldap else { return };
     if l.organisation.trim().is_empty() {
         out.push(Problem::new("ldap.organisation", "the organisation name is empty"));
+    } else if l.organisation.contains(['\n', '\r'])
+        || l.organisation.starts_with([' ', ':', '<', '#'])
+        || l.organisation.ends_with(' ')
+    {
+        out.push(
+            Problem::new("ldap.organisation", "the organisation name must be one line, without a leading space, `:`, `<` or `#`")
+                .help("it becomes the `o` attribute of the directory's base entry"),
+        );
     }
     for (i, ou) in l.extra_ous.iter().enumerate() {
         let field = format!("ldap.extra-ous[{i}]");

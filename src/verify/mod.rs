@@ -1,12 +1,14 @@
 //! `groundwork verify`: every service checked the way a client uses it, one row per check.
 //!
 //! [`verify`] runs what applies to the answer file ([`dns`] for the dns role, [`dhcp`] for the
-//! dhcp role) and returns rows `service / host / check / result / detail / time`;
+//! dhcp role, [`ldap`] and [`sql`] for the directory and the databases) and returns rows `service / host / check / result / detail / time`;
 //! [`render_table`] and [`to_json`] present them. A skipped check (something that cannot be
 //! tested from here, said in its detail) is not a failure; [`all_ok`] is false on any failure.
 
 pub mod dhcp;
 pub mod dns;
+pub mod ldap;
+pub mod sql;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -75,10 +77,17 @@ impl Row {
 
 /// Every check that applies to the site. Checks of different services run concurrently.
 pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row> {
-    let (mut rows, dhcp_rows) = tokio::join!(dns::verify(a, secrets), async {
-        if a.has_role(Role::Dhcp) { dhcp::verify(a, state).await } else { Vec::new() }
-    });
+    let (mut rows, dhcp_rows, ldap_rows, sql_rows) = tokio::join!(
+        dns::verify(a, secrets),
+        async {
+            if a.has_role(Role::Dhcp) { dhcp::verify(a, state).await } else { Vec::new() }
+        },
+        ldap::verify(a, secrets),
+        sql::verify(a, secrets),
+    );
     rows.extend(dhcp_rows);
+    rows.extend(ldap_rows);
+    rows.extend(sql_rows);
     rows
 }
 
