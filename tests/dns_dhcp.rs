@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::lab;
-use common::run::{self, Run, on};
+use common::run::{self, Run, fresh, on, rt};
 use groundwork::answers::{self, model::Answers};
 use groundwork::engine::{context, facts::Facts};
 use groundwork::playbook::catalog::Catalog;
@@ -189,11 +189,6 @@ fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<f64> {
     None
 }
 
-fn fresh(hosts: &[(&str, &str)]) {
-    let names: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
-    lab::down(&names);
-    lab::up(hosts).unwrap();
-}
 
 /// A copy of the shipped dns role in `dir/playbooks/dns`, with a zone template that renders a
 /// record named-checkzone refuses.
@@ -233,9 +228,6 @@ while True:
     s.sendto(bytes(reply), ("255.255.255.255", 68))
 "#;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 #[test]
 fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::lab;
-use common::run::{self, Run, on};
+use common::run::{self, Run, fresh, on};
 use serde_json::Value;
 
 const HOSTS: &[(&str, &str)] = &[
@@ -24,13 +24,6 @@ const ANSWERS: &str = "tests/fixtures/lab/base.toml";
 
 fn apply(state: &Path, extra: &[&str]) -> Run {
     run::apply(ANSWERS, state, extra)
-}
-
-/// Fresh hosts: every `lab up` gives new machines (and new host keys).
-fn fresh(hosts: &[(&str, &str)]) {
-    let names: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
-    lab::down(&names);
-    lab::up(hosts).unwrap();
 }
 
 /// A copy of the embedded base role in `dir/base`, changed by `edit`.

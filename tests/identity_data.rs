@@ -29,12 +29,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::lab;
+use common::run::{self, Run, fresh, groundwork, on, rt};
 use groundwork::answers::{self, model::Answers};
 use groundwork::engine::{context, facts::Facts};
 use groundwork::playbook::catalog::Catalog;
 use groundwork::state::{Secrets, StateDir};
 use groundwork::verify::{self, Outcome};
-use serde_json::Value;
 
 const TWO: &[(&str, &str)] = &[("id1", "10.77.0.12"), ("db1", "10.77.0.13")];
 const TWO_ANSWERS: &str = "tests/fixtures/lab/identity-data.toml";
@@ -180,76 +180,8 @@ fn settings_admit_the_site_subnet_and_name_the_directory() {
 
 // ------------------------------------------------------------------ on the lab
 
-struct Run {
-    code: i32,
-    events: Vec<Value>,
-    stdout: String,
-    stderr: String,
-    secs: f64,
-}
-
-impl Run {
-    fn finished(&self) -> &Value {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| e["event"] == "run-finished")
-            .unwrap_or_else(|| panic!("no run-finished event; stderr:\n{}", self.stderr))
-    }
-    fn changed(&self, host: &str) -> u64 {
-        self.finished()["hosts"][host]["changed"].as_u64().unwrap_or(u64::MAX)
-    }
-    fn failed(&self, host: &str) -> u64 {
-        self.finished()["hosts"][host]["failed"].as_u64().unwrap_or(u64::MAX)
-    }
-    fn all_text(&self) -> String {
-        let steps: Vec<String> = self
-            .events
-            .iter()
-            .filter(|e| e["event"] == "step-finished" && e["status"] != "ok")
-            .map(|e| e.to_string())
-            .collect();
-        format!("{}\n{}", self.stderr, steps.join("\n"))
-    }
-    /// The names of the steps that changed on `host`.
-    fn changed_steps(&self, host: &str) -> Vec<String> {
-        self.events
-            .iter()
-            .filter(|e| e["event"] == "step-finished" && e["host"] == host && e["status"] == "changed")
-            .map(|e| format!("{} / {}", e["role"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")))
-            .collect()
-    }
-}
-
-fn groundwork(state: &Path, args: &[&str]) -> Run {
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_groundwork")).arg("--state").arg(state).args(args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        events: stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        secs: t.elapsed().as_secs_f64(),
-    }
-}
-
 fn apply(state: &Path, answers: &str) -> Run {
-    groundwork(state, &["apply", "--yes", "--json", answers])
-}
-
-fn on(host: &str, cmd: &str) -> String {
-    lab::lab(&["exec", host, "sh", "-c", cmd]).unwrap_or_else(|e| panic!("{host}: {e}"))
-}
-
-fn fresh(hosts: &[(&str, &str)]) {
-    let names: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
-    lab::down(&names);
-    lab::up(hosts).unwrap();
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    run::apply(answers, state, &[])
 }
 
 /// ldapsearch, psql and mysql on this machine: installed with apt-get when one is missing.

@@ -12,6 +12,7 @@ use super::lab;
 pub struct Run {
     pub code: i32,
     pub events: Vec<Value>,
+    pub stdout: String,
     pub stderr: String,
     pub secs: f64,
 }
@@ -50,6 +51,14 @@ impl Run {
             .filter(|e| e["event"] == "step-finished" && e["status"] == "failed")
             .collect()
     }
+    /// The names (`role / step`) of the steps that changed on `host`.
+    pub fn changed_steps(&self, host: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["event"] == "step-finished" && e["host"] == host && e["status"] == "changed")
+            .map(|e| format!("{} / {}", e["role"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")))
+            .collect()
+    }
     /// Everything the run said, for assertion messages.
     pub fn all_text(&self) -> String {
         let events: Vec<String> = self.events.iter().map(|e| e.to_string()).collect();
@@ -57,25 +66,46 @@ impl Run {
     }
 }
 
-/// `groundwork --state STATE apply --yes --json ANSWERS EXTRA...`
-pub fn apply(answers: &str, state: &Path, extra: &[&str]) -> Run {
+/// `groundwork --state STATE ARGS...`, its JSON events parsed from standard output.
+pub fn groundwork(state: &Path, args: &[&str]) -> Run {
     let t = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
         .arg("--state")
         .arg(state)
-        .args(["apply", "--yes", "--json", answers])
-        .args(extra)
+        .args(args)
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     Run {
         code: out.status.code().unwrap_or(-1),
-        events: String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
+        events: stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
+        stdout,
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
         secs: t.elapsed().as_secs_f64(),
     }
+}
+
+/// `groundwork --state STATE apply --yes --json ANSWERS EXTRA...`
+pub fn apply(answers: &str, state: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["apply", "--yes", "--json", answers];
+    args.extend_from_slice(extra);
+    groundwork(state, &args)
+}
+
+/// Fresh hosts: every `lab up` gives new machines (and new host keys).
+pub fn fresh(hosts: &[(&str, &str)]) {
+    let names: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
+    lab::down(&names);
+    lab::up(hosts).unwrap();
+}
+
+/// A runtime for the library's async checks.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Run a shell command inside a lab host (nsenter: works without its network).
