@@ -72,11 +72,14 @@ impl Probe {
                 sh_quote(c)
             );
         }
-        for svc in &self.services {
-            let q = sh_quote(svc);
+        if !self.services.is_empty() {
+            // One systemctl for every service: a block of properties per unit, in argument order.
+            let list: Vec<String> = self.services.iter().map(|n| sh_quote(n)).collect();
             let _ = writeln!(
                 s,
-                "printf 'svc\\t%s\\t%s\\t%s\\n' {q} \"$(systemctl is-active {q})\" \"$(systemctl is-enabled {q})\""
+                "systemctl show --property=ActiveState,UnitFileState -- {} | awk -v names={}                  'BEGIN {{ n = split(names, N, \" \"); i = 1 }}                   /^ActiveState=/ {{ a = substr($0, 13) }} /^UnitFileState=/ {{ u = substr($0, 15) }}                   /^$/ {{ printf \"svc\\t%s\\t%s\\t%s\\n\", N[i], a, u; i++; a = \"\"; u = \"\" }}                   END {{ if (i <= n) printf \"svc\\t%s\\t%s\\t%s\\n\", N[i], a, u }}'",
+                list.join(" "),
+                sh_quote(&self.services.join(" "))
             );
         }
         s.push_str("printf 'end\\n'\n");
