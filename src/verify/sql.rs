@@ -115,42 +115,47 @@ pub async fn mariadb_select_1(host: &Host, d: &Database, password: &str) -> Resu
     result
 }
 
-/// One row per PostgreSQL database of the answers (none without the postgresql role).
-pub async fn verify_postgresql(a: &Answers, secrets: &Secrets) -> Vec<Row> {
-    let Some((_, host)) = a.hosts_with(Role::Postgresql).next() else {
+/// One row per database of `engine` in the answers (none without the role), each connecting
+/// as the database's user with `select` and running SELECT 1.
+async fn per_database<'a, F, Fut>(
+    a: &'a Answers,
+    secrets: &'a Secrets,
+    role: Role,
+    dbs: &'a [Database],
+    check: &'static str,
+    select: F,
+) -> Vec<Row>
+where
+    F: Fn(&'a Host, &'a Database, &'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let engine = role.as_str();
+    let Some((_, host)) = a.hosts_with(role).next() else {
         return Vec::new();
     };
-    if a.databases.postgresql.is_empty() {
-        return vec![Row::new("postgresql", &host.name, "select 1", Outcome::Skip, "no databases in the answers", Duration::ZERO)];
+    if dbs.is_empty() {
+        return vec![Row::new(engine, &host.name, check, Outcome::Skip, "no databases in the answers", Duration::ZERO)];
     }
-    let checks = a.databases.postgresql.iter().map(|d| async move {
+    let select = &select;
+    let checks = dbs.iter().map(|d| async move {
         let (r, took) = timed(within(async {
-            let pw = password(secrets, "postgresql", &d.user)?;
-            postgresql_select_1(host, d, pw).await
+            let pw = password(secrets, engine, &d.user)?;
+            select(host, d, pw).await
         }))
         .await;
-        Row::from_result("postgresql", &host.name, format!("{}@{} select 1", d.user, d.name), r, took)
+        Row::from_result(engine, &host.name, format!("{}@{} {check}", d.user, d.name), r, took)
     });
     futures::future::join_all(checks).await
 }
 
+/// One row per PostgreSQL database of the answers (none without the postgresql role).
+pub async fn verify_postgresql(a: &Answers, secrets: &Secrets) -> Vec<Row> {
+    per_database(a, secrets, Role::Postgresql, &a.databases.postgresql, "select 1", postgresql_select_1).await
+}
+
 /// One row per MariaDB database of the answers (none without the mariadb role).
 pub async fn verify_mariadb(a: &Answers, secrets: &Secrets) -> Vec<Row> {
-    let Some((_, host)) = a.hosts_with(Role::Mariadb).next() else {
-        return Vec::new();
-    };
-    if a.databases.mariadb.is_empty() {
-        return vec![Row::new("mariadb", &host.name, "SELECT 1", Outcome::Skip, "no databases in the answers", Duration::ZERO)];
-    }
-    let checks = a.databases.mariadb.iter().map(|d| async move {
-        let (r, took) = timed(within(async {
-            let pw = password(secrets, "mariadb", &d.user)?;
-            mariadb_select_1(host, d, pw).await
-        }))
-        .await;
-        Row::from_result("mariadb", &host.name, format!("{}@{} SELECT 1", d.user, d.name), r, took)
-    });
-    futures::future::join_all(checks).await
+    per_database(a, secrets, Role::Mariadb, &a.databases.mariadb, "SELECT 1", mariadb_select_1).await
 }
 
 /// PostgreSQL and MariaDB checks, concurrently.
