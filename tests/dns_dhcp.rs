@@ -4,9 +4,9 @@
 //! configurations are JSON with the answer file's values, service names and forwarders appear
 //! when the answers have them.
 //!
-//! On the lab (tests/lab/README.md): ns1 (dns primary + dhcp), ns2 (dns secondary) and c1, a
-//! client that boots with DHCP. apply converges; c1 takes a lease from the range and its name
-//! resolves both ways through ns1 (and ns2) within seconds, checked with `dig` and with
+//! On the lab (tests/lab/README.md): dn1 (dns primary + dhcp), dn2 (dns secondary) and dc1, a
+//! client that boots with DHCP. apply converges; dc1 takes a lease from the range and its name
+//! resolves both ways through dn1 (and dn2) within seconds, checked with `dig` and with
 //! `groundwork::verify`; a second apply changes nothing and the dynamic records are still
 //! there; a broken zone template (--playbooks override) is refused by named-checkzone while
 //! DNS keeps answering; another DHCP server on the segment stops the run and is named.
@@ -28,7 +28,7 @@ use groundwork::state::{Secrets, StateDir};
 use groundwork::verify::{self, Outcome};
 use serde_json::Value;
 
-const HOSTS: &[(&str, &str)] = &[("ns1", "10.77.0.10"), ("ns2", "10.77.0.11"), ("c1", "dhcp")];
+const HOSTS: &[(&str, &str)] = &[("dn1", "10.77.0.32"), ("dn2", "10.77.0.33"), ("dc1", "dhcp")];
 const ANSWERS: &str = "tests/fixtures/lab/dns-dhcp.toml";
 const DOMAIN: &str = "dd.groundwork.test";
 
@@ -72,39 +72,39 @@ fn kea_json(text: &str) -> Value {
 #[test]
 fn templates_render_a_primary_a_secondary_and_the_dhcp_server() {
     let a = load(ANSWERS);
-    let (ns1, secrets) = render(&a, "ns1");
-    let (ns2, _) = render(&a, "ns2");
-    assert_eq!(ns1["role"], "primary\n");
-    assert_eq!(ns2["role"], "secondary\n");
+    let (dn1, secrets) = render(&a, "dn1");
+    let (dn2, _) = render(&a, "dn2");
+    assert_eq!(dn1["role"], "primary\n");
+    assert_eq!(dn2["role"], "secondary\n");
 
-    let local1 = &ns1["named.conf.local.j2"];
+    let local1 = &dn1["named.conf.local.j2"];
     assert!(local1.contains("type primary;") && !local1.contains("type secondary;"), "{local1}");
     assert!(local1.contains("file \"/var/lib/bind/db.dd.groundwork.test\";"), "{local1}");
     assert!(local1.contains("update-policy { grant ddns-key zonesub ANY; };"), "{local1}");
-    assert!(local1.contains("10.77.0.11 key ddns-key;"), "also-notify the secondary:\n{local1}");
+    assert!(local1.contains("10.77.0.33 key ddns-key;"), "also-notify the secondary:\n{local1}");
     assert!(local1.contains("zone \"0.77.10.in-addr.arpa\""), "{local1}");
-    let local2 = &ns2["named.conf.local.j2"];
+    let local2 = &dn2["named.conf.local.j2"];
     assert!(local2.contains("type secondary;") && !local2.contains("type primary;"), "{local2}");
-    assert!(local2.contains("primaries { 10.77.0.10 key ddns-key; };"), "{local2}");
+    assert!(local2.contains("primaries { 10.77.0.32 key ddns-key; };"), "{local2}");
 
-    let fwd = &ns1["forward.zone.j2"];
+    let fwd = &dn1["forward.zone.j2"];
     assert!(fwd.contains("$ORIGIN dd.groundwork.test."), "{fwd}");
     assert!(fwd.contains("SOA\tns1.dd.groundwork.test. ops\\.team.groundwork.test. ("), "rname escapes the dot:\n{fwd}");
     assert!(fwd.contains("@\tIN\tNS\tns1.dd.groundwork.test.\n@\tIN\tNS\tns2.dd.groundwork.test."), "{fwd}");
-    assert!(fwd.contains("ns1\tIN\tA\t10.77.0.10\nns2\tIN\tA\t10.77.0.11\n"), "{fwd}");
+    assert!(fwd.contains("dn1\tIN\tA\t10.77.0.32\ndn2\tIN\tA\t10.77.0.33\n"), "{fwd}");
     assert!(!fwd.contains("CNAME"), "no service roles, no service names:\n{fwd}");
-    let rev = &ns1["reverse.zone.j2"];
+    let rev = &dn1["reverse.zone.j2"];
     assert!(rev.contains("$ORIGIN 0.77.10.in-addr.arpa."), "{rev}");
-    assert!(rev.contains("11.0.77.10.in-addr.arpa.\tIN\tPTR\tns2.dd.groundwork.test."), "{rev}");
+    assert!(rev.contains("33.0.77.10.in-addr.arpa.\tIN\tPTR\tdn2.dd.groundwork.test."), "{rev}");
 
-    let opts = &ns1["named.conf.options.j2"];
+    let opts = &dn1["named.conf.options.j2"];
     assert!(opts.contains("\t10.77.0.0/24;\n\tlocalhost;"), "{opts}");
     assert!(opts.contains("allow-recursion { groundwork-site; };"), "{opts}");
     assert!(opts.contains("dnssec-validation no;") && !opts.contains("forwarders {"), "{opts}");
-    let key = &ns1["ddns.key.j2"];
+    let key = &dn1["ddns.key.j2"];
     assert!(key.contains(&format!("secret \"{}\";", secrets.get("tsig", "ddns-key").unwrap())), "{key}");
 
-    let d4 = kea_json(&ns1["kea-dhcp4.conf.j2"]);
+    let d4 = kea_json(&dn1["kea-dhcp4.conf.j2"]);
     let d4 = &d4["Dhcp4"];
     assert_eq!(d4["interfaces-config"]["interfaces"][0], "eth0");
     assert_eq!(d4["valid-lifetime"], 600);
@@ -112,7 +112,7 @@ fn templates_render_a_primary_a_secondary_and_the_dhcp_server() {
     assert_eq!(d4["ddns-qualifying-suffix"], "dd.groundwork.test.");
     assert_eq!(d4["ddns-send-updates"], true);
     let opt = |name: &str| d4["option-data"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["data"].clone();
-    assert_eq!(opt("domain-name-servers"), "10.77.0.10, 10.77.0.11");
+    assert_eq!(opt("domain-name-servers"), "10.77.0.32, 10.77.0.33");
     assert_eq!(opt("domain-search"), "dd.groundwork.test");
     let subnet = &d4["subnet4"][0];
     assert_eq!(subnet["subnet"], "10.77.0.0/24");
@@ -121,12 +121,12 @@ fn templates_render_a_primary_a_secondary_and_the_dhcp_server() {
     assert_eq!(subnet["reservations"][0]["hw-address"], "02:00:00:77:00:50");
     assert_eq!(subnet["reservations"][0]["hostname"], "printer");
 
-    let d2 = kea_json(&ns1["kea-dhcp-ddns.conf.j2"]);
+    let d2 = kea_json(&dn1["kea-dhcp-ddns.conf.j2"]);
     let d2 = &d2["DhcpDdns"];
     assert_eq!(d2["tsig-keys"][0]["secret"], secrets.get("tsig", "ddns-key").unwrap());
     assert_eq!(d2["forward-ddns"]["ddns-domains"][0]["name"], "dd.groundwork.test.");
     assert_eq!(d2["reverse-ddns"]["ddns-domains"][0]["name"], "0.77.10.in-addr.arpa.");
-    assert_eq!(d2["forward-ddns"]["ddns-domains"][0]["dns-servers"][0]["ip-address"], "10.77.0.10");
+    assert_eq!(d2["forward-ddns"]["ddns-domains"][0]["dns-servers"][0]["ip-address"], "10.77.0.32");
 }
 
 #[test]
@@ -135,8 +135,8 @@ fn service_names_and_forwarders_follow_the_answers() {
         .unwrap()
         .replace("forwarders = []", "forwarders = [\"192.0.2.53\", \"192.0.2.54\"]");
     let a = answers::load_str("lab-with-forwarders.toml", &text).unwrap().answers;
-    let (ns1, _) = render(&a, "ns1");
-    let fwd = &ns1["forward.zone.j2"];
+    let (dn1, _) = render(&a, "dn1");
+    let fwd = &dn1["forward.zone.j2"];
     for line in [
         "ldap\tIN\tCNAME\tid1.lab.groundwork.test.",
         "pg\tIN\tCNAME\tdb1.lab.groundwork.test.",
@@ -145,12 +145,12 @@ fn service_names_and_forwarders_follow_the_answers() {
     ] {
         assert!(fwd.contains(line), "missing {line:?}:\n{fwd}");
     }
-    let opts = &ns1["named.conf.options.j2"];
+    let opts = &dn1["named.conf.options.j2"];
     assert!(opts.contains("\t\t192.0.2.53;\n\t\t192.0.2.54;\n"), "{opts}");
     assert!(opts.contains("forward only;") && opts.contains("dnssec-validation auto;"), "{opts}");
     // The sync helper and the probe are plain programs: templating leaves them untouched.
-    assert_eq!(ns1["dns-sync.py"], std::fs::read_to_string("playbooks/dns/templates/dns-sync.py").unwrap());
-    assert_eq!(ns1["dhcp-probe.py"], std::fs::read_to_string("playbooks/dhcp/templates/dhcp-probe.py").unwrap());
+    assert_eq!(dn1["dns-sync.py"], std::fs::read_to_string("playbooks/dns/templates/dns-sync.py").unwrap());
+    assert_eq!(dn1["dhcp-probe.py"], std::fs::read_to_string("playbooks/dhcp/templates/dhcp-probe.py").unwrap());
 }
 
 // ------------------------------------------------------------------ the lab
@@ -208,14 +208,14 @@ fn broken_dns_role(dir: &Path) -> PathBuf {
     root
 }
 
-/// A DHCP server that offers 10.77.0.250 to every DISCOVER, as 10.77.0.11.
+/// A DHCP server that offers 10.77.0.250 to every DISCOVER, as 10.77.0.33.
 const FAKE_DHCP: &str = r#"
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 s.bind(("0.0.0.0", 67))
-me = socket.inet_aton("10.77.0.11")
+me = socket.inet_aton("10.77.0.33")
 while True:
     data, src = s.recvfrom(4096)
     if len(data) < 240 or data[0] != 1 or b"\x35\x01\x01" not in data[240:]:
@@ -240,38 +240,38 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     // 1. First converge.
     let first = apply(&state, &[]);
     assert_eq!(first.code, 0, "{}", first.all_text());
-    for h in ["ns1", "ns2"] {
+    for h in ["dn1", "dn2"] {
         assert_eq!(first.count(h, "failed"), 0, "{}", first.all_text());
         assert!(first.count(h, "changed") >= 10, "{h}: {}", first.all_text());
     }
     eprintln!("first converge: {:.1} s", first.secs);
     // The hosts of the answer file resolve both ways at both servers.
-    for server in ["@10.77.0.10", "@10.77.0.11"] {
-        assert_eq!(dig(&[server, "+short", &format!("ns2.{DOMAIN}"), "A"]), "10.77.0.11", "{server}");
-        assert_eq!(dig(&[server, "+short", "-x", "10.77.0.10"]), format!("ns1.{DOMAIN}."), "{server}");
+    for server in ["@10.77.0.32", "@10.77.0.33"] {
+        assert_eq!(dig(&[server, "+short", &format!("dn2.{DOMAIN}"), "A"]), "10.77.0.33", "{server}");
+        assert_eq!(dig(&[server, "+short", "-x", "10.77.0.32"]), format!("dn1.{DOMAIN}."), "{server}");
     }
 
-    // 2. The client takes a lease; its name resolves through ns1 at once.
-    let ifup = on("c1", "ifdown eth0 >/dev/null 2>&1; ifup eth0 2>&1");
+    // 2. The client takes a lease; its name resolves through dn1 at once.
+    let ifup = on("dc1", "ifdown eth0 >/dev/null 2>&1; ifup eth0 2>&1");
     let bound = Instant::now();
-    let addr = on("c1", "ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1");
+    let addr = on("dc1", "ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1");
     let addr = addr.trim().to_string();
     let last: u8 = addr.rsplit('.').next().unwrap().parse().unwrap_or(0);
-    assert!(addr.starts_with("10.77.0.") && (100..=199).contains(&last), "c1 has {addr:?}:\n{ifup}");
-    let name = format!("c1.{DOMAIN}");
-    let secs = within(Duration::from_secs(10), || dig(&["@10.77.0.10", "+short", &name, "A"]) == addr)
-        .unwrap_or_else(|| panic!("{name} does not resolve to {addr} at ns1"));
+    assert!(addr.starts_with("10.77.0.") && (100..=199).contains(&last), "dc1 has {addr:?}:\n{ifup}");
+    let name = format!("dc1.{DOMAIN}");
+    let secs = within(Duration::from_secs(10), || dig(&["@10.77.0.32", "+short", &name, "A"]) == addr)
+        .unwrap_or_else(|| panic!("{name} does not resolve to {addr} at dn1"));
     let since_bound = bound.elapsed().as_secs_f64();
-    assert_eq!(dig(&["@10.77.0.10", "+short", "-x", &addr]), format!("{name}."));
-    eprintln!("lease {addr} -> A and PTR at ns1: {secs:.2} s after the first query ({since_bound:.2} s after ifup returned)");
+    assert_eq!(dig(&["@10.77.0.32", "+short", "-x", &addr]), format!("{name}."));
+    eprintln!("lease {addr} -> A and PTR at dn1: {secs:.2} s after the first query ({since_bound:.2} s after ifup returned)");
     let secondary = within(Duration::from_secs(15), || {
-        dig(&["@10.77.0.11", "+short", &name, "A"]) == addr && dig(&["@10.77.0.11", "+short", "-x", &addr]) == format!("{name}.")
+        dig(&["@10.77.0.33", "+short", &name, "A"]) == addr && dig(&["@10.77.0.33", "+short", "-x", &addr]) == format!("{name}.")
     })
     .expect("the secondary serves the lease's records (NOTIFY/IXFR)");
-    eprintln!("... and at ns2 {secondary:.2} s later");
+    eprintln!("... and at dn2 {secondary:.2} s later");
     // The client got the site's DNS servers and search domain.
-    let resolv = on("c1", "cat /etc/resolv.conf");
-    assert!(resolv.contains("nameserver 10.77.0.10") && resolv.contains("nameserver 10.77.0.11"), "{resolv}");
+    let resolv = on("dc1", "cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.77.0.32") && resolv.contains("nameserver 10.77.0.33"), "{resolv}");
     assert!(resolv.contains(&format!("search {DOMAIN}")), "{resolv}");
 
     // 3. verify, as `groundwork verify` will run it.
@@ -288,23 +288,23 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
             .unwrap_or_else(|| panic!("no row {host} / {check}:\n{}", verify::render_table(&rows)))
     };
     for (host, check) in [
-        ("ns1", "SOA dd.groundwork.test."),
-        ("ns2", "SOA dd.groundwork.test."),
-        ("ns2", "SOA 0.77.10.in-addr.arpa."),
-        ("ns1", "A records"),
-        ("ns2", "PTR records"),
-        ("ns1", "recursion for the site"),
-        ("ns1", "unsigned update refused"),
-        ("ns1", "signed update + delete"),
-        ("ns2", "update reaches the secondary"),
-        ("ns1", "kea-dhcp4 status"),
-        ("ns1", "kea-dhcp4 configuration"),
-        ("ns1", "kea-dhcp-ddns status"),
-        ("ns1", "DHCPDISCOVER from ns2"),
+        ("dn1", "SOA dd.groundwork.test."),
+        ("dn2", "SOA dd.groundwork.test."),
+        ("dn2", "SOA 0.77.10.in-addr.arpa."),
+        ("dn1", "A records"),
+        ("dn2", "PTR records"),
+        ("dn1", "recursion for the site"),
+        ("dn1", "unsigned update refused"),
+        ("dn1", "signed update + delete"),
+        ("dn2", "update reaches the secondary"),
+        ("dn1", "kea-dhcp4 status"),
+        ("dn1", "kea-dhcp4 configuration"),
+        ("dn1", "kea-dhcp-ddns status"),
+        ("dn1", "DHCPDISCOVER from dn2"),
     ] {
         assert_eq!(row(host, check).result, Outcome::Ok, "{host} / {check}");
     }
-    let lease = row("ns1", &format!("lease {addr}"));
+    let lease = row("dn1", &format!("lease {addr}"));
     assert_eq!(lease.result, Outcome::Ok);
     assert!(lease.detail.contains(&name), "{}", lease.detail);
     let json = verify::to_json(&rows);
@@ -313,45 +313,45 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     // 4. A second apply changes nothing, and the lease's records are still there.
     let again = apply(&state, &[]);
     assert_eq!(again.code, 0, "{}", again.all_text());
-    for h in ["ns1", "ns2"] {
+    for h in ["dn1", "dn2"] {
         assert_eq!(again.count(h, "changed"), 0, "{h} changed on the re-run: {}", again.all_text());
     }
     eprintln!("re-run: {:.1} s, 0 changed", again.secs);
-    assert_eq!(dig(&["@10.77.0.10", "+short", &name, "A"]), addr);
-    assert_eq!(dig(&["@10.77.0.10", "+short", "-x", &addr]), format!("{name}."));
-    assert!(on("ns1", "ls /var/lib/bind").contains(&format!("db.{DOMAIN}.jnl")));
+    assert_eq!(dig(&["@10.77.0.32", "+short", &name, "A"]), addr);
+    assert_eq!(dig(&["@10.77.0.32", "+short", "-x", &addr]), format!("{name}."));
+    assert!(on("dn1", "ls /var/lib/bind").contains(&format!("db.{DOMAIN}.jnl")));
 
     // 5. A zone template that named-checkzone refuses: the run fails, the live data stays.
     let static_file = format!("/etc/bind/groundwork/{DOMAIN}.static");
-    let before = on("ns1", &format!("sha256sum {static_file}"));
+    let before = on("dn1", &format!("sha256sum {static_file}"));
     let broken = broken_dns_role(dir.path());
     let bad = apply(&state, &["--playbooks", broken.to_str().unwrap()]);
     assert_ne!(bad.code, 0, "{}", bad.all_text());
     let failed = bad.failed_steps();
     assert!(
-        failed.iter().any(|e| e["host"] == "ns1" && e["step"] == "static records of the internal domain"
+        failed.iter().any(|e| e["host"] == "dn1" && e["step"] == "static records of the internal domain"
             && e["detail"].as_str().unwrap_or("").contains("refused the new")
             && e["detail"].as_str().unwrap_or("").contains("bad dotted quad")),
         "{}",
         bad.all_text()
     );
-    assert_eq!(on("ns1", &format!("sha256sum {static_file}")), before, "the live static file changed");
-    assert_eq!(dig(&["@10.77.0.10", "+short", &name, "A"]), addr, "DNS stopped answering");
-    assert!(dig(&["@10.77.0.10", "+norecurse", DOMAIN, "SOA"]).contains("status: NOERROR"));
+    assert_eq!(on("dn1", &format!("sha256sum {static_file}")), before, "the live static file changed");
+    assert_eq!(dig(&["@10.77.0.32", "+short", &name, "A"]), addr, "DNS stopped answering");
+    assert!(dig(&["@10.77.0.32", "+norecurse", DOMAIN, "SOA"]).contains("status: NOERROR"));
 
     // 6. Another DHCP server on the segment, while Kea does not serve it yet (the probe runs
     //    before Kea is enabled, not on every re-run): the run stops and names it.
-    on("ns1", "systemctl stop kea-dhcp4-server");
+    on("dn1", "systemctl stop kea-dhcp4-server");
     let b64 = base64::engine::general_purpose::STANDARD.encode(FAKE_DHCP);
-    on("ns2", &format!("echo {b64} | base64 -d > /tmp/fake-dhcp.py"));
-    lab::lab(&["ssh", "ns2", "systemd-run --unit gw-fake-dhcp python3 /tmp/fake-dhcp.py"]).unwrap();
+    on("dn2", &format!("echo {b64} | base64 -d > /tmp/fake-dhcp.py"));
+    lab::lab(&["ssh", "dn2", "systemd-run --unit gw-fake-dhcp python3 /tmp/fake-dhcp.py"]).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let foreign = apply(&state, &[]);
-    lab::lab(&["ssh", "ns2", "systemctl stop gw-fake-dhcp"]).unwrap();
+    lab::lab(&["ssh", "dn2", "systemctl stop gw-fake-dhcp"]).unwrap();
     assert_ne!(foreign.code, 0, "{}", foreign.all_text());
     assert!(
-        foreign.failed_steps().iter().any(|e| e["host"] == "ns1" && e["step"] == "no other DHCP server on the segment"
-            && e["detail"].as_str().unwrap_or("").contains("server 10.77.0.11 from 10.77.0.11 offers 10.77.0.250")),
+        foreign.failed_steps().iter().any(|e| e["host"] == "dn1" && e["step"] == "no other DHCP server on the segment"
+            && e["detail"].as_str().unwrap_or("").contains("server 10.77.0.33 from 10.77.0.33 offers 10.77.0.250")),
         "{}",
         foreign.all_text()
     );
@@ -361,8 +361,8 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     assert_eq!(restart.code, 0, "{}", restart.all_text());
     let last = apply(&state, &[]);
     assert_eq!(last.code, 0, "{}", last.all_text());
-    for h in ["ns1", "ns2"] {
+    for h in ["dn1", "dn2"] {
         assert_eq!(last.count(h, "changed"), 0, "{h}: {}", last.all_text());
     }
-    assert_eq!(dig(&["@10.77.0.10", "+short", &name, "A"]), addr);
+    assert_eq!(dig(&["@10.77.0.32", "+short", &name, "A"]), addr);
 }
