@@ -79,6 +79,8 @@ pub fn environment(catalog: &Catalog) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    // `{{ value | sh }}`: one single-quoted POSIX sh word, whatever the value holds.
+    env.add_filter("sh", |v: String| super::facts::sh_quote(&v));
     for (name, text) in &catalog.templates {
         env.add_template_owned(name.clone(), text.clone())
             .unwrap_or_else(|e| panic!("template {name}: {e}"));

@@ -40,6 +40,7 @@ impl Probe {
             "exec 2>/dev/null </dev/null\n\
              . /etc/os-release; printf 'os\\t%s\\t%s\\t%s\\n' \"$ID\" \"$VERSION_CODENAME\" \"$PRETTY_NAME\"\n\
              printf 'virt\\t%s\\n' \"$(systemd-detect-virt || true)\"\n\
+             printf 'machine\\t%s\\n' \"$(cat /etc/machine-id)\"\n\
              if ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then printf 'apt\\tlists\\n'; fi\n",
         );
         if !self.packages.is_empty() {
@@ -135,6 +136,8 @@ pub struct Facts {
     pub os_codename: String,
     pub os_pretty: String,
     pub virtualization: String,
+    /// /etc/machine-id: with the SSH host key, which machine a host name reached.
+    pub machine_id: String,
     pub apt_lists: bool,
     /// Package -> installed (dpkg status `ii`).
     pub packages: HashMap<String, bool>,
@@ -172,6 +175,7 @@ impl Facts {
                     f.os_pretty = pretty.to_string();
                 }
                 ["virt", v] => f.virtualization = v.to_string(),
+                ["machine", id] => f.machine_id = id.to_string(),
                 ["apt", "lists"] => f.apt_lists = true,
                 ["pkg", name, status] => {
                     f.packages.insert(name.to_string(), status.trim() == "ii");

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::board::Board;
 use super::facts::{Facts, PathFact, Probe, sh_quote};
 use super::journal::{Entry, Journal, Resume};
+use super::packages;
 use super::report::{Reporter, Status};
 use crate::playbook::catalog::{RoleSpec, hex};
 use crate::playbook::step::{Kind, OnNotify, ServiceState, Source};
@@ -66,6 +67,7 @@ type StepResult = Result<(Status, Option<String>), String>;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// The package transaction of a host (downloads and unpacks everything at once).
 const PACKAGES_TIMEOUT: Duration = Duration::from_secs(1800);
+const INTERRUPTED: &str = "interrupted; the next apply continues from here";
 
 impl<'a> HostRun<'a> {
     fn render(&self, s: &str) -> Result<String, String> {
@@ -105,8 +107,7 @@ impl<'a> HostRun<'a> {
 
     /// Run a change; non-zero exit is an error carrying the command's output.
     async fn change(&self, what: &str, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, String> {
-        let limit = if what == "apt-get install" { PACKAGES_TIMEOUT } else { COMMAND_TIMEOUT };
-        let out = self.exec_within(cmd, stdin, limit).await?;
+        let out = self.exec_within(cmd, stdin, COMMAND_TIMEOUT).await?;
         if out.ok() {
             Ok(out)
         } else {
@@ -120,8 +121,38 @@ impl<'a> HostRun<'a> {
         }
     }
 
+    /// The package transaction; a failure names the part that failed, with apt's last words.
+    async fn packages(&self, script: &str) -> Result<(), String> {
+        let out = self.exec_within(script, None, PACKAGES_TIMEOUT).await?;
+        if out.ok() {
+            return Ok(());
+        }
+        let stdout = out.stdout_str();
+        let part = packages::failed_part(&stdout).unwrap_or("the package transaction");
+        let mut msg = format!("{part} failed (exit {}; {} on the host)", out.status, packages::LOG);
+        for l in out.stderr_str().lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+            msg.push_str(&format!("\n  {l}"));
+        }
+        Err(msg)
+    }
+
+    /// Resolves once the run is interrupted (Ctrl-C).
+    async fn interrupted(&self) {
+        while !self.cancel.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A read-only command (facts, a wait) that an interrupt stops at once.
+    async fn look(&self, cmd: &str, limit: Duration) -> Result<Output, String> {
+        tokio::select! {
+            out = self.exec_within(cmd, None, limit) => out,
+            () = self.interrupted() => Err(INTERRUPTED.into()),
+        }
+    }
+
     async fn gather(&self, probe: &Probe) -> Result<Facts, String> {
-        let out = self.exec(&probe.script(), None).await?;
+        let out = self.look(&probe.script(), COMMAND_TIMEOUT).await?;
         let facts = Facts::parse(&out.stdout_str(), probe);
         if !facts.complete {
             return Err(format!(
@@ -211,10 +242,20 @@ impl<'a> HostRun<'a> {
         }
         let ctx = (self.full_ctx)(&facts);
         let mut dirty = false;
-        let mut notified: HashSet<String> = self
-            .resume
-            .and_then(|r| r.pending.get(&self.host).cloned())
-            .unwrap_or_default();
+        // Which machine this name reached: resume skips and restarts only for the same one.
+        let identity = format!("{} {}", self.session.host_key_fingerprint(), facts.machine_id);
+        if let Some(j) = self.journal {
+            j.write(&Entry::Host { run: self.run.clone(), host: self.host.clone(), identity: identity.clone() });
+        }
+        let resumable = self.resume.is_some_and(|r| r.done_for(&self.host, &identity));
+        if let Some(r) = self.resume.filter(|r| r.same_inputs && !resumable && r.identities.contains_key(&self.host)) {
+            self.reporter.note(
+                &self.host,
+                &format!("is not the machine run {} reached (new host key or machine-id): every step is checked again", r.run),
+            );
+        }
+        let mut notified: HashSet<String> =
+            self.resume.map(|r| r.pending_for(&self.host, &identity)).unwrap_or_default();
         if !notified.is_empty() {
             let mut list: Vec<&String> = notified.iter().collect();
             list.sort();
@@ -239,30 +280,9 @@ impl<'a> HostRun<'a> {
                 self.finish_step("packages", "install", Status::WouldChange, t.elapsed(), Some(&format!("apt-get install {list}")));
             } else {
                 self.reporter.step_started(&self.host, "packages", "install");
-                let mut script = String::from("set -e\nexport DEBIAN_FRONTEND=noninteractive\n");
-                // A transaction cut short earlier (lost connection, reboot) is finished first.
-                script.push_str("if [ -n \"$(ls -A /var/lib/dpkg/updates 2>/dev/null)\" ]; then dpkg --configure -a; fi\n");
-                if !preseed.is_empty() {
-                    let lines: Vec<String> = preseed.iter().map(|l| sh_quote(l)).collect();
-                    script.push_str(&format!("printf '%s\\n' {} | debconf-set-selections\n", lines.join(" ")));
-                }
-                // Package lists are refreshed when missing or older than an hour. A stalled
-                // mirror or proxy must not hang the run: `apt-get update` gets a time limit and
-                // three tries, the downloads short network timeouts and retries.
-                script.push_str(
-                    "apt_net='-o DPkg::Lock::Timeout=120 -o Acquire::Retries=3 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30'\n\
-                     stamp=/var/lib/apt/lists/.groundwork-updated\n\
-                     if [ -z \"$(find $stamp -mmin -60 2>/dev/null)\" ]; then\n\
-                     \x20 n=0; until timeout -k 5 120 apt-get $apt_net update -q; do n=$((n+1)); [ $n -ge 3 ] && exit 1; sleep 2; done\n\
-                     \x20 touch $stamp\n\
-                     fi\n",
-                );
-                script.push_str(&format!(
-                    "apt-get $apt_net install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {}\n",
-                    missing.iter().map(|p| sh_quote(p)).collect::<Vec<_>>().join(" ")
-                ));
-                match self.change("apt-get install", &script, None).await {
-                    Ok(_) => {
+                let script = packages::script(&missing.iter().map(|p| p.to_string()).collect::<Vec<_>>(), &preseed);
+                match self.packages(&script).await {
+                    Ok(()) => {
                         dirty = true;
                         self.finish_step("packages", "install", Status::Changed, t.elapsed(), Some(&format!("installed {list}")));
                     }
@@ -277,15 +297,19 @@ impl<'a> HostRun<'a> {
         // 4. Steps, role by role, after the roles they need (on any host) have converged.
         for role in roles {
             if !self.dry_run {
-                if let Err(blocker) = self.board.wait_for_needs(&role.name).await {
+                let waited = tokio::select! {
+                    w = self.board.wait_for_needs(&role.name) => w,
+                    () = self.interrupted() => return Err(INTERRUPTED.into()),
+                };
+                if let Err(blocker) = waited {
                     return Err(format!("role {} not started: {blocker}", role.name));
                 }
             }
             for p in prepared.iter().filter(|p| p.role == role.name) {
                 if self.cancel.load(Ordering::SeqCst) {
-                    return Err("interrupted; the next apply continues from here".into());
+                    return Err(INTERRUPTED.into());
                 }
-                let status = self.run_step(p, &facts, &ctx, dirty, &mut notified).await?;
+                let status = self.run_step(p, &facts, &ctx, dirty, resumable, &mut notified).await?;
                 if status == Status::Changed {
                     dirty = true;
                 }
@@ -302,11 +326,22 @@ impl<'a> HostRun<'a> {
         facts: &Facts,
         ctx: &Value,
         dirty: bool,
+        resumable: bool,
         notified: &mut HashSet<String>,
     ) -> Result<Status, String> {
         let key = (self.host.clone(), p.role.to_string(), p.name.to_string());
-        if self.resume.is_some_and(|r| r.same_inputs && r.done.contains(&key)) {
+        if resumable && self.resume.is_some_and(|r| r.done.contains(&key)) {
             self.finish_step(p.role, p.name, Status::Skipped, Duration::ZERO, Some("done by the interrupted run"));
+            // Carried into this run's journal: a resume of this run still knows it.
+            if let Some(j) = self.journal {
+                j.write(&Entry::Step {
+                    run: self.run.clone(),
+                    host: self.host.clone(),
+                    role: p.role.to_string(),
+                    step: p.name.to_string(),
+                    status: "done".into(),
+                });
+            }
             return Ok(Status::Skipped);
         }
         self.reporter.step_started(&self.host, p.role, p.name);
@@ -507,9 +542,7 @@ impl<'a> HostRun<'a> {
                     "end=$(( $(date +%s) + {timeout} )); while ! sh -c {} >/dev/null 2>&1; do [ \"$(date +%s)\" -ge \"$end\" ] && exit 1; sleep 0.2; done",
                     sh_quote(check)
                 );
-                let out = self
-                    .exec_within(&script, None, Duration::from_secs(timeout + 30))
-                    .await?;
+                let out = self.look(&script, Duration::from_secs(timeout + 30)).await?;
                 if out.ok() {
                     Ok((Status::Ok, None))
                 } else {
@@ -620,7 +653,8 @@ impl<'a> HostRun<'a> {
         if content_differs {
             let dir = dest.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
             let base = dest.rsplit('/').next().unwrap_or("file");
-            let tmp = format!("{}/.{base}.groundwork-new", dir.trim_end_matches('/'));
+            // Unique per run: two runs (or a killed one) never share a candidate file.
+            let tmp = format!("{}/.{base}.groundwork-{}", dir.trim_end_matches('/'), self.run);
             let flat = dest.trim_start_matches('/').replace('/', "_");
             let mut script = format!(
                 "set -e\numask 077\ndest={d}\ntmp={t}\nmkdir -p {dir}\ncat > \"$tmp\"\nchmod {mode:o} \"$tmp\"\nchown {u}:{g} \"$tmp\"\n",

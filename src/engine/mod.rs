@@ -7,6 +7,7 @@ pub mod context;
 pub mod facts;
 pub mod host;
 pub mod journal;
+pub mod packages;
 pub mod report;
 
 use std::path::PathBuf;
@@ -146,10 +147,20 @@ pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcom
     }
     let cancel = Arc::new(AtomicBool::new(false));
     {
+        // First Ctrl-C: said at once; waits and fact gathering stop, a command that is changing
+        // a host finishes, then each host stops (the journal says where). Second: abort now.
         let cancel = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 cancel.store(true, Ordering::SeqCst);
+                eprintln!(
+                    "\ninterrupted: stopping after the commands that are changing hosts now; \
+                     the next apply resumes from here (Ctrl-C again aborts at once)"
+                );
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("aborted; the journal keeps what was done, and the next apply resumes");
+                    std::process::exit(130);
+                }
             }
         });
     }

@@ -227,7 +227,10 @@ impl Reporter {
         }
         if matches!(status, Status::Changed | Status::WouldChange | Status::Failed) {
             let mut text = format!("{host:<10} {role:<11} {step:<28} {}", status.as_str());
-            if let Some(d) = &detail {
+            // An apply was shown its dry run already (or said --yes): what changed is one line
+            // here, the diffs are in the log. A failure always says why.
+            let shown = if status == Status::Changed { None } else { detail.as_ref() };
+            if let Some(d) = shown {
                 for l in d.lines() {
                     text.push_str(&format!("\n    {l}"));
                 }

@@ -1,0 +1,184 @@
+//! The package transaction of a host: one POSIX sh script, run when packages are missing.
+//!
+//! Built so that what goes wrong in the field costs seconds and says what it was:
+//! - it first waits for the package manager (another apt or dpkg, e.g. the orphaned install of
+//!   a run whose controller was killed) up to [`LOCK_WAIT_S`], then finishes a transaction
+//!   that was cut short (`dpkg --configure -a`);
+//! - network work (`apt-get update`, the downloads) runs under a watchdog: when neither apt's
+//!   output nor its partial files grow for [`STALL_S`] seconds it is stopped and tried again,
+//!   instead of waiting minutes for a timeout;
+//! - the install itself works from the local cache, in its own session, so a lost connection
+//!   does not kill dpkg halfway (the next run waits for it);
+//! - each part prints a marker, so a failure names the part (`failed_part`).
+//!
+//! Output of apt goes to `/var/log/groundwork/packages.log` on the host; the tail of it is in
+//! the error of a failed part.
+
+use crate::engine::facts::sh_quote;
+
+/// Seconds without any progress after which a download is stopped and tried again.
+pub const STALL_S: u32 = 15;
+/// How long to wait for another package manager to let go of the dpkg lock.
+pub const LOCK_WAIT_S: u32 = 1500;
+/// The host's package log.
+pub const LOG: &str = "/var/log/groundwork/packages.log";
+
+/// Shell functions of the transaction (also used by the tests on this machine). Needs `$log`.
+pub const FUNCTIONS: &str = r#"part() { printf 'groundwork-part\t%s\n' "$1"; printf '== %s\n' "$1" >>"$log"; }
+fail() { printf 'groundwork-failed\t%s\n' "$1"; tail -n 20 "$log" >&2; exit 1; }
+# watched LIMIT CMD...: CMD in its own session, output to the log; with LIMIT > 0 it is stopped
+# (exit 124) when neither the log nor apt's partial downloads grow for LIMIT seconds.
+watched() {
+	limit=$1; shift
+	rcf=$log.rc.$$
+	rm -f "$rcf"
+	setsid sh -c '"$@" </dev/null; echo $? >"$0"' "$rcf" "$@" >>"$log" 2>&1 &
+	pid=$!
+	last=; idle=0
+	while [ ! -s "$rcf" ]; do
+		sleep 0.2
+		[ "$limit" -gt 0 ] || continue
+		now="$(wc -c <"$log") $(du -sb /var/lib/apt/lists/partial /var/cache/apt/archives/partial 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')"
+		if [ "$now" = "$last" ]; then idle=$((idle + 1)); else idle=0; last=$now; fi
+		if [ "$idle" -ge $((limit * 5)) ]; then
+			printf 'no progress for %s s: stopped %s\n' "$limit" "$*" >>"$log"
+			kill -TERM "-$pid" 2>/dev/null; sleep 1; kill -KILL "-$pid" 2>/dev/null
+			wait "$pid" 2>/dev/null
+			rm -f "$rcf"
+			return 124
+		fi
+	done
+	wait "$pid" 2>/dev/null
+	rc=$(cat "$rcf"); rm -f "$rcf"
+	return "$rc"
+}
+# tries N LIMIT CMD...: watched, up to N times.
+tries() {
+	n=$1; shift; i=1
+	until watched "$@"; do
+		[ "$i" -ge "$n" ] && return 1
+		i=$((i + 1)); sleep 1
+	done
+}
+"#;
+
+/// The transaction for `missing` packages, with debconf `preseed` lines first.
+pub fn script(missing: &[String], preseed: &[String]) -> String {
+    let list = missing.iter().map(|p| sh_quote(p)).collect::<Vec<_>>().join(" ");
+    let mut s = String::from(
+        "trap '' HUP PIPE\nexport DEBIAN_FRONTEND=noninteractive\nmkdir -p /var/log/groundwork\n",
+    );
+    s.push_str(&format!("log={}\nprintf '\\n=== %s\\n' \"$(date -Is)\" >>\"$log\"\n", sh_quote(LOG)));
+    s.push_str(FUNCTIONS);
+    s.push_str(&format!(
+        "apt_opts='-o DPkg::Lock::Timeout={LOCK_WAIT_S} -o Acquire::Retries=3 -o Acquire::http::Timeout={STALL_S} -o Acquire::https::Timeout={STALL_S}'\n"
+    ));
+    // Another apt/dpkg (the orphaned install of a killed run, unattended-upgrades) holds the
+    // lock: dpkg says so and exits; wait for it, then finish what was cut short.
+    s.push_str(&format!(
+        "part 'wait for the package manager'\n\
+         end=$(( $(date +%s) + {LOCK_WAIT_S} ))\n\
+         until out=$(dpkg --configure -a 2>&1); do\n\
+         \tprintf '%s\\n' \"$out\" >>\"$log\"\n\
+         \tcase $out in *lock*) ;; *) fail 'dpkg --configure -a' ;; esac\n\
+         \t[ \"$(date +%s)\" -lt \"$end\" ] || fail 'waiting for the dpkg lock'\n\
+         \tsleep 1\n\
+         done\n"
+    ));
+    if !preseed.is_empty() {
+        let lines: Vec<String> = preseed.iter().map(|l| sh_quote(l)).collect();
+        s.push_str(&format!(
+            "part 'debconf answers'\nprintf '%s\\n' {} | debconf-set-selections >>\"$log\" 2>&1 || fail 'debconf answers'\n",
+            lines.join(" ")
+        ));
+    }
+    // Package lists are refreshed when missing or older than an hour.
+    s.push_str(&format!(
+        "stamp=/var/lib/apt/lists/.groundwork-updated\n\
+         if [ -z \"$(find $stamp -mmin -60 2>/dev/null)\" ]; then\n\
+         \tpart 'apt-get update'\n\
+         \ttries 3 {STALL_S} apt-get $apt_opts update -q || fail 'apt-get update'\n\
+         \ttouch $stamp\n\
+         fi\n\
+         part 'download'\n\
+         tries 3 {STALL_S} apt-get $apt_opts install -y -q --download-only {list} || fail 'download'\n\
+         part 'install'\n\
+         watched 0 apt-get $apt_opts install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list} || fail 'install (dpkg)'\n\
+         part done\n"
+    ));
+    s
+}
+
+/// The part that failed (from the markers on stdout), or the last one that started.
+pub fn failed_part(stdout: &str) -> Option<&str> {
+    let mut last = None;
+    for l in stdout.lines() {
+        if let Some(p) = l.strip_prefix("groundwork-failed\t") {
+            return Some(p);
+        }
+        if let Some(p) = l.strip_prefix("groundwork-part\t") {
+            last = Some(p);
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    /// Runs `body` after the functions, with the log in a temporary directory, on this machine.
+    fn sh(body: &str) -> (i32, String, Duration) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("packages.log");
+        let script = format!("log={}\n{FUNCTIONS}{body}", sh_quote(log.to_str().unwrap()));
+        let t = Instant::now();
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        let took = t.elapsed();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (out.status.code().unwrap_or(-1), text, took)
+    }
+
+    #[test]
+    fn a_stalled_command_is_stopped_in_seconds_with_its_whole_group() {
+        let (rc, log, took) = sh("watched 1 sh -c 'echo start; sleep 30 & wait'; echo rc=$?");
+        assert_eq!(rc, 0);
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(log.contains("start") && log.contains("no progress for 1 s"), "{log}");
+        // the backgrounded sleep was in the same session and went with it
+        let left = Command::new("pgrep").args(["-f", "^sleep 30$"]).output().unwrap();
+        assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
+    }
+
+    #[test]
+    fn progress_keeps_a_command_alive_and_its_status_comes_back() {
+        let (rc, log, _) = sh(
+            "watched 1 sh -c 'for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.4; done'; echo \"rc=$?\" >>\"$log\"\n\
+             watched 1 sh -c 'exit 3'; echo \"rc=$?\" >>\"$log\"\n\
+             watched 0 sleep 1.5; echo \"rc=$?\" >>\"$log\"",
+        );
+        assert_eq!(rc, 0);
+        assert!(log.contains("tick 6\nrc=0\nrc=3\nrc=0"), "{log}");
+    }
+
+    #[test]
+    fn retries_then_names_the_failed_part() {
+        let (rc, log, _) = sh("part 'apt-get update'\ntries 2 1 sh -c 'echo try >>\"$0\"; exit 100' \"$log\" || fail 'apt-get update'");
+        assert_eq!(rc, 1);
+        assert_eq!(log.matches("try").count(), 2, "{log}");
+        let out = "groundwork-part\twait for the package manager\ngroundwork-part\tapt-get update\ngroundwork-failed\tapt-get update\n";
+        assert_eq!(failed_part(out), Some("apt-get update"));
+        assert_eq!(failed_part("groundwork-part\tdownload\n"), Some("download"));
+    }
+
+    #[test]
+    fn the_script_is_valid_sh_and_quotes_package_names() {
+        let s = script(&["bind9".into(), "x'; reboot; '".into()], &["slapd slapd/domain string a'b".into()]);
+        let out = Command::new("sh").args(["-n", "-c", &s]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(s.contains(r"'x'\''; reboot; '\'''"), "{s}");
+        assert!(s.contains(r"'slapd slapd/domain string a'\''b'"));
+    }
+}
