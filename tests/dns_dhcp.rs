@@ -89,8 +89,8 @@ fn templates_render_a_primary_a_secondary_and_the_dhcp_server() {
 
     let fwd = &dn1["forward.zone.j2"];
     assert!(fwd.contains("$ORIGIN dd.groundwork.test."), "{fwd}");
-    assert!(fwd.contains("SOA\tns1.dd.groundwork.test. ops\\.team.groundwork.test. ("), "rname escapes the dot:\n{fwd}");
-    assert!(fwd.contains("@\tIN\tNS\tns1.dd.groundwork.test.\n@\tIN\tNS\tns2.dd.groundwork.test."), "{fwd}");
+    assert!(fwd.contains("SOA\tdn1.dd.groundwork.test. ops\\.team.groundwork.test. ("), "rname escapes the dot:\n{fwd}");
+    assert!(fwd.contains("@\tIN\tNS\tdn1.dd.groundwork.test.\n@\tIN\tNS\tdn2.dd.groundwork.test."), "{fwd}");
     assert!(fwd.contains("dn1\tIN\tA\t10.77.0.32\ndn2\tIN\tA\t10.77.0.33\n"), "{fwd}");
     assert!(!fwd.contains("CNAME"), "no service roles, no service names:\n{fwd}");
     let rev = &dn1["reverse.zone.j2"];
@@ -135,8 +135,8 @@ fn service_names_and_forwarders_follow_the_answers() {
         .unwrap()
         .replace("forwarders = []", "forwarders = [\"192.0.2.53\", \"192.0.2.54\"]");
     let a = answers::load_str("lab-with-forwarders.toml", &text).unwrap().answers;
-    let (dn1, _) = render(&a, "dn1");
-    let fwd = &dn1["forward.zone.j2"];
+    let (ns1, _) = render(&a, "ns1");
+    let fwd = &ns1["forward.zone.j2"];
     for line in [
         "ldap\tIN\tCNAME\tid1.lab.groundwork.test.",
         "pg\tIN\tCNAME\tdb1.lab.groundwork.test.",
@@ -145,18 +145,38 @@ fn service_names_and_forwarders_follow_the_answers() {
     ] {
         assert!(fwd.contains(line), "missing {line:?}:\n{fwd}");
     }
-    let opts = &dn1["named.conf.options.j2"];
+    let opts = &ns1["named.conf.options.j2"];
     assert!(opts.contains("\t\t192.0.2.53;\n\t\t192.0.2.54;\n"), "{opts}");
     assert!(opts.contains("forward only;") && opts.contains("dnssec-validation auto;"), "{opts}");
     // The sync helper and the probe are plain programs: templating leaves them untouched.
-    assert_eq!(dn1["dns-sync.py"], std::fs::read_to_string("playbooks/dns/templates/dns-sync.py").unwrap());
-    assert_eq!(dn1["dhcp-probe.py"], std::fs::read_to_string("playbooks/dhcp/templates/dhcp-probe.py").unwrap());
+    assert_eq!(ns1["dns-sync.py"], std::fs::read_to_string("playbooks/dns/templates/dns-sync.py").unwrap());
+    assert_eq!(ns1["dhcp-probe.py"], std::fs::read_to_string("playbooks/dhcp/templates/dhcp-probe.py").unwrap());
 }
 
 // ------------------------------------------------------------------ the lab
 
 fn apply(state: &Path, extra: &[&str]) -> Run {
     run::apply(ANSWERS, state, extra)
+}
+
+/// `plan --live` leaves every file of dn1 and dn2 as it was (logs and systemd's own state
+/// aside: a login writes them).
+fn dry_run_changes_nothing(state: &Path) -> Run {
+    for h in ["dn1", "dn2"] {
+        on(h, "touch /run/groundwork-dry-run-marker");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let dry = run::groundwork(state, &["plan", "--live", "--json", ANSWERS]);
+    assert_eq!(dry.code, 0, "{}", dry.all_text());
+    for h in ["dn1", "dn2"] {
+        let touched = on(
+            h,
+            "find /etc /var /usr /root /srv /opt -xdev -newer /run/groundwork-dry-run-marker \
+             -not -path '/var/log/*' -not -path '/var/lib/systemd/*' -print",
+        );
+        assert!(touched.trim().is_empty(), "{h}: plan --live changed:\n{touched}");
+    }
+    dry
 }
 
 /// `dig` on this machine (bind9-dnsutils is installed when missing).
@@ -237,6 +257,12 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
 
+    // 0. A dry run changes nothing on fresh hosts; the DHCP probe's broadcast is reported as
+    //    what apply would run, not run.
+    let dry = dry_run_changes_nothing(&state);
+    let probe = dry.step("dn1", "no other DHCP server on the segment").expect("probe step");
+    assert_eq!(probe["status"], "would-change", "{probe}");
+
     // 1. First converge.
     let first = apply(&state, &[]);
     assert_eq!(first.code, 0, "{}", first.all_text());
@@ -250,6 +276,10 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
         assert_eq!(dig(&[server, "+short", &format!("dn2.{DOMAIN}"), "A"]), "10.77.0.33", "{server}");
         assert_eq!(dig(&[server, "+short", "-x", "10.77.0.32"]), format!("dn1.{DOMAIN}."), "{server}");
     }
+
+    // ... and a dry run on the converged hosts changes nothing either.
+    let dry = dry_run_changes_nothing(&state);
+    assert_eq!(dry.changed("dn1") + dry.changed("dn2"), 0, "{}", dry.all_text());
 
     // 2. The client takes a lease; its name resolves through dn1 at once.
     let ifup = on("dc1", "ifdown eth0 >/dev/null 2>&1; ifup eth0 2>&1");
