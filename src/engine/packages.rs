@@ -20,6 +20,8 @@ use crate::engine::facts::sh_quote;
 pub const STALL_S: u32 = 15;
 /// How long to wait for another package manager to let go of the dpkg lock.
 pub const LOCK_WAIT_S: u32 = 1500;
+/// Held for the whole transaction, by every process of it.
+pub const LOCK: &str = "/run/lock/groundwork-packages.lock";
 /// The host's package log.
 pub const LOG: &str = "/var/log/groundwork/packages.log";
 
@@ -73,10 +75,14 @@ pub fn script(missing: &[String], preseed: &[String]) -> String {
     s.push_str(&format!(
         "apt_opts='-o DPkg::Lock::Timeout={LOCK_WAIT_S} -o Acquire::Retries=3 -o Acquire::http::Timeout={STALL_S} -o Acquire::https::Timeout={STALL_S}'\n"
     ));
-    // Another apt/dpkg (the orphaned install of a killed run, unattended-upgrades) holds the
-    // lock: dpkg says so and exits; wait for it, then finish what was cut short.
+    // One transaction at a time: the lock is inherited by every apt and dpkg it starts, so the
+    // orphaned install of a killed run keeps it until it has finished. Another apt/dpkg
+    // (unattended-upgrades) holds dpkg's own lock: dpkg says so and exits; wait for it too, then
+    // finish what was cut short.
     s.push_str(&format!(
         "part 'wait for the package manager'\n\
+         exec 9>>{LOCK}\n\
+         flock -w {LOCK_WAIT_S} 9 || fail 'waiting for another package transaction'\n\
          end=$(( $(date +%s) + {LOCK_WAIT_S} ))\n\
          until out=$(dpkg --configure -a 2>&1); do\n\
          \tprintf '%s\\n' \"$out\" >>\"$log\"\n\
