@@ -198,6 +198,8 @@ pub fn exclusive(hosts: &[(&str, &str)]) -> Option<Exclusive> {
         _serial: serial,
     };
     if let Err(e) = up(hosts) {
+        // The guard's drop takes down whatever did come up.
+        drop(guard);
         panic!("lab hosts did not come up: {e}");
     }
     Some(guard)
