@@ -200,3 +200,117 @@ fn a_changed_host_key_is_refused() {
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), recorded, "known_hosts is not rewritten");
     assert!(run.step("b4", "hosts file").is_none(), "nothing ran on the impostor");
 }
+
+/// Sends SIGINT to `child`.
+fn interrupt(child: &std::process::Child) {
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+}
+
+/// Waits for `child` up to `limit`; its exit code, or None if it still runs.
+fn exited_within(child: &mut std::process::Child, limit: std::time::Duration) -> Option<i32> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s.code().unwrap_or(-1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+/// Starts an apply of `--host h` and returns it once `step` has started on it.
+fn apply_until_step(state: &Path, pb: &str, h: &str, step: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .arg("--state")
+        .arg(state)
+        .args(["apply", "--yes", "--json", ANSWERS, "--host", h, "--playbooks", pb])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the run ended before `{step}`");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["event"] == "step-started" && v["step"] == step {
+            break;
+        }
+    }
+    // Keep draining the events so the run never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    child
+}
+
+#[test]
+fn ctrl_c_stops_waits_at_once_lets_a_change_finish_and_a_second_one_aborts() {
+    let hosts = &HOSTS[0..1];
+    let Some(_lab) = lab::exclusive(hosts) else { return };
+    fresh(hosts);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let playbooks = base_override(dir.path(), |base| {
+        let p = base.join("role.toml");
+        let extra = "\n[[step]]\nname = \"slow change\"\ncommand = \"sleep 6 && touch /var/tmp/gw-slow\"\ncreates = \"/var/tmp/gw-slow\"\n\n\
+                     [[step]]\nname = \"endless wait\"\nwait = { command = \"test -e /var/tmp/never\" }\ntimeout = 300\n";
+        let text = std::fs::read_to_string(&p).unwrap() + extra;
+        std::fs::write(p, text).unwrap();
+    });
+    let pb = playbooks.to_str().unwrap().to_string();
+
+    // During a change: the first Ctrl-C is acknowledged and the command goes on; the second aborts.
+    let mut child = apply_until_step(&state, &pb, "b1", "slow change");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    interrupt(&child);
+    assert_eq!(exited_within(&mut child, std::time::Duration::from_secs(2)), None, "the change is let finish");
+    interrupt(&child);
+    let code = exited_within(&mut child, std::time::Duration::from_secs(3));
+    assert_eq!(code, Some(130), "a second Ctrl-C aborts at once");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("interrupted: stopping after the commands") && err.contains("aborted"), "{err}");
+
+    // During a wait: one Ctrl-C stops the run within a second or two; the journal says where.
+    let mut child = apply_until_step(&state, &pb, "b1", "endless wait");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    interrupt(&child);
+    let code = exited_within(&mut child, std::time::Duration::from_secs(5));
+    assert_eq!(code, Some(1), "an interrupted run stops, and fails");
+    eprintln!("Ctrl-C during a wait: the run stopped in {} ms", t.elapsed().as_millis());
+    let journal = std::fs::read_to_string(state.join("journal.jsonl")).unwrap();
+    assert!(journal.contains("\"step\":\"slow change\",\"status\":\"changed\""), "{journal}");
+    assert!(!journal.contains("\"ok\":true"), "{journal}");
+}
+
+#[test]
+fn a_rebuilt_host_is_not_resumed_as_the_old_machine() {
+    let hosts = &HOSTS[1..2];
+    let Some(_lab) = lab::exclusive(hosts) else { return };
+    fresh(hosts);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let playbooks = base_override(dir.path(), |base| {
+        let p = base.join("role.toml");
+        let extra = "\n[[step]]\nname = \"fails once\"\ncommand = \"touch /var/tmp/gw-second; exit 1\"\ncreates = \"/var/tmp/gw-second\"\n";
+        std::fs::write(&p, std::fs::read_to_string(&p).unwrap() + extra).unwrap();
+    });
+    let pb = playbooks.to_str().unwrap().to_string();
+    let failed = apply(&state, &["--host", "b2", "--playbooks", &pb]);
+    assert_eq!(failed.code, 1, "{}", failed.all_text());
+    assert_eq!(failed.step("b2", "hosts file").unwrap()["status"], "changed");
+
+    // Same name and address, a new machine: its key is forgotten on purpose, the journal is not.
+    fresh(hosts);
+    std::fs::remove_file(state.join("known_hosts")).unwrap();
+    let next = apply(&state, &["--host", "b2", "--playbooks", &pb]);
+    assert!(next.all_text().contains("is not the machine run"), "{}", next.all_text());
+    assert_eq!(next.step("b2", "hosts file").unwrap()["status"], "changed", "checked again, not skipped");
+    assert_eq!(next.code, 1, "the step that fails once fails again on the new machine");
+    let third = apply(&state, &["--host", "b2", "--playbooks", &pb]);
+    assert_eq!(third.code, 0, "{}", third.all_text());
+    assert!(third.all_text().contains("resuming run"), "{}", third.all_text());
+    assert_eq!(third.step("b2", "hosts file").unwrap()["status"], "skipped", "same machine now: resumed");
+}
