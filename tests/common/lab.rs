@@ -174,10 +174,11 @@ pub fn key() -> PathBuf {
 
 static SERIAL: Mutex<()> = Mutex::new(());
 static WAITING: AtomicUsize = AtomicUsize::new(0);
+/// Every host a test of this process booted and did not take down yet.
+static BOOTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Exclusive use of lab hosts by one test; see the module documentation.
 pub struct Exclusive {
-    names: Vec<String>,
     _lock: Option<LabLock>,
     _serial: MutexGuard<'static, ()>,
 }
@@ -193,10 +194,17 @@ pub fn exclusive(hosts: &[(&str, &str)]) -> Option<Exclusive> {
         return None;
     }
     let guard = Exclusive {
-        names: hosts.iter().map(|(n, _)| n.to_string()).collect(),
         _lock: Some(lock()),
         _serial: serial,
     };
+    {
+        let mut booted = BOOTED.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, _) in hosts {
+            if !booted.iter().any(|b| b == n) {
+                booted.push(n.to_string());
+            }
+        }
+    }
     if let Err(e) = up(hosts) {
         // The guard's drop takes down whatever did come up.
         drop(guard);
@@ -207,11 +215,14 @@ pub fn exclusive(hosts: &[(&str, &str)]) -> Option<Exclusive> {
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
-        // The last test of the binary leaves the hosts down; while another test waits they stay
-        // up for it (tests must not rely on what an earlier test left on a host).
+        // While another test waits the hosts stay up for it (tests must not rely on what an
+        // earlier test left on a host); when none waits, every host this process booted goes
+        // down, whichever test booted it.
         if WAITING.load(Ordering::SeqCst) == 0 {
-            let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+            let mut booted = BOOTED.lock().unwrap_or_else(|p| p.into_inner());
+            let names: Vec<&str> = booted.iter().map(String::as_str).collect();
             down(&names);
+            booted.clear();
         }
         self._lock.take();
     }
