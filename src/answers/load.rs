@@ -47,7 +47,9 @@ impl SpanIndex {
     }
 
     fn add(&mut self, path: String, key: Option<Range<usize>>, value: Range<usize>) {
-        self.by_path.entry(path.clone()).or_insert(self.entries.len());
+        self.by_path
+            .entry(path.clone())
+            .or_insert(self.entries.len());
         self.entries.push(SpanEntry { path, key, value });
     }
 
@@ -147,9 +149,12 @@ pub fn load_file(path: &Path) -> Result<Loaded, Report> {
             let bytes = e.into_bytes();
             let before = String::from_utf8_lossy(&bytes[..at]).into_owned();
             Err(Report::new(&name, &before).with(
-                Problem::new("", format!("the file is not UTF-8 text (byte 0x{:02x} here)", bytes[at]))
-                    .help("save it as UTF-8")
-                    .at(at..at),
+                Problem::new(
+                    "",
+                    format!("the file is not UTF-8 text (byte 0x{:02x} here)", bytes[at]),
+                )
+                .help("save it as UTF-8")
+                .at(at..at),
             ))
         }
     }
@@ -178,11 +183,21 @@ fn too_big(name: &str, bytes: &[u8]) -> Report {
     }
     let shown_to = long_line.map_or(0, |(at, _)| at + 200).min(bytes.len());
     let text = String::from_utf8_lossy(&bytes[..shown_to]).into_owned();
-    let mut p = Problem::new("", format!("the file is larger than {} MiB; an answer file is a few kilobytes", MAX_FILE >> 20));
+    let mut p = Problem::new(
+        "",
+        format!(
+            "the file is larger than {} MiB; an answer file is a few kilobytes",
+            MAX_FILE >> 20
+        ),
+    );
     if let Some((at, line)) = long_line {
         p = Problem::new(
             key_before(&bytes[..at], line),
-            format!("the file is larger than {} MiB, and this line alone is longer than {} KiB", MAX_FILE >> 20, LONG >> 10),
+            format!(
+                "the file is larger than {} MiB, and this line alone is longer than {} KiB",
+                MAX_FILE >> 20,
+                LONG >> 10
+            ),
         )
         .at(at..at);
     } else {
@@ -193,15 +208,27 @@ fn too_big(name: &str, bytes: &[u8]) -> Report {
 
 /// `table.key` for a line `key = ...` under the last `[table]` header before it, or "".
 fn key_before(before: &[u8], line: &[u8]) -> String {
-    let bare = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    let bare = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
     let head = &line[..line.len().min(256)];
     let head = String::from_utf8_lossy(head);
-    let Some(key) = head.split_once('=').map(|(k, _)| k.trim()).filter(|k| bare(k)) else {
+    let Some(key) = head
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| bare(k))
+    else {
         return String::new();
     };
     let table = before
         .rsplit(|b| *b == b'\n')
-        .map(|l| String::from_utf8_lossy(&l[..l.len().min(256)]).trim().to_string())
+        .map(|l| {
+            String::from_utf8_lossy(&l[..l.len().min(256)])
+                .trim()
+                .to_string()
+        })
         .find(|l| l.starts_with('['))
         .map(|l| l.trim_matches(['[', ']']).trim().to_string())
         .filter(|t| bare(t));
@@ -239,7 +266,11 @@ fn load_shared(name: &str, text: Arc<str>) -> Result<Loaded, Report> {
 
 /// Each section into the model. A section that fails adds serde's problem only if the walk
 /// found nothing there (the walk says it better); `None` if any section failed.
-fn sections(root: &Spanned<DeTable<'_>>, index: &SpanIndex, problems: &mut Vec<Problem>) -> Option<Answers> {
+fn sections(
+    root: &Spanned<DeTable<'_>>,
+    index: &SpanIndex,
+    problems: &mut Vec<Problem>,
+) -> Option<Answers> {
     let seen: std::collections::HashSet<String> = problems
         .iter()
         .map(|p| p.field.split(['.', '[']).next().unwrap_or("").to_string())
@@ -249,14 +280,30 @@ fn sections(root: &Spanned<DeTable<'_>>, index: &SpanIndex, problems: &mut Vec<P
     for (key, value) in root.get_ref().iter() {
         let mut mine = Vec::new();
         let ok = match key.get_ref().as_ref() {
-            "site" => section(value, index, &mut mine).map(|v| sections.site = Some(v)).is_some(),
-            "network" => section(value, index, &mut mine).map(|v| sections.network = Some(v)).is_some(),
-            "host" => section(value, index, &mut mine).map(|v| sections.hosts = Some(v)).is_some(),
-            "databases" => section(value, index, &mut mine).map(|v| sections.databases = Some(v)).is_some(),
-            "ldap" => section(value, index, &mut mine).map(|v| sections.ldap = Some(v)).is_some(),
-            "k3s" => section(value, index, &mut mine).map(|v| sections.k3s = Some(v)).is_some(),
-            "gitops" => section(value, index, &mut mine).map(|v| sections.gitops = Some(v)).is_some(),
-            "proxmox" => section(value, index, &mut mine).map(|v| sections.proxmox = Some(v)).is_some(),
+            "site" => section(value, index, &mut mine)
+                .map(|v| sections.site = Some(v))
+                .is_some(),
+            "network" => section(value, index, &mut mine)
+                .map(|v| sections.network = Some(v))
+                .is_some(),
+            "host" => section(value, index, &mut mine)
+                .map(|v| sections.hosts = Some(v))
+                .is_some(),
+            "databases" => section(value, index, &mut mine)
+                .map(|v| sections.databases = Some(v))
+                .is_some(),
+            "ldap" => section(value, index, &mut mine)
+                .map(|v| sections.ldap = Some(v))
+                .is_some(),
+            "k3s" => section(value, index, &mut mine)
+                .map(|v| sections.k3s = Some(v))
+                .is_some(),
+            "gitops" => section(value, index, &mut mine)
+                .map(|v| sections.gitops = Some(v))
+                .is_some(),
+            "proxmox" => section(value, index, &mut mine)
+                .map(|v| sections.proxmox = Some(v))
+                .is_some(),
             _ => true, // unknown: the walk reported it, the rest can still be checked
         };
         if !ok {
@@ -266,7 +313,11 @@ fn sections(root: &Spanned<DeTable<'_>>, index: &SpanIndex, problems: &mut Vec<P
             }
         }
     }
-    if failed.is_empty() { sections.finish() } else { None }
+    if failed.is_empty() {
+        sections.finish()
+    } else {
+        None
+    }
 }
 
 #[derive(Default)]
@@ -318,8 +369,11 @@ fn describe(path: &str, message: &str, span: Range<usize>) -> Problem {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         let (found, expected) = split_expected(rest);
         let mut p = Problem::new(path, format!("unknown key `{found}`")).at(span);
-        if let Some(s) = nearest(&found, &expected.iter().map(String::as_str).collect::<Vec<_>>())
-            .filter(|_| found.len() <= 64)
+        if let Some(s) = nearest(
+            &found,
+            &expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .filter(|_| found.len() <= 64)
         {
             p = p.help(format!("did you mean `{s}`?"));
         } else if !expected.is_empty() {
@@ -329,11 +383,14 @@ fn describe(path: &str, message: &str, span: Range<usize>) -> Problem {
     }
     if let Some(rest) = message.strip_prefix("unknown variant ") {
         let (found, expected) = split_expected(rest);
-        let mut p = Problem::new(path, format!("`{found}` is not one of the allowed values"))
-            .at(span);
+        let mut p =
+            Problem::new(path, format!("`{found}` is not one of the allowed values")).at(span);
         let choices: Vec<&str> = expected.iter().map(String::as_str).collect();
         p = match nearest(&found, &choices).filter(|_| found.len() <= 64) {
-            Some(s) => p.help(format!("did you mean `{s}`? allowed: {}", choices.join(", "))),
+            Some(s) => p.help(format!(
+                "did you mean `{s}`? allowed: {}",
+                choices.join(", ")
+            )),
             None => p.help(format!("allowed: {}", choices.join(", "))),
         };
         return p;

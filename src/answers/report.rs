@@ -109,7 +109,12 @@ struct Source {
 impl Source {
     fn new(name: &str, text: Arc<str>) -> Self {
         let mut starts = vec![0];
-        starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
         Source {
             name: name.to_string(),
             text,
@@ -119,13 +124,18 @@ impl Source {
 
     /// 0-based line of a byte offset.
     fn line_of(&self, offset: usize) -> usize {
-        self.starts.partition_point(|s| *s <= offset).saturating_sub(1)
+        self.starts
+            .partition_point(|s| *s <= offset)
+            .saturating_sub(1)
     }
 
     /// Byte range of a line, without its newline.
     fn line_range(&self, line: usize) -> Range<usize> {
         let start = self.starts[line];
-        let end = self.starts.get(line + 1).map_or(self.text.len(), |next| next - 1);
+        let end = self
+            .starts
+            .get(line + 1)
+            .map_or(self.text.len(), |next| next - 1);
         start..end.max(start)
     }
 
@@ -324,7 +334,11 @@ impl Report {
         let lines = self.one_line_each();
         for (i, (line, p)) in lines.into_iter().zip(&self.problems).enumerate() {
             if i == DRAWN {
-                let _ = writeln!(out, "(the other {} problems, one a line)", self.problems.len() - DRAWN);
+                let _ = writeln!(
+                    out,
+                    "(the other {} problems, one a line)",
+                    self.problems.len() - DRAWN
+                );
             }
             if i >= DRAWN {
                 let _ = writeln!(out, "{line}");
@@ -375,10 +389,16 @@ impl Snippet {
         // Only spans that can be drawn; without the primary one, no source at all.
         let primary = p.span.as_ref().filter(|s| src.drawable(s));
         if let Some(span) = primary {
-            labels.push(LabeledSpan::new_primary_with_span(Some("here".into()), to_source_span(span)));
+            labels.push(LabeledSpan::new_primary_with_span(
+                Some("here".into()),
+                to_source_span(span),
+            ));
             for r in &p.related {
                 if let Some(span) = r.span.as_ref().filter(|s| src.drawable(s)) {
-                    labels.push(LabeledSpan::new_with_span(Some(r.label.clone()), to_source_span(span)));
+                    labels.push(LabeledSpan::new_with_span(
+                        Some(r.label.clone()),
+                        to_source_span(span),
+                    ));
                 }
             }
         }

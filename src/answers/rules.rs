@@ -53,12 +53,20 @@ pub fn check_fields(a: &Answers) -> Vec<Problem> {
     let mut out = Vec::new();
     match serde_json::to_value(a) {
         Ok(v) => strings_of(&v, &mut String::new(), &mut String::new(), &mut out),
-        Err(e) => out.push(Problem::new("", format!("the answers cannot be checked: {e}"))),
+        Err(e) => out.push(Problem::new(
+            "",
+            format!("the answers cannot be checked: {e}"),
+        )),
     }
     out
 }
 
-fn strings_of(v: &serde_json::Value, path: &mut String, pattern: &mut String, out: &mut Vec<Problem>) {
+fn strings_of(
+    v: &serde_json::Value,
+    path: &mut String,
+    pattern: &mut String,
+    out: &mut Vec<Problem>,
+) {
     let (path_len, pattern_len) = (path.len(), pattern.len());
     match v {
         serde_json::Value::String(s) => {
@@ -209,8 +217,13 @@ pub fn check_fqdn(s: &str) -> Result<(), String> {
     for l in &labels {
         check_label(l).map_err(|e| format!("`{s}` is not a valid domain name: {e}"))?;
     }
-    if labels.last().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit())) {
-        return Err(format!("`{s}` ends in a numeric label, which no domain can"));
+    if labels
+        .last()
+        .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(format!(
+            "`{s}` ends in a numeric label, which no domain can"
+        ));
     }
     Ok(())
 }
@@ -224,9 +237,13 @@ pub fn check_label(l: &str) -> Result<(), String> {
         return Err(format!("label `{}` is longer than 63 characters", shown(l)));
     }
     if l.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(format!("`{l}` has uppercase letters; write it in lowercase"));
+        return Err(format!(
+            "`{l}` has uppercase letters; write it in lowercase"
+        ));
     }
-    if let Some(c) = first_bad(l, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if let Some(c) = first_bad(l, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    }) {
         return Err(format!(
             "`{}` contains {}; only a-z, 0-9 and - are allowed",
             shown(l),
@@ -260,7 +277,12 @@ pub fn check_email(s: &str) -> Result<(), String> {
     if s.len() > 254 {
         return Err(too_long("an e-mail address", 254));
     }
-    let bad = |why: String| format!("`{}` is not an e-mail address (e.g. ops@example.org): {why}", shown(s));
+    let bad = |why: String| {
+        format!(
+            "`{}` is not an e-mail address (e.g. ops@example.org): {why}",
+            shown(s)
+        )
+    };
     let Some((local, domain)) = s.split_once('@') else {
         return Err(bad("it has no @".into()));
     };
@@ -274,9 +296,11 @@ pub fn check_email(s: &str) -> Result<(), String> {
         )));
     }
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-        return Err(bad("the part before @ starts or ends with a dot, or has two in a row".into()));
+        return Err(bad(
+            "the part before @ starts or ends with a dot, or has two in a row".into(),
+        ));
     }
-    check_fqdn(domain).map_err(|e| bad(e))
+    check_fqdn(domain).map_err(bad)
 }
 
 pub fn check_timezone(s: &str) -> Result<(), String> {
@@ -291,11 +315,16 @@ pub fn check_timezone(s: &str) -> Result<(), String> {
                     .all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c))
         });
     if !ok_syntax {
-        return Err(format!("`{}` is not a time zone name (e.g. Europe/Berlin, UTC)", shown(s)));
+        return Err(format!(
+            "`{}` is not a time zone name (e.g. Europe/Berlin, UTC)",
+            shown(s)
+        ));
     }
     let zoneinfo = std::path::Path::new("/usr/share/zoneinfo");
     if zoneinfo.join("UTC").exists() && !zoneinfo.join(s).is_file() {
-        return Err(format!("`{s}` is not a known time zone (see /usr/share/zoneinfo)"));
+        return Err(format!(
+            "`{s}` is not a known time zone (see /usr/share/zoneinfo)"
+        ));
     }
     Ok(())
 }
@@ -312,9 +341,14 @@ pub fn check_sql_name(s: &str, what: &str, max: usize) -> Result<(), String> {
         return Err(format!("{what} is empty"));
     }
     if s.len() > max {
-        return Err(format!("{what} `{}` is longer than {max} characters", shown(s)));
+        return Err(format!(
+            "{what} `{}` is longer than {max} characters",
+            shown(s)
+        ));
     }
-    if let Some(c) = first_bad(s, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+    if let Some(c) = first_bad(s, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
+    }) {
         return Err(format!(
             "{what} `{}` contains {}; use lowercase letters, digits and _",
             shown(s),
@@ -332,20 +366,20 @@ const PG_HBA_KEYWORDS: &[&str] = &["all", "sameuser", "samerole", "samegroup", "
 
 /// PostgreSQL's reserved key words (reserved, and reserved but allowed as function or type
 /// names: neither is a database name without quotes). Appendix C of the manual, as of 16.
+#[rustfmt::skip]
 const PG_RESERVED: &[&str] = &[
-    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric",
-    "authorization", "binary", "both", "case", "cast", "check", "collate", "collation",
-    "column", "concurrently", "constraint", "create", "cross", "current_catalog",
-    "current_date", "current_role", "current_schema", "current_time", "current_timestamp",
-    "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except",
-    "false", "fetch", "for", "foreign", "freeze", "from", "full", "grant", "group", "having",
-    "ilike", "in", "initially", "inner", "intersect", "into", "is", "isnull", "join", "lateral",
-    "leading", "left", "like", "limit", "localtime", "localtimestamp", "natural", "not",
-    "notnull", "null", "offset", "on", "only", "or", "order", "outer", "overlaps", "placing",
-    "primary", "references", "returning", "right", "select", "session_user", "similar", "some",
-    "symmetric", "system_user", "table", "tablesample", "then", "to", "trailing", "true",
-    "union", "unique", "user", "using", "variadic", "verbose", "when", "where", "window",
-    "with",
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization",
+    "binary", "both", "case", "cast", "check", "collate", "collation", "column", "concurrently",
+    "constraint", "create", "cross", "current_catalog", "current_date", "current_role",
+    "current_schema", "current_time", "current_timestamp", "current_user", "default", "deferrable",
+    "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign",
+    "freeze", "from", "full", "grant", "group", "having", "ilike", "in", "initially", "inner",
+    "intersect", "into", "is", "isnull", "join", "lateral", "leading", "left", "like", "limit",
+    "localtime", "localtimestamp", "natural", "not", "notnull", "null", "offset", "on", "only",
+    "or", "order", "outer", "overlaps", "placing", "primary", "references", "returning", "right",
+    "select", "session_user", "similar", "some", "symmetric", "system_user", "table",
+    "tablesample", "then", "to", "trailing", "true", "union", "unique", "user", "using",
+    "variadic", "verbose", "when", "where", "window", "with",
 ];
 
 /// The PostgreSQL rules every name shares: pg_hba keywords, key words, the `pg_` prefix.
@@ -357,10 +391,14 @@ fn check_pg_name(s: &str, what: &str) -> Result<(), String> {
         ));
     }
     if PG_RESERVED.contains(&s) {
-        return Err(format!("`{s}` is a reserved word of PostgreSQL's SQL; choose another {what}"));
+        return Err(format!(
+            "`{s}` is a reserved word of PostgreSQL's SQL; choose another {what}"
+        ));
     }
     if s.starts_with("pg_") {
-        return Err(format!("names starting with pg_ are reserved by PostgreSQL; choose another {what}"));
+        return Err(format!(
+            "names starting with pg_ are reserved by PostgreSQL; choose another {what}"
+        ));
     }
     Ok(())
 }
@@ -410,8 +448,7 @@ pub fn check_unix_user(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 32
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if ok {
         Ok(())
@@ -451,7 +488,8 @@ pub fn check_organisation(s: &str) -> Result<(), String> {
 pub fn check_ou(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
         return Err(format!(
             "`{}` is not a usable OU name (1 to 64 letters, digits, - and _)",
@@ -529,7 +567,9 @@ fn url_chars(s: &str, what: &str) -> Result<(), String> {
     if s.len() > MAX_URL {
         return Err(too_long(what, MAX_URL));
     }
-    match first_bad(s, |c| c.is_ascii_alphanumeric() || "-._~:/@%+[]".contains(c)) {
+    match first_bad(s, |c| {
+        c.is_ascii_alphanumeric() || "-._~:/@%+[]".contains(c)
+    }) {
         Some(c) => Err(format!(
             "`{}` contains {}; a URL here may use letters, digits and - . _ ~ : / @ % + [ ]",
             shown(s),
@@ -541,8 +581,13 @@ fn url_chars(s: &str, what: &str) -> Result<(), String> {
 
 pub fn check_git_url(s: &str) -> Result<(), String> {
     url_chars(s, "the repository URL")?;
-    if let Some(rest) = s.strip_prefix("https://").or_else(|| s.strip_prefix("ssh://")) {
-        let host = rest.split(['/', ':', '@']).find(|p| !p.is_empty() && p.contains('.'));
+    if let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("ssh://"))
+    {
+        let host = rest
+            .split(['/', ':', '@'])
+            .find(|p| !p.is_empty() && p.contains('.'));
         if host.is_some() && rest.contains('/') {
             return Ok(());
         }
@@ -569,7 +614,8 @@ pub fn check_git_url(s: &str) -> Result<(), String> {
 pub fn check_branch(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 255
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
         && !s.starts_with(['-', '/', '.'])
         && !s.ends_with(['/', '.'])
         && !s.ends_with(".lock")
@@ -591,7 +637,8 @@ pub fn check_repo_path(s: &str) -> Result<(), String> {
     let outside = s.starts_with('/') || s.split('/').any(|p| p == "..");
     let ok = !s.is_empty()
         && s.len() <= MAX_PATH
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
         && !s.starts_with('-');
     if outside || !ok {
         return Err(format!(
@@ -612,7 +659,11 @@ pub fn check_https_url(s: &str) -> Result<(), String> {
     url_chars(s, "the URL")?;
     let host = rest.split(['/', '?']).next().unwrap_or("");
     let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.chars().all(|c| c.is_ascii_digit()) { h } else { host }
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
     });
     if host.is_empty() {
         return Err(format!("`{}` has no host name", shown(s)));
@@ -623,16 +674,24 @@ pub fn check_https_url(s: &str) -> Result<(), String> {
 /// `user@realm!token-name`, each part letters, digits and `- _ .`.
 pub fn check_token_id(s: &str) -> Result<(), String> {
     let part = |p: &str| {
-        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     let ok = s.len() <= 128
         && s.split_once('@').is_some_and(|(user, rest)| {
-            part(user) && rest.split_once('!').is_some_and(|(realm, name)| part(realm) && part(name))
+            part(user)
+                && rest
+                    .split_once('!')
+                    .is_some_and(|(realm, name)| part(realm) && part(name))
         });
     if ok {
         Ok(())
     } else {
-        Err(format!("`{}` is not an API token id (user@realm!token-name)", shown(s)))
+        Err(format!(
+            "`{}` is not an API token id (user@realm!token-name)",
+            shown(s)
+        ))
     }
 }
 
@@ -640,11 +699,15 @@ pub fn check_token_id(s: &str) -> Result<(), String> {
 pub fn check_inline_secret(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 256
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:+/=".contains(c));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:+/=".contains(c));
     if ok {
         Ok(())
     } else {
-        Err("the token secret is not a token secret (1 to 256 letters, digits and - _ . : + / =)".into())
+        Err(
+            "the token secret is not a token secret (1 to 256 letters, digits and - _ . : + / =)"
+                .into(),
+        )
     }
 }
 
@@ -652,16 +715,24 @@ pub fn check_env_name(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
-        Err(format!("`{}` is not an environment variable name (e.g. PVE_TOKEN)", shown(s)))
+        Err(format!(
+            "`{}` is not an environment variable name (e.g. PVE_TOKEN)",
+            shown(s)
+        ))
     }
 }
 
 pub fn check_fingerprint(s: &str) -> Result<(), String> {
-    let parts: Vec<&str> = if s.len() == 95 { s.split(':').collect() } else { Vec::new() };
+    let parts: Vec<&str> = if s.len() == 95 {
+        s.split(':').collect()
+    } else {
+        Vec::new()
+    };
     let ok = parts.len() == 32
         && parts
             .iter()
@@ -682,7 +753,10 @@ pub fn check_proxmox_node(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("`{}` is not a node name (letters, digits and -)", shown(s)))
+        Err(format!(
+            "`{}` is not a node name (letters, digits and -)",
+            shown(s)
+        ))
     }
 }
 
@@ -691,11 +765,16 @@ pub fn check_proxmox_name(s: &str) -> Result<(), String> {
     if s.trim().is_empty() {
         return Err("the name is empty".into());
     }
-    let ok = s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(format!("`{}` is not a usable name (letters, digits, - _ and .)", shown(s)))
+        Err(format!(
+            "`{}` is not a usable name (letters, digits, - _ and .)",
+            shown(s)
+        ))
     }
 }
 
@@ -755,7 +834,10 @@ fn network(a: &Answers, out: &mut Vec<Problem>) {
     if !(60..=31_536_000).contains(&n.lease_time) {
         out.push(Problem::new(
             "network.lease-time",
-            format!("{} s is not a sensible lease time (60 s to one year)", n.lease_time),
+            format!(
+                "{} s is not a sensible lease time (60 s to one year)",
+                n.lease_time
+            ),
         ));
     }
     dhcp_ranges(a, out);
@@ -765,14 +847,20 @@ fn network(a: &Answers, out: &mut Vec<Problem>) {
     if let Some((i, _)) = a.hosts_with(Role::Dhcp).next() {
         if !has_dhcp_config {
             out.push(
-                Problem::new(role_field(a, i, Role::Dhcp), "the dhcp role has nothing to hand out")
-                    .help("add a [[network.dhcp-range]] or a [[network.reservation]]"),
+                Problem::new(
+                    role_field(a, i, Role::Dhcp),
+                    "the dhcp role has nothing to hand out",
+                )
+                .help("add a [[network.dhcp-range]] or a [[network.reservation]]"),
             );
         }
     } else if !n.dhcp_ranges.is_empty() {
         out.push(
-            Problem::new("network.dhcp-range", "DHCP ranges are set but no host has the dhcp role")
-                .help("add \"dhcp\" to the roles of the host that should serve them"),
+            Problem::new(
+                "network.dhcp-range",
+                "DHCP ranges are set but no host has the dhcp role",
+            )
+            .help("add \"dhcp\" to the roles of the host that should serve them"),
         );
     }
 }
@@ -780,19 +868,28 @@ fn network(a: &Answers, out: &mut Vec<Problem>) {
 /// Forwarders are resolvers outside the site: not this machine (loopback), not nothing
 /// (unspecified), not a group (multicast, broadcast), not one of the site's own hosts.
 fn forwarders(a: &Answers, out: &mut Vec<Problem>) {
-    let host_at: HashMap<Ipv4Addr, usize> =
-        a.hosts.iter().enumerate().rev().map(|(i, h)| (h.address, i)).collect();
+    let host_at: HashMap<Ipv4Addr, usize> = a
+        .hosts
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, h)| (h.address, i))
+        .collect();
     for (i, f) in a.network.forwarders.iter().enumerate() {
         let field = format!("network.forwarders[{i}]");
+        let written = *f;
         // ::ffff:127.0.0.1 is 127.0.0.1.
         let f = f.to_canonical();
         if f.is_loopback() {
             out.push(
-                Problem::new(field, format!("{f} is a loopback address"))
+                Problem::new(field, format!("{written} is a loopback address"))
                     .help("forwarders are the upstream resolvers; the DNS server would ask itself"),
             );
         } else if f.is_unspecified() || f.is_multicast() || f == IpAddr::V4(Ipv4Addr::BROADCAST) {
-            out.push(Problem::new(field, format!("{f} cannot be a DNS forwarder")));
+            out.push(Problem::new(
+                field,
+                format!("{written} cannot be a DNS forwarder"),
+            ));
         } else if let Some(j) = match f {
             IpAddr::V4(v4) => host_at.get(&v4).copied(),
             IpAddr::V6(_) => None,
@@ -801,7 +898,10 @@ fn forwarders(a: &Answers, out: &mut Vec<Problem>) {
             let message = if h.roles.contains(&Role::Dns) {
                 format!("{f} is this site's own DNS server")
             } else {
-                format!("{f} is the address of host `{}`, inside the site", shown(&h.name))
+                format!(
+                    "{f} is the address of host `{}`, inside the site",
+                    shown(&h.name)
+                )
             };
             out.push(
                 Problem::new(field, message)
@@ -815,8 +915,12 @@ fn forwarders(a: &Answers, out: &mut Vec<Problem>) {
 fn dhcp_ranges(a: &Answers, out: &mut Vec<Problem>) {
     let n = &a.network;
     // Host addresses in order, to find the ones inside a range by binary search.
-    let mut hosts: Vec<(u32, usize)> =
-        a.hosts.iter().enumerate().map(|(i, h)| (u32::from(h.address), i)).collect();
+    let mut hosts: Vec<(u32, usize)> = a
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (u32::from(h.address), i))
+        .collect();
     hosts.sort_unstable();
     // Ranges fit to compare with each other: (start, end, index).
     let mut sound: Vec<(u32, u32, usize)> = Vec::new();
@@ -843,8 +947,11 @@ fn dhcp_ranges(a: &Answers, out: &mut Vec<Problem>) {
         sound.push((start, end, i));
         if (start..=end).contains(&u32::from(n.gateway)) {
             out.push(
-                Problem::new(format!("{base}.start"), format!("the range holds the gateway {}", n.gateway))
-                    .see("network.gateway", "gateway"),
+                Problem::new(
+                    format!("{base}.start"),
+                    format!("the range holds the gateway {}", n.gateway),
+                )
+                .see("network.gateway", "gateway"),
             );
         }
         let from = hosts.partition_point(|(ip, _)| *ip < start);
@@ -889,7 +996,10 @@ fn dhcp_ranges(a: &Answers, out: &mut Vec<Problem>) {
                 out.push(
                     Problem::new(
                         format!("network.dhcp-range[{at}].start"),
-                        format!("the range {}-{} overlaps range {}-{}", r.start, r.end, o.start, o.end),
+                        format!(
+                            "the range {}-{} overlaps range {}-{}",
+                            r.start, r.end, o.start, o.end
+                        ),
                     )
                     .see(format!("network.dhcp-range[{other}]"), "overlapping range"),
                 );
@@ -904,10 +1014,20 @@ fn dhcp_ranges(a: &Answers, out: &mut Vec<Problem>) {
 
 fn reservations(a: &Answers, out: &mut Vec<Problem>) {
     let n = &a.network;
-    let host_at: HashMap<Ipv4Addr, usize> =
-        a.hosts.iter().enumerate().rev().map(|(i, h)| (h.address, i)).collect();
-    let host_named: HashMap<&str, usize> =
-        a.hosts.iter().enumerate().rev().map(|(i, h)| (h.name.as_str(), i)).collect();
+    let host_at: HashMap<Ipv4Addr, usize> = a
+        .hosts
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, h)| (h.address, i))
+        .collect();
+    let host_named: HashMap<&str, usize> = a
+        .hosts
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, h)| (h.name.as_str(), i))
+        .collect();
     let mut macs: HashMap<MacAddr, usize> = HashMap::new();
     let mut addrs: HashMap<Ipv4Addr, usize> = HashMap::new();
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -918,8 +1038,11 @@ fn reservations(a: &Answers, out: &mut Vec<Problem>) {
         }
         if r.address == n.gateway {
             out.push(
-                Problem::new(format!("{base}.address"), format!("{} is the gateway", r.address))
-                    .see("network.gateway", "gateway"),
+                Problem::new(
+                    format!("{base}.address"),
+                    format!("{} is the gateway", r.address),
+                )
+                .see("network.gateway", "gateway"),
             );
         }
         if let Some(j) = host_at.get(&r.address) {
@@ -946,8 +1069,16 @@ fn reservations(a: &Answers, out: &mut Vec<Problem>) {
         }
         let dups = [
             (first_or_insert(&mut macs, r.mac, i), "mac", "MAC address"),
-            (first_or_insert(&mut addrs, r.address, i), "address", "address"),
-            (first_or_insert(&mut names, r.name.as_str(), i), "name", "name"),
+            (
+                first_or_insert(&mut addrs, r.address, i),
+                "address",
+                "address",
+            ),
+            (
+                first_or_insert(&mut names, r.name.as_str(), i),
+                "name",
+                "name",
+            ),
         ];
         for (first, field, what) in dups {
             if let Some(first) = first {
@@ -956,7 +1087,10 @@ fn reservations(a: &Answers, out: &mut Vec<Problem>) {
                         format!("{base}.{field}"),
                         format!("this {what} is already reserved by reservation {first}"),
                     )
-                    .see(format!("network.reservation[{first}].{field}"), "first here"),
+                    .see(
+                        format!("network.reservation[{first}].{field}"),
+                        "first here",
+                    ),
                 );
             }
         }
@@ -964,7 +1098,11 @@ fn reservations(a: &Answers, out: &mut Vec<Problem>) {
 }
 
 /// The index where `k` was first seen, or None (and remember `i`) if this is the first time.
-fn first_or_insert<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K, i: usize) -> Option<usize> {
+fn first_or_insert<K: std::hash::Hash + Eq>(
+    m: &mut HashMap<K, usize>,
+    k: K,
+    i: usize,
+) -> Option<usize> {
     match m.get(&k) {
         Some(first) => Some(*first),
         None => {
@@ -995,15 +1133,25 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
         let base = format!("host[{i}]");
         if let Some(first) = first_or_insert(&mut names, h.name.as_str(), i) {
             out.push(
-                Problem::new(format!("{base}.name"), format!("host name `{}` is used twice", shown(&h.name)))
-                    .see(format!("host[{first}].name"), "first here"),
+                Problem::new(
+                    format!("{base}.name"),
+                    format!("host name `{}` is used twice", shown(&h.name)),
+                )
+                .see(format!("host[{first}].name"), "first here"),
             );
         }
-        push(out, format!("{base}.address"), usable_in(&subnet, h.address));
+        push(
+            out,
+            format!("{base}.address"),
+            usable_in(&subnet, h.address),
+        );
         if h.address == a.network.gateway {
             out.push(
-                Problem::new(format!("{base}.address"), format!("{} is the gateway", h.address))
-                    .see("network.gateway", "gateway"),
+                Problem::new(
+                    format!("{base}.address"),
+                    format!("{} is the gateway", h.address),
+                )
+                .see("network.gateway", "gateway"),
             );
         }
         if let Some(first) = first_or_insert(&mut addrs, h.address, i) {
@@ -1020,14 +1168,20 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
             );
         }
         if h.ssh_port == 0 {
-            out.push(Problem::new(format!("{base}.ssh-port"), "port 0 is not a port"));
+            out.push(Problem::new(
+                format!("{base}.ssh-port"),
+                "port 0 is not a port",
+            ));
         }
         let mut seen: HashMap<Role, usize> = HashMap::new();
         for (j, r) in h.roles.iter().enumerate() {
             if let Some(first) = first_or_insert(&mut seen, *r, j) {
                 out.push(
-                    Problem::new(format!("{base}.roles[{j}]"), format!("role `{r}` is listed twice"))
-                        .see(format!("{base}.roles[{first}]"), "first here"),
+                    Problem::new(
+                        format!("{base}.roles[{j}]"),
+                        format!("role `{r}` is listed twice"),
+                    )
+                    .see(format!("{base}.roles[{first}]"), "first here"),
                 );
             }
         }
@@ -1042,10 +1196,22 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
         }
     }
     for (role, why) in [
-        (Role::Dhcp, "Kea high availability is not managed by groundwork yet"),
-        (Role::Ldap, "LDAP replication is not managed by groundwork yet"),
-        (Role::Postgresql, "PostgreSQL replication is not managed by groundwork yet"),
-        (Role::Mariadb, "MariaDB replication is not managed by groundwork yet"),
+        (
+            Role::Dhcp,
+            "Kea high availability is not managed by groundwork yet",
+        ),
+        (
+            Role::Ldap,
+            "LDAP replication is not managed by groundwork yet",
+        ),
+        (
+            Role::Postgresql,
+            "PostgreSQL replication is not managed by groundwork yet",
+        ),
+        (
+            Role::Mariadb,
+            "MariaDB replication is not managed by groundwork yet",
+        ),
     ] {
         let mut holders = a.hosts_with(role).map(|(i, _)| i);
         let (Some(first), Some(second)) = (holders.next(), holders.next()) else {
@@ -1066,8 +1232,12 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
 /// Hard dependencies between roles come from the playbooks' `needs`.
 pub fn role_needs(a: &Answers, out: &mut Vec<Problem>) {
     for spec in catalog::roles() {
-        let Some(role) = spec.host_role() else { continue };
-        let Some((i, _)) = a.hosts_with(role).next() else { continue };
+        let Some(role) = spec.host_role() else {
+            continue;
+        };
+        let Some((i, _)) = a.hosts_with(role).next() else {
+            continue;
+        };
         for need in spec.needs.iter().filter(|n| !n.optional) {
             let present = need.role.parse::<Role>().is_ok_and(|r| a.has_role(r));
             if !present {
@@ -1103,8 +1273,11 @@ fn databases(a: &Answers, out: &mut Vec<Problem>) {
             let base = format!("databases.{engine}[{i}]");
             if let Some(j) = first_or_insert(&mut names, d.name.as_str(), i) {
                 out.push(
-                    Problem::new(format!("{base}.name"), format!("database `{}` is listed twice", shown(&d.name)))
-                        .see(format!("databases.{engine}[{j}].name"), "first here"),
+                    Problem::new(
+                        format!("{base}.name"),
+                        format!("database `{}` is listed twice", shown(&d.name)),
+                    )
+                    .see(format!("databases.{engine}[{j}].name"), "first here"),
                 );
             }
             if let Some(j) = first_or_insert(&mut users, d.user.as_str(), i) {
@@ -1128,12 +1301,18 @@ fn databases(a: &Answers, out: &mut Vec<Problem>) {
 fn ldap(a: &Answers, out: &mut Vec<Problem>) {
     match (&a.ldap, a.hosts_with(Role::Ldap).next()) {
         (None, Some((i, _))) => out.push(
-            Problem::new(role_field(a, i, Role::Ldap), "role `ldap` needs an [ldap] section")
-                .help("add [ldap] with organisation = \"Your Org\""),
+            Problem::new(
+                role_field(a, i, Role::Ldap),
+                "role `ldap` needs an [ldap] section",
+            )
+            .help("add [ldap] with organisation = \"Your Org\""),
         ),
         (Some(_), None) => out.push(
-            Problem::new("ldap", "an [ldap] section is set but no host has the ldap role")
-                .help("add \"ldap\" to the roles of a host"),
+            Problem::new(
+                "ldap",
+                "an [ldap] section is set but no host has the ldap role",
+            )
+            .help("add \"ldap\" to the roles of a host"),
         ),
         _ => {}
     }
@@ -1142,13 +1321,20 @@ fn ldap(a: &Answers, out: &mut Vec<Problem>) {
     for (i, ou) in l.extra_ous.iter().enumerate() {
         if let Some(j) = first_or_insert(&mut seen, ou.to_ascii_lowercase(), i) {
             out.push(
-                Problem::new(format!("ldap.extra-ous[{i}]"), format!("OU `{}` is listed twice", shown(ou)))
-                    .see(format!("ldap.extra-ous[{j}]"), "first here"),
+                Problem::new(
+                    format!("ldap.extra-ous[{i}]"),
+                    format!("OU `{}` is listed twice", shown(ou)),
+                )
+                .see(format!("ldap.extra-ous[{j}]"), "first here"),
             );
         }
     }
     if l.tls_cert.is_some() != l.tls_key.is_some() {
-        let field = if l.tls_cert.is_some() { "ldap.tls-cert" } else { "ldap.tls-key" };
+        let field = if l.tls_cert.is_some() {
+            "ldap.tls-cert"
+        } else {
+            "ldap.tls-key"
+        };
         out.push(
             Problem::new(field, "tls-cert and tls-key go together")
                 .help("give both, or neither for a generated self-signed certificate"),
@@ -1161,18 +1347,28 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
     let agents: Vec<usize> = a.hosts_with(Role::K3sAgent).map(|(i, _)| i).collect();
     let Some(k) = &a.k3s else {
         if let Some(i) = servers.first().or(agents.first()) {
-            let role = if servers.is_empty() { Role::K3sAgent } else { Role::K3sServer };
+            let role = if servers.is_empty() {
+                Role::K3sAgent
+            } else {
+                Role::K3sServer
+            };
             out.push(
-                Problem::new(role_field(a, *i, role), format!("role `{role}` needs a [k3s] section"))
-                    .help("add [k3s] with version = \"v1.31.4+k3s1\""),
+                Problem::new(
+                    role_field(a, *i, role),
+                    format!("role `{role}` needs a [k3s] section"),
+                )
+                .help("add [k3s] with version = \"v1.31.4+k3s1\""),
             );
         }
         return;
     };
     if servers.is_empty() {
         out.push(
-            Problem::new("k3s", "a [k3s] section is set but no host has the k3s-server role")
-                .help("add \"k3s-server\" to the roles of one or three hosts"),
+            Problem::new(
+                "k3s",
+                "a [k3s] section is set but no host has the k3s-server role",
+            )
+            .help("add \"k3s-server\" to the roles of one or three hosts"),
         );
     }
     let n = servers.len();
@@ -1198,7 +1394,10 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
         ),
         _ => {}
     }
-    for (key, cidr) in [("cluster-cidr", k.cluster_cidr), ("service-cidr", k.service_cidr)] {
+    for (key, cidr) in [
+        ("cluster-cidr", k.cluster_cidr),
+        ("service-cidr", k.service_cidr),
+    ] {
         if cidr.overlaps(&a.network.subnet) {
             out.push(
                 Problem::new(
@@ -1212,7 +1411,10 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
     if k.cluster_cidr.overlaps(&k.service_cidr) {
         out.push(Problem::new(
             "k3s.service-cidr",
-            format!("{} overlaps cluster-cidr {}", k.service_cidr, k.cluster_cidr),
+            format!(
+                "{} overlaps cluster-cidr {}",
+                k.service_cidr, k.cluster_cidr
+            ),
         ));
     }
 }
@@ -1220,8 +1422,11 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
 fn gitops(a: &Answers, out: &mut Vec<Problem>) {
     if a.gitops.is_some() && (a.k3s.is_none() || !a.has_role(Role::K3sServer)) {
         out.push(
-            Problem::new("gitops", "a [gitops] section needs a k3s cluster to hand off to")
-                .help("add a [k3s] section and a host with the k3s-server role, or drop [gitops]"),
+            Problem::new(
+                "gitops",
+                "a [gitops] section needs a k3s cluster to hand off to",
+            )
+            .help("add a [k3s] section and a host with the k3s-server role, or drop [gitops]"),
         );
     }
 }
@@ -1237,10 +1442,9 @@ fn proxmox(a: &Answers, out: &mut Vec<Problem>) {
     .filter(|x| **x)
     .count();
     if sources == 0 {
-        out.push(
-            Problem::new("proxmox", "no token secret is given")
-                .help("set token-secret-file = \"/path/to/secret\" or token-secret-env = \"PVE_TOKEN\""),
-        );
+        out.push(Problem::new("proxmox", "no token secret is given").help(
+            "set token-secret-file = \"/path/to/secret\" or token-secret-env = \"PVE_TOKEN\"",
+        ));
     } else if sources > 1 {
         out.push(Problem::new(
             "proxmox",
@@ -1265,7 +1469,13 @@ mod tests {
         // a new field without a check would take any value of any length.
         let schema = serde_json::to_value(schemars::schema_for!(Answers)).unwrap();
         let mut missing = Vec::new();
-        fn walk(s: &serde_json::Value, root: &serde_json::Value, pattern: String, missing: &mut Vec<String>, depth: usize) {
+        fn walk(
+            s: &serde_json::Value,
+            root: &serde_json::Value,
+            pattern: String,
+            missing: &mut Vec<String>,
+            depth: usize,
+        ) {
             if depth > 8 {
                 return;
             }
@@ -1274,22 +1484,37 @@ mod tests {
                 Some("object") => {
                     if let Some(props) = s.get("properties").and_then(|p| p.as_object()) {
                         for (k, v) in props {
-                            let p = if pattern.is_empty() { k.clone() } else { format!("{pattern}.{k}") };
+                            let p = if pattern.is_empty() {
+                                k.clone()
+                            } else {
+                                format!("{pattern}.{k}")
+                            };
                             walk(v, root, p, missing, depth + 1);
                         }
                     }
                 }
-                Some("array") => walk(&s["items"], root, format!("{pattern}[]"), missing, depth + 1),
-                Some("string") if s.get("format").is_none() && s.get("enum").is_none() => {
-                    if field_check(&pattern).is_none() {
-                        missing.push(pattern);
-                    }
+                Some("array") => walk(
+                    &s["items"],
+                    root,
+                    format!("{pattern}[]"),
+                    missing,
+                    depth + 1,
+                ),
+                Some("string")
+                    if s.get("format").is_none()
+                        && s.get("enum").is_none()
+                        && field_check(&pattern).is_none() =>
+                {
+                    missing.push(pattern)
                 }
                 _ => {}
             }
         }
         walk(&schema, &schema, String::new(), &mut missing, 0);
-        assert!(missing.is_empty(), "string fields without a check: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "string fields without a check: {missing:?}"
+        );
         for f in FREE_TEXT_FIELDS {
             assert!(field_check(f).is_some(), "{f}");
         }
@@ -1298,7 +1523,14 @@ mod tests {
     #[test]
     fn domains_refuse_trailing_dots_and_empty_labels() {
         assert!(check_fqdn("example.org").is_ok());
-        for bad in ["example.org.", "x..", "x.", "a..b", ".a.b", &format!("{}.org", "a".repeat(250))] {
+        for bad in [
+            "example.org.",
+            "x..",
+            "x.",
+            "a..b",
+            ".a.b",
+            &format!("{}.org", "a".repeat(250)),
+        ] {
             assert!(check_fqdn(bad).is_err(), "{bad}");
         }
         assert!(check_fqdn("x..").unwrap_err().contains("ends with a dot"));
@@ -1309,18 +1541,35 @@ mod tests {
         assert!(check_host_name("ns1").is_ok());
         assert!(check_host_name("1a").is_ok());
         assert!(check_host_name("123").unwrap_err().contains("all digits"));
-        assert!(check_host_name("localhost").unwrap_err().contains("localhost"));
+        assert!(
+            check_host_name("localhost")
+                .unwrap_err()
+                .contains("localhost")
+        );
     }
 
     #[test]
     fn e_mail_addresses_keep_to_a_safe_syntax() {
-        for ok in ["ops@example.org", "ops.team+dns@example.org", "A_b-c@x.example.org"] {
+        for ok in [
+            "ops@example.org",
+            "ops.team+dns@example.org",
+            "A_b-c@x.example.org",
+        ] {
             assert!(check_email(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "ops;x@example.org", "o(p)s@example.org", "\"ops\"@example.org", "$(id)@example.org",
-            "o ps@example.org", "ops\n@example.org", ".ops@example.org", "o..ps@example.org",
-            "ops@example.org.", "ops", "@example.org", "ops@localhost",
+            "ops;x@example.org",
+            "o(p)s@example.org",
+            "\"ops\"@example.org",
+            "$(id)@example.org",
+            "o ps@example.org",
+            "ops\n@example.org",
+            ".ops@example.org",
+            "o..ps@example.org",
+            "ops@example.org.",
+            "ops",
+            "@example.org",
+            "ops@localhost",
         ] {
             assert!(check_email(bad).is_err(), "{bad:?}");
         }
@@ -1328,8 +1577,21 @@ mod tests {
 
     #[test]
     fn sql_names_that_are_keywords_or_reserved_are_refused() {
-        for bad in ["all", "sameuser", "samerole", "samegroup", "replication", "public", "none",
-            "pg_monitor", "current_user", "session_user", "user", "select", "postgres"] {
+        for bad in [
+            "all",
+            "sameuser",
+            "samerole",
+            "samegroup",
+            "replication",
+            "public",
+            "none",
+            "pg_monitor",
+            "current_user",
+            "session_user",
+            "user",
+            "select",
+            "postgres",
+        ] {
             assert!(check_pg_user(bad).is_err(), "user {bad}");
         }
         for bad in ["all", "replication", "pg_x", "select", "template1", "left"] {
@@ -1338,12 +1600,18 @@ mod tests {
         assert!(check_pg_user("keycloak").is_ok());
         assert!(check_pg_database("app_db").is_ok());
         assert!(check_pg_user(&"a".repeat(63)).is_ok());
-        assert!(check_pg_user(&"a".repeat(64)).is_err(), "63 bytes is PostgreSQL's limit");
+        assert!(
+            check_pg_user(&"a".repeat(64)).is_err(),
+            "63 bytes is PostgreSQL's limit"
+        );
         assert!(check_mariadb_database(&"a".repeat(64)).is_ok());
         assert!(check_mariadb_database(&"a".repeat(65)).is_err());
         assert!(check_mariadb_user(&"a".repeat(80)).is_ok());
         assert!(check_mariadb_user(&"a".repeat(81)).is_err());
-        assert!(check_mariadb_user("app_user").is_ok(), "_ is escaped in the grant, not refused");
+        assert!(
+            check_mariadb_user("app_user").is_ok(),
+            "_ is escaped in the grant, not refused"
+        );
         for bad in ["public", "root", "a%b", "a-b", "`x`"] {
             assert!(check_mariadb_user(bad).is_err(), "{bad}");
         }
@@ -1352,18 +1620,35 @@ mod tests {
     #[test]
     fn host_paths_are_absolute_and_plain() {
         assert!(check_host_path("/etc/ssl/private/ldap.key").is_ok());
-        for bad in ["/x'; touch /tmp/p; echo '", "etc/x", "/x y", "/x\"", "/x$(id)", "/x`id`",
-            "/x;y", "/x\ny", "/x\0", "~/x", "/etc/", ""] {
+        for bad in [
+            "/x'; touch /tmp/p; echo '",
+            "etc/x",
+            "/x y",
+            "/x\"",
+            "/x$(id)",
+            "/x`id`",
+            "/x;y",
+            "/x\ny",
+            "/x\0",
+            "~/x",
+            "/etc/",
+            "",
+        ] {
             assert!(check_host_path(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn overlapping_ranges_are_reported_once_each() {
-        let mut a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
+        let mut a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1)
+            .unwrap()
+            .answers;
         let r = a.network.dhcp_ranges[0].clone();
         a.network.dhcp_ranges = vec![r; 50];
-        let overlaps = check_cross(&a).into_iter().filter(|p| p.message.contains("overlaps range")).count();
+        let overlaps = check_cross(&a)
+            .into_iter()
+            .filter(|p| p.message.contains("overlaps range"))
+            .count();
         assert_eq!(overlaps, 49);
     }
 }

@@ -98,8 +98,11 @@ impl<'s> Walk<'s> {
                 let (min, max) = integer_range(s);
                 if !value.is_some_and(|x| (min..=max).contains(&x)) {
                     self.out.push(
-                        Problem::new(path, format!("{} is out of range ({min} to {max})", shown(&n.to_string())))
-                            .at(span),
+                        Problem::new(
+                            path,
+                            format!("{} is out of range ({min} to {max})", shown(&n.to_string())),
+                        )
+                        .at(span),
                     );
                 }
             }
@@ -111,7 +114,11 @@ impl<'s> Walk<'s> {
                 } else {
                     Problem::new(
                         path,
-                        format!("wrong type: {}, expected {}", describe(found), expected(want)),
+                        format!(
+                            "wrong type: {}, expected {}",
+                            describe(found),
+                            expected(want)
+                        ),
                     )
                 };
                 self.out.push(p.at(span));
@@ -167,19 +174,26 @@ impl<'s> Walk<'s> {
         name: &str,
         props: Option<&'s serde_json::Map<String, Json>>,
     ) -> (Problem, Option<&'s str>) {
-        let known: Vec<&'s str> =
-            props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+        let known: Vec<&'s str> = props
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
         // An edit distance over a long key would cost more than it could find.
-        let close = if name.len() <= 64 { nearest(name, &known) } else { None };
+        let close = if name.len() <= 64 {
+            nearest(name, &known)
+        } else {
+            None
+        };
+        // The key goes into the field's path too: shortened like any quoted value.
+        let name = &shown(name);
         if path.is_empty() {
-            let p = Problem::new(name, format!("unknown section `{}`", shown(name)));
+            let p = Problem::new(name, format!("unknown section `{name}`"));
             let p = match close {
                 Some(s) => p.help(format!("did you mean `{s}`?")),
                 None => p.help(format!("known sections: {}", SECTIONS.join(", "))),
             };
             return (p, close);
         }
-        let p = Problem::new(join(path, name), format!("unknown key `{}`", shown(name)));
+        let p = Problem::new(join(path, name), format!("unknown key `{name}`"));
         let p = match close {
             Some(s) => p.help(format!("did you mean `{s}`?")),
             None if !known.is_empty() => p.help(format!("known keys here: {}", known.join(", "))),
@@ -188,7 +202,14 @@ impl<'s> Walk<'s> {
         (p, close)
     }
 
-    fn string(&mut self, path: &str, pattern: &str, s: &Json, text: &str, span: std::ops::Range<usize>) {
+    fn string(
+        &mut self,
+        path: &str,
+        pattern: &str,
+        s: &Json,
+        text: &str,
+        span: std::ops::Range<usize>,
+    ) {
         // The field's own check first: each starts with its length limit, so a value of any
         // size is refused at the cost of reading its length.
         if let Some(check) = rules::field_check(pattern) {
@@ -199,16 +220,26 @@ impl<'s> Walk<'s> {
         }
         if text.len() > MAX_STRING {
             self.out.push(
-                Problem::new(path, format!("the value is longer than {MAX_STRING} characters")).at(span),
+                Problem::new(
+                    path,
+                    format!("the value is longer than {MAX_STRING} characters"),
+                )
+                .at(span),
             );
             return;
         }
         if let Some(choices) = s.get("enum").and_then(Json::as_array) {
             let choices: Vec<&str> = choices.iter().filter_map(Json::as_str).collect();
             if !choices.contains(&text) {
-                let p = Problem::new(path, format!("`{}` is not one of the allowed values", shown(text)));
+                let p = Problem::new(
+                    path,
+                    format!("`{}` is not one of the allowed values", shown(text)),
+                );
                 let p = match nearest(text, &choices) {
-                    Some(c) => p.help(format!("did you mean `{c}`? allowed: {}", choices.join(", "))),
+                    Some(c) => p.help(format!(
+                        "did you mean `{c}`? allowed: {}",
+                        choices.join(", ")
+                    )),
                     None => p.help(format!("allowed: {}", choices.join(", "))),
                 };
                 self.out.push(p.at(span));
@@ -244,8 +275,14 @@ fn integer_range(s: &Json) -> (i128, i128) {
         Some("uint64" | "uint") => (0, i128::from(u64::MAX)),
         _ => (i128::from(i64::MIN), i128::from(i64::MAX)),
     };
-    let bound = |k: &str| s.get(k).and_then(|v| v.as_i64().map(i128::from).or(v.as_u64().map(i128::from)));
-    (bound("minimum").unwrap_or(min), bound("maximum").unwrap_or(max))
+    let bound = |k: &str| {
+        s.get(k)
+            .and_then(|v| v.as_i64().map(i128::from).or(v.as_u64().map(i128::from)))
+    };
+    (
+        bound("minimum").unwrap_or(min),
+        bound("maximum").unwrap_or(max),
+    )
 }
 
 fn describe(v: &DeValue<'_>) -> String {
