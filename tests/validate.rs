@@ -46,6 +46,10 @@ const EXPECT: &[(&str, usize, &str, &str)] = &[
     ("wrong-type", 19, "host[0].ssh-port", "wrong type: string \"22\""),
     ("missing-key", 16, "host[0].address", "required key `address` is missing"),
     ("syntax-error", 9, "", "TOML syntax"),
+    ("syntax-errors-several", 3, "", "TOML syntax: invalid basic string"),
+    ("syntax-errors-several", 5, "", "TOML syntax: string values must be quoted"),
+    ("syntax-errors-several", 10, "", "TOML syntax: invalid basic string"),
+    ("syntax-errors-several", 12, "", "TOML syntax: unclosed array table"),
     ("database-name-space", 22, "databases.mariadb[0].name", "`next cloud` contains a space"),
     ("database-user-twice", 27, "databases.postgresql[1].user", "user `apps` is listed twice"),
     ("role-on-two-hosts", 24, "host[1].roles[1]", "role `dhcp` is on 2 hosts"),
@@ -157,6 +161,7 @@ fn several_sections_report_together() {
     assert_eq!(fixture("host-typo-and-section-typo").problems.len(), 2);
     // Missing keys are not one per run (nor one per section): all seven at once.
     assert_eq!(fixture("missing-keys").problems.len(), 7);
+    assert_eq!(fixture("syntax-errors-several").problems.len(), 4);
     assert_eq!(fixture("forwarder-loopback").problems.len(), 5, "9.9.9.9 is a forwarder");
 }
 
@@ -247,6 +252,7 @@ fn ten_thousand_mutated_files_never_panic_nor_hang() {
     let n = mutations();
     let mut rng = Lcg(0x5eed_0001);
     let (mut rejected, mut problems, mut slowest) = (0, 0, std::time::Duration::ZERO);
+    let mut most = (0, 0); // problems, mutation
     let started = std::time::Instant::now();
     for i in 0..n {
         let base = &bases[i % bases.len()];
@@ -297,6 +303,7 @@ fn ten_thousand_mutated_files_never_panic_nor_hang() {
             Ok(Some(r)) => {
                 rejected += 1;
                 problems += r.problems.len();
+                most = most.max((r.problems.len(), i));
                 assert!(!r.problems.is_empty(), "mutation {i}: rejected without a problem");
                 for line in r.one_line_each() {
                     assert!(line.len() < 1000, "mutation {i}: a value is echoed whole: {line:.200}");
@@ -313,7 +320,9 @@ fn ten_thousand_mutated_files_never_panic_nor_hang() {
         }
     }
     eprintln!(
-        "{n} mutated files: {rejected} rejected with {problems} problems, 0 panics, slowest {slowest:?} of CPU, all in {:?}",
+        "{n} mutated files: {rejected} rejected with {problems} problems (at most {} in one file, mutation {}), 0 panics, slowest {slowest:?} of CPU, all in {:?}",
+        most.0,
+        most.1,
         started.elapsed()
     );
     // Most mutations break something; a run where none is rejected checks nothing.

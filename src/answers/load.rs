@@ -240,13 +240,12 @@ fn key_before(before: &[u8], line: &[u8]) -> String {
 
 fn load_shared(name: &str, text: Arc<str>) -> Result<Loaded, Report> {
     let report = Report::shared(name, text.clone());
-    let root = match DeTable::parse(&text) {
-        Ok(root) => root,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            return Err(report.with(Problem::new("", syntax_message(e.message())).at(span)));
-        }
-    };
+    // The parser recovers after a syntax error, so several are reported in one run; the
+    // document it made of the rest is not checked further (its gaps would read as missing keys).
+    let (root, errors) = DeTable::parse_recoverable(&text);
+    if !errors.is_empty() {
+        return Err(syntax_problems(report, &errors));
+    }
     let index = SpanIndex::build(&root);
     let mut problems = shape::check(&root);
     let answers = sections(&root, &index, &mut problems);
@@ -413,6 +412,39 @@ fn describe(path: &str, message: &str, span: Range<usize>) -> Problem {
         msg = "not an IP address (e.g. 10.77.0.10)".into();
     }
     Problem::new(path, msg).at(span)
+}
+
+/// At most one syntax error a line, and the first ten: one unclosed bracket makes every line
+/// after it an error too, and those say nothing the first does not.
+fn syntax_problems(report: Report, errors: &[toml::de::Error]) -> Report {
+    const SHOWN: usize = 10;
+    let mut errors: Vec<(usize, Range<usize>, &str)> = errors
+        .iter()
+        .map(|e| {
+            let span = e.span().unwrap_or(0..0);
+            (report.line_col(span.start).0, span, e.message())
+        })
+        .collect();
+    errors.sort_by_key(|(line, span, _)| (*line, span.start));
+    errors.dedup_by_key(|(line, ..)| *line);
+    let more = errors.len().saturating_sub(SHOWN);
+    let mut problems: Vec<Problem> = errors
+        .iter()
+        .take(SHOWN)
+        .map(|(_, span, m)| Problem::new("", syntax_message(m)).at(span.clone()))
+        .collect();
+    if more > 0 {
+        let (_, span, _) = &errors[SHOWN];
+        problems.push(
+            Problem::new(
+                "",
+                format!("TOML syntax: {more} more lines with errors from here on"),
+            )
+            .help("one unclosed bracket or quote above can make every line after it an error")
+            .at(span.clone()),
+        );
+    }
+    report.with_all(problems)
 }
 
 fn syntax_message(m: &str) -> String {
