@@ -574,3 +574,19 @@ fn every_string_field_refuses_injection_or_is_listed_as_free_text() {
         fields.len()
     );
 }
+
+/// An inline token secret is refused, and neither its problem nor a neighbour's draws the
+/// line that holds it (a report ends up in CI logs).
+#[test]
+fn an_inline_secret_is_never_shown() {
+    let secret = "3f0c5a6e-1b2d-4c3e-9f8a-7b6c5d4e3f2a";
+    let text = std::fs::read_to_string("tests/fixtures/bad/proxmox-inline-secret.toml").unwrap();
+    let wrong_type = text.replace(&format!("\"{secret}\""), "31415926535");
+    let bad_neighbour = text.replace("root@pam!groundwork", "root pam");
+    for (text, value) in [(&text, secret), (&wrong_type, "31415926535"), (&bad_neighbour, secret)] {
+        let r = answers::load_str("secret.toml", text).unwrap_err();
+        let out = format!("{}{}", r.render(false), r.one_line_each().join("\n"));
+        assert!(!out.contains(value), "{out}");
+        assert!(!r.problems.is_empty());
+    }
+}

@@ -247,6 +247,11 @@ fn load_shared(name: &str, text: Arc<str>) -> Result<Loaded, Report> {
         return Err(syntax_problems(report, &errors));
     }
     let index = SpanIndex::build(&root);
+    let secrets = rules::SECRET_FIELDS
+        .iter()
+        .filter_map(|f| index.entry(f))
+        .map(|e| e.value.clone());
+    let report = report.hiding(secrets.collect());
     let mut problems = shape::check(&root);
     let answers = sections(&root, &index, &mut problems);
     if let Some(a) = &answers {

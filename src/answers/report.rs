@@ -104,6 +104,8 @@ struct Source {
     text: Arc<str>,
     /// Byte offset of the start of each line (the first is 0).
     starts: Arc<[usize]>,
+    /// Values never drawn (secrets), nor the lines around them.
+    hidden: Arc<[Range<usize>]>,
 }
 
 impl Source {
@@ -119,6 +121,7 @@ impl Source {
             name: name.to_string(),
             text,
             starts: starts.into(),
+            hidden: Arc::new([]),
         }
     }
 
@@ -147,7 +150,7 @@ impl Source {
         (line + 1, col + 1)
     }
 
-    /// Whether `span` and the lines around it are short enough to draw.
+    /// Whether `span` and the lines around it can be drawn: short enough, and not a secret.
     fn drawable(&self, span: &Range<usize>) -> bool {
         if span.end > self.text.len() || span.start > span.end {
             return false;
@@ -155,6 +158,10 @@ impl Source {
         let first = self.line_of(span.start).saturating_sub(1);
         let last = (self.line_of(span.end) + 1).min(self.starts.len() - 1);
         (first..=last).all(|l| self.line_range(l).len() <= LONGEST_SHOWN_LINE)
+            && !self.hidden.iter().any(|h| {
+                let (a, b) = (self.line_of(h.start), self.line_of(h.end));
+                a <= last && first <= b
+            })
     }
 }
 
@@ -230,6 +237,12 @@ impl Report {
             problems: Vec::new(),
             source: Source::new(file, text),
         }
+    }
+
+    /// Never draw these spans (secret values) or the lines next to them.
+    pub fn hiding(mut self, spans: Vec<Range<usize>>) -> Self {
+        self.source.hidden = spans.into();
+        self
     }
 
     /// The text of the file.

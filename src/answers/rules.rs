@@ -147,6 +147,9 @@ pub const FREE_TEXT_FIELDS: &[&str] = &[
     "proxmox.token-secret-file",
 ];
 
+/// Fields whose value is a secret: never quoted in a message nor drawn in a report.
+pub const SECRET_FIELDS: &[&str] = &["proxmox.token-secret"];
+
 /// Longest path accepted (PATH_MAX on Linux).
 pub const MAX_PATH: usize = 4096;
 /// Longest URL accepted.

@@ -112,13 +112,14 @@ impl<'s> Walk<'s> {
                     Problem::new("host", "`host` must be a list of tables")
                         .help("write each host as its own [[host]] table")
                 } else {
+                    let found = if rules::SECRET_FIELDS.contains(&pattern) {
+                        "a value of another type".to_string()
+                    } else {
+                        describe(found)
+                    };
                     Problem::new(
                         path,
-                        format!(
-                            "wrong type: {}, expected {}",
-                            describe(found),
-                            expected(want)
-                        ),
+                        format!("wrong type: {found}, expected {}", expected(want)),
                     )
                 };
                 self.out.push(p.at(span));
