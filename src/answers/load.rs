@@ -183,26 +183,22 @@ fn too_big(name: &str, bytes: &[u8]) -> Report {
     }
     let shown_to = long_line.map_or(0, |(at, _)| at + 200).min(bytes.len());
     let text = String::from_utf8_lossy(&bytes[..shown_to]).into_owned();
-    let mut p = Problem::new(
-        "",
-        format!(
-            "the file is larger than {} MiB; an answer file is a few kilobytes",
-            MAX_FILE >> 20
-        ),
-    );
-    if let Some((at, line)) = long_line {
-        p = Problem::new(
+    let mib = MAX_FILE >> 20;
+    let p = match long_line {
+        Some((at, line)) => Problem::new(
             key_before(&bytes[..at], line),
             format!(
-                "the file is larger than {} MiB, and this line alone is longer than {} KiB",
-                MAX_FILE >> 20,
+                "the file is larger than {mib} MiB, and this line alone is longer than {} KiB",
                 LONG >> 10
             ),
         )
-        .at(at..at);
-    } else {
-        p = p.at(0..0);
-    }
+        .at(at..at),
+        None => Problem::new(
+            "",
+            format!("the file is larger than {mib} MiB; an answer file is a few kilobytes"),
+        )
+        .at(0..0),
+    };
     Report::new(name, &text).with(p)
 }
 
@@ -279,49 +275,36 @@ fn sections(
         .iter()
         .map(|p| p.field.split(['.', '[']).next().unwrap_or("").to_string())
         .collect();
-    let mut failed = Vec::new();
+    let mut failed = false;
     let mut sections = Sections::default();
     for (key, value) in root.get_ref().iter() {
         let mut mine = Vec::new();
+        macro_rules! into {
+            ($slot:expr) => {
+                section(value, index, &mut mine)
+                    .map(|v| $slot = Some(v))
+                    .is_some()
+            };
+        }
         let ok = match key.get_ref().as_ref() {
-            "site" => section(value, index, &mut mine)
-                .map(|v| sections.site = Some(v))
-                .is_some(),
-            "network" => section(value, index, &mut mine)
-                .map(|v| sections.network = Some(v))
-                .is_some(),
-            "host" => section(value, index, &mut mine)
-                .map(|v| sections.hosts = Some(v))
-                .is_some(),
-            "databases" => section(value, index, &mut mine)
-                .map(|v| sections.databases = Some(v))
-                .is_some(),
-            "ldap" => section(value, index, &mut mine)
-                .map(|v| sections.ldap = Some(v))
-                .is_some(),
-            "k3s" => section(value, index, &mut mine)
-                .map(|v| sections.k3s = Some(v))
-                .is_some(),
-            "gitops" => section(value, index, &mut mine)
-                .map(|v| sections.gitops = Some(v))
-                .is_some(),
-            "proxmox" => section(value, index, &mut mine)
-                .map(|v| sections.proxmox = Some(v))
-                .is_some(),
+            "site" => into!(sections.site),
+            "network" => into!(sections.network),
+            "host" => into!(sections.hosts),
+            "databases" => into!(sections.databases),
+            "ldap" => into!(sections.ldap),
+            "k3s" => into!(sections.k3s),
+            "gitops" => into!(sections.gitops),
+            "proxmox" => into!(sections.proxmox),
             _ => true, // unknown: the walk reported it, the rest can still be checked
         };
         if !ok {
-            failed.push(key.get_ref().to_string());
+            failed = true;
             if !seen.contains(key.get_ref().as_ref()) {
                 problems.extend(mine);
             }
         }
     }
-    if failed.is_empty() {
-        sections.finish()
-    } else {
-        None
-    }
+    if failed { None } else { sections.finish() }
 }
 
 #[derive(Default)]
