@@ -5,6 +5,7 @@ pub mod model;
 pub mod report;
 pub mod rules;
 pub mod schema;
+pub mod shape;
 
 pub use load::{Loaded, load_file, load_str};
 pub use model::Answers;

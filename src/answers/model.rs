@@ -391,6 +391,7 @@ impl JsonSchema for Subnet {
         json_schema!({
             "type": "string",
             "description": "IPv4 subnet in CIDR form, e.g. 10.77.0.0/24",
+            "format": "ipv4-network",
             "pattern": r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$"
         })
     }
@@ -451,6 +452,7 @@ impl JsonSchema for MacAddr {
         json_schema!({
             "type": "string",
             "description": "Ethernet MAC address, e.g. 52:54:00:12:34:56",
+            "format": "mac-address",
             "pattern": "^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"
         })
     }

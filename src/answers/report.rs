@@ -1,13 +1,28 @@
 //! Problems found in an answer file, and how they are shown: one line that names the file,
 //! line, column and field, then the source line with the spot marked (miette).
+//!
+//! The text is shared (`Arc<str>`) by every problem's snippet and looked up through an index
+//! of line starts, so a report costs the same whatever the number of problems or the size of
+//! the file; lines too long to show are left out of the snippets, not the report.
 
 use std::fmt::Write as _;
 use std::ops::Range;
+use std::sync::Arc;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    SourceCode, SourceSpan, SpanContents,
+};
 use serde::Serialize;
 
 use super::load::SpanIndex;
+
+/// A source line longer than this (in bytes) is not shown in a snippet: the one-line form
+/// already says where the problem is, and nobody reads a 50 MB line on a terminal.
+const LONGEST_SHOWN_LINE: usize = 1000;
+
+/// The first this many problems are drawn with their source lines; the rest one line each.
+const DRAWN: usize = 100;
 
 /// One thing wrong with an answer file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,12 +78,131 @@ impl Problem {
     }
 }
 
+/// A value as messages quote it: at most 40 characters, control characters escaped, so a
+/// hostile value can neither flood the terminal nor break the one-problem-a-line form.
+pub fn shown(s: &str) -> String {
+    const MAX: usize = 40;
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The text of a file and where its lines start.
+#[derive(Clone)]
+struct Source {
+    name: String,
+    text: Arc<str>,
+    /// Byte offset of the start of each line (the first is 0).
+    starts: Arc<[usize]>,
+    /// Values never drawn (secrets), nor the lines around them.
+    hidden: Arc<[Range<usize>]>,
+}
+
+impl Source {
+    fn new(name: &str, text: Arc<str>) -> Self {
+        let mut starts = vec![0];
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        Source {
+            name: name.to_string(),
+            text,
+            starts: starts.into(),
+            hidden: Arc::new([]),
+        }
+    }
+
+    /// 0-based line of a byte offset.
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts
+            .partition_point(|s| *s <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Byte range of a line, without its newline.
+    fn line_range(&self, line: usize) -> Range<usize> {
+        let start = self.starts[line];
+        let end = self
+            .starts
+            .get(line + 1)
+            .map_or(self.text.len(), |next| next - 1);
+        start..end.max(start)
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
+        let line = self.line_of(offset);
+        let col = self.text[self.starts[line]..offset].chars().count();
+        (line + 1, col + 1)
+    }
+
+    /// Whether `span` and the lines around it can be drawn: short enough, and not a secret.
+    fn drawable(&self, span: &Range<usize>) -> bool {
+        if span.end > self.text.len() || span.start > span.end {
+            return false;
+        }
+        let first = self.line_of(span.start).saturating_sub(1);
+        let last = (self.line_of(span.end) + 1).min(self.starts.len() - 1);
+        (first..=last).all(|l| self.line_range(l).len() <= LONGEST_SHOWN_LINE)
+            && !self.hidden.iter().any(|h| {
+                let (a, b) = (self.line_of(h.start), self.line_of(h.end));
+                a <= last && first <= b
+            })
+    }
+}
+
+impl SourceCode for Source {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let (start, end) = (span.offset(), span.offset() + span.len());
+        if end > self.text.len() {
+            return Err(MietteError::OutOfBounds);
+        }
+        let first = self.line_of(start);
+        let last = self.line_of(end.saturating_sub(1).max(start));
+        let from = first.saturating_sub(before);
+        let to = (last + after).min(self.starts.len() - 1);
+        let data = self.starts[from]..self.line_range(to).end.max(end);
+        let column = if before == 0 {
+            self.text[self.starts[first]..start].chars().count()
+        } else {
+            0
+        };
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            &self.text.as_bytes()[data.clone()],
+            (data.start, data.len()).into(),
+            from,
+            column,
+            to - from + 1,
+        )))
+    }
+}
+
 /// All problems of one file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Report {
     pub file: String,
-    pub text: String,
     pub problems: Vec<Problem>,
+    source: Source,
 }
 
 /// Where a problem is, for people and for `--json`.
@@ -81,13 +215,39 @@ pub struct Located<'a> {
     pub problem: &'a Problem,
 }
 
+impl std::fmt::Debug for Report {
+    // The one-line form: a failed `unwrap()` shows the problems, not the whole file.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Report")
+            .field("file", &self.file)
+            .field("problems", &self.one_line_each())
+            .finish()
+    }
+}
+
 impl Report {
     pub fn new(file: &str, text: &str) -> Self {
+        Self::shared(file, Arc::from(text))
+    }
+
+    /// A report on `text` without copying it.
+    pub fn shared(file: &str, text: Arc<str>) -> Self {
         Report {
             file: file.to_string(),
-            text: text.to_string(),
             problems: Vec::new(),
+            source: Source::new(file, text),
         }
+    }
+
+    /// Never draw these spans (secret values) or the lines next to them.
+    pub fn hiding(mut self, spans: Vec<Range<usize>>) -> Self {
+        self.source.hidden = spans.into();
+        self
+    }
+
+    /// The text of the file.
+    pub fn text(&self) -> &str {
+        &self.source.text
     }
 
     pub fn with(mut self, p: Problem) -> Self {
@@ -124,22 +284,32 @@ impl Report {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..floor_char_boundary(&self.text, offset)];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        (line, col)
+        self.source.line_col(offset)
     }
 
     pub fn located_problems(&self) -> Vec<Located<'_>> {
+        // Problems come in file order: count the characters from the previous problem on the
+        // same line rather than from the line start, so many problems on one long line stay
+        // linear.
+        let src = &self.source;
+        let mut last: Option<(usize, usize, usize)> = None; // offset, 0-based line, column
         self.problems
             .iter()
             .map(|p| {
-                let (line, column) = self.line_col(p.span.as_ref().map_or(0, |s| s.start));
+                let offset = p.span.as_ref().map_or(0, |s| s.start).min(src.text.len());
+                let offset = floor_char_boundary(&src.text, offset);
+                let line = src.line_of(offset);
+                let column = match last {
+                    Some((o, l, c)) if l == line && o <= offset => {
+                        c + src.text[o..offset].chars().count()
+                    }
+                    _ => src.text[src.starts[line]..offset].chars().count(),
+                };
+                last = Some((offset, line, column));
                 Located {
                     file: &self.file,
-                    line,
-                    column,
+                    line: line + 1,
+                    column: column + 1,
                     problem: p,
                 }
             })
@@ -164,7 +334,8 @@ impl Report {
             .collect()
     }
 
-    /// The full report: each problem's line, the source around it, and the help.
+    /// The full report: each problem's line, the source around it, and the help; past the
+    /// first hundred problems, one line each.
     pub fn render(&self, color: bool) -> String {
         let theme = if color {
             GraphicalTheme::unicode()
@@ -173,7 +344,19 @@ impl Report {
         };
         let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
         let mut out = String::new();
-        for (line, p) in self.one_line_each().into_iter().zip(&self.problems) {
+        let lines = self.one_line_each();
+        for (i, (line, p)) in lines.into_iter().zip(&self.problems).enumerate() {
+            if i == DRAWN {
+                let _ = writeln!(
+                    out,
+                    "(the other {} problems, one a line)",
+                    self.problems.len() - DRAWN
+                );
+            }
+            if i >= DRAWN {
+                let _ = writeln!(out, "{line}");
+                continue;
+            }
             let diag = Snippet::new(self, line, p);
             if handler.render_report(&mut out, &diag).is_err() {
                 let _ = writeln!(out, "{}", diag.message);
@@ -201,35 +384,48 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 #[derive(Debug)]
 struct Snippet {
     message: String,
-    src: NamedSource<String>,
+    src: Option<Source>,
     labels: Vec<LabeledSpan>,
     help: Option<String>,
 }
 
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Source({}, {} bytes)", self.name, self.text.len())
+    }
+}
+
 impl Snippet {
     fn new(report: &Report, message: String, p: &Problem) -> Self {
+        let src = &report.source;
         let mut labels = Vec::new();
-        let len = report.text.len();
-        let clamp = |r: &Range<usize>| -> SourceSpan {
-            let s = r.start.min(len);
-            let e = r.end.min(len).max(s);
-            (s, e - s).into()
-        };
-        if let Some(span) = &p.span {
-            labels.push(LabeledSpan::new_primary_with_span(Some("here".into()), clamp(span)));
-        }
-        for r in &p.related {
-            if let Some(span) = &r.span {
-                labels.push(LabeledSpan::new_with_span(Some(r.label.clone()), clamp(span)));
+        // Only spans that can be drawn; without the primary one, no source at all.
+        let primary = p.span.as_ref().filter(|s| src.drawable(s));
+        if let Some(span) = primary {
+            labels.push(LabeledSpan::new_primary_with_span(
+                Some("here".into()),
+                to_source_span(span),
+            ));
+            for r in &p.related {
+                if let Some(span) = r.span.as_ref().filter(|s| src.drawable(s)) {
+                    labels.push(LabeledSpan::new_with_span(
+                        Some(r.label.clone()),
+                        to_source_span(span),
+                    ));
+                }
             }
         }
         Snippet {
             message,
-            src: NamedSource::new(&report.file, report.text.clone()),
+            src: (!labels.is_empty() && !src.text.is_empty()).then(|| src.clone()),
             labels,
             help: p.help.clone(),
         }
     }
+}
+
+fn to_source_span(r: &Range<usize>) -> SourceSpan {
+    (r.start, r.end - r.start).into()
 }
 
 impl std::fmt::Display for Snippet {
@@ -242,15 +438,11 @@ impl std::error::Error for Snippet {}
 
 impl miette::Diagnostic for Snippet {
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        if self.src.inner().is_empty() {
-            None
-        } else {
-            Some(&self.src)
-        }
+        self.src.as_ref().map(|s| s as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        if self.labels.is_empty() || self.src.inner().is_empty() {
+        if self.src.is_none() {
             None
         } else {
             Some(Box::new(self.labels.iter().cloned()))
@@ -261,5 +453,28 @@ impl miette::Diagnostic for Snippet {
         self.help
             .as_ref()
             .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_columns_come_from_the_index() {
+        let r = Report::new("f", "a = 1\nbé = 2\n\nc");
+        assert_eq!(r.line_col(0), (1, 1));
+        assert_eq!(r.line_col(6), (2, 1));
+        assert_eq!(r.line_col(9), (2, 3), "columns count characters");
+        assert_eq!(r.line_col(14), (3, 1));
+        assert_eq!(r.line_col(15), (4, 1));
+        assert_eq!(r.line_col(999), (4, 2));
+    }
+
+    #[test]
+    fn shown_values_are_short_and_one_line() {
+        assert_eq!(shown("ok"), "ok");
+        assert_eq!(shown("a\nb\0"), "a\\nb\\u{0}");
+        assert_eq!(shown(&"x".repeat(100)).chars().count(), 41);
     }
 }

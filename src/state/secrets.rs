@@ -12,11 +12,14 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use rand::{Rng, RngExt};
 
+use toml::de::{DeTable, DeValue};
+
 use crate::answers::model::{Answers, Role};
+use crate::answers::report::shown;
 
 #[derive(Clone, Default, PartialEq)]
 pub struct Secrets {
-    tables: BTreeMap<String, BTreeMap<String, String>>,
+    tables: Tables,
 }
 
 impl fmt::Debug for Secrets {
@@ -37,12 +40,48 @@ pub enum SecretsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not a secrets file: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// Names the line and the table or key, never a value: the file is all secrets.
+    #[error("{path}:{line}: not a secrets file: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error(
         "{path} is readable by other users (mode {mode:04o}); run `chmod 600 {path}` and check who has seen it"
     )]
     Exposed { path: PathBuf, mode: u32 },
+}
+
+type Tables = BTreeMap<String, BTreeMap<String, String>>;
+
+/// `[table] key = "value"` and nothing else. On error, the byte offset and a message that
+/// names the table or key but no value (serde's type errors quote the value they got, so the
+/// shape is checked here instead).
+fn parse(text: &str) -> Result<Tables, (usize, String)> {
+    let root = DeTable::parse(text).map_err(|e| {
+        // The parser's messages describe what it expected, never the text it read.
+        let at = e.span().map_or(0, |s| s.start);
+        (at, format!("TOML syntax: {}", e.message().trim()))
+    })?;
+    let mut tables = Tables::new();
+    for (table, value) in root.get_ref().iter() {
+        let name = shown(table.get_ref());
+        let DeValue::Table(entries) = value.get_ref() else {
+            return Err((table.span().start, format!("`{name}` is not a table ([{name}])")));
+        };
+        let slot = tables.entry(table.get_ref().to_string()).or_default();
+        for (key, value) in entries.iter() {
+            let DeValue::String(secret) = value.get_ref() else {
+                return Err((
+                    key.span().start,
+                    format!("[{name}] `{}` is not a string", shown(key.get_ref())),
+                ));
+            };
+            slot.insert(key.get_ref().to_string(), secret.to_string());
+        }
+    }
+    Ok(tables)
 }
 
 const PASSWORD_CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
@@ -83,9 +122,10 @@ impl Secrets {
             });
         }
         let text = fs::read_to_string(path).map_err(io)?;
-        let tables = toml::from_str(&text).map_err(|e| SecretsError::Parse {
+        let tables = parse(&text).map_err(|(offset, message)| SecretsError::Parse {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            line: text[..offset.min(text.len())].matches('\n').count() + 1,
+            message,
         })?;
         Ok(Secrets { tables })
     }
@@ -190,5 +230,25 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = Secrets::load(&path).unwrap_err().to_string();
         assert!(err.contains("readable by other users"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_file_is_named_with_its_line_and_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.toml");
+        for (text, line, words) in [
+            ("[ldap]\nadmin = \"Sup3rS3cret\"\nservice = 42\n", 3, "[ldap] `service` is not a string"),
+            ("[ldap]\nadmin = \"Sup3rS3cret\"\n[tsig]\nddns-key = \"Sup3rS3cret", 4, "TOML syntax"),
+            ("# x\nadmin = \"Sup3rS3cret\"\n", 2, "`admin` is not a table"),
+            ("[ldap]\nadmin = [\"Sup3rS3cret\"]\n", 2, "`admin` is not a string"),
+            ("[ldap]\nadmin = \"Sup3rS3cret\"\nadmin = \"Sup3rS3cret\"\n", 3, "duplicate key"),
+        ] {
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            let err = Secrets::load(&path).unwrap_err().to_string();
+            let at = format!("{}:{line}: ", path.display());
+            assert!(err.starts_with(&at) && err.contains(words), "{text:?}: {err}");
+            assert!(!err.contains("Sup3rS3cret") && !err.contains("S3cret"), "{err}");
+        }
     }
 }

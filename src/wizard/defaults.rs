@@ -29,7 +29,7 @@ impl Defaults {
             }
             _ => (f.hostname.clone(), None),
         };
-        let hostname = if crate::answers::rules::check_label(&short).is_ok() {
+        let hostname = if crate::answers::rules::check_host_name(&short).is_ok() {
             short
         } else {
             "server1".into()
@@ -154,4 +154,16 @@ pub fn free_range(a: &Answers) -> Option<(Ipv4Addr, Ipv4Addr)> {
         let end = s1.min(s0 + 99);
         (Ipv4Addr::from(s0), Ipv4Addr::from(end))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_machine_called_localhost_or_a_number_suggests_another_host_name() {
+        let mut f = crate::probe::probe();
+        for name in ["localhost", "localhost.localdomain", "1234"] {
+            f.hostname = name.into();
+            assert_eq!(super::Defaults::from_facts(&f).hostname, "server1", "{name}");
+        }
+    }
 }
