@@ -174,6 +174,9 @@ pub fn key() -> PathBuf {
 
 static SERIAL: Mutex<()> = Mutex::new(());
 static WAITING: AtomicUsize = AtomicUsize::new(0);
+/// Every host an [`exclusive`] guard of this process booted and that is not down yet: the
+/// last guard takes them all down, whichever test booted them (and whether it passed).
+static BOOTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Exclusive use of lab hosts by one test; see the module documentation.
 pub struct Exclusive {
@@ -197,6 +200,14 @@ pub fn exclusive(hosts: &[(&str, &str)]) -> Option<Exclusive> {
         _lock: Some(lock()),
         _serial: serial,
     };
+    {
+        let mut booted = BOOTED.lock().unwrap_or_else(|p| p.into_inner());
+        for n in &guard.names {
+            if !booted.contains(n) {
+                booted.push(n.clone());
+            }
+        }
+    }
     if let Err(e) = up(hosts) {
         panic!("lab hosts did not come up: {e}");
     }
@@ -205,10 +216,18 @@ pub fn exclusive(hosts: &[(&str, &str)]) -> Option<Exclusive> {
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
-        // The last test of the binary leaves the hosts down; while another test waits they stay
-        // up for it (tests must not rely on what an earlier test left on a host).
+        // The last test of the binary leaves every host it booted down (also after a failure:
+        // this runs while a panic unwinds); while another test waits they stay up for it
+        // (tests must not rely on what an earlier test left on a host).
         if WAITING.load(Ordering::SeqCst) == 0 {
-            let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+            let mut booted = BOOTED.lock().unwrap_or_else(|p| p.into_inner());
+            let mut names: Vec<String> = std::mem::take(&mut *booted);
+            for n in &self.names {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
             down(&names);
         }
         self._lock.take();
