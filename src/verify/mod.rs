@@ -238,38 +238,44 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
     let runs = |r: Role| run.get(&r).copied().unwrap_or(false);
 
     let p = &progress;
+    // Each service's checks are a large future: boxed, they live on the heap, not the stack.
     let (dns_rows, dhcp_rows, ldap_rows, pg_rows, maria_rows) = tokio::join!(
         async {
             match &dns_answers {
-                Some(b) => p.track("dns", dns::verify(b, secrets)).await,
+                Some(b) => p.track("dns", Box::pin(dns::verify(b, secrets))).await,
                 None => Vec::new(),
             }
         },
         async {
             if runs(Role::Dhcp) {
-                p.track("dhcp", dhcp::verify(a, state, &down)).await
-            } else {
-                Vec::new()
-            }
-        },
-        async {
-            if runs(Role::Ldap) {
-                p.track("ldap", ldap::verify(a, secrets, state)).await
-            } else {
-                Vec::new()
-            }
-        },
-        async {
-            if runs(Role::Postgresql) {
-                p.track("postgresql", sql::verify_postgresql(a, secrets, state))
+                p.track("dhcp", Box::pin(dhcp::verify(a, state, &down)))
                     .await
             } else {
                 Vec::new()
             }
         },
         async {
+            if runs(Role::Ldap) {
+                p.track("ldap", Box::pin(ldap::verify(a, secrets, state)))
+                    .await
+            } else {
+                Vec::new()
+            }
+        },
+        async {
+            if runs(Role::Postgresql) {
+                p.track(
+                    "postgresql",
+                    Box::pin(sql::verify_postgresql(a, secrets, state)),
+                )
+                .await
+            } else {
+                Vec::new()
+            }
+        },
+        async {
             if runs(Role::Mariadb) {
-                p.track("mariadb", sql::verify_mariadb(a, secrets, state))
+                p.track("mariadb", Box::pin(sql::verify_mariadb(a, secrets, state)))
                     .await
             } else {
                 Vec::new()
@@ -372,6 +378,93 @@ pub(crate) async fn connect(h: &Host, state: &StateDir) -> Result<Session, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lab example with every host moved to `192.0.2.0/24` (TEST-NET-1: nothing answers).
+    fn site_of_absent_hosts() -> Answers {
+        let mut a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1)
+            .unwrap()
+            .answers;
+        for (i, h) in a.hosts.iter_mut().enumerate() {
+            h.address = std::net::Ipv4Addr::new(192, 0, 2, 10 + i as u8);
+        }
+        a
+    }
+
+    #[tokio::test]
+    async fn hosts_that_do_not_answer_get_one_row_per_service_within_seconds() {
+        let a = site_of_absent_hosts();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir {
+            root: dir.path().to_path_buf(),
+        };
+        let t = Instant::now();
+        let rows = verify(&a, &Secrets::default(), &state).await;
+        let took = t.elapsed();
+        assert!(
+            took < REACH_TIMEOUT + Duration::from_secs(2),
+            "verify took {took:?}:\n{}",
+            render_table(&rows)
+        );
+        // One failed "host reachable" row per service and host, each saying so.
+        let mut want: Vec<(String, String)> = Vec::new();
+        for (role, service) in [
+            (Role::Dns, "dns"),
+            (Role::Dhcp, "dhcp"),
+            (Role::Ldap, "ldap"),
+            (Role::Postgresql, "postgresql"),
+            (Role::Mariadb, "mariadb"),
+        ] {
+            let hosts: Vec<&Host> = a.hosts_with(role).map(|(_, h)| h).collect();
+            let n = if role == Role::Dns {
+                hosts.len()
+            } else {
+                hosts.len().min(1)
+            };
+            want.extend(
+                hosts
+                    .iter()
+                    .take(n)
+                    .map(|h| (service.to_string(), h.name.clone())),
+            );
+        }
+        let got: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.service.clone(), r.host.clone()))
+            .collect();
+        want.sort();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(got_sorted, want, "{}", render_table(&rows));
+        for r in &rows {
+            assert_eq!(
+                (r.check.as_str(), r.result),
+                ("host reachable", Outcome::Fail),
+                "{}",
+                render_table(&rows)
+            );
+            assert!(
+                r.detail.starts_with("unreachable (")
+                    && r.detail
+                        .contains(&format!("its {} checks were not run", r.service)),
+                "{}",
+                r.detail
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_answer() {
+        // A port nobody listens on: the host is up and says no.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let mut a = site_of_absent_hosts();
+        a.hosts[0].address = std::net::Ipv4Addr::LOCALHOST;
+        a.hosts[0].ssh_port = port;
+        let down = unreachable(&a.hosts).await;
+        assert!(!down.contains_key(&a.hosts[0].name), "{down:?}");
+        assert_eq!(down.len(), a.hosts.len() - 1, "{down:?}");
+    }
 
     #[test]
     fn table_and_json_count_failures_but_not_skips() {
