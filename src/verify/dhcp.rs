@@ -252,7 +252,29 @@ pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, Strin
             if live.is_empty() {
                 rows.push(Row::new(SERVICE, &host.name, "leases", Outcome::Skip, "no client holds a lease: nothing to resolve", read));
             }
-            let dns = a.hosts_with(Role::Dns).next().map(|(_, h)| Server::new(IpAddr::V4(h.address)));
+            let dns_host = a.hosts_with(Role::Dns).next().map(|(_, h)| h);
+            let dns = match dns_host {
+                // Each lookup would wait for its own timeout.
+                Some(h) if down.contains_key(&h.name) => {
+                    if !live.is_empty() {
+                        rows.push(Row::new(
+                            SERVICE,
+                            &host.name,
+                            "leases",
+                            Outcome::Skip,
+                            format!(
+                                "{} lease(s) not resolved: the DNS server {} is unreachable",
+                                live.len(),
+                                h.name
+                            ),
+                            read,
+                        ));
+                    }
+                    None
+                }
+                Some(h) => Some(Server::new(IpAddr::V4(h.address))),
+                None => None,
+            };
             for l in live.iter().take(MAX_LEASES) {
                 let check = format!("lease {}", l.address);
                 let Some(dns) = &dns else { continue };

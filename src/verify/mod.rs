@@ -221,21 +221,17 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
             .next()
             .and_then(|(_, h)| is_down(h).map(|why| (h, why)))
     };
-    let mut run = BTreeMap::new();
     for (role, service) in [
         (Role::Dhcp, "dhcp"),
         (Role::Ldap, "ldap"),
         (Role::Postgresql, "postgresql"),
         (Role::Mariadb, "mariadb"),
     ] {
-        match first_down(role) {
-            Some((h, why)) => rows.push(down_row(service, &h.name, why, reach_took)),
-            None => {
-                run.insert(role, a.has_role(role));
-            }
+        if let Some((h, why)) = first_down(role) {
+            rows.push(down_row(service, &h.name, why, reach_took));
         }
     }
-    let runs = |r: Role| run.get(&r).copied().unwrap_or(false);
+    let runs = |r: Role| a.has_role(r) && first_down(r).is_none();
 
     let p = &progress;
     // Each service's checks are a large future: boxed, they live on the heap, not the stack.
