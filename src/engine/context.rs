@@ -77,10 +77,9 @@ pub fn host_context(site: &Json, host_name: &str, facts: &super::facts::Facts) -
 /// A minijinja environment with every template of the catalog, as `role/name`.
 pub fn environment(catalog: &Catalog) -> Environment<'static> {
     let mut env = Environment::new();
+    quoting::register(&mut env);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
-    // `{{ value | sh }}`: one single-quoted POSIX sh word, whatever the value holds.
-    env.add_filter("sh", |v: String| super::facts::sh_quote(&v));
     for (name, text) in &catalog.templates {
         env.add_template_owned(name.clone(), text.clone())
             .unwrap_or_else(|e| panic!("template {name}: {e}"));
@@ -114,5 +113,220 @@ impl Redactor {
             }
         }
         out
+    }
+}
+
+/// Filters that make an answer value safe where a template puts it: `sh` (a shell word),
+/// `pg_literal`, `pg_hba_name`, `mysql_literal`, `mysql_grant_db`, `ldap_dn_value`,
+/// `ldif(attr)`, `pgpass`, `cnf_value`. A value that cannot be written safely at all (a NUL
+/// byte, a line break where none can be represented) fails the render instead of being mangled.
+mod quoting {
+    use base64::Engine as _;
+    use minijinja::{Environment, Error, ErrorKind, Value};
+
+    fn text(v: &Value) -> String {
+        v.as_str().map_or_else(|| v.to_string(), str::to_string)
+    }
+
+    fn refuse(filter: &str, why: &str) -> Error {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{filter}: the value {why}"),
+        )
+    }
+
+    fn no_nul(filter: &str, s: &str) -> Result<(), Error> {
+        if s.contains('\0') {
+            Err(refuse(filter, "contains a NUL byte"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One shell word: `'...'`, a `'` inside as `'\''`.
+    pub fn sh(v: &Value) -> Result<String, Error> {
+        let s = text(v);
+        no_nul("sh", &s)?;
+        Ok(crate::engine::facts::sh_quote(&s))
+    }
+
+    /// A PostgreSQL string literal (standard_conforming_strings = on: only `'` is special).
+    pub fn pg_literal(v: &Value) -> Result<String, Error> {
+        let s = text(v);
+        no_nul("pg_literal", &s)?;
+        Ok(format!("'{}'", s.replace('\'', "''")))
+    }
+
+    /// A database or user name in pg_hba.conf, double-quoted so that a keyword (`all`,
+    /// `sameuser`, `replication`...) or a `+group`, `@file` or `/regex` form matches literally.
+    pub fn pg_hba_name(v: &Value) -> Result<String, Error> {
+        let s = text(v);
+        if s.is_empty() || s.contains('"') || s.chars().any(char::is_control) {
+            return Err(refuse(
+                "pg_hba_name",
+                "cannot be quoted in pg_hba.conf (empty, a `\"` or a control character)",
+            ));
+        }
+        Ok(format!("\"{s}\""))
+    }
+
+    /// A MariaDB string literal (default sql_mode: backslash escapes), with no raw control
+    /// character left, so the client splits statements where the server does.
+    pub fn mysql_literal(v: &Value) -> String {
+        let s = text(v);
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('\'');
+        for c in s.chars() {
+            match c {
+                '\0' => out.push_str(r"\0"),
+                '\n' => out.push_str(r"\n"),
+                '\r' => out.push_str(r"\r"),
+                '\x1a' => out.push_str(r"\Z"),
+                '\\' => out.push_str(r"\\"),
+                '\'' => out.push_str(r"\'"),
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        out
+    }
+
+    /// A database name as GRANT reads it: `_` and `%` are wildcards there, so they (and the
+    /// escape character) get a backslash; the owner of `app_db` must not get `appXdb`.
+    pub fn mysql_grant_db(v: &Value) -> String {
+        let s = text(v);
+        let mut out = String::with_capacity(s.len() + 4);
+        for c in s.chars() {
+            if matches!(c, '\\' | '_' | '%') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// An attribute value inside a DN (RFC 4514): the specials escaped, and every byte that is
+    /// not printable ASCII as `\hh`, so the DN is one line of ASCII.
+    pub fn ldap_dn_value(v: &Value) -> String {
+        let s = text(v);
+        let last = s.len().saturating_sub(1);
+        let mut out = String::with_capacity(s.len() + 4);
+        for (i, b) in s.bytes().enumerate() {
+            match b {
+                b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';' | b'=' => {
+                    out.push('\\');
+                    out.push(b as char);
+                }
+                b'#' if i == 0 => out.push_str(r"\#"),
+                b' ' if i == 0 || i == last => out.push_str(r"\ "),
+                0x21..=0x7e | b' ' => out.push(b as char),
+                _ => out.push_str(&format!("\\{b:02x}")),
+            }
+        }
+        out
+    }
+
+    /// `attr: value`, or `attr:: <base64>` when the value is not an RFC 2849 SAFE-STRING
+    /// (non-ASCII, a control character, a leading space, `:` or `<`, a trailing space).
+    pub fn ldif(v: &Value, attr: &str) -> String {
+        let s = text(v);
+        let safe = s.bytes().all(|b| (0x20..0x7f).contains(&b))
+            && !s.starts_with([' ', ':', '<'])
+            && !s.ends_with(' ');
+        if safe {
+            format!("{attr}: {s}")
+        } else {
+            format!(
+                "{attr}:: {}",
+                base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+            )
+        }
+    }
+
+    /// A field of a libpq password file: `\` and `:` escaped; a line break cannot be written.
+    pub fn pgpass(v: &Value) -> Result<String, Error> {
+        let s = text(v);
+        if s.contains(['\0', '\n', '\r']) {
+            return Err(refuse("pgpass", "contains a line break or a NUL byte"));
+        }
+        Ok(s.replace('\\', r"\\").replace(':', r"\:"))
+    }
+
+    /// A value in a MariaDB option file: double-quoted, with the escapes the option parser
+    /// undoes (`\\`, `\"`, `\'`, `\n`, `\r`, `\t`), so `#`, quotes and spaces survive.
+    pub fn cnf_value(v: &Value) -> Result<String, Error> {
+        let s = text(v);
+        no_nul("cnf_value", &s)?;
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str(r"\\"),
+                '"' => out.push_str(r#"\""#),
+                '\'' => out.push_str(r"\'"),
+                '\n' => out.push_str(r"\n"),
+                '\r' => out.push_str(r"\r"),
+                '\t' => out.push_str(r"\t"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        Ok(out)
+    }
+
+    pub fn register(env: &mut Environment<'_>) {
+        env.add_filter("sh", |v: Value| sh(&v));
+        env.add_filter("pg_literal", |v: Value| pg_literal(&v));
+        env.add_filter("pg_hba_name", |v: Value| pg_hba_name(&v));
+        env.add_filter("mysql_literal", |v: Value| mysql_literal(&v));
+        env.add_filter("mysql_grant_db", |v: Value| mysql_grant_db(&v));
+        env.add_filter("ldap_dn_value", |v: Value| ldap_dn_value(&v));
+        env.add_filter("ldif", |v: Value, attr: String| ldif(&v, &attr));
+        env.add_filter("pgpass", |v: Value| pgpass(&v));
+        env.add_filter("cnf_value", |v: Value| cnf_value(&v));
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn v(s: &str) -> Value {
+            Value::from(s)
+        }
+
+        #[test]
+        fn shell_words_survive_quotes_and_substitutions() {
+            assert_eq!(
+                sh(&v("/x'; touch /tmp/p; echo '")).unwrap(),
+                r"'/x'\''; touch /tmp/p; echo '\'''"
+            );
+            assert_eq!(sh(&v("$(id) `id` \\ \n")).unwrap(), "'$(id) `id` \\ \n'");
+            assert!(sh(&v("a\0b")).is_err());
+        }
+
+        #[test]
+        fn sql_literals_and_names() {
+            assert_eq!(pg_literal(&v(r"o'k\")).unwrap(), r"'o''k\'");
+            assert_eq!(mysql_literal(&v("o'k\\\n;")), r"'o\'k\\\n;'");
+            assert_eq!(mysql_grant_db(&v(r"app_db%\")), r"app\_db\%\\");
+            assert_eq!(pg_hba_name(&v("all")).unwrap(), "\"all\"");
+            assert!(pg_hba_name(&v("a\"b")).is_err() && pg_hba_name(&v("a\nb")).is_err());
+        }
+
+        #[test]
+        fn ldap_values() {
+            assert_eq!(ldap_dn_value(&v("a,b+c=d")), r"a\,b\+c\=d");
+            assert_eq!(ldap_dn_value(&v("#x ")), r"\#x\ ");
+            assert_eq!(ldap_dn_value(&v("é\n")), r"\c3\a9\0a");
+            assert_eq!(ldif(&v("Plain Org"), "o"), "o: Plain Org");
+            assert_eq!(ldif(&v("x\ndn: cn=evil"), "o"), "o:: eApkbjogY249ZXZpbA==");
+            assert_eq!(ldif(&v(" lead"), "o"), "o:: IGxlYWQ=");
+        }
+
+        #[test]
+        fn option_and_password_files() {
+            assert_eq!(pgpass(&v(r"a:b\c")).unwrap(), r"a\:b\\c");
+            assert!(pgpass(&v("a\nb")).is_err());
+            assert_eq!(cnf_value(&v(r#"p#w"'\"#)).unwrap(), r#""p#w\"\'\\""#);
+        }
     }
 }

@@ -56,9 +56,26 @@ async fn kea(session: &Session, socket: &str, command: &str) -> Result<serde_jso
     if !out.ok() {
         return Err(format!("{command} on {socket}: {}", out.stderr_str().trim().lines().last().unwrap_or("failed")));
     }
-    let v: serde_json::Value = serde_json::from_str(out.stdout_str().trim())
-        .map_err(|e| format!("{command}: not JSON ({e}): {}", out.stdout_str().trim()))?;
-    let v = if let serde_json::Value::Array(mut a) = v { a.remove(0) } else { v };
+    parse_kea_answer(command, &out.stdout_str())
+}
+
+/// A control socket's answer: one object, or a list of them (from the agent) of which the
+/// first counts. Anything else, an empty list included, is a failed check, not a panic.
+fn parse_kea_answer(command: &str, text: &str) -> Result<serde_json::Value, String> {
+    let text = text.trim();
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("{command}: not JSON ({e}): {text}"))?;
+    let v = match v {
+        serde_json::Value::Array(a) => a.into_iter().next().ok_or_else(|| {
+            format!("{command}: kea answered an empty list ([]) instead of a result")
+        })?,
+        v => v,
+    };
+    if !v.is_object() {
+        return Err(format!(
+            "{command}: kea answered {v} instead of a result object"
+        ));
+    }
     if v["result"] != 0 {
         return Err(format!("{command}: result {} {}", v["result"], v["text"]));
     }
@@ -201,8 +218,8 @@ async fn discover_from(probe_host: &Host, state: &StateDir, dhcp_host: &Host, a:
     Row::from_result(SERVICE, &dhcp_host.name, check, r, t.elapsed())
 }
 
-/// Every DHCP check of the site.
-pub async fn verify(a: &Answers, state: &StateDir) -> Vec<Row> {
+/// Every DHCP check of the site. `down`: hosts that did not answer (not used to probe).
+pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, String>) -> Vec<Row> {
     let Some((_, host)) = a.hosts_with(Role::Dhcp).next() else {
         return Vec::new();
     };
@@ -235,7 +252,29 @@ pub async fn verify(a: &Answers, state: &StateDir) -> Vec<Row> {
             if live.is_empty() {
                 rows.push(Row::new(SERVICE, &host.name, "leases", Outcome::Skip, "no client holds a lease: nothing to resolve", read));
             }
-            let dns = a.hosts_with(Role::Dns).next().map(|(_, h)| Server::new(IpAddr::V4(h.address)));
+            let dns_host = a.hosts_with(Role::Dns).next().map(|(_, h)| h);
+            let dns = match dns_host {
+                // Each lookup would wait for its own timeout.
+                Some(h) if down.contains_key(&h.name) => {
+                    if !live.is_empty() {
+                        rows.push(Row::new(
+                            SERVICE,
+                            &host.name,
+                            "leases",
+                            Outcome::Skip,
+                            format!(
+                                "{} lease(s) not resolved: the DNS server {} is unreachable",
+                                live.len(),
+                                h.name
+                            ),
+                            read,
+                        ));
+                    }
+                    None
+                }
+                Some(h) => Some(Server::new(IpAddr::V4(h.address))),
+                None => None,
+            };
             for l in live.iter().take(MAX_LEASES) {
                 let check = format!("lease {}", l.address);
                 let Some(dns) = &dns else { continue };
@@ -251,10 +290,29 @@ pub async fn verify(a: &Answers, state: &StateDir) -> Vec<Row> {
     }
 
     // Another host of the site sends the DISCOVER; the DHCP host itself cannot see Kea's offers.
-    match a.hosts.iter().find(|h| h.name != host.name) {
+    let others = a.hosts.iter().filter(|h| h.name != host.name).count();
+    match a
+        .hosts
+        .iter()
+        .find(|h| h.name != host.name && !down.contains_key(&h.name))
+    {
         Some(other) => rows.push(discover_from(other, state, host, a).await),
-        None => rows.push(Row::new(SERVICE, &host.name, "DHCPDISCOVER", Outcome::Skip,
-            "the DHCP server is the only host of the site; its own offers do not loop back to it", Duration::ZERO)),
+        None if others > 0 => rows.push(Row::new(
+            SERVICE,
+            &host.name,
+            "DHCPDISCOVER",
+            Outcome::Fail,
+            "every other host of the site is unreachable: no host to send the DISCOVER from",
+            Duration::ZERO,
+        )),
+        None => rows.push(Row::new(
+            SERVICE,
+            &host.name,
+            "DHCPDISCOVER",
+            Outcome::Skip,
+            "the DHCP server is the only host of the site; its own offers do not loop back to it",
+            Duration::ZERO,
+        )),
     }
     rows
 }
@@ -262,6 +320,27 @@ pub async fn verify(a: &Answers, state: &StateDir) -> Vec<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kea_answers_that_are_not_a_result_fail_the_check() {
+        let e = parse_kea_answer("status-get", "[]").unwrap_err();
+        assert!(e.contains("empty list"), "{e}");
+        assert!(
+            parse_kea_answer("status-get", "[1]")
+                .unwrap_err()
+                .contains("instead of a result object")
+        );
+        assert!(
+            parse_kea_answer("status-get", "")
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        let e = parse_kea_answer("status-get", r#"{"result": 1, "text": "no"}"#).unwrap_err();
+        assert!(e.contains("result 1"), "{e}");
+        let v =
+            parse_kea_answer("status-get", r#"[{"result": 0, "arguments": {"pid": 7}}]"#).unwrap();
+        assert_eq!(v["arguments"]["pid"], 7);
+    }
 
     #[test]
     fn the_last_line_of_an_address_wins_and_expired_leases_drop() {

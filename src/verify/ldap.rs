@@ -1,26 +1,39 @@
 //! LDAP, checked as an application sees it (ldap3, from the machine running groundwork, to the
 //! site address of the host with the ldap role):
 //!
-//! - StartTLS on ldap:// (389) and LDAPS (636) complete a TLS handshake. With `tls-cert` in the
-//!   answers the certificate must verify against this machine's trust store (/etc/ssl/certs,
-//!   or SSL_CERT_FILE: add a private CA there); the generated self-signed one cannot, and the
-//!   detail says it was not verified.
-//! - Simple bind (over StartTLS) as the admin, `cn=admin,<suffix>`, and as the read-only
-//!   service account, `cn=groundwork-reader,ou=services,<suffix>`, with the generated
-//!   passwords of the secrets file.
-//! - As the service account: a one-level search of the suffix finds the OUs people, groups,
-//!   services and the answers' `extra-ous`.
+//! - The certificate slapd must present is read first, over SSH (whose host key the state
+//!   directory pins): the self-signed one groundwork generated, or the copy of the answers'
+//!   `tls-cert`. TLS connections accept exactly that certificate (or, for `tls-cert`, a chain
+//!   that verifies against this machine's trust store: /etc/ssl/certs or SSL_CERT_FILE); any
+//!   other fails the handshake, so no password is ever sent to it, and the check says what was
+//!   presented. Without the pinned certificate no TLS check runs.
+//! - StartTLS on ldap:// (389) and LDAPS (636) complete a TLS handshake.
+//! - The read-only service account, `cn=groundwork-reader,ou=services,<suffix>`, binds over
+//!   StartTLS with its generated password, and a one-level search of the suffix finds the OUs
+//!   people, groups, services and the answers' `extra-ous`: the least privilege that proves
+//!   an application can use the directory.
+//! - The admin (`cn=admin,<suffix>`) is checked on the host, over the SSH session: a simple
+//!   bind over ldapi:/// with the password on stdin. The most powerful password of the
+//!   directory never crosses the network, even to a verified server.
 //! - Anonymous clients read nothing below the suffix.
 //!
 //! What the ldap role lays down is in `playbooks/ldap/` (the names below must match it).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
 
-use super::{Row, timed};
+use super::tls::{PinnedCert, PinnedVerifier, fetch};
+use super::{Row, connect, timed};
 use crate::answers::model::{Answers, Host, Role, ldap_suffix};
-use crate::state::Secrets;
+use crate::ssh::Session;
+use crate::state::{Secrets, StateDir};
+
+/// The certificate the ldap role generates when the answers have no `tls-cert`.
+pub const SELF_SIGNED_CERT: &str = "/etc/ldap/tls/selfsigned.crt";
+/// Where the ldap role copies the answers' `tls-cert`.
+pub const SITE_CERT: &str = "/etc/ldap/tls/site.crt";
 
 const SERVICE: &str = "ldap";
 /// Connect and handshake; a whole check gets [`CHECK_TIMEOUT`].
@@ -63,8 +76,8 @@ enum Transport {
 
 struct Target<'a> {
     host: &'a Host,
-    /// Verify the server certificate (only when the answers gave one).
-    verify_cert: bool,
+    /// What a TLS server must present; `Err`: why there is nothing to trust (no TLS check runs).
+    verifier: Result<Arc<PinnedVerifier>, String>,
 }
 
 impl Target<'_> {
@@ -76,24 +89,39 @@ impl Target<'_> {
     }
 
     async fn connect(&self, t: Transport) -> Result<ldap3::Ldap, String> {
-        let settings = LdapConnSettings::new()
-            .set_conn_timeout(TIMEOUT)
-            .set_starttls(t == Transport::StartTls)
-            .set_no_tls_verify(!self.verify_cert);
         let url = self.url(t);
-        let (conn, ldap) = tokio::time::timeout(TIMEOUT, LdapConnAsync::with_settings(settings, &url))
-            .await
-            .map_err(|_| format!("{url}: no answer within {} s", TIMEOUT.as_secs()))?
-            .map_err(|e| format!("{url}: {}", describe(&e)))?;
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(TIMEOUT)
+            .set_starttls(t == Transport::StartTls);
+        let verifier = if t == Transport::Plain {
+            None
+        } else {
+            let v = self
+                .verifier
+                .as_ref()
+                .map_err(|e| format!("{url}: not connecting: {e}"))?;
+            settings = settings.set_config(v.client_config()?);
+            Some(v)
+        };
+        let (conn, ldap) =
+            tokio::time::timeout(TIMEOUT, LdapConnAsync::with_settings(settings, &url))
+                .await
+                .map_err(|_| format!("{url}: no answer within {} s", TIMEOUT.as_secs()))?
+                .map_err(|e| match verifier.and_then(|v| v.refused()) {
+                    Some(r) => format!(
+                        "{url}: the server presented {}: {}; nothing was sent",
+                        r.presented, r.why
+                    ),
+                    None => format!("{url}: {}", describe(&e)),
+                })?;
         ldap3::drive!(conn);
         Ok(ldap)
     }
 
-    fn cert_note(&self) -> &'static str {
-        if self.verify_cert {
-            "certificate verified"
-        } else {
-            "self-signed certificate generated by groundwork, not verified"
+    fn cert_note(&self) -> String {
+        match &self.verifier {
+            Ok(v) => v.describe(),
+            Err(e) => e.clone(),
         }
     }
 }
@@ -152,6 +180,40 @@ async fn bind_as(t: &Target<'_>, who: &str, dn: &str, password: Option<&str>) ->
     })
 }
 
+/// The admin password, proven on the host: a simple bind over ldapi:/// with the password on
+/// stdin (never an argument), through the SSH session.
+async fn admin_on_host(
+    session: &Session,
+    host: &str,
+    dn: &str,
+    password: Option<&str>,
+) -> Result<String, String> {
+    let password = password.ok_or("no admin password in the secrets file (run apply first)")?;
+    let cmd = format!(
+        "ldapwhoami -x -H ldapi:/// -D {} -y /dev/stdin",
+        crate::engine::facts::sh_quote(dn)
+    );
+    let out = session
+        .exec(&cmd, Some(password.as_bytes()))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.ok() {
+        let said = out.stderr_str();
+        let said = said
+            .lines()
+            .rfind(|l| !l.trim().is_empty() && !l.starts_with("Warning"))
+            .unwrap_or("")
+            .trim();
+        return Err(format!(
+            "bind as {dn} over ldapi:/// on {host} refused (exit {}): {said}",
+            out.status
+        ));
+    }
+    Ok(format!(
+        "bound as {dn} over ldapi:/// on {host}, through SSH (the admin password does not cross the network)"
+    ))
+}
+
 async fn search_ous(t: &Target<'_>, a: &Answers, suffix: &str, password: Option<&str>) -> Result<String, String> {
     let password = password.ok_or("no service account password in the secrets file (run apply first)")?;
     let mut ldap = t.connect(Transport::StartTls).await?;
@@ -193,23 +255,65 @@ async fn anonymous_refused(t: &Target<'_>, suffix: &str) -> Result<String, Strin
     }
 }
 
+/// The certificate slapd must present, read on the host; and the admin check on the host.
+async fn on_host(
+    host: &Host,
+    state: &StateDir,
+    cert: &str,
+    admin_dn: &str,
+    admin: Option<&str>,
+) -> (Result<PinnedCert, String>, Result<String, String>, Duration) {
+    let t = Instant::now();
+    let session = match connect(host, state).await {
+        Ok(s) => s,
+        Err(e) => return (Err(e.clone()), Err(e), t.elapsed()),
+    };
+    let pin = fetch(&session, &host.name, cert).await;
+    let (admin, took) = timed(admin_on_host(&session, &host.name, admin_dn, admin)).await;
+    session.close().await;
+    (pin, admin, took)
+}
+
 /// Every LDAP check of the site (none when no host has the ldap role).
-pub async fn verify(a: &Answers, secrets: &Secrets) -> Vec<Row> {
+pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row> {
     let Some((_, host)) = a.hosts_with(Role::Ldap).next() else {
         return Vec::new();
     };
     let suffix = ldap_suffix(&a.site.internal_domain);
-    let verify_cert = a.ldap.as_ref().is_some_and(|l| l.tls_cert.is_some());
-    let t = Target { host, verify_cert };
+    let from_answers = a.ldap.as_ref().is_some_and(|l| l.tls_cert.is_some());
+    let cert = if from_answers {
+        SITE_CERT
+    } else {
+        SELF_SIGNED_CERT
+    };
     let admin = secrets.get("ldap", "admin");
     let reader = secrets.get("ldap", "service");
     let name = host.name.as_str();
     let (admin_dn, reader_dn) = (admin_dn(&suffix), reader_dn(&suffix));
 
-    let (starttls, ldaps, admin_bind, reader_bind, ous, anon) = tokio::join!(
+    let (pin, admin_bind, admin_took) =
+        tokio::time::timeout(CHECK_TIMEOUT, on_host(host, state, cert, &admin_dn, admin))
+            .await
+            .unwrap_or_else(|_| {
+                let e = format!(
+                    "ssh to {name}: no answer within {} s",
+                    CHECK_TIMEOUT.as_secs()
+                );
+                (Err(e.clone()), Err(e), CHECK_TIMEOUT)
+            });
+    let verifier = match pin {
+        Ok(p) => Ok(PinnedVerifier::new(Some(p), from_answers)),
+        // A certificate of the answers may still verify against the trust store.
+        Err(_) if from_answers => Ok(PinnedVerifier::new(None, true)),
+        Err(e) => Err(format!(
+            "the certificate groundwork generated could not be read, so no server can be trusted ({e})"
+        )),
+    };
+    let t = Target { host, verifier };
+
+    let (starttls, ldaps, reader_bind, ous, anon) = tokio::join!(
         timed(within(starttls_handshake(&t, Transport::StartTls))),
         timed(within(starttls_handshake(&t, Transport::Ldaps))),
-        timed(within(bind_as(&t, "admin", &admin_dn, admin))),
         timed(within(bind_as(&t, "service account", &reader_dn, reader))),
         timed(within(search_ous(&t, a, &suffix, reader))),
         timed(within(anonymous_refused(&t, &suffix))),
@@ -217,8 +321,20 @@ pub async fn verify(a: &Answers, secrets: &Secrets) -> Vec<Row> {
     let mut rows = vec![
         Row::from_result(SERVICE, name, "StartTLS (389)", starttls.0, starttls.1),
         Row::from_result(SERVICE, name, "LDAPS (636)", ldaps.0, ldaps.1),
-        Row::from_result(SERVICE, name, "bind as admin", admin_bind.0, admin_bind.1),
-        Row::from_result(SERVICE, name, "bind as service account", reader_bind.0, reader_bind.1),
+        Row::from_result(
+            SERVICE,
+            name,
+            "bind as admin (on the host)",
+            admin_bind,
+            admin_took,
+        ),
+        Row::from_result(
+            SERVICE,
+            name,
+            "bind as service account",
+            reader_bind.0,
+            reader_bind.1,
+        ),
         Row::from_result(SERVICE, name, "search the OUs", ous.0, ous.1),
         Row::from_result(SERVICE, name, "anonymous read refused", anon.0, anon.1),
     ];

@@ -1,7 +1,11 @@
 //! `groundwork verify`: every service checked the way a client uses it, one row per check.
 //!
-//! [`verify`] runs what applies to the answer file ([`dns`] for the dns role, [`dhcp`] for the
-//! dhcp role, [`ldap`] and [`sql`] for the directory and the databases) and returns rows `service / host / check / result / detail / time`;
+//! [`verify`] first checks that every host answers at all (a TCP connect to its SSH port within
+//! [`REACH_TIMEOUT`]; a refused connection counts as an answer): the checks of a host that does
+//! not are replaced by one failed "host reachable" row, instead of each waiting for its own
+//! timeout. Then it runs what applies to the answer file ([`dns`] for the dns role, [`dhcp`] for the
+//! dhcp role, [`ldap`] and [`sql`] for the directory and the databases), showing which services
+//! are still being checked when stderr is a terminal, and returns rows `service / host / check / result / detail / time`;
 //! [`render_table`] and [`to_json`] present them. A skipped check (something that cannot be
 //! tested from here, said in its detail) is not a failure; [`all_ok`] is false on any failure.
 
@@ -9,10 +13,16 @@ pub mod dhcp;
 pub mod dns;
 pub mod ldap;
 pub mod sql;
+pub mod tls;
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::answers::model::{Answers, Host, Role};
@@ -75,20 +85,208 @@ impl Row {
     }
 }
 
-/// Every check that applies to the site. Checks of different services run concurrently.
+/// How long a host may take to answer a TCP connect to its SSH port before it counts as down.
+pub const REACH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The hosts that do not answer, with why: no answer within [`REACH_TIMEOUT`], or an error
+/// such as "no route to host". A refused connection is an answer (the host is up).
+pub async fn unreachable(hosts: &[Host]) -> BTreeMap<String, String> {
+    let probes = hosts.iter().map(|h| async move {
+        let addr = SocketAddr::new(IpAddr::V4(h.address), h.ssh_port);
+        let why =
+            match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => None,
+                Ok(Err(e)) => Some(format!("{addr}: {e}")),
+                Err(_) => Some(format!(
+                    "no answer from {addr} within {} s",
+                    REACH_TIMEOUT.as_secs()
+                )),
+            };
+        why.map(|w| (h.name.clone(), w))
+    });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// A spinner on stderr naming the services still being checked (hidden unless stderr is a
+/// terminal, so piped and JSON output stay clean).
+struct Progress {
+    bar: ProgressBar,
+    pending: Mutex<Vec<&'static str>>,
+}
+
+impl Progress {
+    fn start(what: &str) -> Progress {
+        let bar = if std::io::stderr().is_terminal() {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template("{spinner} verify: {msg} ({elapsed})") {
+                b.set_style(style);
+            }
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_message(what.to_string());
+        Progress {
+            bar,
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn show(&self, pending: &[&'static str]) {
+        if !pending.is_empty() {
+            self.bar
+                .set_message(format!("checking {}", pending.join(", ")));
+        }
+    }
+
+    /// Runs `f`, named in the message while it runs.
+    async fn track<T>(&self, service: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.push(service);
+            self.show(&p);
+        }
+        let v = f.await;
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|s| *s != service);
+        self.show(&p);
+        v
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The row that stands for the checks of a host that did not answer.
+fn down_row(service: &str, host: &str, why: &str, took: Duration) -> Row {
+    Row::new(
+        service,
+        host,
+        "host reachable",
+        Outcome::Fail,
+        format!("unreachable ({why}): its {service} checks were not run"),
+        took,
+    )
+}
+
+/// Every check that applies to the site. Checks of different services run concurrently;
+/// hosts that do not answer get one "host reachable" row per service instead of their checks.
 pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row> {
-    let (mut rows, dhcp_rows, ldap_rows, sql_rows) = tokio::join!(
-        dns::verify(a, secrets),
+    let progress = Progress::start(&format!("reaching {} host(s)", a.hosts.len()));
+    let (down, reach_took) = timed(unreachable(&a.hosts)).await;
+    let mut rows = Vec::new();
+    let is_down = |h: &Host| down.get(&h.name);
+
+    // DNS: without the primary nothing can be compared; an unreachable secondary is left out.
+    let dns_hosts: Vec<&Host> = a.hosts_with(Role::Dns).map(|(_, h)| h).collect();
+    let mut dns_answers = None;
+    if let Some(primary) = dns_hosts.first() {
+        if is_down(primary).is_some() {
+            for h in &dns_hosts {
+                match is_down(h) {
+                    Some(why) => rows.push(down_row("dns", &h.name, why, reach_took)),
+                    None => rows.push(Row::new(
+                        "dns",
+                        &h.name,
+                        "host reachable",
+                        Outcome::Skip,
+                        format!("not checked: the primary ({}) is unreachable", primary.name),
+                        Duration::ZERO,
+                    )),
+                }
+            }
+        } else {
+            let mut b = a.clone();
+            for h in b.hosts.iter_mut().filter(|h| down.contains_key(&h.name)) {
+                if h.roles.contains(&Role::Dns) {
+                    rows.push(down_row("dns", &h.name, &down[&h.name], reach_took));
+                }
+                h.roles.retain(|r| *r != Role::Dns);
+            }
+            dns_answers = Some(b);
+        }
+    }
+    // The other services each live on one host.
+    let first_down = |role: Role| {
+        a.hosts_with(role)
+            .next()
+            .and_then(|(_, h)| is_down(h).map(|why| (h, why)))
+    };
+    for (role, service) in [
+        (Role::Dhcp, "dhcp"),
+        (Role::Ldap, "ldap"),
+        (Role::Postgresql, "postgresql"),
+        (Role::Mariadb, "mariadb"),
+    ] {
+        if let Some((h, why)) = first_down(role) {
+            rows.push(down_row(service, &h.name, why, reach_took));
+        }
+    }
+    let runs = |r: Role| a.has_role(r) && first_down(r).is_none();
+
+    let p = &progress;
+    // Each service's checks are a large future: boxed, they live on the heap, not the stack.
+    let (dns_rows, dhcp_rows, ldap_rows, pg_rows, maria_rows) = tokio::join!(
         async {
-            if a.has_role(Role::Dhcp) { dhcp::verify(a, state).await } else { Vec::new() }
+            match &dns_answers {
+                Some(b) => p.track("dns", Box::pin(dns::verify(b, secrets))).await,
+                None => Vec::new(),
+            }
         },
-        ldap::verify(a, secrets),
-        sql::verify(a, secrets),
+        async {
+            if runs(Role::Dhcp) {
+                p.track("dhcp", Box::pin(dhcp::verify(a, state, &down)))
+                    .await
+            } else {
+                Vec::new()
+            }
+        },
+        async {
+            if runs(Role::Ldap) {
+                p.track("ldap", Box::pin(ldap::verify(a, secrets, state)))
+                    .await
+            } else {
+                Vec::new()
+            }
+        },
+        async {
+            if runs(Role::Postgresql) {
+                p.track(
+                    "postgresql",
+                    Box::pin(sql::verify_postgresql(a, secrets, state)),
+                )
+                .await
+            } else {
+                Vec::new()
+            }
+        },
+        async {
+            if runs(Role::Mariadb) {
+                p.track("mariadb", Box::pin(sql::verify_mariadb(a, secrets, state)))
+                    .await
+            } else {
+                Vec::new()
+            }
+        },
     );
-    rows.extend(dhcp_rows);
-    rows.extend(ldap_rows);
-    rows.extend(sql_rows);
-    rows
+    drop(progress);
+    let mut out = dns_rows;
+    out.extend(dhcp_rows);
+    out.extend(ldap_rows);
+    out.extend(pg_rows);
+    out.extend(maria_rows);
+    // Unreachable hosts last, next to each other.
+    out.extend(rows);
+    out
 }
 
 /// No check failed.
@@ -163,9 +361,11 @@ pub(crate) async fn connect(h: &Host, state: &StateDir) -> Result<Session, Strin
         user: h.ssh_user.clone(),
         key_path: expand_home(h.ssh_key.as_deref().unwrap_or(Path::new("~/.ssh/id_ed25519"))),
     };
+    // The host answered the reachability probe: one attempt, a short limit.
     let opts = SshOptions {
         known_hosts: state.root.join("known_hosts"),
-        connect_attempts: 2,
+        connect_timeout: Duration::from_secs(5),
+        connect_attempts: 1,
         ..SshOptions::default()
     };
     Session::connect(&target, &opts).await.map_err(|e| format!("ssh: {e}"))
@@ -174,6 +374,93 @@ pub(crate) async fn connect(h: &Host, state: &StateDir) -> Result<Session, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lab example with every host moved to `192.0.2.0/24` (TEST-NET-1: nothing answers).
+    fn site_of_absent_hosts() -> Answers {
+        let mut a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1)
+            .unwrap()
+            .answers;
+        for (i, h) in a.hosts.iter_mut().enumerate() {
+            h.address = std::net::Ipv4Addr::new(192, 0, 2, 10 + i as u8);
+        }
+        a
+    }
+
+    #[tokio::test]
+    async fn hosts_that_do_not_answer_get_one_row_per_service_within_seconds() {
+        let a = site_of_absent_hosts();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir {
+            root: dir.path().to_path_buf(),
+        };
+        let t = Instant::now();
+        let rows = verify(&a, &Secrets::default(), &state).await;
+        let took = t.elapsed();
+        assert!(
+            took < REACH_TIMEOUT + Duration::from_secs(2),
+            "verify took {took:?}:\n{}",
+            render_table(&rows)
+        );
+        // One failed "host reachable" row per service and host, each saying so.
+        let mut want: Vec<(String, String)> = Vec::new();
+        for (role, service) in [
+            (Role::Dns, "dns"),
+            (Role::Dhcp, "dhcp"),
+            (Role::Ldap, "ldap"),
+            (Role::Postgresql, "postgresql"),
+            (Role::Mariadb, "mariadb"),
+        ] {
+            let hosts: Vec<&Host> = a.hosts_with(role).map(|(_, h)| h).collect();
+            let n = if role == Role::Dns {
+                hosts.len()
+            } else {
+                hosts.len().min(1)
+            };
+            want.extend(
+                hosts
+                    .iter()
+                    .take(n)
+                    .map(|h| (service.to_string(), h.name.clone())),
+            );
+        }
+        let got: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.service.clone(), r.host.clone()))
+            .collect();
+        want.sort();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(got_sorted, want, "{}", render_table(&rows));
+        for r in &rows {
+            assert_eq!(
+                (r.check.as_str(), r.result),
+                ("host reachable", Outcome::Fail),
+                "{}",
+                render_table(&rows)
+            );
+            assert!(
+                r.detail.starts_with("unreachable (")
+                    && r.detail
+                        .contains(&format!("its {} checks were not run", r.service)),
+                "{}",
+                r.detail
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_answer() {
+        // A port nobody listens on: the host is up and says no.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let mut a = site_of_absent_hosts();
+        a.hosts[0].address = std::net::Ipv4Addr::LOCALHOST;
+        a.hosts[0].ssh_port = port;
+        let down = unreachable(&a.hosts).await;
+        assert!(!down.contains_key(&a.hosts[0].name), "{down:?}");
+        assert_eq!(down.len(), a.hosts.len() - 1, "{down:?}");
+    }
 
     #[test]
     fn table_and_json_count_failures_but_not_skips() {

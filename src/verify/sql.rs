@@ -3,19 +3,31 @@
 //! connect over TCP to the site address of the database host as each user of the answer file,
 //! to its own database, with the generated password of the secrets file, and run `select 1`.
 //!
-//! PostgreSQL authenticates with SCRAM-SHA-256 (the password never crosses the wire);
-//! MariaDB with mysql_native_password (a challenge, no password on the wire either).
+//! No password is offered to a server that has not proven it is the one groundwork set up:
+//! the certificate each role generated is read over SSH first (the host key is pinned), and
+//! - PostgreSQL: TLS is required, the server must present that certificate, and the login is
+//!   SCRAM-SHA-256-PLUS with channel binding (tokio-postgres refuses a cleartext or MD5
+//!   password request when channel binding is required, before sending anything);
+//! - MariaDB: TLS is required with that certificate as the only trusted root (its address is
+//!   in the certificate); the login is mysql_native_password (a challenge), and the cleartext
+//!   plugin stays disabled (mysql_async's default).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable as _;
 
-use super::{Outcome, Row, timed};
+use super::tls::{PgTls, PinnedCert, PinnedVerifier, fetch};
+use super::{Outcome, Row, connect, timed};
 use crate::answers::model::{Answers, Database, Host, Role};
-use crate::state::Secrets;
+use crate::state::{Secrets, StateDir};
 
 /// Connect, authenticate and query.
 const TIMEOUT: Duration = Duration::from_secs(8);
+/// The certificate the postgresql role generates.
+pub const POSTGRESQL_CERT: &str = "/etc/groundwork/postgresql/server.crt";
+/// The certificate the mariadb role generates.
+pub const MARIADB_CERT: &str = "/etc/mysql/tls/groundwork.crt";
 
 async fn within(f: impl std::future::Future<Output = Result<String, String>>) -> Result<String, String> {
     tokio::time::timeout(TIMEOUT, f)
@@ -29,20 +41,24 @@ fn password<'s>(secrets: &'s Secrets, engine: &str, user: &str) -> Result<&'s st
         .ok_or_else(|| format!("no password for {user} in the secrets file ([{engine}] {user}; run apply first)"))
 }
 
-/// `select 1` on PostgreSQL as `d.user` in `d.name`.
-pub async fn postgresql_select_1(host: &Host, d: &Database, password: &str) -> Result<String, String> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(host.address.to_string())
-        .port(5432)
-        .user(&d.user)
-        .password(password)
-        .dbname(&d.name)
-        .application_name("groundwork verify")
-        .connect_timeout(TIMEOUT);
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("connect to {}:5432 as {}: {}", host.address, d.user, pg_error(&e)))?;
+/// `select 1` on PostgreSQL as `d.user` in `d.name`, over TLS with the pinned certificate and
+/// channel binding.
+pub async fn postgresql_select_1(
+    host: &Host,
+    d: &Database,
+    password: &str,
+    pin: &PinnedCert,
+) -> Result<String, String> {
+    let verifier = PinnedVerifier::new(Some(pin.clone()), false);
+    let (client, conn) = pg_connect(
+        &host.address.to_string(),
+        5432,
+        &d.user,
+        &d.name,
+        password,
+        &verifier,
+    )
+    .await?;
     let driver = tokio::spawn(conn);
     let result = async {
         let one: i32 = client
@@ -59,12 +75,56 @@ pub async fn postgresql_select_1(host: &Host, d: &Database, password: &str) -> R
             return Err(format!("select 1 returned {one}"));
         }
         let version = version.split_whitespace().next().unwrap_or("").to_string();
-        Ok(format!("select 1 = 1 as {} in {} (PostgreSQL {version}, scram-sha-256)", d.user, d.name))
+        Ok(format!(
+            "select 1 = 1 as {} in {} (PostgreSQL {version}; TLS, {}; SCRAM-SHA-256-PLUS)",
+            d.user,
+            d.name,
+            verifier.describe()
+        ))
     }
     .await;
     drop(client);
     let _ = driver.await;
     result
+}
+
+type PgConnection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    super::tls::PgTlsStream<tokio_postgres::Socket>,
+>;
+
+/// Logs in over TLS trusting only `verifier`, with SCRAM channel binding required: a server
+/// that asks for the password in clear or as MD5, or offers SCRAM without channel binding, is
+/// refused before anything is sent. The error says which.
+async fn pg_connect(
+    address: &str,
+    port: u16,
+    user: &str,
+    dbname: &str,
+    password: &str,
+    verifier: &Arc<PinnedVerifier>,
+) -> Result<(tokio_postgres::Client, PgConnection), String> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(address)
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(dbname)
+        .application_name("groundwork verify")
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .channel_binding(tokio_postgres::config::ChannelBinding::Require)
+        .connect_timeout(TIMEOUT);
+    cfg.connect(PgTls::new(verifier)?).await.map_err(|e| {
+        let to = format!("{address}:{port}");
+        match verifier.refused() {
+            Some(r) => format!("{to}: the server presented {}: {}; no password was sent", r.presented, r.why),
+            None if pg_error(&e).contains("channel binding") => format!(
+                "{to} as {user}: the server did not offer SCRAM with channel binding over TLS ({}); no password was sent",
+                pg_error(&e)
+            ),
+            None => format!("connect to {to} as {user}: {}", pg_error(&e)),
+        }
+    })
 }
 
 /// The server's message (e.g. `password authentication failed for user "x"`), not only
@@ -84,19 +144,23 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// `select 1` on MariaDB as `d.user` in `d.name`.
-pub async fn mariadb_select_1(host: &Host, d: &Database, password: &str) -> Result<String, String> {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(host.address.to_string())
-        .tcp_port(3306)
-        .prefer_socket(false)
-        .user(Some(d.user.clone()))
-        .pass(Some(password.to_string()))
-        .db_name(Some(d.name.clone()))
-        .stmt_cache_size(0);
-    let mut conn = mysql_async::Conn::new(opts)
-        .await
-        .map_err(|e| format!("connect to {}:3306 as {}: {e}", host.address, d.user))?;
+/// `select 1` on MariaDB as `d.user` in `d.name`, over TLS with the pinned certificate as the
+/// only trusted root.
+pub async fn mariadb_select_1(
+    host: &Host,
+    d: &Database,
+    password: &str,
+    pin: &PinnedCert,
+) -> Result<String, String> {
+    let mut conn = mariadb_connect(
+        &host.address.to_string(),
+        3306,
+        &d.user,
+        &d.name,
+        password,
+        pin,
+    )
+    .await?;
     let result = async {
         let one: Option<i64> = conn.query_first("SELECT 1").await.map_err(|e| format!("SELECT 1: {e}"))?;
         let me: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.unwrap_or(None);
@@ -105,9 +169,11 @@ pub async fn mariadb_select_1(host: &Host, d: &Database, password: &str) -> Resu
         }
         let (ma, mi, pa) = conn.server_version();
         Ok(format!(
-            "SELECT 1 = 1 as {} in {} (MariaDB {ma}.{mi}.{pa})",
+            "SELECT 1 = 1 as {} in {} (MariaDB {ma}.{mi}.{pa}; TLS, certificate pinned: {} from {})",
             me.unwrap_or_else(|| d.user.clone()),
-            d.name
+            d.name,
+            pin.fingerprint(),
+            pin.source
         ))
     }
     .await;
@@ -115,18 +181,68 @@ pub async fn mariadb_select_1(host: &Host, d: &Database, password: &str) -> Resu
     result
 }
 
+/// Logs in over TLS with `pin` as the only trusted root: a server that does not offer TLS or
+/// presents another certificate gets nothing (the login is sent inside TLS only).
+async fn mariadb_connect(
+    address: &str,
+    port: u16,
+    user: &str,
+    db: &str,
+    password: &str,
+    pin: &PinnedCert,
+) -> Result<mysql_async::Conn, String> {
+    let ssl = mysql_async::SslOpts::default()
+        .with_root_certs(vec![pin.pem.clone().into()])
+        .with_disable_built_in_roots(true);
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(address)
+        .tcp_port(port)
+        .prefer_socket(false)
+        .ssl_opts(Some(ssl))
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(Some(db))
+        .stmt_cache_size(0);
+    mysql_async::Conn::new(opts).await.map_err(|e| {
+        use mysql_async::{DriverError, Error};
+        let to = format!("{address}:{port}");
+        match &e {
+            Error::Driver(DriverError::NoClientSslFlagFromServer) => format!("{to} does not offer TLS; no password was sent"),
+            Error::Driver(DriverError::CleartextPluginDisabled) => {
+                format!("{to} asked for the password in clear (mysql_clear_password): refused")
+            }
+            Error::Io(_) if e.to_string().to_lowercase().contains("certificate") => format!(
+                "{to}: TLS refused, the server's certificate is not {} from {} ({e}); no password was sent",
+                pin.fingerprint(),
+                pin.source
+            ),
+            _ => format!("connect to {to} as {user}: {e}"),
+        }
+    })
+}
+
+/// The certificate at `path` on `host`, read over SSH.
+async fn read_pin(host: &Host, state: &StateDir, path: &str) -> Result<PinnedCert, String> {
+    let session = connect(host, state).await?;
+    let pin = fetch(&session, &host.name, path).await;
+    session.close().await;
+    pin
+}
+
 /// One row per database of `engine` in the answers (none without the role), each connecting
-/// as the database's user with `select` and running SELECT 1.
+/// as the database's user with `select` and running SELECT 1, trusting only the certificate
+/// at `cert` on the host.
 async fn per_database<'a, F, Fut>(
     a: &'a Answers,
     secrets: &'a Secrets,
+    state: &'a StateDir,
     role: Role,
     dbs: &'a [Database],
-    check: &'static str,
+    (check, cert): (&'static str, &'static str),
     select: F,
 ) -> Vec<Row>
 where
-    F: Fn(&'a Host, &'a Database, &'a str) -> Fut,
+    F: Fn(&'a Host, &'a Database, &'a str, Arc<PinnedCert>) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
     let engine = role.as_str();
@@ -136,31 +252,331 @@ where
     if dbs.is_empty() {
         return vec![Row::new(engine, &host.name, check, Outcome::Skip, "no databases in the answers", Duration::ZERO)];
     }
-    let select = &select;
+    let t = Instant::now();
+    let pin = tokio::time::timeout(TIMEOUT, read_pin(host, state, cert))
+        .await
+        .unwrap_or_else(|_| Err(format!("ssh to {}: no answer within {} s", host.name, TIMEOUT.as_secs())))
+        .map(Arc::new)
+        .map_err(|e| format!("not connecting: the certificate groundwork generated could not be read, so no server can be trusted ({e})"));
+    let pin_took = t.elapsed();
+    let (select, pin) = (&select, &pin);
     let checks = dbs.iter().map(|d| async move {
         let (r, took) = timed(within(async {
+            let pin = pin.clone()?;
             let pw = password(secrets, engine, &d.user)?;
-            select(host, d, pw).await
+            select(host, d, pw, pin).await
         }))
         .await;
-        Row::from_result(engine, &host.name, format!("{}@{} {check}", d.user, d.name), r, took)
+        Row::from_result(
+            engine,
+            &host.name,
+            format!("{}@{} {check}", d.user, d.name),
+            r,
+            took + pin_took,
+        )
     });
     futures::future::join_all(checks).await
 }
 
 /// One row per PostgreSQL database of the answers (none without the postgresql role).
-pub async fn verify_postgresql(a: &Answers, secrets: &Secrets) -> Vec<Row> {
-    per_database(a, secrets, Role::Postgresql, &a.databases.postgresql, "select 1", postgresql_select_1).await
+pub async fn verify_postgresql(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row> {
+    per_database(
+        a,
+        secrets,
+        state,
+        Role::Postgresql,
+        &a.databases.postgresql,
+        ("select 1", POSTGRESQL_CERT),
+        |h, d, pw, pin| async move { postgresql_select_1(h, d, pw, &pin).await },
+    )
+    .await
 }
 
 /// One row per MariaDB database of the answers (none without the mariadb role).
-pub async fn verify_mariadb(a: &Answers, secrets: &Secrets) -> Vec<Row> {
-    per_database(a, secrets, Role::Mariadb, &a.databases.mariadb, "SELECT 1", mariadb_select_1).await
+pub async fn verify_mariadb(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row> {
+    per_database(
+        a,
+        secrets,
+        state,
+        Role::Mariadb,
+        &a.databases.mariadb,
+        ("SELECT 1", MARIADB_CERT),
+        |h, d, pw, pin| async move { mariadb_select_1(h, d, pw, &pin).await },
+    )
+    .await
 }
 
 /// PostgreSQL and MariaDB checks, concurrently.
-pub async fn verify(a: &Answers, secrets: &Secrets) -> Vec<Row> {
-    let (mut rows, maria) = tokio::join!(verify_postgresql(a, secrets), verify_mariadb(a, secrets));
+pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row> {
+    let (mut rows, maria) = tokio::join!(
+        verify_postgresql(a, secrets, state),
+        verify_mariadb(a, secrets, state)
+    );
     rows.extend(maria);
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+
+    const CERT_A: &str = include_str!("testdata/a.crt");
+    const KEY_A: &str = include_str!("testdata/a.key");
+    const CERT_B: &str = include_str!("testdata/b.crt");
+    const PASSWORD: &str = "the-secret-password";
+
+    /// How a fake PostgreSQL server answers.
+    #[derive(Clone, Copy)]
+    enum Server {
+        /// Refuses TLS ('N' to the SSLRequest).
+        NoTls,
+        /// TLS with certificate A, then this authentication request.
+        Asks(&'static [u8]),
+    }
+
+    async fn message(r: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).await.ok()?;
+        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        r.read_exact(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    /// Everything the client sent after its startup message, as (type, body) messages.
+    async fn fake_pg(server: Server) -> (u16, tokio::task::JoinHandle<Vec<(u8, Vec<u8>)>>) {
+        use rustls::pki_types::pem::PemObject as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let _ssl_request = message(&mut tcp).await.unwrap();
+            let auth = match server {
+                Server::NoTls => {
+                    tcp.write_all(b"N").await.unwrap();
+                    let mut rest = Vec::new();
+                    let _ = tcp.read_to_end(&mut rest).await;
+                    return if rest.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![(b'?', rest)]
+                    };
+                }
+                Server::Asks(auth) => auth,
+            };
+            tcp.write_all(b"S").await.unwrap();
+            let chain =
+                vec![rustls::pki_types::CertificateDer::from_pem_slice(CERT_A.as_bytes()).unwrap()];
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(KEY_A.as_bytes()).unwrap();
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+            let Ok(mut tls) = tokio_rustls::TlsAcceptor::from(Arc::new(config))
+                .accept(tcp)
+                .await
+            else {
+                return Vec::new();
+            };
+            let _startup = message(&mut tls).await.unwrap();
+            tls.write_all(auth).await.unwrap();
+            tls.flush().await.unwrap();
+            let mut seen = Vec::new();
+            loop {
+                let mut t = [0u8; 1];
+                if tls.read_exact(&mut t).await.is_err() {
+                    break;
+                }
+                match message(&mut tls).await {
+                    // An answer to the authentication request: recorded, then hang up.
+                    Some(body) if t[0] == b'p' => {
+                        seen.push((t[0], body));
+                        break;
+                    }
+                    Some(body) => seen.push((t[0], body)),
+                    None => break,
+                }
+            }
+            seen
+        });
+        (port, task)
+    }
+
+    async fn login(server: Server, pin: &str) -> (Result<(), String>, Vec<(u8, Vec<u8>)>) {
+        let (port, task) = fake_pg(server).await;
+        let pin = PinnedCert::from_pem(pin.as_bytes(), "db:/server.crt").unwrap();
+        let verifier = PinnedVerifier::new(Some(pin), false);
+        let r = pg_connect("127.0.0.1", port, "app", "app", PASSWORD, &verifier)
+            .await
+            .map(|_| ());
+        let seen = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        (r, seen)
+    }
+
+    fn no_password(seen: &[(u8, Vec<u8>)]) {
+        // 'p': PasswordMessage, SASLInitialResponse; nothing else may carry a secret either.
+        assert!(
+            seen.iter().all(|(t, _)| *t != b'p'),
+            "the client answered the authentication request: {seen:?}"
+        );
+        assert!(
+            !seen
+                .iter()
+                .any(|(_, b)| b.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes())),
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn postgresql_never_answers_a_cleartext_md5_or_unbound_scram_request() {
+        let cleartext: &[u8] = b"R\0\0\0\x08\0\0\0\x03";
+        let md5: &[u8] = b"R\0\0\0\x0c\0\0\0\x05salt";
+        let scram_without_plus: &[u8] = b"R\0\0\0\x17\0\0\0\x0aSCRAM-SHA-256\0\0";
+        for (what, auth) in [
+            ("cleartext", cleartext),
+            ("md5", md5),
+            ("SCRAM without channel binding", scram_without_plus),
+        ] {
+            let (r, seen) = login(Server::Asks(auth), CERT_A).await;
+            let e = r.expect_err(what);
+            assert!(
+                e.contains("channel binding") && e.contains("no password was sent"),
+                "{what}: {e}"
+            );
+            no_password(&seen);
+        }
+        // The control: offered SCRAM-SHA-256-PLUS, the client starts the exchange (a 'p'
+        // message: the recorder sees answers) with channel binding to this TLS connection.
+        let plus: &[u8] = b"R\0\0\0\x1c\0\0\0\x0aSCRAM-SHA-256-PLUS\0\0";
+        let (_, seen) = login(Server::Asks(plus), CERT_A).await;
+        let first = seen
+            .iter()
+            .find(|(t, _)| *t == b'p')
+            .expect("a SASLInitialResponse");
+        assert!(first.1.starts_with(b"SCRAM-SHA-256-PLUS\0"), "{first:?}");
+        assert!(
+            first.1.windows(11).any(|w| w == b"p=tls-serve"),
+            "channel binding requested: {first:?}"
+        );
+    }
+
+    /// A fake MariaDB server: its greeting (with or without CLIENT_SSL), then, when it offers
+    /// TLS, a handshake with certificate B. Returns what it could read in clear and inside TLS.
+    async fn fake_mariadb(offer_tls: bool) -> (u16, tokio::task::JoinHandle<(Vec<u8>, Vec<u8>)>) {
+        use rustls::pki_types::pem::PemObject as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            // CLIENT_LONG_PASSWORD | CONNECT_WITH_DB | PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH (| SSL)
+            let caps: u32 =
+                0x1 | 0x8 | 0x200 | 0x8000 | 0x80000 | if offer_tls { 0x800 } else { 0 };
+            let mut p = vec![0x0a];
+            p.extend_from_slice(b"5.5.5-10.11.6-MariaDB\0");
+            p.extend_from_slice(&7u32.to_le_bytes());
+            p.extend_from_slice(b"abcdefgh\0");
+            p.extend_from_slice(&(caps as u16).to_le_bytes());
+            p.push(45);
+            p.extend_from_slice(&2u16.to_le_bytes());
+            p.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+            p.push(21);
+            p.extend_from_slice(&[0; 10]);
+            p.extend_from_slice(b"ijklmnopqrst\0");
+            p.extend_from_slice(b"mysql_native_password\0");
+            let mut packet = (p.len() as u32).to_le_bytes()[..3].to_vec();
+            packet.push(0);
+            packet.extend_from_slice(&p);
+            tcp.write_all(&packet).await.unwrap();
+            if !offer_tls {
+                let mut clear = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut clear)).await;
+                return (clear, Vec::new());
+            }
+            // The SSLRequest (header and 32 bytes), then TLS with B, which the client must refuse.
+            let mut clear = vec![0u8; 36];
+            tcp.read_exact(&mut clear).await.unwrap();
+            let chain =
+                vec![rustls::pki_types::CertificateDer::from_pem_slice(CERT_B.as_bytes()).unwrap()];
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(
+                include_bytes!("testdata/b.key").as_slice(),
+            )
+            .unwrap();
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+            let mut inside = Vec::new();
+            if let Ok(mut tls) = tokio_rustls::TlsAcceptor::from(Arc::new(config))
+                .accept(tcp)
+                .await
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut inside))
+                    .await;
+            }
+            (clear, inside)
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn mariadb_sends_no_login_without_tls_or_to_another_certificate() {
+        let pin = PinnedCert::from_pem(CERT_A.as_bytes(), "db:/groundwork.crt").unwrap();
+        for offer_tls in [false, true] {
+            let (port, task) = fake_mariadb(offer_tls).await;
+            let r = mariadb_connect("127.0.0.1", port, "app_user", "app", PASSWORD, &pin).await;
+            let (clear, inside) = tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .unwrap()
+                .unwrap();
+            let Err(e) = r else { panic!("the login must fail") };
+            assert!(
+                e.contains("no password was sent"),
+                "TLS offered: {offer_tls}: {e}"
+            );
+            let user = b"app_user";
+            assert!(
+                !clear.windows(user.len()).any(|w| w == user),
+                "a login in clear: {clear:?}"
+            );
+            assert!(inside.is_empty(), "the impostor received {inside:?}");
+        }
+        // The control: pinned to B, the client logs in inside TLS, and the recorder sees it.
+        let b = PinnedCert::from_pem(CERT_B.as_bytes(), "db:/groundwork.crt").unwrap();
+        let (port, task) = fake_mariadb(true).await;
+        let r = mariadb_connect("127.0.0.1", port, "app_user", "app", PASSWORD, &b).await;
+        let (_, inside) = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.is_err(), "the fake server never completes a login");
+        assert!(inside.windows(8).any(|w| w == b"app_user"), "{inside:?}");
+    }
+
+    #[tokio::test]
+    async fn postgresql_without_tls_or_with_another_certificate_gets_nothing() {
+        let (r, seen) = login(Server::NoTls, CERT_A).await;
+        assert!(r.is_err());
+        assert!(seen.is_empty(), "{seen:?}");
+        let cleartext: &[u8] = b"R\0\0\0\x08\0\0\0\x03";
+        let (r, seen) = login(Server::Asks(cleartext), CERT_B).await;
+        let e = r.unwrap_err();
+        assert!(
+            e.contains("not the certificate groundwork generated")
+                && e.contains("no password was sent"),
+            "{e}"
+        );
+        assert!(seen.is_empty(), "{seen:?}");
+    }
 }
