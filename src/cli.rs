@@ -1,4 +1,9 @@
-//! The command line: `groundwork validate | schema | probe | wizard | plan`.
+//! The command line: `groundwork validate | schema | probe | wizard | plan | apply | verify |
+//! forget-host`.
+//!
+//! Nothing here prints with `print!`/`println!` (they panic when standard output is closed or
+//! full): standard output goes through [`Out`], which keeps the first write error and turns it
+//! into the exit code, and messages go to standard error with [`say!`], which ignores errors.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,25 +12,44 @@ use clap::{Parser, Subcommand};
 
 use crate::answers::{self, Report};
 use crate::probe::{self, preflight};
-use crate::state::{Secrets, StateDir};
+use crate::state::{Access, Secrets, StateDir};
 use crate::wizard;
+
+/// A line on standard error; a closed or failing standard error is ignored (there is nowhere
+/// left to say anything).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "groundwork", version, about = "Bootstrap a bare-metal site: DNS, DHCP, LDAP, databases, k3s, GitOps", long_about = None)]
 pub struct Cli {
-    /// State directory (secrets, known_hosts, journal, logs).
-    /// Default: $XDG_STATE_HOME/groundwork/<site>
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Before the command, as older versions took it; `--state` belongs to the commands that
+    /// use a state directory (wizard, plan, apply, verify, forget-host).
+    #[arg(long, value_name = "DIR", hide = true)]
     pub state: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// `--state DIR`, on the commands that use the state directory.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StateArg {
+    /// State directory: secrets, known_hosts, journal, logs. A missing one is created with mode
+    /// 0700; an existing one must belong to you and be closed to other users (it is never
+    /// changed). Default: $XDG_STATE_HOME/groundwork/<site> (~/.local/state/groundwork/<site>)
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check answer files offline: types, keys and the rules across sections.
     Validate {
+        /// Answer files to check (one or more); every problem names file, line and field.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// One JSON document with every problem (file, line, column, field, message).
@@ -40,6 +64,7 @@ pub enum Command {
     },
     /// Facts about this machine; with --for, judge it against its roles (preflight).
     Probe {
+        /// The facts (and the preflight verdict) as one JSON document.
         #[arg(long)]
         json: bool,
         /// Answer file whose roles this machine should carry.
@@ -48,8 +73,11 @@ pub enum Command {
     },
     /// Ask for the answers at a terminal and write the answer file (0600).
     Wizard {
+        /// Where to write the answer file (mode 0600); an existing file is never overwritten.
         #[arg(long, value_name = "FILE", default_value = "groundwork.toml")]
         out: PathBuf,
+        #[command(flatten)]
+        state: StateArg,
     },
     /// Show which roles land on which host, in which order, and why; with --live, connect
     /// and show the steps that would change, with diffs (a dry run).
@@ -57,6 +85,7 @@ pub enum Command {
         /// Answer file; without it, the bundled lab example.
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
+        /// The plan as one JSON document (with --live: one JSON event per line).
         #[arg(long)]
         json: bool,
         /// Compare with the live hosts over SSH (changes nothing).
@@ -64,14 +93,19 @@ pub enum Command {
         live: bool,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        state: StateArg,
     },
     /// Check every service the way a client would; a table, or --json. Exit 1 on a failure.
     Verify {
         /// Answer file; without it, the bundled lab example.
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
+        /// One JSON document: {"ok", "failed", "rows": [...]}.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        state: StateArg,
     },
     /// Converge the hosts: install, configure and start what the answers ask for.
     Apply {
@@ -86,6 +120,23 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Forget a host's recorded key (after the host was reinstalled).
+    ///
+    /// Its lines leave <state>/known_hosts, every other line stays as it is, and the next run
+    /// records the host's new key.
+    ForgetHost {
+        /// The host's name in the answer file, or its address (`10.0.0.5`, `[10.0.0.5]:2222`).
+        #[arg(value_name = "NAME|ADDRESS")]
+        host: String,
+        /// Answer file (host names, SSH port, the site's state directory); without it, the
+        /// bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArg,
     },
 }
 
@@ -99,27 +150,116 @@ pub struct EngineArgs {
     pub hosts: Vec<String>,
 }
 
+/// Standard output that does not panic. The first write error is kept and later writes are
+/// skipped; [`Out::finish`] decides the exit code: a reader that went away (EPIPE, e.g.
+/// `| head -c1`) is a quiet exit with the command's own code, any other error (a full disk,
+/// `> /dev/full`) says so and exits 2.
+struct Out {
+    w: std::io::Stdout,
+    err: Option<std::io::Error>,
+}
+
+impl Out {
+    fn new() -> Out {
+        Out {
+            w: std::io::stdout(),
+            err: None,
+        }
+    }
+
+    fn print(&mut self, s: &str) {
+        if self.err.is_none()
+            && let Err(e) = self.w.write_all(s.as_bytes())
+        {
+            self.err = Some(e);
+        }
+    }
+
+    fn println(&mut self, s: &str) {
+        self.print(s);
+        self.print("\n");
+    }
+
+    /// Flushes, and returns `code`, or 2 after a write error other than a closed pipe.
+    fn finish(mut self, code: i32) -> i32 {
+        if self.err.is_none()
+            && let Err(e) = self.w.flush()
+        {
+            self.err = Some(e);
+        }
+        match self.err {
+            None => code,
+            Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+            Some(e) => {
+                say!("error: cannot write to standard output: {e}");
+                2
+            }
+        }
+    }
+}
+
 /// Run the CLI and return the process exit code (0 ok, 1 problems found, 2 could not run).
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    let mut out = Out::new();
+    let code = run(cli, &mut out);
+    out.finish(code)
+}
+
+fn run(cli: Cli, out: &mut Out) -> i32 {
+    // `groundwork --state DIR <command>` still works where a state directory is used.
+    let state = |s: StateArg| s.state.or(cli.state.clone());
+    let no_state = |command: &str| {
+        say!(
+            "error: --state does nothing for `groundwork {command}`; it belongs to wizard, plan, apply, verify and forget-host"
+        );
+        2
+    };
     match cli.command {
-        Command::Validate { files, json } => validate(&files, json),
-        Command::Schema { out } => schema(out.as_deref()),
-        Command::Probe { json, for_file } => probe_cmd(json, for_file.as_deref()),
-        Command::Wizard { out } => wizard_cmd(&out, cli.state.as_deref()),
-        Command::Plan { file, json, live, engine } => {
+        Command::Validate { .. } if cli.state.is_some() => no_state("validate"),
+        Command::Schema { .. } if cli.state.is_some() => no_state("schema"),
+        Command::Probe { .. } if cli.state.is_some() => no_state("probe"),
+        Command::Validate { files, json } => validate(out, &files, json),
+        Command::Schema { out: file } => schema(out, file.as_deref()),
+        Command::Probe { json, for_file } => probe_cmd(out, json, for_file.as_deref()),
+        Command::Wizard {
+            out: file,
+            state: s,
+        } => wizard_cmd(out, &file, state(s).as_deref()),
+        Command::Plan {
+            file,
+            json,
+            live,
+            engine,
+            state: s,
+        } => {
             if live {
                 let opts = engine_options(&engine, true, json);
-                engine_cmd(file.as_deref(), cli.state.as_deref(), opts, true)
+                engine_cmd(file.as_deref(), state(s).as_deref(), opts, true)
             } else {
-                plan_cmd(file.as_deref(), json)
+                plan_cmd(out, file.as_deref(), json, &engine)
             }
         }
-        Command::Verify { file, json } => verify_cmd(file.as_deref(), cli.state.as_deref(), json),
-        Command::Apply { file, yes, json, engine } => {
+        Command::Verify {
+            file,
+            json,
+            state: s,
+        } => verify_cmd(out, file.as_deref(), state(s).as_deref(), json),
+        Command::Apply {
+            file,
+            yes,
+            json,
+            engine,
+            state: s,
+        } => {
             let opts = engine_options(&engine, false, json);
-            engine_cmd(file.as_deref(), cli.state.as_deref(), opts, yes)
+            engine_cmd(file.as_deref(), state(s).as_deref(), opts, yes)
         }
+        Command::ForgetHost {
+            host,
+            file,
+            state: s,
+        } => forget_host_cmd(out, &host, file.as_deref(), state(s).as_deref()),
     }
 }
 
@@ -128,10 +268,10 @@ fn color() -> bool {
 }
 
 fn print_report(r: &Report) {
-    eprint!("{}", r.render(color()));
+    let _ = write!(std::io::stderr(), "{}", r.render(color()));
 }
 
-fn validate(files: &[PathBuf], json: bool) -> i32 {
+fn validate(out: &mut Out, files: &[PathBuf], json: bool) -> i32 {
     let mut failed = 0;
     let mut docs = Vec::new();
     for f in files {
@@ -142,13 +282,13 @@ fn validate(files: &[PathBuf], json: bool) -> i32 {
                     docs.push(serde_json::json!({"file": f.display().to_string(), "ok": true, "problems": []}));
                 } else {
                     let n = l.answers.hosts.len();
-                    println!(
+                    out.println(&format!(
                         "{}: ok (site `{}`, {n} host{}, {roles} role assignment{})",
                         f.display(),
                         l.answers.site.name,
                         if n == 1 { "" } else { "s" },
                         if roles == 1 { "" } else { "s" },
-                    );
+                    ));
                 }
             }
             Err(report) => {
@@ -166,32 +306,36 @@ fn validate(files: &[PathBuf], json: bool) -> i32 {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&docs).expect("json"));
+        out.println(&to_json_pretty(&docs));
     }
     i32::from(failed > 0)
 }
 
-fn schema(out: Option<&Path>) -> i32 {
+fn to_json_pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).expect("JSON values serialize")
+}
+
+fn schema(out: &mut Out, file: Option<&Path>) -> i32 {
     let text = answers::schema::json();
-    match out {
+    match file {
         Some(p) => match std::fs::write(p, text) {
             Ok(()) => {
-                println!("wrote {}", p.display());
+                out.println(&format!("wrote {}", p.display()));
                 0
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", p.display());
+                say!("error: {}: {e}", p.display());
                 2
             }
         },
         None => {
-            print!("{text}");
+            out.print(&text);
             0
         }
     }
 }
 
-fn probe_cmd(json: bool, for_file: Option<&Path>) -> i32 {
+fn probe_cmd(out: &mut Out, json: bool, for_file: Option<&Path>) -> i32 {
     let facts = probe::probe();
     let verdict = match for_file {
         Some(f) => match answers::load_file(f) {
@@ -206,13 +350,13 @@ fn probe_cmd(json: bool, for_file: Option<&Path>) -> i32 {
     if json {
         let doc = match &verdict {
             Some(v) => serde_json::json!({"facts": facts, "preflight": v}),
-            None => serde_json::to_value(&facts).expect("json"),
+            None => serde_json::to_value(&facts).expect("facts serialize"),
         };
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        out.println(&to_json_pretty(&doc));
     } else {
-        print!("{}", facts.render());
+        out.print(&facts.render());
         if let Some(v) = &verdict {
-            print!("{}", v.render());
+            out.print(&v.render());
         }
     }
     match verdict {
@@ -221,103 +365,118 @@ fn probe_cmd(json: bool, for_file: Option<&Path>) -> i32 {
     }
 }
 
-fn wizard_cmd(out: &Path, state: Option<&Path>) -> i32 {
+fn wizard_cmd(out: &mut Out, file: &Path, state: Option<&Path>) -> i32 {
     let Some(mut prompter) = wizard::terminal::TerminalPrompter::new() else {
-        eprintln!(
+        say!(
             "error: `groundwork wizard` asks its questions at a terminal, and this is not one.\n\
              For an unattended run, write an answer file (examples: wizard/examples/) and use\n\
              `groundwork validate FILE`, then `groundwork plan FILE` / `groundwork apply FILE`."
         );
         return 2;
     };
-    if out.exists() {
-        eprintln!(
+    if file.exists() {
+        say!(
             "error: {} exists; the wizard does not overwrite an answer file (choose another --out)",
-            out.display()
+            file.display()
         );
         return 2;
     }
     let defaults = wizard::Defaults::from_facts(&probe::probe());
-    println!("groundwork wizard: Enter keeps the [default]. Ctrl-C stops without writing anything.");
+    out.println(
+        "groundwork wizard: Enter keeps the [default]. Ctrl-C stops without writing anything.",
+    );
     let answers = match wizard::run(&mut prompter, &defaults) {
         Ok(a) => a,
         Err(wizard::WizardError::Cancelled) => {
-            eprintln!("cancelled; nothing was written");
+            say!("cancelled; nothing was written");
             return 1;
         }
         Err(e) => {
-            eprintln!("error: {e}; nothing was written");
+            say!("error: {e}; nothing was written");
             return 2;
         }
     };
     let text = wizard::render(&answers);
     // The file is checked exactly as `validate` will read it.
-    if let Err(r) = answers::load_str(&out.display().to_string(), &text) {
+    if let Err(r) = answers::load_str(&file.display().to_string(), &text) {
         print_report(&r);
-        eprintln!("the answers above do not validate; nothing was written");
+        say!("the answers above do not validate; nothing was written");
         return 1;
     }
-    println!("\n{}", console::style("Summary").bold());
-    print!("{text}");
-    println!("\n{}", crate::plan::build(&answers).render());
+    out.println(&format!("\n{}", console::style("Summary").bold()));
+    out.print(&text);
+    out.println(&format!("\n{}", crate::plan::build(&answers).render()));
+    let _ = std::io::stdout().flush();
     match dialoguer::Confirm::new()
-        .with_prompt(format!("Write {}?", out.display()))
+        .with_prompt(format!("Write {}?", file.display()))
         .default(true)
         .interact()
     {
         Ok(true) => {}
         Ok(false) => {
-            eprintln!("nothing was written");
+            say!("nothing was written");
             return 1;
         }
         Err(e) => {
-            eprintln!("error: {e}; nothing was written");
+            say!("error: {e}; nothing was written");
             return 2;
         }
     }
-    write_answers_and_secrets(out, &text, state, &answers)
+    write_answers_and_secrets(out, file, &text, state, &answers)
 }
 
 fn write_answers_and_secrets(
-    out: &Path,
+    out: &mut Out,
+    file: &Path,
     text: &str,
     state: Option<&Path>,
     a: &answers::Answers,
 ) -> i32 {
-    if let Err(e) = crate::state::write_private(out, text.as_bytes(), 0o600) {
-        eprintln!("error: cannot write {}: {e}", out.display());
+    // The state directory first: a refused or busy one leaves no answer file behind.
+    let dir = StateDir::for_site(state, &a.site.name);
+    let _lock = match dir.lock(Access::Exclusive) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}; nothing was written");
+            return 2;
+        }
+    };
+    if let Err(e) = crate::state::write_private(file, text.as_bytes(), 0o600) {
+        say!("error: cannot write {}: {e}", file.display());
         return 2;
     }
-    println!("wrote {} (mode 0600)", out.display());
-    let dir = StateDir::for_site(state, &a.site.name);
-    let result = dir
-        .ensure()
-        .map_err(|e| format!("{}: {e}", dir.root.display()))
-        .and_then(|()| {
-            let path = dir.secrets_path();
-            let mut s = Secrets::load(&path).map_err(|e| e.to_string())?;
+    out.println(&format!("wrote {} (mode 0600)", file.display()));
+    let path = dir.secrets_path();
+    let result = Secrets::load(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|mut s| {
             let made = s.ensure_for(a);
             s.save(&path).map_err(|e| e.to_string())?;
-            Ok((path, made))
+            Ok(made)
         });
     match result {
-        Ok((path, made)) => {
+        Ok(made) => {
             if made.is_empty() {
-                println!("secrets: {} already holds everything (nothing generated)", path.display());
+                out.println(&format!(
+                    "secrets: {} already holds everything (nothing generated)",
+                    path.display()
+                ));
             } else {
-                println!(
+                out.println(&format!(
                     "secrets: generated {} into {} (mode 0600): {}",
                     made.len(),
                     path.display(),
                     made.join(", ")
-                );
+                ));
             }
-            println!("next: groundwork validate {0} && groundwork plan {0}", out.display());
-            let _ = std::io::stdout().flush();
+            out.println(&format!(
+                "next: groundwork validate {0} && groundwork plan {0}",
+                file.display()
+            ));
             0
         }
         Err(e) => {
-            eprintln!("error: secrets: {e}");
+            say!("error: secrets: {e}");
             2
         }
     }
@@ -343,46 +502,96 @@ fn engine_options(e: &EngineArgs, dry_run: bool, json: bool) -> crate::engine::O
     }
 }
 
+/// Refuses a `--playbooks` directory that does not load (missing, no roles, a template that
+/// does not compile) before anything else happens.
+fn check_playbooks(dir: Option<&Path>) -> Result<(), i32> {
+    match dir.map(|d| crate::playbook::catalog::Catalog::load(Some(d))) {
+        Some(Err(e)) => {
+            say!("error: {e}");
+            Err(2)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `apply` and `plan --live`. An apply without --yes shows the dry run first and asks.
-fn engine_cmd(file: Option<&Path>, state: Option<&Path>, opts: crate::engine::Options, yes: bool) -> i32 {
+fn engine_cmd(
+    file: Option<&Path>,
+    state: Option<&Path>,
+    opts: crate::engine::Options,
+    yes: bool,
+) -> i32 {
     let loaded = match load_or_lab(file) {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if let Err(code) = check_playbooks(opts.playbooks.as_deref()) {
+        return code;
+    }
     let a = &loaded.answers;
     let dir = StateDir::for_site(state, &a.site.name);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // An apply holds the directory from its preview to its end; a dry run only reads secrets
+    // (it generates none on disk), so dry runs may share it.
+    let access = if opts.dry_run {
+        Access::Shared
+    } else {
+        Access::Exclusive
+    };
+    let _lock = match dir.lock(access) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return 2;
         }
     };
     if file.is_none() {
-        eprintln!("(no FILE given: the bundled lab example, {})", crate::LAB_EXAMPLE.0);
+        say!(
+            "(no FILE given: the bundled lab example, {})",
+            crate::LAB_EXAMPLE.0
+        );
     }
     if !opts.dry_run && !yes {
         if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            eprintln!("error: apply asks before changing hosts, and there is no terminal to ask at; add --yes");
+            say!(
+                "error: apply asks before changing hosts, and there is no terminal to ask at; add --yes"
+            );
             return 2;
         }
-        let dry = crate::engine::Options { dry_run: true, ..opts.clone() };
+        let dry = crate::engine::Options {
+            dry_run: true,
+            ..opts.clone()
+        };
         match rt.block_on(crate::engine::run(a, &dir, &dry)) {
             Ok(o) if !o.ok => return 1,
             Ok(o) if o.changed == 0 => {
-                eprintln!("nothing to change");
+                say!("nothing to change");
                 return 0;
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("error: {e}");
+                say!("error: {e}");
                 return 2;
             }
         }
-        match dialoguer::Confirm::new().with_prompt("Apply these changes?").default(false).interact() {
+        match dialoguer::Confirm::new()
+            .with_prompt("Apply these changes?")
+            .default(false)
+            .interact()
+        {
             Ok(true) => {}
             _ => {
-                eprintln!("nothing was changed");
+                say!("nothing was changed");
                 return 1;
             }
         }
@@ -390,13 +599,13 @@ fn engine_cmd(file: Option<&Path>, state: Option<&Path>, opts: crate::engine::Op
     match rt.block_on(crate::engine::run(a, &dir, &opts)) {
         Ok(o) => i32::from(!o.ok),
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             2
         }
     }
 }
 
-fn verify_cmd(file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
+fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
     let loaded = match load_or_lab(file) {
         Ok(l) => l,
         Err(code) => return code,
@@ -405,23 +614,38 @@ fn verify_cmd(file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
     let dir = StateDir::for_site(state, &a.site.name);
     let secrets_path = dir.secrets_path();
     if !secrets_path.exists() {
-        eprintln!(
+        say!(
             "error: {} does not exist: verify checks what `groundwork apply` laid down, with its secrets",
             secrets_path.display()
         );
         return 2;
     }
-    let secrets = match Secrets::load(&secrets_path) {
-        Ok(s) => s,
+    // Shared: an apply that is changing the secrets must finish first.
+    let _lock = match dir.lock(Access::Shared) {
+        Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let secrets = match Secrets::load(&secrets_path) {
+        Ok(s) => s,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    for w in crate::ssh::known_hosts_warnings(&dir.known_hosts_path()) {
+        say!("warning: {w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return 2;
         }
     };
@@ -429,26 +653,162 @@ fn verify_cmd(file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
     let redactor = crate::engine::context::Redactor::new(&secrets);
     if json {
         let doc = crate::verify::to_json(&rows);
-        println!("{}", redactor.redact(&serde_json::to_string_pretty(&doc).expect("json")));
+        out.println(&redactor.redact(&to_json_pretty(&doc)));
     } else {
-        print!("{}", redactor.redact(&crate::verify::render_table(&rows)));
+        out.print(&redactor.redact(&crate::verify::render_table(&rows)));
     }
     i32::from(!crate::verify::all_ok(&rows))
 }
 
-fn plan_cmd(file: Option<&Path>, json: bool) -> i32 {
+fn plan_cmd(out: &mut Out, file: Option<&Path>, json: bool, engine: &EngineArgs) -> i32 {
     let loaded = match load_or_lab(file) {
         Ok(l) => l,
         Err(code) => return code,
     };
+    // The plan's role graph is the built-in one; an override directory is still checked, so a
+    // typo is not silently ignored.
+    if let Err(code) = check_playbooks(engine.playbooks.as_deref()) {
+        return code;
+    }
     let plan = crate::plan::build(&loaded.answers);
     if json {
-        println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
+        out.println(&to_json_pretty(&plan));
     } else {
         if file.is_none() {
-            println!("(no FILE given: the bundled lab example, {})\n", crate::LAB_EXAMPLE.0);
+            out.println(&format!(
+                "(no FILE given: the bundled lab example, {})\n",
+                crate::LAB_EXAMPLE.0
+            ));
         }
-        print!("{}", plan.render());
+        out.print(&plan.render());
     }
     0
+}
+
+/// Which known_hosts entry `host` means: `[addr]:port`; a host name (or address) of the
+/// answer file, with its SSH port; else an address on port 22.
+fn forget_target(host: &str, a: &answers::Answers) -> (String, u16, Option<String>) {
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((addr, port)) = rest.split_once("]:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return (addr.to_string(), port, None);
+    }
+    if let Some(h) = a
+        .hosts
+        .iter()
+        .find(|h| h.name == host || h.address.to_string() == host)
+    {
+        return (h.address.to_string(), h.ssh_port, Some(h.name.clone()));
+    }
+    (host.to_string(), 22, None)
+}
+
+fn forget_host_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option<&Path>) -> i32 {
+    let loaded = match load_or_lab(file) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    let (address, port, name) = forget_target(host, a);
+    let dir = StateDir::for_site(state, &a.site.name);
+    let path = dir.known_hosts_path();
+    let entry = crate::ssh::host_field(&address, port);
+    let who = match &name {
+        Some(n) => format!("host {n} ({entry})"),
+        None => entry.clone(),
+    };
+    if !dir.root.exists() {
+        out.println(&format!(
+            "nothing to forget for {who}: the state directory {} does not exist",
+            dir.root.display()
+        ));
+        return 0;
+    }
+    let _lock = match dir.lock(Access::Exclusive) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let done = match crate::ssh::forget_host(&path, &address, port) {
+        Ok(d) => d,
+        Err(e) => {
+            say!("error: {}: {e}", path.display());
+            return 2;
+        }
+    };
+    let lines = |v: &[usize]| {
+        v.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if done.changed() {
+        let mut what = Vec::new();
+        if !done.removed.is_empty() {
+            what.push(format!("removed line(s) {}", lines(&done.removed)));
+        }
+        if !done.narrowed.is_empty() {
+            what.push(format!(
+                "took {entry} out of line(s) {} (other hosts on them stay)",
+                lines(&done.narrowed)
+            ));
+        }
+        out.println(&format!(
+            "forgot the recorded key(s) of {who} in {}: {}; the next run records its new key",
+            path.display(),
+            what.join("; ")
+        ));
+    } else {
+        let hint = if name.is_none() && !a.hosts.iter().any(|h| h.address.to_string() == address) {
+            format!(
+                " (`{host}` is not a host name in {})",
+                file.map_or(crate::LAB_EXAMPLE.0.to_string(), |f| f
+                    .display()
+                    .to_string())
+            )
+        } else {
+            String::new()
+        };
+        out.println(&format!(
+            "nothing recorded for {who} in {}{hint}",
+            path.display()
+        ));
+    }
+    for k in &done.kept {
+        say!("note: {}:{}: {}", path.display(), k.line, k.message);
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn forget_targets() {
+        let a = answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1)
+            .unwrap()
+            .answers;
+        let ns1 = a.hosts.iter().find(|h| h.name == "ns1").unwrap();
+        let addr = ns1.address.to_string();
+        assert_eq!(
+            forget_target("ns1", &a),
+            (addr.clone(), ns1.ssh_port, Some("ns1".into()))
+        );
+        assert_eq!(forget_target(&addr, &a).2.as_deref(), Some("ns1"));
+        assert_eq!(
+            forget_target("[10.1.2.3]:2222", &a),
+            ("10.1.2.3".into(), 2222, None)
+        );
+        assert_eq!(forget_target("10.1.2.3", &a), ("10.1.2.3".into(), 22, None));
+    }
 }

@@ -182,10 +182,10 @@ fn wizard_through_a_pty_writes_a_valid_answer_file() {
     let out = dir.path().join("site.toml");
     let state = dir.path().join("state");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_groundwork"));
-    cmd.args(["--state"])
-        .arg(&state)
-        .args(["wizard", "--out"])
+    cmd.args(["wizard", "--out"])
         .arg(&out)
+        .arg("--state")
+        .arg(&state)
         .env("TERM", "xterm");
     let opts = rexpect::reader::Options::new()
         .timeout_ms(Some(20_000))
@@ -263,4 +263,427 @@ fn key(p: &mut Pty, seen: &mut String, expect: &str, k: &str) {
     wait(p, seen, expect);
     p.send(k).unwrap();
     p.flush().unwrap();
+}
+
+/// A site whose one host cannot be reached (its key file does not exist): `plan --live` and
+/// `apply` get as far as opening the state directory and the log, then fail that host at once.
+const UNREACHABLE: &str = r#"
+[site]
+name = "mini"
+internal-domain = "mini.example.org"
+external-domain = "example.org"
+admin-email = "it@example.org"
+
+[network]
+subnet = "10.99.0.0/24"
+gateway = "10.99.0.1"
+
+[[host]]
+name = "h1"
+address = "10.99.0.10"
+ssh-key = "/nonexistent/groundwork-test-key"
+roles = []
+"#;
+
+/// A temporary directory with the unreachable site's answer file in it.
+fn unreachable_site() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mini.toml");
+    std::fs::write(&file, UNREACHABLE).unwrap();
+    let file = file.to_str().unwrap().to_string();
+    (dir, file)
+}
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn run_in(args: &[&str], stdout: std::process::Stdio) -> (i32, String) {
+    let out = groundwork()
+        .args(args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The write end of a pipe whose read end is already closed: every write fails with EPIPE,
+/// as when `| head -c1` has gone away.
+fn closed_pipe() -> std::process::Stdio {
+    use std::os::fd::FromRawFd as _;
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills two descriptors that this function then owns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors are fresh and owned here.
+    unsafe {
+        drop(std::os::fd::OwnedFd::from_raw_fd(fds[0]));
+        std::process::Stdio::from(std::os::fd::OwnedFd::from_raw_fd(fds[1]))
+    }
+}
+
+#[test]
+fn closed_or_full_standard_output_is_an_exit_code_not_a_panic() {
+    let (dir, mini) = unreachable_site();
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    // verify needs a secrets file; with no roles it checks nothing and prints an empty table
+    let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
+    assert_eq!(code, 1, "{err}");
+    let secrets = state.join("secrets.toml");
+    std::fs::write(&secrets, "").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cases: &[(&[&str], i32)] = &[
+        (&["plan"], 0),
+        (&["plan", "--json"], 0),
+        (&["validate", "wizard/examples/lab.toml"], 0),
+        (
+            &[
+                "validate",
+                "--json",
+                "tests/fixtures/bad/many-problems.toml",
+            ],
+            1,
+        ),
+        (&["schema"], 0),
+        (&["probe"], 0),
+        (&["probe", "--json"], 0),
+        (&["verify", &mini, "--state", st], 0),
+        (&["verify", "--json", &mini, "--state", st], 0),
+        (&["forget-host", "h1", &mini, "--state", st], 0),
+    ];
+    for (args, code) in cases {
+        let (got, err) = run_in(args, closed_pipe());
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(
+            got, *code,
+            "{args:?} into a closed pipe: a quiet exit with its own code: {err}"
+        );
+        assert!(!err.contains("cannot write"), "{args:?}: {err}");
+
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let (got, err) = run_in(args, full.into());
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(got, 2, "{args:?} into /dev/full: {err}");
+        assert!(
+            err.contains("error: cannot write to standard output: No space left on device"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_state_directory_open_to_others_is_refused_and_never_changed() {
+    let (dir, mini) = unreachable_site();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    // like /tmp: world-writable with the sticky bit
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let s = shared.to_str().unwrap();
+    for args in [
+        vec!["plan", "--live", &mini, "--state", s],
+        vec!["apply", "--yes", &mini, "--state", s],
+        vec!["--state", s, "apply", "--yes", &mini],
+        vec!["forget-host", "h1", &mini, "--state", s],
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "state directory {s} is open to other users (mode 1777"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(&format!("chmod 700 {s}")), "{err}");
+        assert_eq!(mode_of(&shared), 0o1777, "{args:?} changed the mode");
+        assert_eq!(
+            std::fs::read_dir(&shared).unwrap().count(),
+            0,
+            "{args:?} wrote into it"
+        );
+    }
+    // a missing one is made private, parents included
+    let fresh = dir.path().join("new/state");
+    let (code, _, err) = run(&["plan", "--live", &mini, "--state", fresh.to_str().unwrap()]);
+    assert_eq!(code, 1, "the host fails, the directory is fine: {err}");
+    assert_eq!(mode_of(&fresh), 0o700);
+    assert_eq!(mode_of(&dir.path().join("new")), 0o700);
+    assert_eq!(mode_of(&fresh.join("logs")), 0o700);
+}
+
+/// Another run (here flock(1), as a stand-in that holds the lock as long as needed) holds the
+/// state directory: every command that uses it is refused at once, naming the holder.
+#[test]
+fn a_second_run_on_a_locked_state_directory_is_refused() {
+    let (dir, mini) = unreachable_site();
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
+    assert_eq!(code, 1, "{err}");
+    let secrets = state.join("secrets.toml");
+    std::fs::write(&secrets, "").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // flock(1) holds the lock itself (-o: its command does not inherit it) until its command
+    // ends, which is when the test closes the command's standard input.
+    let hold = |mode: &str| {
+        let mut child = Command::new("flock")
+            .args([mode, "-o"])
+            .arg(state.join("lock"))
+            .args(["sh", "-c", "echo locked; read _"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("flock(1)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "locked\n");
+        child
+    };
+
+    let mut writer = hold("-x");
+    for args in [
+        vec!["apply", "--yes", &mini, "--state", st],
+        vec!["plan", "--live", &mini, "--state", st],
+        vec!["verify", &mini, "--state", st],
+        vec!["forget-host", "h1", &mini, "--state", st],
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "state directory {st} is in use by another groundwork run"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("pid {}", writer.id())),
+            "the holder is named: {err}"
+        );
+    }
+    drop(writer.stdin.take());
+    writer.wait().unwrap();
+
+    // readers share: a dry run goes ahead beside another reader, an apply does not
+    let mut reader = hold("-s");
+    let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
+    assert_eq!(
+        code, 1,
+        "the dry run ran (and failed its unreachable host): {err}"
+    );
+    let (code, _, err) = run(&["apply", "--yes", &mini, "--state", st]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("in use by another groundwork run"), "{err}");
+    drop(reader.stdin.take());
+    reader.wait().unwrap();
+    let (code, _, err) = run(&["apply", "--yes", &mini, "--state", st]);
+    assert_eq!(code, 1, "free again: {err}");
+}
+
+#[test]
+fn forget_host_removes_only_that_hosts_lines_and_warns_about_unreadable_ones() {
+    let (dir, mini) = unreachable_site();
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    // nothing recorded yet, and no state directory is made for that
+    let (code, out, err) = run(&["forget-host", "h1", &mini, "--state", st]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("nothing to forget for host h1 (10.99.0.10)"),
+        "{out}"
+    );
+    assert!(!state.exists());
+
+    let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
+    assert_eq!(code, 1, "{err}");
+    let k1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    let k2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G2sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";
+    let kh = state.join("known_hosts");
+    let mut text = format!("# mine\n10.99.0.10\t{k1}\nother,10.99.0.10 {k2} keep\n").into_bytes();
+    text.extend_from_slice(b"10.99.0.77 ssh-ed25519 \xff\n");
+    text.extend_from_slice(format!("[10.99.0.10]:2222 {k1}\n").as_bytes());
+    std::fs::write(&kh, &text).unwrap();
+    std::fs::set_permissions(&kh, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // a run names the unreadable line and goes on
+    let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("warning: {}:4: ", kh.display())),
+        "{err}"
+    );
+
+    let (code, out, err) = run(&["forget-host", "h1", &mini, "--state", st]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("forgot the recorded key(s) of host h1 (10.99.0.10)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("removed line(s) 2") && out.contains("out of line(s) 3"),
+        "{out}"
+    );
+    let mut want = format!("# mine\nother {k2} keep\n").into_bytes();
+    want.extend_from_slice(b"10.99.0.77 ssh-ed25519 \xff\n");
+    want.extend_from_slice(format!("[10.99.0.10]:2222 {k1}\n").as_bytes());
+    assert_eq!(std::fs::read(&kh).unwrap(), want);
+    assert_eq!(mode_of(&kh), 0o600);
+
+    let (code, out, _) = run(&["forget-host", "[10.99.0.10]:2222", &mini, "--state", st]);
+    assert_eq!(code, 0);
+    assert!(out.contains("removed line(s) 4"), "{out}");
+    let (code, out, _) = run(&["forget-host", "h2", &mini, "--state", st]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("nothing recorded for h2") && out.contains("not a host name"),
+        "{out}"
+    );
+}
+
+fn broken_template_override(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("playbooks");
+    let base = root.join("base");
+    std::fs::create_dir_all(base.join("templates")).unwrap();
+    for f in [
+        "role.toml",
+        "templates/hosts.j2",
+        "templates/sshd-hardening.conf.j2",
+    ] {
+        std::fs::copy(std::path::Path::new("playbooks/base").join(f), base.join(f)).unwrap();
+    }
+    std::fs::write(
+        base.join("templates/hosts.j2"),
+        "127.0.0.1 localhost\n{% for h in hosts %}\n{{ h.name \n",
+    )
+    .unwrap();
+    root
+}
+
+#[test]
+fn playbooks_that_do_not_load_are_refused_before_anything_runs() {
+    let (dir, mini) = unreachable_site();
+    let st = dir.path().join("state");
+    let st = st.to_str().unwrap();
+    let pb = broken_template_override(dir.path());
+    let hosts_j2 = pb.join("base/templates/hosts.j2");
+    for cmd in [&["plan", "--live"][..], &["apply", "--yes"], &["plan"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--playbooks", pb.to_str().unwrap(), &mini, "--state", st]);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{}:3: role `base`: template syntax error",
+                hosts_j2.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (p, want) in [
+        (
+            "/nonexistent/playbooks",
+            "/nonexistent/playbooks: no such directory",
+        ),
+        (empty.to_str().unwrap(), "no role folder in it"),
+    ] {
+        for cmd in [&["plan", "--live"][..], &["apply", "--yes"], &["plan"]] {
+            let mut args = cmd.to_vec();
+            args.extend(["--playbooks", p, &mini, "--state", st]);
+            let (code, _, err) = run(&args);
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+    assert!(
+        !std::path::Path::new(st).exists(),
+        "refused before the state directory is made"
+    );
+}
+
+#[test]
+fn help_documents_the_options_and_state_only_where_it_applies() {
+    let help = |args: &[&str]| {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert!(!help(&["--help"]).contains("--state"));
+    for c in ["validate", "schema", "probe"] {
+        assert!(!help(&[c, "--help"]).contains("--state"), "{c}");
+    }
+    for c in ["wizard", "plan", "apply", "verify", "forget-host"] {
+        let h = help(&[c, "--help"]);
+        assert!(
+            h.contains("--state <DIR>") && h.contains("created with mode 0700"),
+            "{c}: {h}"
+        );
+    }
+    assert!(help(&["validate", "--help"]).contains("Answer files to check"));
+    for c in ["validate", "probe", "plan", "verify", "apply"] {
+        let h = help(&[c, "--help"]);
+        let line = h
+            .lines()
+            .find(|l| l.contains("--json"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.trim().len() > "--json".len() + 4,
+            "{c}: --json is undocumented: {h}"
+        );
+    }
+    assert!(help(&["wizard", "--help"]).contains("Where to write the answer file"));
+    let (code, _, err) = run(&["--state", "/tmp", "validate", "wizard/examples/lab.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--state does nothing for `groundwork validate`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_logs_are_kept_for_the_last_runs_only() {
+    let (dir, mini) = unreachable_site();
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
+    assert_eq!(code, 1, "{err}");
+    let logs = state.join("logs");
+    for i in 0..30 {
+        std::fs::write(logs.join(format!("20000101T0000{i:02}Z-0000.log")), "old").unwrap();
+    }
+    let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
+    assert_eq!(code, 1, "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), groundwork::state::KEEP_LOGS, "{names:?}");
+    // the two runs' own logs are the newest and stay; the oldest went
+    assert!(
+        !names.contains(&"20000101T000011Z-0000.log".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"20000101T000012Z-0000.log".to_string()),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| !n.starts_with("2000")).count(),
+        2,
+        "{names:?}"
+    );
 }

@@ -351,8 +351,82 @@ fn changed_host_key_is_refused() {
         assert!(msg.contains(&o.known_hosts.display().to_string()), "{msg}");
         assert!(msg.contains("line 1"), "{msg}");
         assert!(msg.contains("the host key changed (SHA256:"), "{msg}");
+        let state = o.known_hosts.parent().unwrap().display().to_string();
+        assert!(
+            msg.contains(&format!(
+                "groundwork forget-host 10.77.0.31 --state {state}"
+            )),
+            "the error names the command that forgets the key: {msg}"
+        );
     });
     assert_eq!(std::fs::read_to_string(&o.known_hosts).unwrap(), before);
+    // what that command does: the old key goes, the next connection records the new one
+    let done = groundwork::ssh::forget_host(&o.known_hosts, HOST.1, 22).unwrap();
+    assert_eq!(done.removed, [1]);
+    rt.block_on(async {
+        let s = connect(&target("root"), &o).await;
+        assert!(s.first_contact());
+        s.close().await;
+    });
+}
+
+/// known_hosts as OpenSSH writes and reads it, against the real sshd: a tab-separated line
+/// and a hashed one (`ssh-keygen -H`) are the recorded key, and an `@revoked` line refuses it.
+#[test]
+fn known_hosts_lines_in_openssh_forms() {
+    let Some(_lab) = lab::exclusive(&[HOST]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path());
+    let rt = rt();
+    rt.block_on(async {
+        connect(&target("root"), &o).await.close().await;
+    });
+    let learned = std::fs::read_to_string(&o.known_hosts).unwrap();
+    let fields: Vec<&str> = learned.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "{learned}");
+    let key = format!("{} {}", fields[1], fields[2]);
+
+    // tabs between the fields, a comment line before: known, nothing appended
+    let tabbed = format!("# lab\n{}\t{}\t{}\n", fields[0], fields[1], fields[2]);
+    std::fs::write(&o.known_hosts, &tabbed).unwrap();
+    rt.block_on(async {
+        let s = connect(&target("root"), &o).await;
+        assert!(!s.first_contact());
+        s.close().await;
+    });
+    assert_eq!(std::fs::read_to_string(&o.known_hosts).unwrap(), tabbed);
+
+    // hashed by the real ssh-keygen
+    std::fs::write(&o.known_hosts, &learned).unwrap();
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-H", "-f"])
+        .arg(&o.known_hosts)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    let hashed = std::fs::read_to_string(&o.known_hosts).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    rt.block_on(async {
+        let s = connect(&target("root"), &o).await;
+        assert!(!s.first_contact());
+        s.close().await;
+    });
+    assert_eq!(std::fs::read_to_string(&o.known_hosts).unwrap(), hashed);
+
+    // revoked: refused with the file and line, even though line 1 records it
+    std::fs::write(&o.known_hosts, format!("{learned}@revoked * {key}\n")).unwrap();
+    rt.block_on(async {
+        let err = Session::connect(&target("root"), &o).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, SshError::HostKeyRevoked { line: 2, .. }),
+            "{msg}"
+        );
+        assert!(msg.contains(&o.known_hosts.display().to_string()), "{msg}");
+        assert!(msg.contains("is revoked by line 2"), "{msg}");
+    });
 }
 
 #[test]

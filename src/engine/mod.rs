@@ -73,7 +73,8 @@ fn expand_home(p: &std::path::Path) -> PathBuf {
 pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcome, String> {
     let catalog = Catalog::load(opts.playbooks.as_deref()).map_err(|e| e.to_string())?;
     let plan = crate::plan::build(a);
-    state.ensure().map_err(|e| format!("{}: {e}", state.root.display()))?;
+    // The caller (cli) holds the state directory's lock; this only checks it again.
+    state.ensure().map_err(|e| e.to_string())?;
 
     let secrets_path = state.secrets_path();
     let mut secrets = Secrets::load(&secrets_path).map_err(|e| e.to_string())?;
@@ -84,8 +85,12 @@ pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcom
 
     let run = run_id();
     let redactor = Redactor::new(&secrets);
-    let reporter = Reporter::new(&state.root.join("logs").join(format!("{run}.log")), opts.json, redactor)
-        .map_err(|e| format!("log file: {e}"))?;
+    // new_log keeps the last state::KEEP_LOGS run logs.
+    let log_path = state.new_log(&run).map_err(|e| format!("log file: {e}"))?;
+    let reporter = Reporter::new(&log_path, opts.json, redactor).map_err(|e| format!("log file: {e}"))?;
+    for w in crate::ssh::known_hosts_warnings(&state.known_hosts_path()) {
+        reporter.note("-", &format!("warning: {w}"));
+    }
     if !made.is_empty() {
         let how = if opts.dry_run { "would generate" } else { "generated" };
         reporter.note("-", &format!("{how} secrets {} in {}", made.join(", "), secrets_path.display()));

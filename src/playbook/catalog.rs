@@ -226,9 +226,75 @@ fn parse_role(name: &str, files: &RoleFiles) -> Result<RoleSpec, CatalogError> {
     Ok(spec)
 }
 
+/// Refuses an override directory that is missing, is not a directory, holds a role folder
+/// this build does not know (a typo would otherwise leave the built-in role in place), or holds
+/// no role folder at all.
+fn check_override_dir(dir: &Path) -> Result<(), CatalogError> {
+    let err = |message: String| CatalogError {
+        file: dir.display().to_string(),
+        message,
+    };
+    let known = ORDER.join(", ");
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(err(format!(
+                "no such directory; --playbooks names a directory of role folders (`<role>/role.toml`; roles: {known})"
+            )));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Err(err(
+                "not a directory; --playbooks names a directory of role folders".into(),
+            ));
+        }
+        Err(e) => return Err(err(e.to_string())),
+    };
+    let mut found = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| err(e.to_string()))?;
+        if !entry.path().join("role.toml").is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !ORDER.contains(&name.as_str()) {
+            return Err(CatalogError {
+                file: entry.path().join("role.toml").display().to_string(),
+                message: format!("`{name}` is not a role of groundwork (roles: {known})"),
+            });
+        }
+        found += 1;
+    }
+    if found == 0 {
+        return Err(err(format!(
+            "no role folder in it; --playbooks names a directory of role folders (`<role>/role.toml`; roles: {known})"
+        )));
+    }
+    Ok(())
+}
+
+/// Compiles every template of a role, so a syntax error is reported when the catalog loads,
+/// naming the role, the file and the line, and never surfaces while a host is converged.
+fn compile_templates(name: &str, files: &RoleFiles) -> Result<(), CatalogError> {
+    let mut env = minijinja::Environment::new();
+    for (t, text) in &files.templates {
+        if let Err(e) = env.add_template_owned(format!("{name}/{t}"), text.clone()) {
+            let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+            let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+            return Err(CatalogError {
+                file: format!("{}/templates/{t}{line}", files.origin),
+                message: format!("role `{name}`: template {}{detail}", e.kind()),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Catalog {
     /// The embedded roles, overridden role by role from `dir` when given.
     pub fn load(dir: Option<&Path>) -> Result<Catalog, CatalogError> {
+        if let Some(d) = dir {
+            check_override_dir(d)?;
+        }
         let mut roles = Vec::new();
         let mut templates = BTreeMap::new();
         let mut hasher = Sha256::new();
@@ -246,6 +312,7 @@ impl Catalog {
                 hasher.update(text.as_bytes());
                 templates.insert(format!("{name}/{t}"), text.clone());
             }
+            compile_templates(name, &files)?;
             roles.push(parse_role(name, &files)?);
         }
         Ok(Catalog {
@@ -334,5 +401,61 @@ mod tests {
         let c = Catalog::load(Some(dir.path())).unwrap();
         assert_eq!(c.get("base").unwrap().steps.len(), 1);
         assert_ne!(c.digest, Catalog::embedded().digest);
+    }
+
+    #[test]
+    fn a_template_syntax_error_names_the_role_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        std::fs::create_dir_all(base.join("templates")).unwrap();
+        std::fs::write(
+            base.join("role.toml"),
+            "name = \"base\"\nphase = \"foundation\"\nsummary = \"x\"\n[[step]]\nname = \"motd\"\ndest = \"/etc/motd\"\ntemplate = \"motd.j2\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            base.join("templates/motd.j2"),
+            "line one\n{{ site.name }}\n{% if x %}\nno endif\n",
+        )
+        .unwrap();
+        let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        let file = base.join("templates/motd.j2");
+        assert!(err.starts_with(&format!("{}:", file.display())), "{err}");
+        assert!(err.contains("role `base`: template syntax error"), "{err}");
+        // minijinja reports where it noticed: the end of the file, line 4 or 5
+        let line: usize = err[file.display().to_string().len() + 1..]
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("no line in {err}"));
+        assert!((3..=5).contains(&line), "{err}");
+        // the engine's environment holds only templates that compiled: it cannot panic
+        std::fs::write(base.join("templates/motd.j2"), "{{ site.name }}\n").unwrap();
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        let _ = crate::engine::context::environment(&c);
+    }
+
+    #[test]
+    fn a_missing_or_empty_or_misspelt_override_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("typo");
+        let err = Catalog::load(Some(&missing)).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{}: no such directory", missing.display())),
+            "{err}"
+        );
+        let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("no role folder in it"), "{err}");
+        std::fs::create_dir_all(dir.path().join("bse")).unwrap();
+        std::fs::write(dir.path().join("bse/role.toml"), "").unwrap();
+        let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(
+            err.contains("bse/role.toml: `bse` is not a role of groundwork"),
+            "{err}"
+        );
+        let file = dir.path().join("bse/role.toml");
+        let err = Catalog::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
     }
 }

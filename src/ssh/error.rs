@@ -40,17 +40,31 @@ pub enum SshError {
     },
     /// The server presented a key that differs from the one recorded in known_hosts.
     #[error(
-        "host {host} ({address}): the host key changed ({fingerprint}) and does not match line {line} of {}; if the host was reinstalled, remove that line",
-        path.display()
+        "host {host} ({address}): the host key changed ({fingerprint}) and does not match line {line} of {}; if the host was reinstalled, forget its old key with `{}` and run again",
+        path.display(),
+        forget_command(address, *port, path)
     )]
     HostKeyChanged {
         host: String,
         address: String,
+        port: u16,
         /// SHA256 fingerprint of the key the server presented now.
         fingerprint: String,
         /// The known_hosts file.
         path: PathBuf,
         /// 1-based line of the recorded key that does not match.
+        line: usize,
+    },
+    /// The server presented a key that an `@revoked` line of known_hosts lists.
+    #[error(
+        "host {host} ({address}): the host key ({fingerprint}) is revoked by line {line} of {}; groundwork never accepts it",
+        path.display()
+    )]
+    HostKeyRevoked {
+        host: String,
+        address: String,
+        fingerprint: String,
+        path: PathBuf,
         line: usize,
     },
     /// known_hosts could not be read, parsed or written.
@@ -118,6 +132,7 @@ impl SshError {
             | SshError::KeyEncrypted { host, .. }
             | SshError::Connect { host, .. }
             | SshError::HostKeyChanged { host, .. }
+            | SshError::HostKeyRevoked { host, .. }
             | SshError::KnownHosts { host, .. }
             | SshError::Auth { host, .. }
             | SshError::NoSudo { host, .. }
@@ -125,5 +140,55 @@ impl SshError {
             | SshError::Protocol { host, .. }
             | SshError::Upload { host, .. } => host,
         }
+    }
+}
+
+/// The `groundwork forget-host` command line for a host's entry in `known_hosts` (its
+/// directory is the state directory), quoted for a POSIX shell where needed.
+pub(crate) fn forget_command(address: &str, port: u16, known_hosts: &std::path::Path) -> String {
+    let host = super::known_hosts::host_field(address, port);
+    let state = known_hosts
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    format!(
+        "groundwork forget-host {} --state {}",
+        shell_word(&host),
+        shell_word(&state.to_string_lossy())
+    )
+}
+
+/// `s` as one shell word: as is when it holds only safe characters, else in single quotes.
+fn shell_word(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:@,=%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_changed_key_error_names_the_line_and_the_forget_command() {
+        let e = SshError::HostKeyChanged {
+            host: "ns1".into(),
+            address: "10.0.0.1".into(),
+            port: 2222,
+            fingerprint: "SHA256:x".into(),
+            path: PathBuf::from("/var/lib/my state/known_hosts"),
+            line: 7,
+        };
+        assert_eq!(
+            e.to_string(),
+            "host ns1 (10.0.0.1): the host key changed (SHA256:x) and does not match line 7 of /var/lib/my state/known_hosts; if the host was reinstalled, forget its old key with `groundwork forget-host '[10.0.0.1]:2222' --state '/var/lib/my state'` and run again"
+        );
+        assert_eq!(
+            forget_command("10.0.0.1", 22, std::path::Path::new("/s/known_hosts")),
+            "groundwork forget-host 10.0.0.1 --state /s"
+        );
     }
 }

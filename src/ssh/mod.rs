@@ -20,6 +20,26 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertific
 use russh::{ChannelMsg, Disconnect, Sig};
 
 pub use error::SshError;
+pub(crate) use known_hosts::host_field;
+pub use known_hosts::{Forgotten, Note};
+
+/// Forgets the recorded host keys of `address`:`port` in the known_hosts file `path` (see
+/// `groundwork forget-host`): the file is rewritten atomically, every other line byte for byte.
+pub fn forget_host(path: &Path, address: &str, port: u16) -> Result<Forgotten, String> {
+    known_hosts::forget(path, address, port)
+}
+
+/// Lines of the known_hosts file `path` that cannot be read or are not used, each as
+/// "path:line: what" (empty when the file is absent).
+pub fn known_hosts_warnings(path: &Path) -> Vec<String> {
+    match known_hosts::notes(path) {
+        Ok(notes) => notes
+            .iter()
+            .map(|n| format!("{}:{}: {}", path.display(), n.line, n.message))
+            .collect(),
+        Err(e) => vec![format!("{}: {e}", path.display())],
+    }
+}
 
 /// A host to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,10 +159,26 @@ impl Client {
                 return Err(SshError::HostKeyChanged {
                     host: self.host.clone(),
                     address: self.address.clone(),
+                    port: self.port,
                     fingerprint,
                     path: self.known_hosts.clone(),
                     line,
                 });
+            }
+            known_hosts::Verdict::Revoked { line } => {
+                return Err(SshError::HostKeyRevoked {
+                    host: self.host.clone(),
+                    address: self.address.clone(),
+                    fingerprint,
+                    path: self.known_hosts.clone(),
+                    line,
+                });
+            }
+            known_hosts::Verdict::Unreadable { line, reason } => {
+                // Learning a key beside it could accept what that line was meant to refuse.
+                return Err(kh_err(format!(
+                    "line {line} is for this host but cannot be read ({reason}); fix or remove that line"
+                )));
             }
         }
         shared.fingerprint = fingerprint;
