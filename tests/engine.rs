@@ -133,9 +133,9 @@ fn a_connection_cut_mid_run_is_resumed_and_the_pending_reload_happens() {
     let pb = playbooks.to_str().unwrap().to_string();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(["apply", "--yes", "--json", ANSWERS, "--host", "b3", "--playbooks", &pb])
         .arg("--state")
         .arg(&state)
-        .args(["apply", "--yes", "--json", ANSWERS, "--host", "b3", "--playbooks", &pb])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -222,9 +222,9 @@ fn exited_within(child: &mut std::process::Child, limit: std::time::Duration) ->
 /// Starts an apply of `--host h` and returns it once `step` has started on it.
 fn apply_until_step(state: &Path, pb: &str, h: &str, step: &str) -> std::process::Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(["apply", "--yes", "--json", ANSWERS, "--host", h, "--playbooks", pb])
         .arg("--state")
         .arg(state)
-        .args(["apply", "--yes", "--json", ANSWERS, "--host", h, "--playbooks", pb])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

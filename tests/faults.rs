@@ -37,9 +37,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// Starts `apply`, kills it after `at`; returns what each host was doing at that moment.
 fn apply_killed_after(state: &Path, at: Duration) -> (String, bool) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(["apply", "--yes", "--json", ANSWERS])
         .arg("--state")
         .arg(state)
-        .args(["apply", "--yes", "--json", ANSWERS])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

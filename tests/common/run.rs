@@ -66,13 +66,13 @@ impl Run {
     }
 }
 
-/// `groundwork --state STATE ARGS...`, its JSON events parsed from standard output.
+/// `groundwork ARGS... --state STATE`, its JSON events parsed from standard output.
 pub fn groundwork(state: &Path, args: &[&str]) -> Run {
     let t = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(args)
         .arg("--state")
         .arg(state)
-        .args(args)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -85,7 +85,7 @@ pub fn groundwork(state: &Path, args: &[&str]) -> Run {
     }
 }
 
-/// `groundwork --state STATE apply --yes --json ANSWERS EXTRA...`
+/// `groundwork apply --yes --json ANSWERS EXTRA... --state STATE`
 pub fn apply(answers: &str, state: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["apply", "--yes", "--json", answers];
     args.extend_from_slice(extra);
