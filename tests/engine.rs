@@ -314,3 +314,25 @@ fn a_rebuilt_host_is_not_resumed_as_the_old_machine() {
     assert!(third.all_text().contains("resuming run"), "{}", third.all_text());
     assert_eq!(third.step("b2", "hosts file").unwrap()["status"], "skipped", "same machine now: resumed");
 }
+
+#[test]
+fn a_package_transaction_waits_for_another_and_says_so() {
+    let hosts = &HOSTS[0..1];
+    let Some(_lab) = lab::exclusive(hosts) else { return };
+    fresh(hosts);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // Another transaction (an orphan of a killed run) holds the lock for 13 s.
+    on("b1", "setsid flock /run/lock/groundwork-packages.lock sleep 13 >/dev/null 2>&1 < /dev/null & sleep 0.3");
+    let run = apply(&state, &["--host", "b1"]);
+    assert_eq!(run.code, 0, "{}", run.all_text());
+    let parts: Vec<&str> = run
+        .events
+        .iter()
+        .filter(|e| e["event"] == "progress" && e["host"] == "b1")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(parts.iter().any(|p| p.starts_with("waiting for another package transaction (10 s)")), "{parts:?}");
+    assert!(parts.contains(&"install") && parts.last() == Some(&"done"), "{parts:?}");
+    assert!(run.secs > 12.0, "it waited: {:.1} s", run.secs);
+}

@@ -85,8 +85,19 @@ impl<'a> HostRun<'a> {
 
     /// Run a command; give up after `limit` (the remote command may go on; the step fails).
     async fn exec_within(&self, cmd: &str, stdin: Option<&[u8]>, limit: Duration) -> Result<Output, String> {
+        self.exec_watching(cmd, stdin, limit, &|_| {}).await
+    }
+
+    /// [`Self::exec_within`], with each line of output passed to `on_line` as it arrives.
+    async fn exec_watching(
+        &self,
+        cmd: &str,
+        stdin: Option<&[u8]>,
+        limit: Duration,
+        on_line: &(dyn Fn(&str) + Sync),
+    ) -> Result<Output, String> {
         let t = Instant::now();
-        let out = match tokio::time::timeout(limit, self.session.exec(cmd, stdin)).await {
+        let out = match tokio::time::timeout(limit, self.session.exec_watching(cmd, stdin, on_line)).await {
             Ok(r) => r.map_err(|e| e.to_string())?,
             Err(_) => {
                 let first = cmd.lines().find(|l| !l.trim().is_empty()).unwrap_or(cmd);
@@ -123,7 +134,13 @@ impl<'a> HostRun<'a> {
 
     /// The package transaction; a failure names the part that failed, with apt's last words.
     async fn packages(&self, script: &str) -> Result<(), String> {
-        let out = self.exec_within(script, None, PACKAGES_TIMEOUT).await?;
+        // The part running now (a wait for another apt included) shows on the progress bar.
+        let on_line = |line: &str| {
+            if let Some(part) = line.strip_prefix("groundwork-part\t") {
+                self.reporter.progress(&self.host, "packages", part);
+            }
+        };
+        let out = self.exec_watching(script, None, PACKAGES_TIMEOUT, &on_line).await?;
         if out.ok() {
             return Ok(());
         }

@@ -82,12 +82,18 @@ pub fn script(missing: &[String], preseed: &[String]) -> String {
     s.push_str(&format!(
         "part 'wait for the package manager'\n\
          exec 9>>{LOCK}\n\
-         flock -w {LOCK_WAIT_S} 9 || fail 'waiting for another package transaction'\n\
+         waited=0\n\
+         until flock -n 9; do\n\
+         \t[ $((waited % 10)) = 0 ] && [ $waited -gt 0 ] && part \"waiting for another package transaction ($waited s)\"\n\
+         \t[ $waited -lt {LOCK_WAIT_S} ] || fail 'waiting for another package transaction'\n\
+         \tsleep 1; waited=$((waited + 1))\n\
+         done\n\
          end=$(( $(date +%s) + {LOCK_WAIT_S} ))\n\
          until out=$(dpkg --configure -a 2>&1); do\n\
          \tprintf '%s\\n' \"$out\" >>\"$log\"\n\
          \tcase $out in *lock*) ;; *) fail 'dpkg --configure -a' ;; esac\n\
          \t[ \"$(date +%s)\" -lt \"$end\" ] || fail 'waiting for the dpkg lock'\n\
+         \tpart \"waiting for the dpkg lock ($(( $(date +%s) - end + {LOCK_WAIT_S} )) s)\"\n\
          \tsleep 1\n\
          done\n"
     ));

@@ -205,6 +205,15 @@ impl Reporter {
         self.emit(json!({"event": "step-started", "host": host, "role": role, "step": step}));
     }
 
+    /// What a long step is doing now (the bar, the log, a `progress` event).
+    pub fn progress(&self, host: &str, role: &str, text: &str) {
+        if let Some(bar) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).get(host) {
+            bar.set_message(format!("{role}: {text}"));
+        }
+        self.log(host, &format!("{role}: {text}"));
+        self.emit(json!({"event": "progress", "host": host, "role": role, "text": self.redact(text)}));
+    }
+
     /// A finished step; `detail` is a diff, the command that ran, or why it failed.
     pub fn step_finished(&self, host: &str, role: &str, step: &str, status: Status, took: Duration, detail: Option<&str>) {
         let detail = detail.map(|d| self.redactor.redact(d));

@@ -437,7 +437,7 @@ impl Session {
             first_contact,
         };
         if t.user != "root" {
-            let out = session.run("sudo -n true", None).await?;
+            let out = session.run("sudo -n true", None, &|_| {}).await?;
             if !out.ok() {
                 let said = out.stderr_str().trim().to_string();
                 let said = if said.is_empty() {
@@ -482,10 +482,21 @@ impl Session {
     /// `sudo -n -- sh -c '<cmd>'`. `stdin` (if any) is written, then EOF is sent.
     /// A command killed by signal n reports status 128+n.
     pub async fn exec(&self, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, SshError> {
+        self.exec_watching(cmd, stdin, &|_| {}).await
+    }
+
+    /// [`Session::exec`], calling `on_line` with each line of standard output as it arrives
+    /// (a long command's progress).
+    pub async fn exec_watching(
+        &self,
+        cmd: &str,
+        stdin: Option<&[u8]>,
+        on_line: &(dyn Fn(&str) + Sync),
+    ) -> Result<Output, SshError> {
         if self.target.user == "root" {
-            self.run(cmd, stdin).await
+            self.run(cmd, stdin, on_line).await
         } else {
-            self.run(&format!("sudo -n -- sh -c {}", sh_quote(cmd)), stdin)
+            self.run(&format!("sudo -n -- sh -c {}", sh_quote(cmd)), stdin, on_line)
                 .await
         }
     }
@@ -543,7 +554,12 @@ impl Session {
     }
 
     /// Runs `cmd` exactly as given on a new channel.
-    async fn run(&self, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, SshError> {
+    async fn run(
+        &self,
+        cmd: &str,
+        stdin: Option<&[u8]>,
+        on_line: &(dyn Fn(&str) + Sync),
+    ) -> Result<Output, SshError> {
         let channel = match self.handle.channel_open_session().await {
             Ok(c) => c,
             Err(e) if self.handle.is_closed() => return Err(self.lost(e.to_string())),
@@ -575,7 +591,17 @@ impl Session {
             let mut status = None;
             loop {
                 match rx.wait().await {
-                    Some(ChannelMsg::Data { data }) => out.stdout.extend_from_slice(&data),
+                    Some(ChannelMsg::Data { data }) => {
+                        let seen = out.stdout.len();
+                        out.stdout.extend_from_slice(&data);
+                        // The complete lines this chunk finished.
+                        let start = out.stdout[..seen].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                        if let Some(end) = out.stdout.iter().rposition(|b| *b == b'\n').filter(|e| *e >= seen) {
+                            for line in out.stdout[start..end].split(|b| *b == b'\n') {
+                                on_line(&String::from_utf8_lossy(line));
+                            }
+                        }
+                    }
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
                         out.stderr.extend_from_slice(&data)
                     }
