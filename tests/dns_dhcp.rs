@@ -255,6 +255,9 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     let Some(_lab) = lab::exclusive(HOSTS) else { return };
     fresh(HOSTS);
     ensure_dig();
+    // dc1 booted with DHCP and its client retries in the background: stopped until step 2, so
+    // no lease (and no DDNS update) lands while the dry runs below look for changed files.
+    on("dc1", "ifdown eth0 >/dev/null 2>&1 || true");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
 
