@@ -9,8 +9,9 @@ use crate::engine::facts::{PathFact, sh_quote};
 use crate::playbook::catalog::hex;
 use crate::playbook::step::Source;
 
-/// Where replaced files are kept, the last 5 per file.
+/// Where replaced files are kept, the last [`KEEP`] per file.
 pub const BACKUPS: &str = "/var/backups/groundwork";
+pub const KEEP: usize = 5;
 /// The exit status of the write script when the validator refuses the candidate.
 pub const REFUSED: u32 = 97;
 
@@ -135,13 +136,15 @@ pub fn candidate(dest: &str, run: &str) -> String {
     )
 }
 
-/// The backup name of `path`, under [`BACKUPS`].
+/// The backup name of `path`: one file name per path (`%` and `/` escaped, so `/etc/a_b` and
+/// `/etc/a/b` never share backups), under [`BACKUPS`].
 pub fn backup_name(path: &str) -> String {
-    format!(
-        "{BACKUPS}/{}",
-        path.trim_start_matches('/').replace('/', "_")
-    )
+    format!("{BACKUPS}/{}", path.replace('%', "%25").replace('/', "%2F"))
 }
+
+/// The timestamp the host appends to a backup name, as a glob: exactly these, so pruning the
+/// backups of `/etc/hosts` never matches those of `/etc/hosts.allow`.
+const STAMP_GLOB: &str = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]";
 
 /// The script that puts `w.content` (its stdin) in place. Exit [`REFUSED`]: the validator
 /// refused the candidate, which is removed; the live file is unchanged.
@@ -162,10 +165,17 @@ pub fn write_script(w: &Write) -> String {
             "if ! out=$( {cmd} 2>&1 ); then rm -f \"$tmp\"; printf '%s\\n' \"$out\" >&2; exit {REFUSED}; fi\n"
         ));
     }
+    // The backups sort by their timestamp in the name: the glob lists them oldest first.
     s.push_str(&format!(
-        "if [ -e \"$dest\" ]; then mkdir -p {BACKUPS}; cp -a \"$dest\" \"{b}.$(date +%Y%m%dT%H%M%S)\"; \
-         ls -1t {b}.* 2>/dev/null | tail -n +6 | xargs -r rm -f; fi\nmv -f \"$tmp\" \"$dest\"\n",
-        b = w.backup,
+        "if [ -e \"$dest\" ]; then\n  \
+         backup={b}\n  \
+         mkdir -p {dir}\n  \
+         cp -a \"$dest\" \"$backup.$(date +%Y%m%dT%H%M%S)\"\n  \
+         set -- \"$backup\".{STAMP_GLOB}\n  \
+         while [ $# -gt {KEEP} ]; do rm -f -- \"$1\"; shift; done\n\
+         fi\nmv -f \"$tmp\" \"$dest\"\n",
+        b = sh_quote(&w.backup),
+        dir = sh_quote(parent(&w.backup)),
     ));
     s
 }
@@ -230,6 +240,21 @@ pub fn diff(path: &str, old: &str, new: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_names_are_one_per_path() {
+        assert_eq!(
+            backup_name("/etc/hosts"),
+            "/var/backups/groundwork/%2Fetc%2Fhosts"
+        );
+        // The old flat name (`/` -> `_`) gave these two the same backups.
+        assert_ne!(backup_name("/etc/a_b"), backup_name("/etc/a/b"));
+        assert_ne!(backup_name("/etc/a%2Fb"), backup_name("/etc/a/b"));
+        assert_eq!(
+            backup_name("/etc/a%2Fb"),
+            "/var/backups/groundwork/%2Fetc%2Fa%252Fb"
+        );
+    }
 
     #[test]
     fn a_candidate_sits_beside_its_file() {
