@@ -63,6 +63,9 @@ fn base_converges_on_four_hosts_then_a_second_apply_changes_nothing() {
     }
     // b2 is reached as `ops` through sudo: the files are root's all the same.
     assert_eq!(on("b2", "stat -c %U /etc/ssh/sshd_config.d/50-groundwork.conf").trim(), "root");
+    // The replaced /etc/hosts is kept under its own name (`/` escaped), one backup.
+    let backups = on("b1", "ls /var/backups/groundwork");
+    assert_eq!(backups.lines().filter(|l| l.starts_with("%2Fetc%2Fhosts.")).count(), 1, "{backups}");
 
     let second = apply(&state, &[]);
     assert_eq!(second.code, 0, "{}", second.all_text());

@@ -1,47 +1,33 @@
-//! One host's run: render its steps, gather facts in one round trip, then decide each step
-//! from the facts and change only what differs. Once something changed on the host, later
-//! steps are checked live (the snapshot may be stale); a run that changes nothing costs one
-//! round trip.
+//! One host's run, the runner of the steps: render its steps, gather facts in one round trip,
+//! then have each step decided from the facts (the pure decisions of [`super::steps`]) and
+//! carry out the actions over SSH, with the journal, notifications and progress. Once
+//! something changed on the host, later steps are checked live (the snapshot may be stale); a
+//! run that changes nothing costs one round trip.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use minijinja::{Environment, Value};
-use sha2::{Digest, Sha256};
 
 use super::board::Board;
 use super::facts::{Facts, PathFact, Probe, sh_quote};
 use super::journal::{Entry, Journal, Resume};
 use super::packages;
 use super::report::{Reporter, Status};
-use crate::playbook::catalog::{RoleSpec, hex};
-use crate::playbook::step::{Kind, OnNotify, ServiceState, Source};
+use super::steps::{Action, Decision, Detail, Step, command, directory, file, service, wait};
+use crate::playbook::catalog::RoleSpec;
+use crate::playbook::step::Source;
 use crate::ssh::{Output, Session};
 
-/// A step with its paths, commands and checks rendered for this host.
+/// A step of a role, rendered for this host.
 struct Prepared<'c> {
     role: &'c str,
     name: &'c str,
     when: Option<&'c str>,
-    kind: &'c Kind,
-    what: What,
-}
-
-enum What {
-    File { dest: String, fact: usize, validate: Option<String> },
-    Directory { path: String, fact: usize },
-    /// Guards: kind, index in the probe's checks, the check itself.
-    Command { command: String, checks: Vec<(Guard, usize, String)> },
-    Service { name: String },
-    Wait { check: String, fact: usize },
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Guard {
-    Creates,
-    Unless,
-    Onlyif,
+    step: Step,
+    /// Where its facts are in the snapshot (see [`Step::ask`]).
+    at: Vec<usize>,
 }
 
 pub struct HostRun<'a> {
@@ -101,8 +87,14 @@ impl<'a> HostRun<'a> {
             Ok(r) => r.map_err(|e| e.to_string())?,
             Err(_) => {
                 let first = cmd.lines().find(|l| !l.trim().is_empty()).unwrap_or(cmd);
-                self.reporter.log(&self.host, &format!("$ {cmd}\n  -> no answer within {} s", limit.as_secs()));
-                return Err(format!("no answer within {} s from `{first}`", limit.as_secs()));
+                self.reporter.log(
+                    &self.host,
+                    &format!("$ {cmd}\n  -> no answer within {} s", limit.as_secs()),
+                );
+                return Err(format!(
+                    "no answer within {} s from `{first}`",
+                    limit.as_secs()
+                ));
             }
         };
         self.reporter.command(
@@ -114,22 +106,6 @@ impl<'a> HostRun<'a> {
             t.elapsed(),
         );
         Ok(out)
-    }
-
-    /// Run a change; non-zero exit is an error carrying the command's output.
-    async fn change(&self, what: &str, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, String> {
-        let out = self.exec_within(cmd, stdin, COMMAND_TIMEOUT).await?;
-        if out.ok() {
-            Ok(out)
-        } else {
-            let mut msg = format!("{what} failed (exit {})", out.status);
-            let text = format!("{}{}", out.stdout_str(), out.stderr_str());
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            for l in tail.into_iter().rev() {
-                msg.push_str(&format!("\n  {l}"));
-            }
-            Err(msg)
-        }
     }
 
     /// The package transaction; a failure names the part that failed, with apt's last words.
@@ -146,8 +122,20 @@ impl<'a> HostRun<'a> {
         }
         let stdout = out.stdout_str();
         let part = packages::failed_part(&stdout).unwrap_or("the package transaction");
-        let mut msg = format!("{part} failed (exit {}; {} on the host)", out.status, packages::LOG);
-        for l in out.stderr_str().lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+        let mut msg = format!(
+            "{part} failed (exit {}; {} on the host)",
+            out.status,
+            packages::LOG
+        );
+        for l in out
+            .stderr_str()
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             msg.push_str(&format!("\n  {l}"));
         }
         Err(msg)
@@ -198,47 +186,13 @@ impl<'a> HostRun<'a> {
                 preseed.push(self.render(line)?);
             }
             for step in &role.steps {
-                let what = match &step.kind {
-                    Kind::File { dest, validate, .. } => {
-                        let dest = self.render(dest)?;
-                        let validate = validate.as_deref().map(|v| self.render(v)).transpose()?;
-                        What::File { fact: probe.file(&dest), dest, validate }
-                    }
-                    Kind::Directory { path, .. } => {
-                        let path = self.render(path)?;
-                        What::Directory { fact: probe.dir(&path), path }
-                    }
-                    Kind::Command { command, creates, unless, onlyif } => {
-                        let mut checks = Vec::new();
-                        let guards = [
-                            (Guard::Creates, creates.as_ref().map(|c| self.render(c).map(|c| format!("test -e {}", sh_quote(&c))))),
-                            (Guard::Unless, unless.as_ref().map(|c| self.render(c))),
-                            (Guard::Onlyif, onlyif.as_ref().map(|c| self.render(c))),
-                        ];
-                        for (g, c) in guards {
-                            if let Some(c) = c {
-                                let c = c?;
-                                checks.push((g, probe.check(&c), c));
-                            }
-                        }
-                        What::Command { command: self.render(command)?, checks }
-                    }
-                    Kind::Service { name, .. } => {
-                        let name = self.render(name)?;
-                        probe.service(&name);
-                        What::Service { name }
-                    }
-                    Kind::Wait { check, .. } => {
-                        let check = self.render(check)?;
-                        What::Wait { fact: probe.check(&check), check }
-                    }
-                };
+                let rendered = Step::render(&step.kind, &|s| self.render(s))?;
                 prepared.push(Prepared {
                     role: &role.name,
                     name: &step.name,
                     when: step.when.as_deref(),
-                    kind: &step.kind,
-                    what,
+                    at: rendered.ask(&mut probe),
+                    step: rendered,
                 });
             }
         }
@@ -250,29 +204,54 @@ impl<'a> HostRun<'a> {
         let facts = self.gather(&probe).await?;
         self.reporter.log(
             &self.host,
-            &format!("facts in {} ms: {} ({}), {} packages, {} files, {} checks, {} services",
-                t.elapsed().as_millis(), facts.os_pretty, facts.virtualization,
-                probe.packages.len(), probe.files.len(), probe.checks.len(), probe.services.len()),
+            &format!(
+                "facts in {} ms: {} ({}), {} packages, {} files, {} checks, {} services",
+                t.elapsed().as_millis(),
+                facts.os_pretty,
+                facts.virtualization,
+                probe.packages.len(),
+                probe.files.len(),
+                probe.checks.len(),
+                probe.services.len()
+            ),
         );
         if facts.os_id != "debian" && facts.os_id != "ubuntu" {
-            return Err(format!("{} is not a Debian-family system; groundwork's playbooks use apt", facts.os_pretty));
+            return Err(format!(
+                "{} is not a Debian-family system; groundwork's playbooks use apt",
+                facts.os_pretty
+            ));
         }
         let ctx = (self.full_ctx)(&facts);
         let mut dirty = false;
         // Which machine this name reached: resume skips and restarts only for the same one.
-        let identity = format!("{} {}", self.session.host_key_fingerprint(), facts.machine_id);
+        let identity = format!(
+            "{} {}",
+            self.session.host_key_fingerprint(),
+            facts.machine_id
+        );
         if let Some(j) = self.journal {
-            j.write(&Entry::Host { run: self.run.clone(), host: self.host.clone(), identity: identity.clone() });
+            j.write(&Entry::Host {
+                run: self.run.clone(),
+                host: self.host.clone(),
+                identity: identity.clone(),
+            });
         }
-        let resumable = self.resume.is_some_and(|r| r.done_for(&self.host, &identity));
-        if let Some(r) = self.resume.filter(|r| r.same_inputs && !resumable && r.identities.contains_key(&self.host)) {
+        let resumable = self
+            .resume
+            .is_some_and(|r| r.done_for(&self.host, &identity));
+        if let Some(r) = self
+            .resume
+            .filter(|r| r.same_inputs && !resumable && r.identities.contains_key(&self.host))
+        {
             self.reporter.note(
                 &self.host,
                 &format!("is not the machine run {} reached (new host key or machine-id): every step is checked again", r.run),
             );
         }
-        let mut notified: HashSet<String> =
-            self.resume.map(|r| r.pending_for(&self.host, &identity)).unwrap_or_default();
+        let mut notified: HashSet<String> = self
+            .resume
+            .map(|r| r.pending_for(&self.host, &identity))
+            .unwrap_or_default();
         if !notified.is_empty() {
             let mut list: Vec<&String> = notified.iter().collect();
             list.sort();
@@ -292,19 +271,45 @@ impl<'a> HostRun<'a> {
         if missing.is_empty() {
             self.finish_step("packages", "install", Status::Ok, t.elapsed(), None);
         } else {
-            let list = missing.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ");
+            let list = missing
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
             if self.dry_run {
-                self.finish_step("packages", "install", Status::WouldChange, t.elapsed(), Some(&format!("apt-get install {list}")));
+                self.finish_step(
+                    "packages",
+                    "install",
+                    Status::WouldChange,
+                    t.elapsed(),
+                    Some(&format!("apt-get install {list}")),
+                );
             } else {
-                self.reporter.step_started(&self.host, "packages", "install");
-                let script = packages::script(&missing.iter().map(|p| p.to_string()).collect::<Vec<_>>(), &preseed);
+                self.reporter
+                    .step_started(&self.host, "packages", "install");
+                let script = packages::script(
+                    &missing.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    &preseed,
+                );
                 match self.packages(&script).await {
                     Ok(()) => {
                         dirty = true;
-                        self.finish_step("packages", "install", Status::Changed, t.elapsed(), Some(&format!("installed {list}")));
+                        self.finish_step(
+                            "packages",
+                            "install",
+                            Status::Changed,
+                            t.elapsed(),
+                            Some(&format!("installed {list}")),
+                        );
                     }
                     Err(e) => {
-                        self.finish_step("packages", "install", Status::Failed, t.elapsed(), Some(&e));
+                        self.finish_step(
+                            "packages",
+                            "install",
+                            Status::Failed,
+                            t.elapsed(),
+                            Some(&e),
+                        );
                         return Err(format!("packages: {e}"));
                     }
                 }
@@ -326,7 +331,9 @@ impl<'a> HostRun<'a> {
                 if self.cancel.load(Ordering::SeqCst) {
                     return Err(INTERRUPTED.into());
                 }
-                let status = self.run_step(p, &facts, &ctx, dirty, resumable, &mut notified).await?;
+                let status = self
+                    .run_step(p, &facts, &ctx, dirty, resumable, &mut notified)
+                    .await?;
                 if status == Status::Changed {
                     dirty = true;
                 }
@@ -348,7 +355,13 @@ impl<'a> HostRun<'a> {
     ) -> Result<Status, String> {
         let key = (self.host.clone(), p.role.to_string(), p.name.to_string());
         if resumable && self.resume.is_some_and(|r| r.done.contains(&key)) {
-            self.finish_step(p.role, p.name, Status::Skipped, Duration::ZERO, Some("done by the interrupted run"));
+            self.finish_step(
+                p.role,
+                p.name,
+                Status::Skipped,
+                Duration::ZERO,
+                Some("done by the interrupted run"),
+            );
             // Carried into this run's journal: a resume of this run still knows it.
             if let Some(j) = self.journal {
                 j.write(&Entry::Step {
@@ -370,7 +383,13 @@ impl<'a> HostRun<'a> {
                 .and_then(|e| e.eval(ctx))
                 .map_err(|e| format!("{} / {}: `when = {cond}`: {e}", p.role, p.name))?;
             if !keep.is_true() {
-                self.finish_step(p.role, p.name, Status::Skipped, t.elapsed(), Some(&format!("when: {cond}")));
+                self.finish_step(
+                    p.role,
+                    p.name,
+                    Status::Skipped,
+                    t.elapsed(),
+                    Some(&format!("when: {cond}")),
+                );
                 return Ok(Status::Skipped);
             }
         }
@@ -383,7 +402,12 @@ impl<'a> HostRun<'a> {
                 self.finish_step(p.role, p.name, Status::Failed, t.elapsed(), Some(&e));
                 // The run's one-line error: what failed, and the last thing it said.
                 let first = e.lines().next().unwrap_or("");
-                let last = e.lines().skip(1).map(str::trim).filter(|l| !l.is_empty()).last();
+                let last = e
+                    .lines()
+                    .skip(1)
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .last();
                 Err(match last {
                     Some(l) => format!("{} / {}: {first}: {l}", p.role, p.name),
                     None => format!("{} / {}: {first}", p.role, p.name),
@@ -392,10 +416,19 @@ impl<'a> HostRun<'a> {
         }
     }
 
-    fn finish_step(&self, role: &str, step: &str, status: Status, took: Duration, detail: Option<&str>) {
-        self.reporter.step_finished(&self.host, role, step, status, took, detail);
+    fn finish_step(
+        &self,
+        role: &str,
+        step: &str,
+        status: Status,
+        took: Duration,
+        detail: Option<&str>,
+    ) {
+        self.reporter
+            .step_finished(&self.host, role, step, status, took, detail);
         if let Some(j) = self.journal {
-            if role != "packages" && matches!(status, Status::Ok | Status::Changed | Status::Failed) {
+            if role != "packages" && matches!(status, Status::Ok | Status::Changed | Status::Failed)
+            {
                 j.write(&Entry::Step {
                     run: self.run.clone(),
                     host: self.host.clone(),
@@ -407,18 +440,25 @@ impl<'a> HostRun<'a> {
         }
     }
 
-    fn changed(&self) -> Status {
-        if self.dry_run { Status::WouldChange } else { Status::Changed }
-    }
-
     async fn live(&self, probe: &Probe) -> Result<Facts, String> {
         self.gather(probe).await
     }
 
     /// A file's or directory's state: from the snapshot, or live once the host has changed.
-    async fn path_fact(&self, dirty: bool, facts: &Facts, idx: usize, path: &str, dir: bool) -> Result<PathFact, String> {
+    async fn path_fact(
+        &self,
+        dirty: bool,
+        facts: &Facts,
+        idx: usize,
+        path: &str,
+        dir: bool,
+    ) -> Result<PathFact, String> {
         if !dirty {
-            return Ok(if dir { facts.dirs[idx].clone() } else { facts.files[idx].clone() });
+            return Ok(if dir {
+                facts.dirs[idx].clone()
+            } else {
+                facts.files[idx].clone()
+            });
         }
         let mut probe = Probe::default();
         if dir {
@@ -430,6 +470,7 @@ impl<'a> HostRun<'a> {
         }
     }
 
+    /// Decide a step from the facts (live ones once the host changed), then carry it out.
     async fn step(
         &self,
         p: &Prepared<'_>,
@@ -438,9 +479,9 @@ impl<'a> HostRun<'a> {
         dirty: bool,
         notified: &mut HashSet<String>,
     ) -> StepResult {
-        match (p.kind, &p.what) {
-            (Kind::File { source, notify, mode, owner, secret, .. }, What::File { dest, fact, validate }) => {
-                let content = match source {
+        let decision = match &p.step {
+            Step::File(f) => {
+                let content = match &f.source {
                     Source::Template(t) => self
                         .env
                         .get_template(&format!("{}/{t}", p.role))
@@ -448,193 +489,70 @@ impl<'a> HostRun<'a> {
                     Source::Inline(text) => self.env.render_str(text, ctx),
                 }
                 .map_err(|e| format!("template: {e:#}"))?;
-                let current = self.path_fact(dirty, facts, *fact, dest, false).await?;
-                let mode = u32::from_str_radix(mode, 8).unwrap_or(0o644);
-                self.file(dest, content.as_bytes(), &current, validate.as_deref(), notify, mode, owner, *secret, notified).await
+                let current = self
+                    .path_fact(dirty, facts, p.at[0], &f.dest, false)
+                    .await?;
+                file::decide(f, content.as_bytes(), &current, &self.run)?
             }
-            (Kind::Directory { mode, owner, .. }, What::Directory { path, fact }) => {
-                let current = self.path_fact(dirty, facts, *fact, path, true).await?;
-                let mode = u32::from_str_radix(mode, 8).unwrap_or(0o755);
-                let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
-                let needed = match &current {
-                    PathFact::Dir { mode: m, owner: o } => *m != mode || o != owner,
-                    _ => true,
-                };
-                if !needed {
-                    return Ok((Status::Ok, None));
-                }
-                let cmd = format!("install -d -m {mode:o} -o {} -g {} {}", sh_quote(user), sh_quote(group), sh_quote(path));
-                if !self.dry_run {
-                    self.change("directory", &cmd, None).await?;
-                }
-                Ok((self.changed(), Some(format!("{path} (mode {mode:o}, {owner})"))))
+            Step::Directory(d) => {
+                let current = self.path_fact(dirty, facts, p.at[0], &d.path, true).await?;
+                directory::decide(d, &current)
             }
-            (Kind::Command { .. }, What::Command { command, checks }) => {
-                let results: Vec<(Guard, i32)> = if dirty {
+            Step::Command(c) => {
+                let codes: Vec<i32> = if dirty {
                     let mut probe = Probe::default();
-                    let live: Vec<(Guard, usize)> =
-                        checks.iter().map(|(g, _, c)| (*g, probe.check(c))).collect();
-                    let f = self.live(&probe).await?;
-                    live.iter().map(|(g, i)| (*g, f.checks[*i])).collect()
+                    let at = p.step.ask(&mut probe);
+                    let live = self.live(&probe).await?;
+                    at.iter().map(|i| live.checks[*i]).collect()
                 } else {
-                    checks.iter().map(|(g, i, _)| (*g, facts.checks[*i])).collect()
+                    p.at.iter().map(|i| facts.checks[*i]).collect()
                 };
-                let skip = results.iter().any(|(g, rc)| match g {
-                    Guard::Creates | Guard::Unless => *rc == 0,
-                    Guard::Onlyif => *rc != 0,
-                });
-                if skip {
-                    return Ok((Status::Ok, None));
-                }
-                if !self.dry_run {
-                    self.change("command", command, None).await?;
-                }
-                Ok((self.changed(), Some(format!("$ {command}"))))
+                command::decide(c, &codes)
             }
-            (Kind::Service { state, enabled, on_notify, .. }, What::Service { name }) => {
-                let fact = if dirty || self.dry_run && notified.contains(name) {
+            Step::Service(s) => {
+                let fact = if dirty || self.dry_run && notified.contains(&s.name) {
                     let mut probe = Probe::default();
-                    probe.service(name);
-                    self.live(&probe).await?.services.remove(name)
+                    probe.service(&s.name);
+                    self.live(&probe).await?.services.remove(&s.name)
                 } else {
-                    facts.services.get(name).cloned()
+                    facts.services.get(&s.name).cloned()
                 };
-                let fact = fact.ok_or_else(|| format!("no facts about service {name}"))?;
-                let mut actions: Vec<String> = Vec::new();
-                let was_notified = notified.contains(name);
-                match state {
-                    ServiceState::Started => {
-                        if !fact.is_active() {
-                            actions.push(format!("systemctl start {}", sh_quote(name)));
-                        } else if was_notified {
-                            let verb = match on_notify {
-                                OnNotify::Restart => "restart",
-                                OnNotify::Reload => "reload",
-                            };
-                            actions.push(format!("systemctl {verb} {}", sh_quote(name)));
-                        }
-                    }
-                    ServiceState::Stopped => {
-                        if fact.is_active() {
-                            actions.push(format!("systemctl stop {}", sh_quote(name)));
-                        }
-                    }
-                }
-                if *enabled && !fact.is_enabled() {
-                    actions.push(format!("systemctl enable {}", sh_quote(name)));
-                } else if !*enabled && fact.is_enabled() && fact.enabled != "static" {
-                    actions.push(format!("systemctl disable {}", sh_quote(name)));
-                }
-                if actions.is_empty() {
-                    if was_notified {
-                        self.handled(name, notified);
-                    }
-                    return Ok((Status::Ok, None));
-                }
-                let detail = actions.join("; ");
-                if self.dry_run {
-                    return Ok((Status::WouldChange, Some(detail)));
-                }
-                let mut script = actions.join(" && ");
-                if *state == ServiceState::Started {
-                    script.push_str(&format!(
-                        " && sleep 0.2 && systemctl is-active --quiet {q} || {{ systemctl status --no-pager -n 15 {q}; exit 1; }}",
-                        q = sh_quote(name)
-                    ));
-                }
-                self.change(&format!("service {name}"), &script, None).await?;
-                if was_notified {
-                    self.handled(name, notified);
-                }
-                Ok((Status::Changed, Some(detail)))
+                service::decide(s, fact.as_ref(), notified)?
             }
-            (Kind::Wait { what, timeout, .. }, What::Wait { check, fact }) => {
-                if !dirty && facts.checks[*fact] == 0 {
-                    return Ok((Status::Ok, None));
-                }
-                if self.dry_run {
-                    return Ok((Status::Ok, Some(format!("would wait for {what}"))));
-                }
-                let script = format!(
-                    "end=$(( $(date +%s) + {timeout} )); while ! sh -c {} >/dev/null 2>&1; do [ \"$(date +%s)\" -ge \"$end\" ] && exit 1; sleep 0.2; done",
-                    sh_quote(check)
-                );
-                let out = self.look(&script, Duration::from_secs(timeout + 30)).await?;
-                if out.ok() {
-                    Ok((Status::Ok, None))
-                } else {
-                    Err(format!("still no {what} after {timeout} s"))
-                }
-            }
-            _ => Err("internal: step and its rendering disagree".into()),
-        }
-    }
-
-    fn handled(&self, service: &str, notified: &mut HashSet<String>) {
-        notified.remove(service);
-        if let Some(j) = self.journal {
-            j.write(&Entry::Handled {
-                run: self.run.clone(),
-                host: self.host.clone(),
-                service: service.to_string(),
-            });
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn file(
-        &self,
-        dest: &str,
-        content: &[u8],
-        current: &PathFact,
-        validate: Option<&str>,
-        notify: &[String],
-        mode: u32,
-        owner: &str,
-        secret: bool,
-        notified: &mut HashSet<String>,
-    ) -> StepResult {
-        let sha = hex(&Sha256::digest(content));
-        let (content_differs, meta_differs) = match current {
-            PathFact::File(f) => (f.sha256 != sha, f.mode != mode || f.owner != owner),
-            PathFact::Absent => (true, false),
-            PathFact::Other | PathFact::Dir { .. } => {
-                return Err(format!("{dest} exists but is not a regular file; groundwork will not replace it"));
-            }
+            // Once the host changed the snapshot says nothing: the wait itself looks.
+            Step::Wait(w) => wait::decide(w, (!dirty).then(|| facts.checks[p.at[0]])),
         };
-        if !content_differs && !meta_differs {
+        self.carry_out(&decision, notified).await
+    }
+
+    /// Take a decision's actions (or, in a dry run, say what they would do), with its
+    /// notifications.
+    async fn carry_out(&self, d: &Decision, notified: &mut HashSet<String>) -> StepResult {
+        if d.is_converged() {
+            if let Some(s) = &d.settles {
+                self.handled(s, notified);
+            }
             return Ok((Status::Ok, None));
         }
-        let detail = if content_differs {
-            if secret {
-                Some(format!("{dest}: content changed (secret file: not shown)"))
-            } else {
-                let old = if matches!(current, PathFact::File(_)) {
-                    self.exec(&format!("cat -- {}", sh_quote(dest)), None).await?.stdout_str()
-                } else {
-                    String::new()
-                };
-                let new = String::from_utf8_lossy(content);
-                let diff = similar::TextDiff::from_lines(old.as_str(), new.as_ref())
-                    .unified_diff()
-                    .context_radius(2)
-                    .header(&format!("{dest} (live)"), &format!("{dest} (groundwork)"))
-                    .to_string();
-                Some(diff.trim_end().to_string())
-            }
-        } else {
-            Some(format!("{dest}: mode {mode:o}, owner {owner}"))
+        let live = match &d.detail {
+            Some(Detail::Diff {
+                path, live: true, ..
+            }) => Some(
+                self.exec(&format!("cat -- {}", sh_quote(path)), None)
+                    .await?
+                    .stdout_str(),
+            ),
+            _ => None,
         };
+        let (status, detail) = d.outcome(self.dry_run, live.as_deref());
         if self.dry_run {
-            for n in notify {
-                notified.insert(n.clone());
-            }
-            return Ok((Status::WouldChange, detail));
+            notified.extend(d.notify.iter().cloned());
+            return Ok((status, detail));
         }
         // Record the notification first: if the run dies after the change, the next run
         // still restarts the service.
         let mut fresh: Vec<&String> = Vec::new();
-        for n in notify {
+        for n in &d.notify {
             if notified.insert(n.clone()) {
                 fresh.push(n);
                 if let Some(j) = self.journal {
@@ -646,72 +564,42 @@ impl<'a> HostRun<'a> {
                 }
             }
         }
-        let result = self.write_file(dest, content, validate, mode, owner, content_differs).await;
-        if result.is_err() {
-            // The live file did not change: nothing to restart for it.
-            for n in fresh {
-                self.handled(n, notified);
+        for a in &d.actions {
+            if let Err(e) = self.act(a).await {
+                // The live file did not change: nothing to restart for it.
+                for n in fresh {
+                    self.handled(n, notified);
+                }
+                return Err(e);
             }
         }
-        result.map(|()| (Status::Changed, detail))
+        if let Some(s) = &d.settles {
+            self.handled(s, notified);
+        }
+        Ok((status, detail))
     }
 
-    /// Put `content` in place (validated, old file kept), or only fix mode and owner.
-    async fn write_file(
-        &self,
-        dest: &str,
-        content: &[u8],
-        validate: Option<&str>,
-        mode: u32,
-        owner: &str,
-        content_differs: bool,
-    ) -> Result<(), String> {
-        let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
-        if content_differs {
-            let dir = dest.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
-            let base = dest.rsplit('/').next().unwrap_or("file");
-            // Unique per run: two runs (or a killed one) never share a candidate file.
-            let tmp = format!("{}/.{base}.groundwork-{}", dir.trim_end_matches('/'), self.run);
-            let flat = dest.trim_start_matches('/').replace('/', "_");
-            let mut script = format!(
-                "set -e\numask 077\ndest={d}\ntmp={t}\nmkdir -p {dir}\ncat > \"$tmp\"\nchmod {mode:o} \"$tmp\"\nchown {u}:{g} \"$tmp\"\n",
-                d = sh_quote(dest),
-                t = sh_quote(&tmp),
-                dir = sh_quote(dir),
-                u = sh_quote(user),
-                g = sh_quote(group),
-            );
-            if let Some(v) = validate {
-                let cmd = v.replace("{tmp}", &sh_quote(&tmp));
-                script.push_str(&format!(
-                    "if ! out=$( {cmd} 2>&1 ); then rm -f \"$tmp\"; printf '%s\\n' \"$out\" >&2; exit 97; fi\n"
-                ));
+    /// One action on the host. A wait is read-only, so an interrupt stops it at once.
+    async fn act(&self, a: &Action) -> Result<(), String> {
+        let script = a.script();
+        let out = match a {
+            Action::Wait { timeout, .. } => {
+                self.look(&script, Duration::from_secs(timeout + 30))
+                    .await?
             }
-            script.push_str(&format!(
-                "if [ -e \"$dest\" ]; then mkdir -p /var/backups/groundwork; cp -a \"$dest\" \"/var/backups/groundwork/{flat}.$(date +%Y%m%dT%H%M%S)\"; \
-                 ls -1t /var/backups/groundwork/{flat}.* 2>/dev/null | tail -n +6 | xargs -r rm -f; fi\nmv -f \"$tmp\" \"$dest\"\n"
-            ));
-            let out = self.exec(&script, Some(content)).await?;
-            if out.status == 97 {
-                let v = validate.unwrap_or_default();
-                let mut msg = format!("the validator `{v}` refused the new {dest}; the live file is unchanged");
-                for l in out.stderr_str().lines().take(15) {
-                    msg.push_str(&format!("\n  {l}"));
-                }
-                return Err(msg);
-            }
-            if !out.ok() {
-                return Err(format!("writing {dest} failed (exit {}): {}", out.status, out.stderr_str().trim()));
-            }
-        } else {
-            let cmd = format!(
-                "chmod {mode:o} {d} && chown {}:{} {d}",
-                sh_quote(user),
-                sh_quote(group),
-                d = sh_quote(dest)
-            );
-            self.change("chmod/chown", &cmd, None).await?;
+            _ => self.exec(&script, a.stdin()).await?,
+        };
+        a.verdict(out.status, &out.stdout_str(), &out.stderr_str())
+    }
+
+    fn handled(&self, service: &str, notified: &mut HashSet<String>) {
+        notified.remove(service);
+        if let Some(j) = self.journal {
+            j.write(&Entry::Handled {
+                run: self.run.clone(),
+                host: self.host.clone(),
+                service: service.to_string(),
+            });
         }
-        Ok(())
     }
 }

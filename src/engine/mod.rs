@@ -9,6 +9,7 @@ pub mod host;
 pub mod journal;
 pub mod packages;
 pub mod report;
+pub mod steps;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,264 @@
+//! File steps: the content goes through a candidate beside the live file, the role's
+//! validator, a backup of the live file and an atomic move; a file whose content is right but
+//! whose mode or owner is not only gets chmod/chown.
+
+use sha2::{Digest, Sha256};
+
+use super::{Action, Decision, Detail};
+use crate::engine::facts::{PathFact, sh_quote};
+use crate::playbook::catalog::hex;
+use crate::playbook::step::Source;
+
+/// Where replaced files are kept, the last [`KEEP`] per file.
+pub const BACKUPS: &str = "/var/backups/groundwork";
+pub const KEEP: usize = 5;
+/// The exit status of the write script when the validator refuses the candidate.
+pub const REFUSED: u32 = 97;
+
+/// A file step, rendered.
+#[derive(Debug, Clone)]
+pub struct File {
+    pub dest: String,
+    pub source: Source,
+    /// The validator; `{tmp}` is the candidate.
+    pub validate: Option<String>,
+    pub notify: Vec<String>,
+    pub mode: u32,
+    /// `user:group`.
+    pub owner: String,
+    pub secret: bool,
+}
+
+/// New content for a file, and how it gets there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Write {
+    pub dest: String,
+    /// The candidate beside `dest`; unique per run, so two runs never share one.
+    pub candidate: String,
+    /// The backup names of `dest`, without the timestamp the host appends.
+    pub backup: String,
+    pub mode: u32,
+    pub owner: String,
+    pub validate: Option<String>,
+    pub content: Vec<u8>,
+    pub secret: bool,
+}
+
+// The content stays out of debug output (it may be a secret file).
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Write")
+            .field("dest", &self.dest)
+            .field("candidate", &self.candidate)
+            .field("backup", &self.backup)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("owner", &self.owner)
+            .field("validate", &self.validate)
+            .field("content", &format_args!("<{} bytes>", self.content.len()))
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// Decide a file step from its new `content` and the state of its path. `run` names the
+/// candidate file.
+pub fn decide(f: &File, content: &[u8], current: &PathFact, run: &str) -> Result<Decision, String> {
+    let sha = hex(&Sha256::digest(content));
+    let (content_differs, meta_differs) = match current {
+        PathFact::File(c) => (c.sha256 != sha, c.mode != f.mode || c.owner != f.owner),
+        PathFact::Absent => (true, false),
+        PathFact::Other | PathFact::Dir { .. } => {
+            return Err(format!(
+                "{} exists but is not a regular file; groundwork will not replace it",
+                f.dest
+            ));
+        }
+    };
+    if !content_differs && !meta_differs {
+        return Ok(Decision::converged());
+    }
+    let (action, detail) = if content_differs {
+        let detail = if f.secret {
+            Detail::Text(format!(
+                "{}: content changed (secret file: not shown)",
+                f.dest
+            ))
+        } else {
+            Detail::Diff {
+                path: f.dest.clone(),
+                new: String::from_utf8_lossy(content).into_owned(),
+                live: matches!(current, PathFact::File(_)),
+            }
+        };
+        let write = Write {
+            dest: f.dest.clone(),
+            candidate: candidate(&f.dest, run),
+            backup: backup_name(&f.dest),
+            mode: f.mode,
+            owner: f.owner.clone(),
+            validate: f.validate.clone(),
+            content: content.to_vec(),
+            secret: f.secret,
+        };
+        (Action::Write(write), detail)
+    } else {
+        let detail = Detail::Text(format!("{}: mode {:o}, owner {}", f.dest, f.mode, f.owner));
+        (
+            Action::SetMeta {
+                path: f.dest.clone(),
+                mode: f.mode,
+                owner: f.owner.clone(),
+            },
+            detail,
+        )
+    };
+    Ok(Decision {
+        actions: vec![action],
+        detail: Some(detail),
+        notify: f.notify.clone(),
+        settles: None,
+    })
+}
+
+/// The directory a path is in (`/` for a file at the root).
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/')
+        .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
+}
+
+/// The candidate for `dest` in run `run`: a hidden file beside it (same file system, so the
+/// move is atomic).
+pub fn candidate(dest: &str, run: &str) -> String {
+    let base = dest.rsplit('/').next().unwrap_or("file");
+    format!(
+        "{}/.{base}.groundwork-{run}",
+        parent(dest).trim_end_matches('/')
+    )
+}
+
+/// The backup name of `path`: one file name per path (`%` and `/` escaped, so `/etc/a_b` and
+/// `/etc/a/b` never share backups), under [`BACKUPS`].
+pub fn backup_name(path: &str) -> String {
+    format!("{BACKUPS}/{}", path.replace('%', "%25").replace('/', "%2F"))
+}
+
+/// The timestamp the host appends to a backup name, as a glob: exactly these, so pruning the
+/// backups of `/etc/hosts` never matches those of `/etc/hosts.allow`.
+const STAMP_GLOB: &str = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]";
+
+/// The script that puts `w.content` (its stdin) in place. Exit [`REFUSED`]: the validator
+/// refused the candidate, which is removed; the live file is unchanged.
+pub fn write_script(w: &Write) -> String {
+    let (user, group) = w.owner.split_once(':').unwrap_or((&w.owner, &w.owner));
+    let mut s = format!(
+        "set -e\numask 077\ndest={d}\ntmp={t}\nmkdir -p {dir}\ncat > \"$tmp\"\nchmod {mode:o} \"$tmp\"\nchown {u}:{g} \"$tmp\"\n",
+        d = sh_quote(&w.dest),
+        t = sh_quote(&w.candidate),
+        dir = sh_quote(parent(&w.dest)),
+        mode = w.mode,
+        u = sh_quote(user),
+        g = sh_quote(group),
+    );
+    if let Some(v) = &w.validate {
+        let cmd = v.replace("{tmp}", &sh_quote(&w.candidate));
+        s.push_str(&format!(
+            "if ! out=$( {cmd} 2>&1 ); then rm -f \"$tmp\"; printf '%s\\n' \"$out\" >&2; exit {REFUSED}; fi\n"
+        ));
+    }
+    // The backups sort by their timestamp in the name: the glob lists them oldest first.
+    s.push_str(&format!(
+        "if [ -e \"$dest\" ]; then\n  \
+         backup={b}\n  \
+         mkdir -p {dir}\n  \
+         cp -a \"$dest\" \"$backup.$(date +%Y%m%dT%H%M%S)\"\n  \
+         set -- \"$backup\".{STAMP_GLOB}\n  \
+         while [ $# -gt {KEEP} ]; do rm -f -- \"$1\"; shift; done\n\
+         fi\nmv -f \"$tmp\" \"$dest\"\n",
+        b = sh_quote(&w.backup),
+        dir = sh_quote(parent(&w.backup)),
+    ));
+    s
+}
+
+/// chmod and chown of a file whose content is right.
+pub fn meta_script(path: &str, mode: u32, owner: &str) -> String {
+    let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
+    format!(
+        "chmod {mode:o} {d} && chown {}:{} {d}",
+        sh_quote(user),
+        sh_quote(group),
+        d = sh_quote(path)
+    )
+}
+
+/// A write for people: where, mode and owner, and whether a validator checks it.
+pub fn show(w: &Write) -> String {
+    let mut s = format!("write {} (mode {:o}, {}", w.dest, w.mode, w.owner);
+    if let Some(v) = &w.validate {
+        s.push_str(&format!(", checked by `{v}`"));
+    }
+    if w.secret {
+        s.push_str(", secret: content not shown");
+    }
+    s.push(')');
+    s
+}
+
+/// How a write ended.
+pub fn verdict(w: &Write, status: u32, stderr: &str) -> Result<(), String> {
+    if status == REFUSED {
+        let v = w.validate.as_deref().unwrap_or_default();
+        let mut msg = format!(
+            "the validator `{v}` refused the new {}; the live file is unchanged",
+            w.dest
+        );
+        for l in stderr.lines().take(15) {
+            msg.push_str(&format!("\n  {l}"));
+        }
+        return Err(msg);
+    }
+    if status != 0 {
+        return Err(format!(
+            "writing {} failed (exit {status}): {}",
+            w.dest,
+            stderr.trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The unified diff shown for a changed file.
+pub fn diff(path: &str, old: &str, new: &str) -> String {
+    let diff = similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("{path} (live)"), &format!("{path} (groundwork)"))
+        .to_string();
+    diff.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_names_are_one_per_path() {
+        assert_eq!(
+            backup_name("/etc/hosts"),
+            "/var/backups/groundwork/%2Fetc%2Fhosts"
+        );
+        // The old flat name (`/` -> `_`) gave these two the same backups.
+        assert_ne!(backup_name("/etc/a_b"), backup_name("/etc/a/b"));
+        assert_ne!(backup_name("/etc/a%2Fb"), backup_name("/etc/a/b"));
+        assert_eq!(
+            backup_name("/etc/a%2Fb"),
+            "/var/backups/groundwork/%2Fetc%2Fa%252Fb"
+        );
+    }
+
+    #[test]
+    fn a_candidate_sits_beside_its_file() {
+        assert_eq!(candidate("/etc/hosts", "R1"), "/etc/.hosts.groundwork-R1");
+        assert_eq!(candidate("/top", "R1"), "/.top.groundwork-R1");
+    }
+}

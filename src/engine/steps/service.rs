@@ -1,0 +1,117 @@
+//! Service steps: a systemd unit started or stopped, enabled or not, and restarted or reloaded
+//! when a file that notifies it changed.
+
+use std::collections::HashSet;
+
+use super::{Action, Decision, Detail};
+use crate::engine::facts::{ServiceFact, sh_quote};
+use crate::playbook::step::{OnNotify, ServiceState};
+
+/// A service step, rendered.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub state: ServiceState,
+    pub enabled: bool,
+    pub on_notify: OnNotify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Start,
+    Stop,
+    Restart,
+    Reload,
+    Enable,
+    Disable,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Restart => "restart",
+            Verb::Reload => "reload",
+            Verb::Enable => "enable",
+            Verb::Disable => "disable",
+        }
+    }
+}
+
+/// Decide a service step from the unit's state and the services notified so far on this host.
+pub fn decide(
+    s: &Service,
+    fact: Option<&ServiceFact>,
+    notified: &HashSet<String>,
+) -> Result<Decision, String> {
+    let fact = fact.ok_or_else(|| format!("no facts about service {}", s.name))?;
+    let was_notified = notified.contains(&s.name);
+    let mut verbs = Vec::new();
+    match s.state {
+        ServiceState::Started => {
+            if !fact.is_active() {
+                verbs.push(Verb::Start);
+            } else if was_notified {
+                verbs.push(match s.on_notify {
+                    OnNotify::Restart => Verb::Restart,
+                    OnNotify::Reload => Verb::Reload,
+                });
+            }
+        }
+        ServiceState::Stopped => {
+            if fact.is_active() {
+                verbs.push(Verb::Stop);
+            }
+        }
+    }
+    if s.enabled && !fact.is_enabled() {
+        verbs.push(Verb::Enable);
+    } else if !s.enabled && fact.is_enabled() && fact.enabled != "static" {
+        verbs.push(Verb::Disable);
+    }
+    let settles = was_notified.then(|| s.name.clone());
+    if verbs.is_empty() {
+        return Ok(Decision {
+            settles,
+            ..Decision::default()
+        });
+    }
+    Ok(Decision {
+        detail: Some(Detail::Text(show(&s.name, &verbs))),
+        actions: vec![Action::Systemctl {
+            unit: s.name.clone(),
+            verbs,
+            then_active: s.state == ServiceState::Started,
+        }],
+        notify: Vec::new(),
+        settles,
+    })
+}
+
+/// The verbs, one after the other; a unit that should run is checked to run afterwards, and
+/// if it does not, its status says why.
+pub fn script(unit: &str, verbs: &[Verb], then_active: bool) -> String {
+    let q = sh_quote(unit);
+    let mut s = verbs
+        .iter()
+        .map(|v| format!("systemctl {} {q}", v.as_str()))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    if then_active {
+        s.push_str(&format!(
+            " && sleep 0.2 && systemctl is-active --quiet {q} || {{ systemctl status --no-pager -n 15 {q}; exit 1; }}"
+        ));
+    }
+    s
+}
+
+/// The verbs for people.
+pub fn show(unit: &str, verbs: &[Verb]) -> String {
+    let q = sh_quote(unit);
+    verbs
+        .iter()
+        .map(|v| format!("systemctl {} {q}", v.as_str()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
