@@ -73,6 +73,25 @@ fn assert_inert(role: &str, step: &str, what: &str, cmd: &str) {
 }
 
 #[test]
+fn a_wait_for_a_port_or_socket_quotes_its_host_and_path() {
+    use groundwork::playbook::step::{WaitFor, wait_check};
+    let env = context::environment(&Catalog::load(None).unwrap());
+    let ctx = minijinja::context! { h => HOSTILE };
+    for w in [
+        WaitFor { port: Some(389), host: Some("{{ h }}".into()), socket: None, command: None },
+        WaitFor { port: None, host: None, socket: Some("/run/{{ h }}/sock".into()), command: None },
+    ] {
+        let cmd = env.render_str(&wait_check(&w).unwrap().0, &ctx).unwrap();
+        assert_inert("wait", "port/socket", "check", &cmd);
+        if w.socket.is_some() {
+            // Run for real (the port form is not: it would look the hostile name up).
+            let out = std::process::Command::new("sh").args(["-c", &cmd]).output().unwrap();
+            assert!(!out.status.success() && !Path::new("/tmp/gw-pwned").exists(), "{cmd}");
+        }
+    }
+}
+
+#[test]
 fn the_checker_tells_quoted_from_unquoted() {
     assert!(single_quoted("echo 'a$(b)'")[8]);
     assert!(!single_quoted("echo \"a$(b)\"")[8]);
@@ -99,8 +118,10 @@ fn answer_values_land_quoted_in_every_role_command() {
                 ("unless", step.unless.as_deref()),
                 ("onlyif", step.onlyif.as_deref()),
                 ("validate", step.validate.as_deref()),
-                ("wait", step.wait.as_ref().and_then(|w| w.command.as_deref())),
             ];
+            // A wait's check as the engine builds it (port and socket forms included).
+            let wait = step.wait.as_ref().map(|w| groundwork::playbook::step::wait_check(w).unwrap().0);
+            let shell = shell.into_iter().chain([("wait", wait.as_deref())]);
             for (what, text) in shell {
                 let Some(text) = text else { continue };
                 let cmd = env

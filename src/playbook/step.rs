@@ -161,14 +161,19 @@ fn check_mode(m: &str) -> Result<(), String> {
 /// The shell check behind a wait step.
 pub fn wait_check(w: &WaitFor) -> Result<(String, String), String> {
     match (w.port, &w.socket, &w.command) {
+        // The host and the socket path are templates: quoted after rendering (`filter sh`),
+        // and the host reaches bash's /dev/tcp as an argument, never as script text.
         (Some(port), None, None) => {
             let host = w.host.clone().unwrap_or_else(|| "127.0.0.1".into());
             Ok((
-                format!("timeout 2 bash -c '</dev/tcp/{host}/{port}'"),
+                format!("timeout 2 bash -c '</dev/tcp/$0/$1' {{% filter sh %}}{host}{{% endfilter %}} {port}"),
                 format!("tcp {host}:{port}"),
             ))
         }
-        (None, Some(sock), None) => Ok((format!("test -S '{sock}'"), format!("socket {sock}"))),
+        (None, Some(sock), None) => Ok((
+            format!("test -S {{% filter sh %}}{sock}{{% endfilter %}}"),
+            format!("socket {sock}"),
+        )),
         (None, None, Some(cmd)) => Ok((cmd.clone(), format!("`{cmd}`"))),
         _ => Err("a wait needs exactly one of port, socket or command".into()),
     }
