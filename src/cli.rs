@@ -161,10 +161,7 @@ struct Out {
 
 impl Out {
     fn new() -> Out {
-        Out {
-            w: std::io::stdout(),
-            err: None,
-        }
+        Out { w: std::io::stdout(), err: None }
     }
 
     fn print(&mut self, s: &str) {
@@ -222,17 +219,8 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         Command::Validate { files, json } => validate(out, &files, json),
         Command::Schema { out: file } => schema(out, file.as_deref()),
         Command::Probe { json, for_file } => probe_cmd(out, json, for_file.as_deref()),
-        Command::Wizard {
-            out: file,
-            state: s,
-        } => wizard_cmd(out, &file, state(s).as_deref()),
-        Command::Plan {
-            file,
-            json,
-            live,
-            engine,
-            state: s,
-        } => {
+        Command::Wizard { out: file, state: s } => wizard_cmd(out, &file, state(s).as_deref()),
+        Command::Plan { file, json, live, engine, state: s } => {
             if live {
                 let opts = engine_options(&engine, true, json);
                 engine_cmd(file.as_deref(), state(s).as_deref(), opts, true)
@@ -240,26 +228,14 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
                 plan_cmd(out, file.as_deref(), json, &engine)
             }
         }
-        Command::Verify {
-            file,
-            json,
-            state: s,
-        } => verify_cmd(out, file.as_deref(), state(s).as_deref(), json),
-        Command::Apply {
-            file,
-            yes,
-            json,
-            engine,
-            state: s,
-        } => {
+        Command::Verify { file, json, state: s } => verify_cmd(out, file.as_deref(), state(s).as_deref(), json),
+        Command::Apply { file, yes, json, engine, state: s } => {
             let opts = engine_options(&engine, false, json);
             engine_cmd(file.as_deref(), state(s).as_deref(), opts, yes)
         }
-        Command::ForgetHost {
-            host,
-            file,
-            state: s,
-        } => forget_host_cmd(out, &host, file.as_deref(), state(s).as_deref()),
+        Command::ForgetHost { host, file, state: s } => {
+            forget_host_cmd(out, &host, file.as_deref(), state(s).as_deref())
+        }
     }
 }
 
@@ -375,16 +351,11 @@ fn wizard_cmd(out: &mut Out, file: &Path, state: Option<&Path>) -> i32 {
         return 2;
     };
     if file.exists() {
-        say!(
-            "error: {} exists; the wizard does not overwrite an answer file (choose another --out)",
-            file.display()
-        );
+        say!("error: {} exists; the wizard does not overwrite an answer file (choose another --out)", file.display());
         return 2;
     }
     let defaults = wizard::Defaults::from_facts(&probe::probe());
-    out.println(
-        "groundwork wizard: Enter keeps the [default]. Ctrl-C stops without writing anything.",
-    );
+    out.println("groundwork wizard: Enter keeps the [default]. Ctrl-C stops without writing anything.");
     let answers = match wizard::run(&mut prompter, &defaults) {
         Ok(a) => a,
         Err(wizard::WizardError::Cancelled) => {
@@ -407,11 +378,7 @@ fn wizard_cmd(out: &mut Out, file: &Path, state: Option<&Path>) -> i32 {
     out.print(&text);
     out.println(&format!("\n{}", crate::plan::build(&answers).render()));
     let _ = std::io::stdout().flush();
-    match dialoguer::Confirm::new()
-        .with_prompt(format!("Write {}?", file.display()))
-        .default(true)
-        .interact()
-    {
+    match dialoguer::Confirm::new().with_prompt(format!("Write {}?", file.display())).default(true).interact() {
         Ok(true) => {}
         Ok(false) => {
             say!("nothing was written");
@@ -447,20 +414,15 @@ fn write_answers_and_secrets(
     }
     out.println(&format!("wrote {} (mode 0600)", file.display()));
     let path = dir.secrets_path();
-    let result = Secrets::load(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|mut s| {
-            let made = s.ensure_for(a);
-            s.save(&path).map_err(|e| e.to_string())?;
-            Ok(made)
-        });
+    let result = Secrets::load(&path).map_err(|e| e.to_string()).and_then(|mut s| {
+        let made = s.ensure_for(a);
+        s.save(&path).map_err(|e| e.to_string())?;
+        Ok(made)
+    });
     match result {
         Ok(made) => {
             if made.is_empty() {
-                out.println(&format!(
-                    "secrets: {} already holds everything (nothing generated)",
-                    path.display()
-                ));
+                out.println(&format!("secrets: {} already holds everything (nothing generated)", path.display()));
             } else {
                 out.println(&format!(
                     "secrets: generated {} into {} (mode 0600): {}",
@@ -469,10 +431,7 @@ fn write_answers_and_secrets(
                     made.join(", ")
                 ));
             }
-            out.println(&format!(
-                "next: groundwork validate {0} && groundwork plan {0}",
-                file.display()
-            ));
+            out.println(&format!("next: groundwork validate {0} && groundwork plan {0}", file.display()));
             0
         }
         Err(e) => {
@@ -494,12 +453,7 @@ fn load_or_lab(file: Option<&Path>) -> Result<answers::Loaded, i32> {
 }
 
 fn engine_options(e: &EngineArgs, dry_run: bool, json: bool) -> crate::engine::Options {
-    crate::engine::Options {
-        dry_run,
-        json,
-        playbooks: e.playbooks.clone(),
-        hosts: e.hosts.clone(),
-    }
+    crate::engine::Options { dry_run, json, playbooks: e.playbooks.clone(), hosts: e.hosts.clone() }
 }
 
 /// Refuses a `--playbooks` directory that does not load (missing, no roles, a template that
@@ -515,12 +469,7 @@ fn check_playbooks(dir: Option<&Path>) -> Result<(), i32> {
 }
 
 /// `apply` and `plan --live`. An apply without --yes shows the dry run first and asks.
-fn engine_cmd(
-    file: Option<&Path>,
-    state: Option<&Path>,
-    opts: crate::engine::Options,
-    yes: bool,
-) -> i32 {
+fn engine_cmd(file: Option<&Path>, state: Option<&Path>, opts: crate::engine::Options, yes: bool) -> i32 {
     let loaded = match load_or_lab(file) {
         Ok(l) => l,
         Err(code) => return code,
@@ -532,11 +481,7 @@ fn engine_cmd(
     let dir = StateDir::for_site(state, &a.site.name);
     // An apply holds the directory from its preview to its end; a dry run only reads secrets
     // (it generates none on disk), so dry runs may share it.
-    let access = if opts.dry_run {
-        Access::Shared
-    } else {
-        Access::Exclusive
-    };
+    let access = if opts.dry_run { Access::Shared } else { Access::Exclusive };
     let _lock = match dir.lock(access) {
         Ok(l) => l,
         Err(e) => {
@@ -544,11 +489,7 @@ fn engine_cmd(
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             say!("error: cannot start the async runtime: {e}");
@@ -556,22 +497,14 @@ fn engine_cmd(
         }
     };
     if file.is_none() {
-        say!(
-            "(no FILE given: the bundled lab example, {})",
-            crate::LAB_EXAMPLE.0
-        );
+        say!("(no FILE given: the bundled lab example, {})", crate::LAB_EXAMPLE.0);
     }
     if !opts.dry_run && !yes {
         if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            say!(
-                "error: apply asks before changing hosts, and there is no terminal to ask at; add --yes"
-            );
+            say!("error: apply asks before changing hosts, and there is no terminal to ask at; add --yes");
             return 2;
         }
-        let dry = crate::engine::Options {
-            dry_run: true,
-            ..opts.clone()
-        };
+        let dry = crate::engine::Options { dry_run: true, ..opts.clone() };
         match rt.block_on(crate::engine::run(a, &dir, &dry)) {
             Ok(o) if !o.ok => return 1,
             Ok(o) if o.changed == 0 => {
@@ -584,11 +517,7 @@ fn engine_cmd(
                 return 2;
             }
         }
-        match dialoguer::Confirm::new()
-            .with_prompt("Apply these changes?")
-            .default(false)
-            .interact()
-        {
+        match dialoguer::Confirm::new().with_prompt("Apply these changes?").default(false).interact() {
             Ok(true) => {}
             _ => {
                 say!("nothing was changed");
@@ -638,11 +567,7 @@ fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bo
     for w in crate::ssh::known_hosts_warnings(&dir.known_hosts_path()) {
         say!("warning: {w}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             say!("error: cannot start the async runtime: {e}");
@@ -675,10 +600,7 @@ fn plan_cmd(out: &mut Out, file: Option<&Path>, json: bool, engine: &EngineArgs)
         out.println(&to_json_pretty(&plan));
     } else {
         if file.is_none() {
-            out.println(&format!(
-                "(no FILE given: the bundled lab example, {})\n",
-                crate::LAB_EXAMPLE.0
-            ));
+            out.println(&format!("(no FILE given: the bundled lab example, {})\n", crate::LAB_EXAMPLE.0));
         }
         out.print(&plan.render());
     }
@@ -694,11 +616,7 @@ fn forget_target(host: &str, a: &answers::Answers) -> (String, u16, Option<Strin
     {
         return (addr.to_string(), port, None);
     }
-    if let Some(h) = a
-        .hosts
-        .iter()
-        .find(|h| h.name == host || h.address.to_string() == host)
-    {
+    if let Some(h) = a.hosts.iter().find(|h| h.name == host || h.address.to_string() == host) {
         return (h.address.to_string(), h.ssh_port, Some(h.name.clone()));
     }
     (host.to_string(), 22, None)
@@ -719,10 +637,7 @@ fn forget_host_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option
         None => entry.clone(),
     };
     if !dir.root.exists() {
-        out.println(&format!(
-            "nothing to forget for {who}: the state directory {} does not exist",
-            dir.root.display()
-        ));
+        out.println(&format!("nothing to forget for {who}: the state directory {} does not exist", dir.root.display()));
         return 0;
     }
     let _lock = match dir.lock(Access::Exclusive) {
@@ -739,22 +654,14 @@ fn forget_host_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option
             return 2;
         }
     };
-    let lines = |v: &[usize]| {
-        v.iter()
-            .map(usize::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let lines = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
     if done.changed() {
         let mut what = Vec::new();
         if !done.removed.is_empty() {
             what.push(format!("removed line(s) {}", lines(&done.removed)));
         }
         if !done.narrowed.is_empty() {
-            what.push(format!(
-                "took {entry} out of line(s) {} (other hosts on them stay)",
-                lines(&done.narrowed)
-            ));
+            what.push(format!("took {entry} out of line(s) {} (other hosts on them stay)", lines(&done.narrowed)));
         }
         out.println(&format!(
             "forgot the recorded key(s) of {who} in {}: {}; the next run records its new key",
@@ -765,17 +672,12 @@ fn forget_host_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option
         let hint = if name.is_none() && !a.hosts.iter().any(|h| h.address.to_string() == address) {
             format!(
                 " (`{host}` is not a host name in {})",
-                file.map_or(crate::LAB_EXAMPLE.0.to_string(), |f| f
-                    .display()
-                    .to_string())
+                file.map_or(crate::LAB_EXAMPLE.0.to_string(), |f| f.display().to_string())
             )
         } else {
             String::new()
         };
-        out.println(&format!(
-            "nothing recorded for {who} in {}{hint}",
-            path.display()
-        ));
+        out.println(&format!("nothing recorded for {who} in {}{hint}", path.display()));
     }
     for k in &done.kept {
         say!("note: {}:{}: {}", path.display(), k.line, k.message);
@@ -795,20 +697,12 @@ mod tests {
 
     #[test]
     fn forget_targets() {
-        let a = answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1)
-            .unwrap()
-            .answers;
+        let a = answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
         let ns1 = a.hosts.iter().find(|h| h.name == "ns1").unwrap();
         let addr = ns1.address.to_string();
-        assert_eq!(
-            forget_target("ns1", &a),
-            (addr.clone(), ns1.ssh_port, Some("ns1".into()))
-        );
+        assert_eq!(forget_target("ns1", &a), (addr.clone(), ns1.ssh_port, Some("ns1".into())));
         assert_eq!(forget_target(&addr, &a).2.as_deref(), Some("ns1"));
-        assert_eq!(
-            forget_target("[10.1.2.3]:2222", &a),
-            ("10.1.2.3".into(), 2222, None)
-        );
+        assert_eq!(forget_target("[10.1.2.3]:2222", &a), ("10.1.2.3".into(), 2222, None));
         assert_eq!(forget_target("10.1.2.3", &a), ("10.1.2.3".into(), 22, None));
     }
 }

@@ -15,7 +15,4 @@ pub mod verify;
 pub mod wizard;
 
 /// The lab example, bundled so `groundwork plan` has something real to show out of the box.
-pub const LAB_EXAMPLE: (&str, &str) = (
-    "wizard/examples/lab.toml",
-    include_str!("../wizard/examples/lab.toml"),
-);
+pub const LAB_EXAMPLE: (&str, &str) = ("wizard/examples/lab.toml", include_str!("../wizard/examples/lab.toml"));

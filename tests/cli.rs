@@ -65,16 +65,8 @@ fn plan_orders_roles_by_phase_and_needs() {
     let (code, out, err) = run(&["plan", "--json", "wizard/examples/proxmox-k3s.toml"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let order: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["role"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        order,
-        ["base", "dns", "dhcp", "postgresql", "mariadb", "ldap", "k3s-server", "k3s-agent", "gitops"]
-    );
+    let order: Vec<&str> = v["steps"].as_array().unwrap().iter().map(|s| s["role"].as_str().unwrap()).collect();
+    assert_eq!(order, ["base", "dns", "dhcp", "postgresql", "mariadb", "ldap", "k3s-server", "k3s-agent", "gitops"]);
     assert_eq!(v["steps"][0]["hosts"].as_array().unwrap().len(), 8, "base is on every host");
     let gitops = &v["steps"][8];
     assert_eq!(gitops["hosts"], serde_json::json!(["k3s-s1"]));
@@ -182,14 +174,8 @@ fn wizard_through_a_pty_writes_a_valid_answer_file() {
     let out = dir.path().join("site.toml");
     let state = dir.path().join("state");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_groundwork"));
-    cmd.args(["wizard", "--out"])
-        .arg(&out)
-        .arg("--state")
-        .arg(&state)
-        .env("TERM", "xterm");
-    let opts = rexpect::reader::Options::new()
-        .timeout_ms(Some(20_000))
-        .strip_ansi_escape_codes(true);
+    cmd.args(["wizard", "--out"]).arg(&out).arg("--state").arg(&state).env("TERM", "xterm");
+    let opts = rexpect::reader::Options::new().timeout_ms(Some(20_000)).strip_ansi_escape_codes(true);
     let mut p = rexpect::session::spawn_with_options(cmd, opts).unwrap();
     let mut seen = String::new();
     step(&mut p, &mut seen, "Site name", "pty");
@@ -221,9 +207,7 @@ fn wizard_through_a_pty_writes_a_valid_answer_file() {
     assert!(rest.contains("wrote") && rest.contains("(mode 0600)"), "{rest}");
     assert!(rest.contains("secrets: generated"), "{rest}");
 
-    let loaded = groundwork::answers::load_file(&out)
-        .unwrap_or_else(|r| panic!("{}", r.render(false)))
-        .answers;
+    let loaded = groundwork::answers::load_file(&out).unwrap_or_else(|r| panic!("{}", r.render(false))).answers;
     assert_eq!(loaded.site.internal_domain, "pty.example.org");
     assert_eq!(loaded.network.dhcp_ranges[0].start.to_string(), "10.99.0.100");
     assert_eq!(loaded.ldap.unwrap().organisation, "Pty Org");
@@ -232,7 +216,8 @@ fn wizard_through_a_pty_writes_a_valid_answer_file() {
     let secrets_path = state.join("secrets.toml");
     assert_eq!(mode(&secrets_path), 0o600);
     let secrets = groundwork::state::Secrets::load(&secrets_path).unwrap();
-    for (table, key) in [("tsig", "ddns-key"), ("ldap", "admin"), ("postgresql", "keycloak"), ("mariadb", "nextcloud")] {
+    for (table, key) in [("tsig", "ddns-key"), ("ldap", "admin"), ("postgresql", "keycloak"), ("mariadb", "nextcloud")]
+    {
         let value = secrets.get(table, key).unwrap_or_else(|| panic!("no {table}.{key}"));
         assert!(!seen.contains(value), "secret {table}.{key} was echoed");
         assert!(!std::fs::read_to_string(&out).unwrap().contains(value));
@@ -299,16 +284,8 @@ fn mode_of(p: &std::path::Path) -> u32 {
 }
 
 fn run_in(args: &[&str], stdout: std::process::Stdio) -> (i32, String) {
-    let out = groundwork()
-        .args(args)
-        .stdout(stdout)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let out = groundwork().args(args).stdout(stdout).stderr(std::process::Stdio::piped()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 /// The write end of a pipe whose read end is already closed: every write fails with EPIPE,
@@ -340,14 +317,7 @@ fn closed_or_full_standard_output_is_an_exit_code_not_a_panic() {
         (&["plan"], 0),
         (&["plan", "--json"], 0),
         (&["validate", "wizard/examples/lab.toml"], 0),
-        (
-            &[
-                "validate",
-                "--json",
-                "tests/fixtures/bad/many-problems.toml",
-            ],
-            1,
-        ),
+        (&["validate", "--json", "tests/fixtures/bad/many-problems.toml"], 1),
         (&["schema"], 0),
         (&["probe"], 0),
         (&["probe", "--json"], 0),
@@ -358,23 +328,14 @@ fn closed_or_full_standard_output_is_an_exit_code_not_a_panic() {
     for (args, code) in cases {
         let (got, err) = run_in(args, closed_pipe());
         assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert_eq!(
-            got, *code,
-            "{args:?} into a closed pipe: a quiet exit with its own code: {err}"
-        );
+        assert_eq!(got, *code, "{args:?} into a closed pipe: a quiet exit with its own code: {err}");
         assert!(!err.contains("cannot write"), "{args:?}: {err}");
 
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap();
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
         let (got, err) = run_in(args, full.into());
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert_eq!(got, 2, "{args:?} into /dev/full: {err}");
-        assert!(
-            err.contains("error: cannot write to standard output: No space left on device"),
-            "{args:?}: {err}"
-        );
+        assert!(err.contains("error: cannot write to standard output: No space left on device"), "{args:?}: {err}");
     }
 }
 
@@ -394,19 +355,10 @@ fn a_state_directory_open_to_others_is_refused_and_never_changed() {
     ] {
         let (code, _, err) = run(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(
-            err.contains(&format!(
-                "state directory {s} is open to other users (mode 1777"
-            )),
-            "{args:?}: {err}"
-        );
+        assert!(err.contains(&format!("state directory {s} is open to other users (mode 1777")), "{args:?}: {err}");
         assert!(err.contains(&format!("chmod 700 {s}")), "{err}");
         assert_eq!(mode_of(&shared), 0o1777, "{args:?} changed the mode");
-        assert_eq!(
-            std::fs::read_dir(&shared).unwrap().count(),
-            0,
-            "{args:?} wrote into it"
-        );
+        assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0, "{args:?} wrote into it");
     }
     // a missing one is made private, parents included
     let fresh = dir.path().join("new/state");
@@ -442,11 +394,7 @@ fn a_second_run_on_a_locked_state_directory_is_refused() {
             .spawn()
             .expect("flock(1)");
         let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
         assert_eq!(line, "locked\n");
         child
     };
@@ -460,16 +408,8 @@ fn a_second_run_on_a_locked_state_directory_is_refused() {
     ] {
         let (code, _, err) = run(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(
-            err.contains(&format!(
-                "state directory {st} is in use by another groundwork run"
-            )),
-            "{err}"
-        );
-        assert!(
-            err.contains(&format!("pid {}", writer.id())),
-            "the holder is named: {err}"
-        );
+        assert!(err.contains(&format!("state directory {st} is in use by another groundwork run")), "{err}");
+        assert!(err.contains(&format!("pid {}", writer.id())), "the holder is named: {err}");
     }
     drop(writer.stdin.take());
     writer.wait().unwrap();
@@ -477,10 +417,7 @@ fn a_second_run_on_a_locked_state_directory_is_refused() {
     // readers share: a dry run goes ahead beside another reader, an apply does not
     let mut reader = hold("-s");
     let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
-    assert_eq!(
-        code, 1,
-        "the dry run ran (and failed its unreachable host): {err}"
-    );
+    assert_eq!(code, 1, "the dry run ran (and failed its unreachable host): {err}");
     let (code, _, err) = run(&["apply", "--yes", &mini, "--state", st]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("in use by another groundwork run"), "{err}");
@@ -498,10 +435,7 @@ fn forget_host_removes_only_that_hosts_lines_and_warns_about_unreadable_ones() {
     // nothing recorded yet, and no state directory is made for that
     let (code, out, err) = run(&["forget-host", "h1", &mini, "--state", st]);
     assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains("nothing to forget for host h1 (10.99.0.10)"),
-        "{out}"
-    );
+    assert!(out.contains("nothing to forget for host h1 (10.99.0.10)"), "{out}");
     assert!(!state.exists());
 
     let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
@@ -518,21 +452,12 @@ fn forget_host_removes_only_that_hosts_lines_and_warns_about_unreadable_ones() {
     // a run names the unreadable line and goes on
     let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains(&format!("warning: {}:4: ", kh.display())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("warning: {}:4: ", kh.display())), "{err}");
 
     let (code, out, err) = run(&["forget-host", "h1", &mini, "--state", st]);
     assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains("forgot the recorded key(s) of host h1 (10.99.0.10)"),
-        "{out}"
-    );
-    assert!(
-        out.contains("removed line(s) 2") && out.contains("out of line(s) 3"),
-        "{out}"
-    );
+    assert!(out.contains("forgot the recorded key(s) of host h1 (10.99.0.10)"), "{out}");
+    assert!(out.contains("removed line(s) 2") && out.contains("out of line(s) 3"), "{out}");
     let mut want = format!("# mine\nother {k2} keep\n").into_bytes();
     want.extend_from_slice(b"10.99.0.77 ssh-ed25519 \xff\n");
     want.extend_from_slice(format!("[10.99.0.10]:2222 {k1}\n").as_bytes());
@@ -544,28 +469,17 @@ fn forget_host_removes_only_that_hosts_lines_and_warns_about_unreadable_ones() {
     assert!(out.contains("removed line(s) 4"), "{out}");
     let (code, out, _) = run(&["forget-host", "h2", &mini, "--state", st]);
     assert_eq!(code, 0);
-    assert!(
-        out.contains("nothing recorded for h2") && out.contains("not a host name"),
-        "{out}"
-    );
+    assert!(out.contains("nothing recorded for h2") && out.contains("not a host name"), "{out}");
 }
 
 fn broken_template_override(dir: &std::path::Path) -> std::path::PathBuf {
     let root = dir.join("playbooks");
     let base = root.join("base");
     std::fs::create_dir_all(base.join("templates")).unwrap();
-    for f in [
-        "role.toml",
-        "templates/hosts.j2",
-        "templates/sshd-hardening.conf.j2",
-    ] {
+    for f in ["role.toml", "templates/hosts.j2", "templates/sshd-hardening.conf.j2"] {
         std::fs::copy(std::path::Path::new("playbooks/base").join(f), base.join(f)).unwrap();
     }
-    std::fs::write(
-        base.join("templates/hosts.j2"),
-        "127.0.0.1 localhost\n{% for h in hosts %}\n{{ h.name \n",
-    )
-    .unwrap();
+    std::fs::write(base.join("templates/hosts.j2"), "127.0.0.1 localhost\n{% for h in hosts %}\n{{ h.name \n").unwrap();
     root
 }
 
@@ -583,20 +497,14 @@ fn playbooks_that_do_not_load_are_refused_before_anything_runs() {
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(
-            err.contains(&format!(
-                "{}:3: role `base`: template syntax error",
-                hosts_j2.display()
-            )),
+            err.contains(&format!("{}:3: role `base`: template syntax error", hosts_j2.display())),
             "{args:?}: {err}"
         );
     }
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     for (p, want) in [
-        (
-            "/nonexistent/playbooks",
-            "/nonexistent/playbooks: no such directory",
-        ),
+        ("/nonexistent/playbooks", "/nonexistent/playbooks: no such directory"),
         (empty.to_str().unwrap(), "no role folder in it"),
     ] {
         for cmd in [&["plan", "--live"][..], &["apply", "--yes"], &["plan"]] {
@@ -607,10 +515,7 @@ fn playbooks_that_do_not_load_are_refused_before_anything_runs() {
             assert!(err.contains(want), "{args:?}: {err}");
         }
     }
-    assert!(
-        !std::path::Path::new(st).exists(),
-        "refused before the state directory is made"
-    );
+    assert!(!std::path::Path::new(st).exists(), "refused before the state directory is made");
 }
 
 #[test]
@@ -626,31 +531,18 @@ fn help_documents_the_options_and_state_only_where_it_applies() {
     }
     for c in ["wizard", "plan", "apply", "verify", "forget-host"] {
         let h = help(&[c, "--help"]);
-        assert!(
-            h.contains("--state <DIR>") && h.contains("created with mode 0700"),
-            "{c}: {h}"
-        );
+        assert!(h.contains("--state <DIR>") && h.contains("created with mode 0700"), "{c}: {h}");
     }
     assert!(help(&["validate", "--help"]).contains("Answer files to check"));
     for c in ["validate", "probe", "plan", "verify", "apply"] {
         let h = help(&[c, "--help"]);
-        let line = h
-            .lines()
-            .find(|l| l.contains("--json"))
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            line.trim().len() > "--json".len() + 4,
-            "{c}: --json is undocumented: {h}"
-        );
+        let line = h.lines().find(|l| l.contains("--json")).unwrap_or_default().to_string();
+        assert!(line.trim().len() > "--json".len() + 4, "{c}: --json is undocumented: {h}");
     }
     assert!(help(&["wizard", "--help"]).contains("Where to write the answer file"));
     let (code, _, err) = run(&["--state", "/tmp", "validate", "wizard/examples/lab.toml"]);
     assert_eq!(code, 2);
-    assert!(
-        err.contains("--state does nothing for `groundwork validate`"),
-        "{err}"
-    );
+    assert!(err.contains("--state does nothing for `groundwork validate`"), "{err}");
 }
 
 #[test]
@@ -666,24 +558,12 @@ fn run_logs_are_kept_for_the_last_runs_only() {
     }
     let (code, _, err) = run(&["plan", "--live", &mini, "--state", st]);
     assert_eq!(code, 1, "{err}");
-    let mut names: Vec<String> = std::fs::read_dir(&logs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&logs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names.len(), groundwork::state::KEEP_LOGS, "{names:?}");
     // the two runs' own logs are the newest and stay; the oldest went
-    assert!(
-        !names.contains(&"20000101T000011Z-0000.log".to_string()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"20000101T000012Z-0000.log".to_string()),
-        "{names:?}"
-    );
-    assert_eq!(
-        names.iter().filter(|n| !n.starts_with("2000")).count(),
-        2,
-        "{names:?}"
-    );
+    assert!(!names.contains(&"20000101T000011Z-0000.log".to_string()), "{names:?}");
+    assert!(names.contains(&"20000101T000012Z-0000.log".to_string()), "{names:?}");
+    assert_eq!(names.iter().filter(|n| !n.starts_with("2000")).count(), 2, "{names:?}");
 }

@@ -89,7 +89,10 @@ fn templates_render_a_primary_a_secondary_and_the_dhcp_server() {
 
     let fwd = &dn1["forward.zone.j2"];
     assert!(fwd.contains("$ORIGIN dd.groundwork.test."), "{fwd}");
-    assert!(fwd.contains("SOA\tdn1.dd.groundwork.test. ops\\.team.groundwork.test. ("), "rname escapes the dot:\n{fwd}");
+    assert!(
+        fwd.contains("SOA\tdn1.dd.groundwork.test. ops\\.team.groundwork.test. ("),
+        "rname escapes the dot:\n{fwd}"
+    );
     assert!(fwd.contains("@\tIN\tNS\tdn1.dd.groundwork.test.\n@\tIN\tNS\tdn2.dd.groundwork.test."), "{fwd}");
     assert!(fwd.contains("dn1\tIN\tA\t10.77.0.32\ndn2\tIN\tA\t10.77.0.33\n"), "{fwd}");
     assert!(!fwd.contains("CNAME"), "no service roles, no service names:\n{fwd}");
@@ -111,7 +114,8 @@ fn templates_render_a_primary_a_secondary_and_the_dhcp_server() {
     assert_eq!(d4["lease-database"]["persist"], true);
     assert_eq!(d4["ddns-qualifying-suffix"], "dd.groundwork.test.");
     assert_eq!(d4["ddns-send-updates"], true);
-    let opt = |name: &str| d4["option-data"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["data"].clone();
+    let opt =
+        |name: &str| d4["option-data"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["data"].clone();
     assert_eq!(opt("domain-name-servers"), "10.77.0.32, 10.77.0.33");
     assert_eq!(opt("domain-search"), "dd.groundwork.test");
     let subnet = &d4["subnet4"][0];
@@ -210,7 +214,6 @@ fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<f64> {
     None
 }
 
-
 /// A copy of the shipped dns role in `dir/playbooks/dns`, with a zone template that renders a
 /// record named-checkzone refuses.
 fn broken_dns_role(dir: &Path) -> PathBuf {
@@ -248,7 +251,6 @@ while True:
     reply += b"\x35\x01\x02\x36\x04" + me + b"\x01\x04\xff\xff\xff\x00\x33\x04\x00\x00\x0e\x10\xff"
     s.sendto(bytes(reply), ("255.255.255.255", 68))
 "#;
-
 
 #[test]
 fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
@@ -297,9 +299,12 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
         .unwrap_or_else(|| panic!("{name} does not resolve to {addr} at dn1"));
     let since_bound = bound.elapsed().as_secs_f64();
     assert_eq!(dig(&["@10.77.0.32", "+short", "-x", &addr]), format!("{name}."));
-    eprintln!("lease {addr} -> A and PTR at dn1: {secs:.2} s after the first query ({since_bound:.2} s after ifup returned)");
+    eprintln!(
+        "lease {addr} -> A and PTR at dn1: {secs:.2} s after the first query ({since_bound:.2} s after ifup returned)"
+    );
     let secondary = within(Duration::from_secs(15), || {
-        dig(&["@10.77.0.33", "+short", &name, "A"]) == addr && dig(&["@10.77.0.33", "+short", "-x", &addr]) == format!("{name}.")
+        dig(&["@10.77.0.33", "+short", &name, "A"]) == addr
+            && dig(&["@10.77.0.33", "+short", "-x", &addr]) == format!("{name}.")
     })
     .expect("the secondary serves the lease's records (NOTIFY/IXFR)");
     eprintln!("... and at dn2 {secondary:.2} s later");
@@ -363,7 +368,8 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     assert_ne!(bad.code, 0, "{}", bad.all_text());
     let failed = bad.failed_steps();
     assert!(
-        failed.iter().any(|e| e["host"] == "dn1" && e["step"] == "static records of the internal domain"
+        failed.iter().any(|e| e["host"] == "dn1"
+            && e["step"] == "static records of the internal domain"
             && e["detail"].as_str().unwrap_or("").contains("refused the new")
             && e["detail"].as_str().unwrap_or("").contains("bad dotted quad")),
         "{}",
@@ -384,7 +390,8 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     lab::lab(&["ssh", "dn2", "systemctl stop gw-fake-dhcp"]).unwrap();
     assert_ne!(foreign.code, 0, "{}", foreign.all_text());
     assert!(
-        foreign.failed_steps().iter().any(|e| e["host"] == "dn1" && e["step"] == "no other DHCP server on the segment"
+        foreign.failed_steps().iter().any(|e| e["host"] == "dn1"
+            && e["step"] == "no other DHCP server on the segment"
             && e["detail"].as_str().unwrap_or("").contains("server 10.77.0.33 from 10.77.0.33 offers 10.77.0.250")),
         "{}",
         foreign.all_text()

@@ -14,12 +14,8 @@ use common::lab;
 use common::run::{self, Run, fresh, on};
 use serde_json::Value;
 
-const HOSTS: &[(&str, &str)] = &[
-    ("b1", "10.77.0.21"),
-    ("b2", "10.77.0.22"),
-    ("b3", "10.77.0.23"),
-    ("b4", "10.77.0.24"),
-];
+const HOSTS: &[(&str, &str)] =
+    &[("b1", "10.77.0.21"), ("b2", "10.77.0.22"), ("b3", "10.77.0.23"), ("b4", "10.77.0.24")];
 const ANSWERS: &str = "tests/fixtures/lab/base.toml";
 
 fn apply(state: &Path, extra: &[&str]) -> Run {
@@ -75,10 +71,7 @@ fn base_converges_on_four_hosts_then_a_second_apply_changes_nothing() {
     assert!(state.join("known_hosts").exists());
     let log = std::fs::read_dir(state.join("logs")).unwrap().count();
     assert_eq!(log, 2, "one log file per run");
-    eprintln!(
-        "FIGURES: first converge of base on 4 hosts {:.2} s; no-op re-run {:.2} s",
-        first.secs, second.secs
-    );
+    eprintln!("FIGURES: first converge of base on 4 hosts {:.2} s; no-op re-run {:.2} s", first.secs, second.secs);
 }
 
 #[test]

@@ -22,12 +22,8 @@ use common::run::{self, fresh, on};
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 
-const HOSTS: &[(&str, &str)] = &[
-    ("fn1", "10.77.0.60"),
-    ("fn2", "10.77.0.61"),
-    ("fi1", "10.77.0.62"),
-    ("fd1", "10.77.0.63"),
-];
+const HOSTS: &[(&str, &str)] =
+    &[("fn1", "10.77.0.60"), ("fn2", "10.77.0.61"), ("fi1", "10.77.0.62"), ("fd1", "10.77.0.63")];
 const ANSWERS: &str = "tests/fixtures/lab/faults.toml";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -72,14 +68,17 @@ fn apply_killed_after(state: &Path, at: Duration) -> (String, bool) {
     let events = events.lock().unwrap();
     let mut doing: Vec<String> = Vec::new();
     for (h, _) in HOSTS {
-        let last = events
-            .iter()
-            .rev()
-            .find(|e| e["host"] == *h && matches!(e["event"].as_str(), Some("step-started" | "step-finished" | "host-finished")));
+        let last = events.iter().rev().find(|e| {
+            e["host"] == *h && matches!(e["event"].as_str(), Some("step-started" | "step-finished" | "host-finished"))
+        });
         let what = match last {
-            Some(e) if e["event"] == "step-started" => format!("{h}: in {} / {}", e["role"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")),
+            Some(e) if e["event"] == "step-started" => {
+                format!("{h}: in {} / {}", e["role"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or(""))
+            }
             Some(e) if e["event"] == "host-finished" => format!("{h}: done"),
-            Some(e) => format!("{h}: after {} / {}", e["role"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")),
+            Some(e) => {
+                format!("{h}: after {} / {}", e["role"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or(""))
+            }
             None => format!("{h}: connecting"),
         };
         doing.push(what);
@@ -100,7 +99,8 @@ fn a_killed_apply_is_finished_by_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         // A first converge takes about 40 s here; the packages take the first 5-30 s.
-        let at = Duration::from_secs_f64(if i == 0 { rng.random_range(3.0..12.0) } else { rng.random_range(1.0..45.0) });
+        let at =
+            Duration::from_secs_f64(if i == 0 { rng.random_range(3.0..12.0) } else { rng.random_range(1.0..45.0) });
         let (doing, finished) = apply_killed_after(&state, at);
 
         let next = run::apply(ANSWERS, &state, &[]);

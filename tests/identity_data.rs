@@ -91,13 +91,13 @@ fn render_with(a: &Answers, host: &str, secrets: Secrets) -> Rendered {
         }
         for s in &spec.step_specs {
             let r = |t: &str| env.render_str(t, &ctx).unwrap_or_else(|e| panic!("{role} / {}: {e:#}", s.name));
-            for t in [&s.dest, &s.directory, &s.command, &s.creates, &s.unless, &s.onlyif, &s.validate, &s.when].into_iter().flatten() {
-                strings.push(r(t));
-            }
-            for t in [&s.command, &s.unless, &s.onlyif, &s.validate]
+            for t in [&s.dest, &s.directory, &s.command, &s.creates, &s.unless, &s.onlyif, &s.validate, &s.when]
                 .into_iter()
                 .flatten()
             {
+                strings.push(r(t));
+            }
+            for t in [&s.command, &s.unless, &s.onlyif, &s.validate].into_iter().flatten() {
                 shell.push((format!("{role} / {}", s.name), r(t)));
             }
             if let Some(w) = &s.wait {
@@ -120,12 +120,7 @@ fn render_with(a: &Answers, host: &str, secrets: Secrets) -> Rendered {
             }
         }
     }
-    Rendered {
-        files,
-        strings,
-        shell,
-        secrets,
-    }
+    Rendered { files, strings, shell, secrets }
 }
 
 fn secret_values(s: &Secrets) -> Vec<String> {
@@ -134,10 +129,7 @@ fn secret_values(s: &Secrets) -> Vec<String> {
 
 #[test]
 fn passwords_only_render_into_secret_files() {
-    for (path, hosts) in [
-        (TWO_ANSWERS, &["ld1", "sq1"][..]),
-        (ONE_ANSWERS, &["s1"][..]),
-    ] {
+    for (path, hosts) in [(TWO_ANSWERS, &["ld1", "sq1"][..]), (ONE_ANSWERS, &["s1"][..])] {
         let a = load(path);
         for host in hosts {
             let r = render(&a, host);
@@ -166,26 +158,13 @@ fn settings_admit_the_site_subnet_and_name_the_directory() {
     let a = load(TWO_ANSWERS);
     let db = render(&a, "sq1");
     let hba = &db.files["/etc/groundwork/postgresql/pg_hba.conf"].0;
-    assert!(
-        hba.contains("host    \"keycloak\"\t\"keycloak\"\t10.77.0.0/24\tscram-sha-256"),
-        "{hba}"
-    );
-    assert!(
-        hba.contains("host    \"matrix_synapse\"\t\"synapse\"\t10.77.0.0/24\tscram-sha-256"),
-        "{hba}"
-    );
-    assert!(
-        !hba.contains("0.0.0.0/0") && !hba.contains(" trust"),
-        "{hba}"
-    );
+    assert!(hba.contains("host    \"keycloak\"\t\"keycloak\"\t10.77.0.0/24\tscram-sha-256"), "{hba}");
+    assert!(hba.contains("host    \"matrix_synapse\"\t\"synapse\"\t10.77.0.0/24\tscram-sha-256"), "{hba}");
+    assert!(!hba.contains("0.0.0.0/0") && !hba.contains(" trust"), "{hba}");
     let conf = &db.files["/etc/groundwork/postgresql/groundwork.conf"].0;
+    assert!(conf.contains("listen_addresses = 'localhost,10.77.0.53'"), "{conf}");
     assert!(
-        conf.contains("listen_addresses = 'localhost,10.77.0.53'"),
-        "{conf}"
-    );
-    assert!(
-        conf.contains("ssl = on")
-            && conf.contains("ssl_cert_file = '/etc/groundwork/postgresql/server.crt'"),
+        conf.contains("ssl = on") && conf.contains("ssl_cert_file = '/etc/groundwork/postgresql/server.crt'"),
         "{conf}"
     );
     let (setup, secret) = &db.files["/etc/groundwork/postgresql/setup.sql"];
@@ -193,81 +172,57 @@ fn settings_admit_the_site_subnet_and_name_the_directory() {
     assert!(setup.contains("SET log_statement = 'none';"), "{setup}");
     assert!(setup.contains(&format!("'{}'", db.secrets.get("postgresql", "synapse").unwrap())));
     let cnf = &db.files["/etc/mysql/mariadb.conf.d/60-groundwork.cnf"].0;
-    assert!(
-        cnf.contains("bind-address = 127.0.0.1,10.77.0.53") && cnf.contains("skip-name-resolve"),
-        "{cnf}"
-    );
-    assert!(
-        cnf.contains("ssl-cert = /etc/mysql/tls/groundwork.crt"),
-        "{cnf}"
-    );
+    assert!(cnf.contains("bind-address = 127.0.0.1,10.77.0.53") && cnf.contains("skip-name-resolve"), "{cnf}");
+    assert!(cnf.contains("ssl-cert = /etc/mysql/tls/groundwork.crt"), "{cnf}");
     let (msetup, _) = &db.files["/etc/groundwork/mariadb/setup.sql"];
-    assert!(msetup.contains("SET @db = 'wiki', @grant_db = 'wiki',\n    @user = 'wiki_app', @host = '10.77.0.0/255.255.255.0',"), "{msetup}");
+    assert!(
+        msetup.contains(
+            "SET @db = 'wiki', @grant_db = 'wiki',\n    @user = 'wiki_app', @host = '10.77.0.0/255.255.255.0',"
+        ),
+        "{msetup}"
+    );
     // test_x as GRANT reads it: the `_` escaped (in a string literal: two backslashes).
-    assert!(
-        msetup.contains(r"SET @db = 'test_x', @grant_db = 'test\\_x',"),
-        "{msetup}"
-    );
-    assert!(
-        msetup.contains(r"DELETE FROM mysql.db WHERE Db = 'test_x' AND User = 'tester'"),
-        "{msetup}"
-    );
+    assert!(msetup.contains(r"SET @db = 'test_x', @grant_db = 'test\\_x',"), "{msetup}");
+    assert!(msetup.contains(r"DELETE FROM mysql.db WHERE Db = 'test_x' AND User = 'tester'"), "{msetup}");
     assert!(msetup.contains("EXECUTE IMMEDIATE CONCAT('ALTER USER ', QUOTE(@user), '@', QUOTE(@host), ' IDENTIFIED BY ', QUOTE(@password));"), "{msetup}");
     assert!(!msetup.contains("'%'"), "no account open to every address:\n{msetup}");
     let secure = &db.files["/etc/groundwork/mariadb/secure.sql"].0;
     assert!(
-        secure.contains("DROP DATABASE IF EXISTS test;")
-            && secure.contains("IDENTIFIED VIA unix_socket"),
+        secure.contains("DROP DATABASE IF EXISTS test;") && secure.contains("IDENTIFIED VIA unix_socket"),
         "{secure}"
     );
     assert!(
-        secure.contains(
-            r"AND NOT (Db = 'test\\_x' AND User = 'tester' AND Host = '10.77.0.0/255.255.255.0')"
-        ),
+        secure.contains(r"AND NOT (Db = 'test\\_x' AND User = 'tester' AND Host = '10.77.0.0/255.255.255.0')"),
         "{secure}"
     );
     let check = &db.files["/etc/groundwork/mariadb/secure-check.sql"].0;
-    assert!(
-        check.contains(r"AND NOT (Db = 'test\\_x' AND User = 'tester'"),
-        "{check}"
-    );
+    assert!(check.contains(r"AND NOT (Db = 'test\\_x' AND User = 'tester'"), "{check}");
     let (logins, secret) = &db.files["/etc/groundwork/mariadb/logins.cnf"];
     assert!(
-        *secret
-            && logins.contains("[client-gw2]\nuser = \"wiki_app\"\n")
-            && logins.contains("host = 10.77.0.53\n"),
+        *secret && logins.contains("[client-gw2]\nuser = \"wiki_app\"\n") && logins.contains("host = 10.77.0.53\n"),
         "{logins}"
     );
     let (pgpass, secret) = &db.files["/etc/groundwork/postgresql/pgpass"];
-    assert!(
-        *secret && pgpass.starts_with("*:*:keycloak:keycloak:"),
-        "{pgpass}"
-    );
+    assert!(*secret && pgpass.starts_with("*:*:keycloak:keycloak:"), "{pgpass}");
     // The password guards log in as each user, over TCP to the site address.
-    let pg_guard = db
-        .strings
-        .iter()
-        .find(|s| s.contains("PGPASSFILE"))
-        .expect("a PostgreSQL login guard");
+    let pg_guard = db.strings.iter().find(|s| s.contains("PGPASSFILE")).expect("a PostgreSQL login guard");
     assert!(
         pg_guard.contains("PGHOST='10.77.0.53'")
             && pg_guard.contains("PGUSER='synapse' PGDATABASE='matrix_synapse' psql -X -w"),
         "{pg_guard}"
     );
-    let my_guard = db
-        .strings
-        .iter()
-        .find(|s| s.contains("--defaults-file="))
-        .expect("a MariaDB login guard");
-    assert!(
-        my_guard.contains("--defaults-group-suffix=-gw3 -NBe 'SELECT 1'"),
-        "{my_guard}"
-    );
+    let my_guard = db.strings.iter().find(|s| s.contains("--defaults-file=")).expect("a MariaDB login guard");
+    assert!(my_guard.contains("--defaults-group-suffix=-gw3 -NBe 'SELECT 1'"), "{my_guard}");
 
     let id = render(&a, "ld1");
     let cfg = &id.files["/etc/groundwork/ldap/config.ldif"].0;
     assert!(cfg.contains("olcModuleLoad: memberof"), "{cfg}");
-    assert!(cfg.contains("olcDbIndex: mail eq") && cfg.contains("olcDbIndex: cn,uid eq") && cfg.contains("olcDbIndex: member,memberUid eq"), "{cfg}");
+    assert!(
+        cfg.contains("olcDbIndex: mail eq")
+            && cfg.contains("olcDbIndex: cn,uid eq")
+            && cfg.contains("olcDbIndex: member,memberUid eq"),
+        "{cfg}"
+    );
     assert!(cfg.contains("by dn.exact=\"cn=groundwork-reader,ou=services,dc=id,dc=groundwork,dc=test\" read"), "{cfg}");
     assert!(cfg.contains("olcTLSCertificateFile: /etc/ldap/tls/selfsigned.crt"), "no tls-cert: self-signed\n{cfg}");
     let dir = &id.files["/etc/groundwork/ldap/directory.ldif"].0;
@@ -275,23 +230,13 @@ fn settings_admit_the_site_subnet_and_name_the_directory() {
         assert!(dir.contains(&format!("dn: ou={ou},dc=id,dc=groundwork,dc=test\n")), "{ou}:\n{dir}");
     }
     // Not ASCII: base64 (RFC 2849), "Groundwork Lab Société".
-    assert!(
-        dir.contains("o:: R3JvdW5kd29yayBMYWIgU29jacOpdMOp\ndc: id\n"),
-        "{dir}"
-    );
+    assert!(dir.contains("o:: R3JvdW5kd29yayBMYWIgU29jacOpdMOp\ndc: id\n"), "{dir}");
     let defaults = &id.files["/etc/default/slapd"].0;
     assert!(
-        defaults.contains(
-            "SLAPD_SERVICES=\"ldap://127.0.0.1/ ldap://10.77.0.52/ ldaps://10.77.0.52/ ldapi:///\""
-        ),
+        defaults.contains("SLAPD_SERVICES=\"ldap://127.0.0.1/ ldap://10.77.0.52/ ldaps://10.77.0.52/ ldapi:///\""),
         "{defaults}"
     );
-    assert!(
-        id.strings
-            .iter()
-            .any(|s| s == "slapd slapd/domain string id.groundwork.test"),
-        "preseeded domain"
-    );
+    assert!(id.strings.iter().any(|s| s == "slapd slapd/domain string id.groundwork.test"), "preseeded domain");
 
     // With tls-cert/tls-key the site's pair is used instead.
     let mut b = a.clone();
@@ -300,13 +245,12 @@ fn settings_admit_the_site_subnet_and_name_the_directory() {
     l.tls_key = Some(PathBuf::from("/etc/ssl/private/ldap.key"));
     let id = render(&b, "ld1");
     let cfg = &id.files["/etc/groundwork/ldap/config.ldif"].0;
+    assert!(cfg.contains("olcTLSCertificateFile: /etc/ldap/tls/site.crt"), "{cfg}");
     assert!(
-        cfg.contains("olcTLSCertificateFile: /etc/ldap/tls/site.crt"),
-        "{cfg}"
+        id.strings
+            .iter()
+            .any(|s| s.contains("install -m 0644 -o root -g root -- '/etc/ssl/ldap.pem' /etc/ldap/tls/site.crt"))
     );
-    assert!(id.strings.iter().any(|s| s.contains(
-        "install -m 0644 -o root -g root -- '/etc/ssl/ldap.pem' /etc/ldap/tls/site.crt"
-    )));
 }
 
 // ------------------------------------------------------------------ offline: hostile values
@@ -318,31 +262,18 @@ fn hostile_answers(marker: &str) -> Answers {
     let mut a = load(TWO_ANSWERS);
     let l = a.ldap.as_mut().unwrap();
     l.organisation = format!("Org'; : >{marker}; echo '$(: >{marker})\ndn: cn=evil \\ }}");
-    l.extra_ous = vec![
-        "a,b=c+d".into(),
-        format!("q'$(: >{marker})`: >{marker}`;"),
-        "x\ny: z".into(),
-        "#lead ".into(),
-    ];
+    l.extra_ous = vec!["a,b=c+d".into(), format!("q'$(: >{marker})`: >{marker}`;"), "x\ny: z".into(), "#lead ".into()];
     l.tls_cert = Some(PathBuf::from(format!("/x'; : >{marker}; echo '")));
-    l.tls_key = Some(PathBuf::from(format!(
-        "/k\"$(: >{marker})`: >{marker}`;\n}}"
-    )));
+    l.tls_key = Some(PathBuf::from(format!("/k\"$(: >{marker})`: >{marker}`;\n}}")));
     a.databases.postgresql = vec![
-        groundwork::answers::model::Database {
-            name: "all".into(),
-            user: "sameuser".into(),
-        },
+        groundwork::answers::model::Database { name: "all".into(), user: "sameuser".into() },
         groundwork::answers::model::Database {
             name: format!("d'b;$(: >{marker})`: >{marker}`\\x"),
             user: "u'; DROP ROLE postgres; --".into(),
         },
     ];
     a.databases.mariadb = vec![
-        groundwork::answers::model::Database {
-            name: "app_db".into(),
-            user: "owner".into(),
-        },
+        groundwork::answers::model::Database { name: "app_db".into(), user: "owner".into() },
         groundwork::answers::model::Database {
             name: "m%`x'; DROP DATABASE mysql; -- \\".into(),
             user: format!("m'@'%'; DROP USER root; --\n\\! : >{marker}"),
@@ -436,27 +367,18 @@ fn ldif_records(text: &str) -> Vec<(String, Vec<(String, String)>)> {
             continue;
         }
         assert!(!line.starts_with(' '), "a continuation line: {line:?}");
-        let (attr, rest) = line
-            .split_once(':')
-            .unwrap_or_else(|| panic!("not `attr: value`: {line:?}"));
+        let (attr, rest) = line.split_once(':').unwrap_or_else(|| panic!("not `attr: value`: {line:?}"));
         let value = match rest.strip_prefix(':') {
-            Some(b64) => String::from_utf8(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .unwrap(),
-            )
-            .unwrap(),
+            Some(b64) => {
+                String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64.trim()).unwrap()).unwrap()
+            }
             None => rest.strip_prefix(' ').unwrap_or(rest).to_string(),
         };
         if attr == "dn" {
             out.extend(current.take());
             current = Some((value, Vec::new()));
         } else {
-            current
-                .as_mut()
-                .expect("an attribute before any dn")
-                .1
-                .push((attr.to_string(), value));
+            current.as_mut().expect("an attribute before any dn").1.push((attr.to_string(), value));
         }
     }
     out.extend(current);
@@ -480,10 +402,7 @@ fn hostile_answer_values_land_quoted_in_every_command_sql_ldif_and_option_file()
         // Every command and guard is one valid shell text, and running it (no external
         // command reachable: only builtins act) never lets a payload write the marker.
         for (step, cmd) in &r.shell {
-            let syntax = Command::new("/bin/sh")
-                .args(["-n", "-c", cmd])
-                .output()
-                .unwrap();
+            let syntax = Command::new("/bin/sh").args(["-n", "-c", cmd]).output().unwrap();
             assert!(
                 syntax.status.success(),
                 "{step}: not valid shell: {cmd}\n{}",
@@ -496,11 +415,7 @@ fn hostile_answer_values_land_quoted_in_every_command_sql_ldif_and_option_file()
                 .current_dir(dir.path())
                 .output()
                 .unwrap();
-            assert!(
-                !marker.exists(),
-                "{step}: a payload ran (exit {:?}): {cmd}",
-                run.status.code()
-            );
+            assert!(!marker.exists(), "{step}: a payload ran (exit {:?}): {cmd}", run.status.code());
         }
         for (_, text) in &r.shell {
             assert!(!text.contains(pw), "a password in a command: {text}");
@@ -511,17 +426,9 @@ fn hostile_answer_values_land_quoted_in_every_command_sql_ldif_and_option_file()
     let l = a.ldap.as_ref().unwrap();
     let cert = l.tls_cert.as_ref().unwrap().to_str().unwrap();
     let sh_word = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
-    let install = ld
-        .shell
-        .iter()
-        .find(|(s, _)| s.contains("from the answers"))
-        .map(|(_, c)| c.as_str())
-        .unwrap();
+    let install = ld.shell.iter().find(|(s, _)| s.contains("from the answers")).map(|(_, c)| c.as_str()).unwrap();
     assert!(
-        install.contains(&format!(
-            "install -m 0644 -o root -g root -- {} /etc/ldap/tls/site.crt",
-            sh_word(cert)
-        )),
+        install.contains(&format!("install -m 0644 -o root -g root -- {} /etc/ldap/tls/site.crt", sh_word(cert))),
         "{install}"
     );
 
@@ -545,30 +452,17 @@ fn hostile_answer_values_land_quoted_in_every_command_sql_ldif_and_option_file()
         ],
         "{dirl}"
     );
-    assert!(
-        records[0]
-            .1
-            .contains(&("o".to_string(), l.organisation.clone())),
-        "{dirl}"
-    );
+    assert!(records[0].1.contains(&("o".to_string(), l.organisation.clone())), "{dirl}");
     for (i, ou) in l.extra_ous.iter().enumerate() {
-        assert_eq!(
-            records[4 + i].1.last().unwrap(),
-            &("ou".to_string(), ou.clone())
-        );
+        assert_eq!(records[4 + i].1.last().unwrap(), &("ou".to_string(), ou.clone()));
     }
 
     let sq = render_with(&a, "sq1", hostile_secrets(&a, dir.path()));
     // pg_hba: names quoted, so the keywords `all` and `sameuser` mean themselves.
     let hba = &sq.files["/etc/groundwork/postgresql/pg_hba.conf"].0;
+    assert!(hba.contains("host    \"all\"\t\"sameuser\"\t10.77.0.0/24\tscram-sha-256\n"), "{hba}");
     assert!(
-        hba.contains("host    \"all\"\t\"sameuser\"\t10.77.0.0/24\tscram-sha-256\n"),
-        "{hba}"
-    );
-    assert!(
-        hba.contains(&format!(
-            "host    \"d'b;$(: >{m})`: >{m}`\\x\"\t\"u'; DROP ROLE postgres; --\"\t10.77.0.0/24"
-        )),
+        hba.contains(&format!("host    \"d'b;$(: >{m})`: >{m}`\\x\"\t\"u'; DROP ROLE postgres; --\"\t10.77.0.0/24")),
         "{hba}"
     );
     // PostgreSQL SQL: every answer value is one literal; outside them, nothing of the payloads.
@@ -576,16 +470,10 @@ fn hostile_answer_values_land_quoted_in_every_command_sql_ldif_and_option_file()
         let text = &sq.files[&format!("/etc/groundwork/postgresql/{f}")].0;
         let (lits, code) = sql_split(text, false);
         for d in &a.databases.postgresql {
-            assert!(
-                lits.contains(&d.name) && lits.contains(&d.user),
-                "{f}: {d:?} not a whole literal:\n{text}"
-            );
+            assert!(lits.contains(&d.name) && lits.contains(&d.user), "{f}: {d:?} not a whole literal:\n{text}");
         }
         if f == "setup.sql" {
-            assert!(
-                lits.iter().any(|l| l == pw),
-                "{f}: the password is not one literal"
-            );
+            assert!(lits.iter().any(|l| l == pw), "{f}: the password is not one literal");
         }
         assert!(
             !code.contains("DROP") && !code.contains(": >") && !code.contains('`'),
@@ -594,12 +482,7 @@ fn hostile_answer_values_land_quoted_in_every_command_sql_ldif_and_option_file()
     }
     let pgpass = &sq.files["/etc/groundwork/postgresql/pgpass"].0;
     for line in pgpass.lines() {
-        let fields = line
-            .replace(r"\\", "")
-            .replace(r"\:", "")
-            .matches(':')
-            .count()
-            + 1;
+        let fields = line.replace(r"\\", "").replace(r"\:", "").matches(':').count() + 1;
         assert_eq!(fields, 5, "{line}");
     }
     // MariaDB SQL, read as the client and server read it.
@@ -607,67 +490,35 @@ fn hostile_answer_values_land_quoted_in_every_command_sql_ldif_and_option_file()
         let text = &sq.files[&format!("/etc/groundwork/mariadb/{f}")].0;
         let (lits, code) = sql_split(text, true);
         for d in &a.databases.mariadb {
-            assert!(
-                lits.contains(&d.user),
-                "{f}: user {:?} not a whole literal:\n{text}",
-                d.user
-            );
-            let grant = d
-                .name
-                .replace('\\', r"\\")
-                .replace('_', r"\_")
-                .replace('%', r"\%");
-            assert!(
-                lits.contains(&grant),
-                "{f}: {grant:?} (GRANT form) not a whole literal:\n{text}"
-            );
+            assert!(lits.contains(&d.user), "{f}: user {:?} not a whole literal:\n{text}", d.user);
+            let grant = d.name.replace('\\', r"\\").replace('_', r"\_").replace('%', r"\%");
+            assert!(lits.contains(&grant), "{f}: {grant:?} (GRANT form) not a whole literal:\n{text}");
         }
         assert!(
-            !code.contains("DROP DATABASE mysql")
-                && !code.contains("DROP USER root")
-                && !code.contains(r"\!"),
+            !code.contains("DROP DATABASE mysql") && !code.contains("DROP USER root") && !code.contains(r"\!"),
             "{f}: payload outside a literal:\n{code}"
         );
     }
     let setup = &sq.files["/etc/groundwork/mariadb/setup.sql"].0;
     let (lits, _) = sql_split(setup, true);
     assert!(
-        lits.iter().any(|l| l == pw)
-            && lits.contains(&"app_db".to_string())
-            && lits.contains(&r"app\_db".to_string()),
+        lits.iter().any(|l| l == pw) && lits.contains(&"app_db".to_string()) && lits.contains(&r"app\_db".to_string()),
         "{setup}"
     );
     let logins = &sq.files["/etc/groundwork/mariadb/logins.cnf"].0;
-    assert_eq!(
-        logins.matches("\n[").count(),
-        2,
-        "one group per user, nothing injected:\n{logins}"
-    );
-    assert!(
-        logins.contains(r#"user = "m\'@\'%\'; DROP USER root; --\n\\! : >"#),
-        "{logins}"
-    );
-    assert!(
-        logins.contains(r#"password = "p\'w\"$(id)`id`;\\ #x:y""#),
-        "{logins}"
-    );
+    assert_eq!(logins.matches("\n[").count(), 2, "one group per user, nothing injected:\n{logins}");
+    assert!(logins.contains(r#"user = "m\'@\'%\'; DROP USER root; --\n\\! : >"#), "{logins}");
+    assert!(logins.contains(r#"password = "p\'w\"$(id)`id`;\\ #x:y""#), "{logins}");
 
     // What cannot be written safely at all fails the render, naming the filter.
     let catalog = Catalog::load(None).unwrap();
     let env = context::environment(&catalog);
     for (name, user) in [("x", "a\"b"), ("x", "a\nb")] {
         let mut b = a.clone();
-        b.databases.postgresql = vec![groundwork::answers::model::Database {
-            name: name.into(),
-            user: user.into(),
-        }];
+        b.databases.postgresql = vec![groundwork::answers::model::Database { name: name.into(), user: user.into() }];
         let site = context::site_context(&b, &secrets);
         let ctx = context::host_context(&site, "sq1", &Facts::default());
-        let e = env
-            .get_template("postgresql/pg_hba.conf.j2")
-            .unwrap()
-            .render(&ctx)
-            .unwrap_err();
+        let e = env.get_template("postgresql/pg_hba.conf.j2").unwrap().render(&ctx).unwrap_err();
         assert!(format!("{e:#}").contains("pg_hba_name"), "{e:#}");
     }
 }
@@ -680,7 +531,9 @@ fn apply(state: &Path, answers: &str) -> Run {
 
 /// ldapsearch, psql and mysql on this machine: installed with apt-get when one is missing.
 fn ensure_clients() {
-    let have = |cmd: &str| Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success());
+    let have = |cmd: &str| {
+        Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
+    };
     let mut need = Vec::new();
     for (cmd, pkg) in [("ldapsearch", "ldap-utils"), ("psql", "postgresql-client"), ("mysql", "mariadb-client")] {
         if !have(cmd) {
@@ -760,13 +613,29 @@ fn ldap_clients(dir: &Path, host: &str, ip: &str, a: &Answers, secrets: &Secrets
     let ldaps = format!("ldaps://{ip}");
 
     // StartTLS (-ZZ: TLS required, the certificate checked against the host's own) as the admin.
-    let (rc, out, err) = client("ldapwhoami", &["-ZZ", "-x", "-H", &url, "-D", &admin, "-y", admin_pw.to_str().unwrap()], &tls);
+    let (rc, out, err) =
+        client("ldapwhoami", &["-ZZ", "-x", "-H", &url, "-D", &admin, "-y", admin_pw.to_str().unwrap()], &tls);
     assert_eq!(rc, 0, "ldapwhoami as admin: {out} {err}");
     assert_eq!(out, format!("dn:{admin}"));
     // LDAPS as the service account: the OUs.
     let (rc, out, err) = client(
         "ldapsearch",
-        &["-x", "-H", &ldaps, "-D", &reader, "-y", reader_pw.to_str().unwrap(), "-b", &suffix, "-s", "one", "-LLL", "(objectClass=organizationalUnit)", "ou"],
+        &[
+            "-x",
+            "-H",
+            &ldaps,
+            "-D",
+            &reader,
+            "-y",
+            reader_pw.to_str().unwrap(),
+            "-b",
+            &suffix,
+            "-s",
+            "one",
+            "-LLL",
+            "(objectClass=organizationalUnit)",
+            "ou",
+        ],
         &tls,
     );
     assert_eq!(rc, 0, "ldapsearch over LDAPS as the service account: {err}");
@@ -777,7 +646,8 @@ fn ldap_clients(dir: &Path, host: &str, ip: &str, a: &Answers, secrets: &Secrets
     }
     // A wrong password and an anonymous client get nothing.
     let wrong = private_file(dir, "wrong.pw", "not-the-password");
-    let (rc, _, err) = client("ldapwhoami", &["-ZZ", "-x", "-H", &url, "-D", &reader, "-y", wrong.to_str().unwrap()], &tls);
+    let (rc, _, err) =
+        client("ldapwhoami", &["-ZZ", "-x", "-H", &url, "-D", &reader, "-y", wrong.to_str().unwrap()], &tls);
     assert_eq!(rc, 49, "a wrong password must be refused (invalid credentials): {err}");
     let (rc, out, _) = client("ldapsearch", &["-ZZ", "-x", "-H", &url, "-b", &suffix, "-LLL", "dn"], &tls);
     assert!(rc == 32 || out.is_empty(), "anonymous read: rc {rc}:\n{out}");
@@ -793,18 +663,44 @@ fn ldap_clients(dir: &Path, host: &str, ip: &str, a: &Answers, secrets: &Secrets
     );
     let (rc, out, err) = client(
         "ldapsearch",
-        &["-ZZ", "-x", "-H", &url, "-D", &reader, "-y", reader_pw.to_str().unwrap(), "-b", &suffix, "-LLL", "(mail=gw-test@example.org)", "memberOf"],
+        &[
+            "-ZZ",
+            "-x",
+            "-H",
+            &url,
+            "-D",
+            &reader,
+            "-y",
+            reader_pw.to_str().unwrap(),
+            "-b",
+            &suffix,
+            "-LLL",
+            "(mail=gw-test@example.org)",
+            "memberOf",
+        ],
         &tls,
     );
-    on(host, &format!("ldapdelete -Q -Y EXTERNAL -H ldapi:/// 'cn=gw-testers,ou=groups,{suffix}' 'uid=gw-test,ou=people,{suffix}'"));
+    on(
+        host,
+        &format!(
+            "ldapdelete -Q -Y EXTERNAL -H ldapi:/// 'cn=gw-testers,ou=groups,{suffix}' 'uid=gw-test,ou=people,{suffix}'"
+        ),
+    );
     assert_eq!(rc, 0, "{err}");
     assert!(out.contains(&format!("memberOf: cn=gw-testers,ou=groups,{suffix}")), "memberof overlay:\n{out}");
     // The admin password is a salted hash in slapd's configuration, never the password itself.
-    let root_pw = on(host, "ldapsearch -Q -LLL -Y EXTERNAL -H ldapi:/// -b 'olcDatabase={1}mdb,cn=config' -s base olcRootPW");
+    let root_pw =
+        on(host, "ldapsearch -Q -LLL -Y EXTERNAL -H ldapi:/// -b 'olcDatabase={1}mdb,cn=config' -s base olcRootPW");
     assert!(root_pw.contains("olcRootPW: {SSHA}"), "{root_pw}");
-    let plain = on(host, "grep -rlF -f /etc/groundwork/ldap/admin.pw /etc/ldap/slapd.d /var/lib/ldap /etc/default/slapd || true");
+    let plain = on(
+        host,
+        "grep -rlF -f /etc/groundwork/ldap/admin.pw /etc/ldap/slapd.d /var/lib/ldap /etc/default/slapd || true",
+    );
     assert!(plain.trim().is_empty(), "the admin password in plain text on the host: {plain}");
-    assert_eq!(on(host, "stat -c '%a %U' /etc/groundwork/ldap/admin.pw /etc/groundwork/ldap/reader.pw").trim(), "600 root\n600 root");
+    assert_eq!(
+        on(host, "stat -c '%a %U' /etc/groundwork/ldap/admin.pw /etc/groundwork/ldap/reader.pw").trim(),
+        "600 root\n600 root"
+    );
 }
 
 /// psql and mysql as every user of the answers, from this machine; what must be refused.
@@ -814,16 +710,35 @@ fn sql_clients(dir: &Path, ip: &str, a: &Answers, secrets: &Secrets) {
         let env = [("PGPASSWORD", pw), ("PGCONNECT_TIMEOUT", "5")];
         let (rc, out, err) = client("psql", &["-XtA", "-h", ip, "-U", &d.user, "-d", &d.name, "-c", "select 1"], &env);
         assert_eq!((rc, out.as_str()), (0, "1"), "psql as {} to {}: {err}", d.user, d.name);
-        let (rc, out, _) = client("psql", &["-XtA", "-h", ip, "-U", &d.user, "-d", &d.name, "-c", "select pg_get_userbyid(datdba) from pg_database where datname = current_database()"], &env);
+        let (rc, out, _) = client(
+            "psql",
+            &[
+                "-XtA",
+                "-h",
+                ip,
+                "-U",
+                &d.user,
+                "-d",
+                &d.name,
+                "-c",
+                "select pg_get_userbyid(datdba) from pg_database where datname = current_database()",
+            ],
+            &env,
+        );
         assert_eq!((rc, out.as_str()), (0, d.user.as_str()), "owner of {}", d.name);
         // Another site database is not this user's.
         if let Some(other) = a.databases.postgresql.iter().find(|o| o.name != d.name) {
-            let (rc, _, err) = client("psql", &["-XtA", "-h", ip, "-U", &d.user, "-d", &other.name, "-c", "select 1"], &env);
+            let (rc, _, err) =
+                client("psql", &["-XtA", "-h", ip, "-U", &d.user, "-d", &other.name, "-c", "select 1"], &env);
             assert_ne!(rc, 0, "{} reaches {}", d.user, other.name);
             assert!(err.contains("no pg_hba.conf entry"), "{err}");
         }
     }
-    let (rc, _, err) = client("psql", &["-XtA", "-h", ip, "-U", "postgres", "-d", "postgres", "-c", "select 1"], &[("PGPASSWORD", "x"), ("PGCONNECT_TIMEOUT", "5")]);
+    let (rc, _, err) = client(
+        "psql",
+        &["-XtA", "-h", ip, "-U", "postgres", "-d", "postgres", "-c", "select 1"],
+        &[("PGPASSWORD", "x"), ("PGCONNECT_TIMEOUT", "5")],
+    );
     assert_ne!(rc, 0, "postgres over TCP from the subnet must be refused");
     assert!(err.contains("no pg_hba.conf entry"), "{err}");
 
@@ -831,14 +746,23 @@ fn sql_clients(dir: &Path, ip: &str, a: &Answers, secrets: &Secrets) {
         let pw = secrets.get("mariadb", &d.user).unwrap();
         let cnf = private_file(dir, &format!("{}.cnf", d.user), &format!("[client]\nuser={}\npassword={pw}\n", d.user));
         let extra = format!("--defaults-extra-file={}", cnf.display());
-        let (rc, out, err) = client("mysql", &[&extra, "--connect-timeout=5", "-h", ip, "-NB", &d.name, "-e", "SELECT 1"], &[]);
+        let (rc, out, err) =
+            client("mysql", &[&extra, "--connect-timeout=5", "-h", ip, "-NB", &d.name, "-e", "SELECT 1"], &[]);
         assert_eq!((rc, out.as_str()), (0, "1"), "mysql as {} to {}: {err}", d.user, d.name);
         let (rc, out, _) = client("mysql", &[&extra, "-h", ip, "-NB", "-e", "SHOW DATABASES"], &[]);
         assert_eq!(rc, 0);
         let dbs: Vec<&str> = out.lines().collect();
-        assert!(dbs.contains(&d.name.as_str()) && !dbs.contains(&"test") && !dbs.contains(&"mysql"), "{} sees {dbs:?}", d.user);
+        assert!(
+            dbs.contains(&d.name.as_str()) && !dbs.contains(&"test") && !dbs.contains(&"mysql"),
+            "{} sees {dbs:?}",
+            d.user
+        );
     }
-    let (rc, _, err) = client("mysql", &["--no-defaults", "--connect-timeout=5", "-h", ip, "-u", "root", "-NB", "-e", "SELECT 1"], &[]);
+    let (rc, _, err) = client(
+        "mysql",
+        &["--no-defaults", "--connect-timeout=5", "-h", ip, "-u", "root", "-NB", "-e", "SELECT 1"],
+        &[],
+    );
     assert_ne!(rc, 0, "root over TCP must be refused");
     assert!(err.contains("Access denied") || err.contains("not allowed"), "{err}");
 }
@@ -846,14 +770,9 @@ fn sql_clients(dir: &Path, ip: &str, a: &Answers, secrets: &Secrets) {
 /// verify::ldap and verify::sql, as `groundwork verify` runs them.
 fn verify_all(a: &Answers, secrets: &Secrets, state: &Path) -> (Vec<verify::Row>, f64) {
     let t = Instant::now();
-    let dir = StateDir {
-        root: state.to_path_buf(),
-    };
+    let dir = StateDir { root: state.to_path_buf() };
     let rows = rt().block_on(async {
-        let (mut l, s) = tokio::join!(
-            verify::ldap::verify(a, secrets, &dir),
-            verify::sql::verify(a, secrets, &dir)
-        );
+        let (mut l, s) = tokio::join!(verify::ldap::verify(a, secrets, &dir), verify::sql::verify(a, secrets, &dir));
         l.extend(s);
         l
     });
@@ -871,35 +790,19 @@ fn verify_rows(a: &Answers, secrets: &Secrets, state: &Path) -> (Vec<verify::Row
 fn row<'r>(rows: &'r [verify::Row], service: &str, check: &str) -> &'r verify::Row {
     rows.iter()
         .find(|r| r.service == service && r.check == check)
-        .unwrap_or_else(|| {
-            panic!(
-                "no {service} / {check} row:\n{}",
-                verify::render_table(rows)
-            )
-        })
+        .unwrap_or_else(|| panic!("no {service} / {check} row:\n{}", verify::render_table(rows)))
 }
 
 /// Passwords changed by hand on sq1 (a PostgreSQL and a MariaDB user): verify sees it, the
 /// next apply sets them again (one change per engine), verify passes, and the apply after
 /// that changes nothing.
 fn drifted_passwords_converge(state: &Path, a: &Answers, secrets: &Secrets) -> (f64, f64) {
-    on(
-        "sq1",
-        "cd / && runuser -u postgres -- psql -XqAt -c \"ALTER ROLE keycloak PASSWORD 'changed-by-hand'\"",
-    );
-    on(
-        "sq1",
-        "mariadb -e \"ALTER USER 'nextcloud'@'10.77.0.0/255.255.255.0' IDENTIFIED BY 'changed-by-hand'\"",
-    );
+    on("sq1", "cd / && runuser -u postgres -- psql -XqAt -c \"ALTER ROLE keycloak PASSWORD 'changed-by-hand'\"");
+    on("sq1", "mariadb -e \"ALTER USER 'nextcloud'@'10.77.0.0/255.255.255.0' IDENTIFIED BY 'changed-by-hand'\"");
     let (rows, _) = verify_all(a, secrets, state);
     for check in ["keycloak@keycloak select 1", "nextcloud@nextcloud SELECT 1"] {
         let r = rows.iter().find(|r| r.check == check).unwrap();
-        assert_eq!(
-            r.result,
-            Outcome::Fail,
-            "the drifted password must fail verify:\n{}",
-            verify::render_table(&rows)
-        );
+        assert_eq!(r.result, Outcome::Fail, "the drifted password must fail verify:\n{}", verify::render_table(&rows));
     }
     let fix = apply(state, TWO_ANSWERS);
     assert_eq!(fix.code, 0, "{}", fix.all_text());
@@ -923,22 +826,13 @@ fn drifted_passwords_converge(state: &Path, a: &Answers, secrets: &Secrets) -> (
 /// Where ld1's journal ends now (a cursor: journal times have whole seconds only).
 fn journal_mark() -> String {
     let out = on("ld1", "journalctl -n 0 --show-cursor --no-pager");
-    out.lines()
-        .find_map(|l| l.strip_prefix("-- cursor: "))
-        .expect("a journal cursor")
-        .trim()
-        .to_string()
+    out.lines().find_map(|l| l.strip_prefix("-- cursor: ")).expect("a journal cursor").trim().to_string()
 }
 
 /// Binds of the service account that slapd logged (olcLogLevel stats) after `mark`.
 fn reader_binds_after(mark: &str) -> usize {
-    let log = on(
-        "ld1",
-        &format!("journalctl -q -u slapd --after-cursor '{mark}' --no-pager -o cat || true"),
-    );
-    log.lines()
-        .filter(|l| l.contains("BIND dn=\"cn=groundwork-reader"))
-        .count()
+    let log = on("ld1", &format!("journalctl -q -u slapd --after-cursor '{mark}' --no-pager -o cat || true"));
+    log.lines().filter(|l| l.contains("BIND dn=\"cn=groundwork-reader")).count()
 }
 
 /// slapd made to serve another self-signed certificate (same name, same address): verify
@@ -963,18 +857,12 @@ fn an_impostor_certificate_gets_no_password(state: &Path, a: &Answers, secrets: 
          -subj '/CN=ld1.id.groundwork.test' -addext 'subjectAltName=DNS:ld1.id.groundwork.test,IP:10.77.0.52' \
          -keyout impostor.key -out impostor.crt 2>/dev/null && chgrp openldap impostor.key && chmod 0640 impostor.key",
     );
-    let pinned = on(
-        "ld1",
-        "openssl x509 -in /etc/ldap/tls/selfsigned.crt -noout -fingerprint -sha256",
-    )
-    .trim()
-    .replace("sha256 Fingerprint=", "SHA256:");
-    let impostor = on(
-        "ld1",
-        "openssl x509 -in /etc/ldap/tls/impostor.crt -noout -fingerprint -sha256",
-    )
-    .trim()
-    .replace("sha256 Fingerprint=", "SHA256:");
+    let pinned = on("ld1", "openssl x509 -in /etc/ldap/tls/selfsigned.crt -noout -fingerprint -sha256")
+        .trim()
+        .replace("sha256 Fingerprint=", "SHA256:");
+    let impostor = on("ld1", "openssl x509 -in /etc/ldap/tls/impostor.crt -noout -fingerprint -sha256")
+        .trim()
+        .replace("sha256 Fingerprint=", "SHA256:");
 
     // With the right certificate the service account binds, and slapd logs it.
     let mark = journal_mark();
@@ -987,43 +875,25 @@ fn an_impostor_certificate_gets_no_password(state: &Path, a: &Answers, secrets: 
     set_cert("impostor");
     let mark = journal_mark();
     let (rows, _) = verify_all(a, secrets, state);
-    eprintln!(
-        "verify against the impostor certificate:\n{}",
-        verify::render_table(&rows)
-    );
-    for check in [
-        "StartTLS (389)",
-        "LDAPS (636)",
-        "bind as service account",
-        "search the OUs",
-        "anonymous read refused",
-    ] {
+    eprintln!("verify against the impostor certificate:\n{}", verify::render_table(&rows));
+    for check in
+        ["StartTLS (389)", "LDAPS (636)", "bind as service account", "search the OUs", "anonymous read refused"]
+    {
         let r = row(&rows, "ldap", check);
         assert_eq!(r.result, Outcome::Fail, "{check}: {}", r.detail);
         assert!(
             r.detail.contains(&impostor)
                 && r.detail.contains(&pinned)
-                && r.detail
-                    .contains("not the certificate groundwork generated"),
+                && r.detail.contains("not the certificate groundwork generated"),
             "{check} must name what it was shown and what it wanted ({impostor} / {pinned}): {}",
             r.detail
         );
     }
-    assert_eq!(
-        row(&rows, "ldap", "bind as admin (on the host)").result,
-        Outcome::Ok
-    );
-    assert_eq!(
-        reader_binds_after(&mark),
-        0,
-        "a password reached the server with the impostor certificate"
-    );
+    assert_eq!(row(&rows, "ldap", "bind as admin (on the host)").result, Outcome::Ok);
+    assert_eq!(reader_binds_after(&mark), 0, "a password reached the server with the impostor certificate");
 
     set_cert("selfsigned");
-    on(
-        "ld1",
-        "rm -f /etc/ldap/tls/impostor.crt /etc/ldap/tls/impostor.key",
-    );
+    on("ld1", "rm -f /etc/ldap/tls/impostor.crt /etc/ldap/tls/impostor.key");
     verify_rows(a, secrets, state);
 }
 
@@ -1043,10 +913,7 @@ fn ldap_and_databases_on_two_hosts_pass_client_checks_and_a_second_apply_changes
     }
     // The run says when the LDAP certificate is a generated self-signed one.
     assert!(
-        first
-            .changed_steps("ld1")
-            .iter()
-            .any(|s| s.contains("TLS certificate: self-signed, generated")),
+        first.changed_steps("ld1").iter().any(|s| s.contains("TLS certificate: self-signed, generated")),
         "{:?}",
         first.changed_steps("ld1")
     );
@@ -1058,16 +925,12 @@ fn ldap_and_databases_on_two_hosts_pass_client_checks_and_a_second_apply_changes
     assert_eq!(rows.iter().filter(|r| r.service == "postgresql").count(), 2);
     assert_eq!(rows.iter().filter(|r| r.service == "mariadb").count(), 3);
     assert!(
-        row(&rows, "ldap", "StartTLS (389)")
-            .detail
-            .contains("certificate pinned: SHA256:"),
+        row(&rows, "ldap", "StartTLS (389)").detail.contains("certificate pinned: SHA256:"),
         "{}",
         verify::render_table(&rows)
     );
     assert!(
-        row(&rows, "postgresql", "keycloak@keycloak select 1")
-            .detail
-            .contains("SCRAM-SHA-256-PLUS"),
+        row(&rows, "postgresql", "keycloak@keycloak select 1").detail.contains("SCRAM-SHA-256-PLUS"),
         "{}",
         verify::render_table(&rows)
     );
@@ -1077,10 +940,7 @@ fn ldap_and_databases_on_two_hosts_pass_client_checks_and_a_second_apply_changes
     sql_clients(dir.path(), "10.77.0.53", &a, &secrets);
     let clients_secs = t.elapsed().as_secs_f64();
     // MariaDB's secure defaults, seen from the inside.
-    let users = on(
-        "sq1",
-        "mariadb -NBe \"SELECT CONCAT(User, '@', Host) FROM mysql.user ORDER BY 1\"",
-    );
+    let users = on("sq1", "mariadb -NBe \"SELECT CONCAT(User, '@', Host) FROM mysql.user ORDER BY 1\"");
     assert_eq!(
         users.lines().collect::<Vec<_>>(),
         [
@@ -1099,30 +959,12 @@ fn ldap_and_databases_on_two_hosts_pass_client_checks_and_a_second_apply_changes
     // test_x's owner gets test_x only, not testyx (`_` is a GRANT wildcard).
     on("sq1", "mariadb -e 'CREATE DATABASE testyx'");
     let pw = secrets.get("mariadb", "tester").unwrap();
-    let cnf = private_file(
-        dir.path(),
-        "tester.cnf",
-        &format!("[client]\nuser=tester\npassword={pw}\n"),
-    );
+    let cnf = private_file(dir.path(), "tester.cnf", &format!("[client]\nuser=tester\npassword={pw}\n"));
     let extra = format!("--defaults-extra-file={}", cnf.display());
-    let (rc, out, err) = client(
-        "mysql",
-        &[
-            &extra,
-            "--connect-timeout=5",
-            "-h",
-            "10.77.0.53",
-            "-NB",
-            "-e",
-            "SHOW DATABASES",
-        ],
-        &[],
-    );
+    let (rc, out, err) =
+        client("mysql", &[&extra, "--connect-timeout=5", "-h", "10.77.0.53", "-NB", "-e", "SHOW DATABASES"], &[]);
     assert_eq!(rc, 0, "{err}");
-    assert!(
-        out.lines().any(|l| l == "test_x") && !out.lines().any(|l| l == "testyx"),
-        "tester sees: {out}"
-    );
+    assert!(out.lines().any(|l| l == "test_x") && !out.lines().any(|l| l == "testyx"), "tester sees: {out}");
     on("sq1", "mariadb -e 'DROP DATABASE testyx'");
 
     let second = apply(&state, TWO_ANSWERS);
@@ -1180,6 +1022,13 @@ fn the_single_server_shape_converges_with_ldap_and_both_databases_on_one_host() 
     let second = apply(&state, ONE_ANSWERS);
     assert_eq!(second.code, 0, "{}", second.all_text());
     assert_eq!(second.changed("s1"), 0, "{:?}", second.changed_steps("s1"));
-    assert_no_password_leaks(&state, &secrets, &[("apply output", &format!("{}{}{}", first.stdout, first.stderr, second.stdout))]);
-    eprintln!("FIGURES: single server (ldap + postgresql + mariadb on s1): first converge {:.1} s; no-op re-run {:.2} s", first.secs, second.secs);
+    assert_no_password_leaks(
+        &state,
+        &secrets,
+        &[("apply output", &format!("{}{}{}", first.stdout, first.stderr, second.stdout))],
+    );
+    eprintln!(
+        "FIGURES: single server (ldap + postgresql + mariadb on s1): first converge {:.1} s; no-op re-run {:.2} s",
+        first.secs, second.secs
+    );
 }

@@ -124,9 +124,8 @@ fn answer_values_land_quoted_in_every_role_command() {
             let shell = shell.into_iter().chain([("wait", wait.as_deref())]);
             for (what, text) in shell {
                 let Some(text) = text else { continue };
-                let cmd = env
-                    .render_str(text, &ctx)
-                    .unwrap_or_else(|e| panic!("{role} / {} ({what}): {e:#}", step.name));
+                let cmd =
+                    env.render_str(text, &ctx).unwrap_or_else(|e| panic!("{role} / {} ({what}): {e:#}", step.name));
                 assert_inert(role, &step.name, what, &cmd);
                 checked += 1;
             }

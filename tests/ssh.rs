@@ -14,40 +14,21 @@ use sha2::{Digest, Sha256};
 const HOST: (&str, &str) = ("ssh1", "10.77.0.31");
 
 fn target(user: &str) -> Target {
-    Target {
-        name: HOST.0.into(),
-        address: HOST.1.into(),
-        port: 22,
-        user: user.into(),
-        key_path: lab::key(),
-    }
+    Target { name: HOST.0.into(), address: HOST.1.into(), port: 22, user: user.into(), key_path: lab::key() }
 }
 
 fn opts(dir: &Path) -> SshOptions {
-    SshOptions {
-        known_hosts: dir.join("state/known_hosts"),
-        ..SshOptions::default()
-    }
+    SshOptions { known_hosts: dir.join("state/known_hosts"), ..SshOptions::default() }
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 async fn connect(t: &Target, o: &SshOptions) -> Session {
     let started = Instant::now();
-    let s = Session::connect(t, o)
-        .await
-        .unwrap_or_else(|e| panic!("connect as {}: {e}", t.user));
-    eprintln!(
-        "connect as {} in {} ms",
-        t.user,
-        started.elapsed().as_millis()
-    );
+    let s = Session::connect(t, o).await.unwrap_or_else(|e| panic!("connect as {}: {e}", t.user));
+    eprintln!("connect as {} in {} ms", t.user, started.elapsed().as_millis());
     s
 }
 
@@ -70,16 +51,7 @@ fn noise(len: usize) -> Vec<u8> {
 
 fn keygen(path: &Path, kind: &str, passphrase: &str) {
     let st = std::process::Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            kind,
-            "-N",
-            passphrase,
-            "-C",
-            "groundwork-test",
-            "-f",
-        ])
+        .args(["-q", "-t", kind, "-N", passphrase, "-C", "groundwork-test", "-f"])
         .arg(path)
         .status()
         .expect("ssh-keygen");
@@ -95,10 +67,7 @@ fn root_exec_keeps_streams_apart() {
     rt().block_on(async {
         let s = connect(&target("root"), &opts(dir.path())).await;
         assert_eq!(s.target().name, "ssh1");
-        let out = s
-            .exec("echo out; echo err >&2; exit 3", None)
-            .await
-            .unwrap();
+        let out = s.exec("echo out; echo err >&2; exit 3", None).await.unwrap();
         assert_eq!(out.stdout_str(), "out\n");
         assert_eq!(out.stderr_str(), "err\n");
         assert_eq!(out.status, 3);
@@ -107,18 +76,10 @@ fn root_exec_keeps_streams_apart() {
         // killed by a signal: 128 + n
         assert_eq!(s.exec("kill -TERM $$", None).await.unwrap().status, 143);
         // the fingerprint is the one ssh-keygen prints for the host's ed25519 key
-        let fp = s
-            .exec("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub", None)
-            .await
-            .unwrap();
+        let fp = s.exec("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub", None).await.unwrap();
         assert!(fp.ok(), "{}", fp.stderr_str());
         assert!(s.host_key_fingerprint().starts_with("SHA256:"));
-        assert_eq!(
-            fp.stdout_str().split_whitespace().nth(1),
-            Some(s.host_key_fingerprint()),
-            "{}",
-            fp.stdout_str()
-        );
+        assert_eq!(fp.stdout_str().split_whitespace().nth(1), Some(s.host_key_fingerprint()), "{}", fp.stdout_str());
         s.close().await;
     });
 }
@@ -137,10 +98,7 @@ fn stdin_round_trip_of_one_mib() {
         eprintln!("1 MiB through cat in {} ms", started.elapsed().as_millis());
         assert!(out.ok(), "{}", out.stderr_str());
         assert_eq!(out.stdout.len(), data.len());
-        assert_eq!(
-            hex(&Sha256::digest(&out.stdout)),
-            hex(&Sha256::digest(&data))
-        );
+        assert_eq!(hex(&Sha256::digest(&out.stdout)), hex(&Sha256::digest(&data)));
         // a command that does not read its stdin still finishes
         let out = s.exec("echo done", Some(&data)).await.unwrap();
         assert_eq!(out.stdout_str(), "done\n");
@@ -166,10 +124,7 @@ fn upload_then_sha256sum() {
         assert!(out.ok(), "{}", out.stderr_str());
         let text = out.stdout_str();
         let mut lines = text.lines();
-        assert_eq!(
-            lines.next().unwrap().split_whitespace().next(),
-            Some(hex(&Sha256::digest(&data)).as_str())
-        );
+        assert_eq!(lines.next().unwrap().split_whitespace().next(), Some(hex(&Sha256::digest(&data)).as_str()));
         assert_eq!(lines.next(), Some("600 root"));
         // a failed upload names the host and the path
         let err = s.upload("/nonexistent/dir/f", b"x").await.unwrap_err();
@@ -222,19 +177,13 @@ fn ops_runs_as_root_through_sudo() {
         let out = s.exec("id -u", None).await.unwrap();
         assert_eq!(out.stdout_str(), "0\n", "{}", out.stderr_str());
         // quoting survives the sudo wrapper
-        let out = s
-            .exec("printf '%s|%s\\n' \"it's\" '$HOME'; exit 4", None)
-            .await
-            .unwrap();
+        let out = s.exec("printf '%s|%s\\n' \"it's\" '$HOME'; exit 4", None).await.unwrap();
         assert_eq!(out.stdout_str(), "it's|$HOME\n", "{}", out.stderr_str());
         assert_eq!(out.status, 4);
         let out = s.exec("cat", Some(b"through sudo")).await.unwrap();
         assert_eq!(out.stdout_str(), "through sudo");
         s.upload("/root/from-ops", b"secret").await.unwrap();
-        let out = s
-            .exec("stat -c '%a %U' /root/from-ops", None)
-            .await
-            .unwrap();
+        let out = s.exec("stat -c '%a %U' /root/from-ops", None).await.unwrap();
         assert_eq!(out.stdout_str(), "600 root\n");
         s.close().await;
     });
@@ -258,35 +207,19 @@ fn user_without_sudo_fails_fast_with_a_clear_error() {
             .await
             .unwrap();
         assert!(out.ok(), "{}", out.stderr_str());
-        root.upload("/home/nosudo/.ssh/authorized_keys", &pubkey)
-            .await
-            .unwrap();
-        let out = root
-            .exec("chown nosudo: /home/nosudo/.ssh/authorized_keys", None)
-            .await
-            .unwrap();
+        root.upload("/home/nosudo/.ssh/authorized_keys", &pubkey).await.unwrap();
+        let out = root.exec("chown nosudo: /home/nosudo/.ssh/authorized_keys", None).await.unwrap();
         assert!(out.ok(), "{}", out.stderr_str());
 
         let started = Instant::now();
-        let err = Session::connect(&target("nosudo"), &opts(dir.path()))
-            .await
-            .unwrap_err();
-        eprintln!(
-            "sudo refusal reported in {} ms",
-            started.elapsed().as_millis()
-        );
+        let err = Session::connect(&target("nosudo"), &opts(dir.path())).await.unwrap_err();
+        eprintln!("sudo refusal reported in {} ms", started.elapsed().as_millis());
         let msg = err.to_string();
         eprintln!("{msg}");
         assert!(matches!(err, SshError::NoSudo { .. }), "{msg}");
         assert!(msg.contains("host ssh1 (10.77.0.31)"), "{msg}");
-        assert!(
-            msg.contains("user nosudo cannot run sudo without a password (sudo said: "),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("groundwork needs root or passwordless sudo"),
-            "{msg}"
-        );
+        assert!(msg.contains("user nosudo cannot run sudo without a password (sudo said: "), "{msg}");
+        assert!(msg.contains("groundwork needs root or passwordless sudo"), "{msg}");
         root.close().await;
     });
 }
@@ -308,10 +241,7 @@ fn first_contact_learns_the_key_once() {
         assert!(text.starts_with("10.77.0.31 ssh-ed25519 "), "{text}");
         assert_eq!(text.lines().count(), 1, "{text}");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&o.known_hosts)
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(&o.known_hosts).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
 
         let s = connect(&target("ops"), &o).await;
@@ -343,19 +273,14 @@ fn changed_host_key_is_refused() {
         let err = Session::connect(&target("root"), &o).await.unwrap_err();
         let msg = err.to_string();
         eprintln!("{msg}");
-        assert!(
-            matches!(err, SshError::HostKeyChanged { line: 1, .. }),
-            "{msg}"
-        );
+        assert!(matches!(err, SshError::HostKeyChanged { line: 1, .. }), "{msg}");
         assert!(msg.contains("host ssh1 (10.77.0.31)"), "{msg}");
         assert!(msg.contains(&o.known_hosts.display().to_string()), "{msg}");
         assert!(msg.contains("line 1"), "{msg}");
         assert!(msg.contains("the host key changed (SHA256:"), "{msg}");
         let state = o.known_hosts.parent().unwrap().display().to_string();
         assert!(
-            msg.contains(&format!(
-                "groundwork forget-host 10.77.0.31 --state {state}"
-            )),
+            msg.contains(&format!("groundwork forget-host 10.77.0.31 --state {state}")),
             "the error names the command that forgets the key: {msg}"
         );
     });
@@ -420,10 +345,7 @@ fn known_hosts_lines_in_openssh_forms() {
     rt.block_on(async {
         let err = Session::connect(&target("root"), &o).await.unwrap_err();
         let msg = err.to_string();
-        assert!(
-            matches!(err, SshError::HostKeyRevoked { line: 2, .. }),
-            "{msg}"
-        );
+        assert!(matches!(err, SshError::HostKeyRevoked { line: 2, .. }), "{msg}");
         assert!(msg.contains(&o.known_hosts.display().to_string()), "{msg}");
         assert!(msg.contains("is revoked by line 2"), "{msg}");
     });
@@ -436,44 +358,29 @@ fn bad_keys_are_named() {
     };
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path());
-    let with_key = |user: &str, key: PathBuf| Target {
-        key_path: key,
-        ..target(user)
-    };
+    let with_key = |user: &str, key: PathBuf| Target { key_path: key, ..target(user) };
     rt().block_on(async {
         // missing file
         let missing = dir.path().join("no-such-key");
-        let err = Session::connect(&with_key("root", missing.clone()), &o)
-            .await
-            .unwrap_err();
+        let err = Session::connect(&with_key("root", missing.clone()), &o).await.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, SshError::KeyUnreadable { .. }), "{msg}");
-        assert!(
-            msg.contains(&missing.display().to_string()) && msg.contains("ssh1"),
-            "{msg}"
-        );
+        assert!(msg.contains(&missing.display().to_string()) && msg.contains("ssh1"), "{msg}");
 
         // a valid key the host does not know
         let stranger = dir.path().join("stranger");
         keygen(&stranger, "ed25519", "");
-        let err = Session::connect(&with_key("root", stranger.clone()), &o)
-            .await
-            .unwrap_err();
+        let err = Session::connect(&with_key("root", stranger.clone()), &o).await.unwrap_err();
         let msg = err.to_string();
         eprintln!("{msg}");
         assert!(matches!(err, SshError::Auth { .. }), "{msg}");
         assert!(msg.contains(&stranger.display().to_string()), "{msg}");
-        assert!(
-            msg.contains("user root") && msg.contains("host ssh1 (10.77.0.31)"),
-            "{msg}"
-        );
+        assert!(msg.contains("user root") && msg.contains("host ssh1 (10.77.0.31)"), "{msg}");
 
         // an encrypted key
         let locked = dir.path().join("locked");
         keygen(&locked, "ed25519", "a passphrase");
-        let err = Session::connect(&with_key("root", locked.clone()), &o)
-            .await
-            .unwrap_err();
+        let err = Session::connect(&with_key("root", locked.clone()), &o).await.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, SshError::KeyEncrypted { .. }), "{msg}");
         assert!(msg.contains(&locked.display().to_string()), "{msg}");
@@ -483,10 +390,7 @@ fn bad_keys_are_named() {
         keygen(&rsa, "rsa", "");
         let root = connect(&target("root"), &o).await;
         let pubkey = std::fs::read(rsa.with_extension("pub")).unwrap();
-        let out = root
-            .exec("cat >> /root/.ssh/authorized_keys", Some(&pubkey))
-            .await
-            .unwrap();
+        let out = root.exec("cat >> /root/.ssh/authorized_keys", Some(&pubkey)).await.unwrap();
         assert!(out.ok());
         root.close().await;
         let s = connect(&with_key("root", rsa), &o).await;
@@ -501,24 +405,14 @@ fn nothing_listening_is_a_connect_error_after_the_attempts() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let o = SshOptions {
-        connect_attempts: 2,
-        connect_timeout: Duration::from_secs(3),
-        ..opts(dir.path())
-    };
-    let t = Target {
-        address: "10.77.0.250".into(),
-        ..target("root")
-    };
+    let o = SshOptions { connect_attempts: 2, connect_timeout: Duration::from_secs(3), ..opts(dir.path()) };
+    let t = Target { address: "10.77.0.250".into(), ..target("root") };
     rt().block_on(async {
         let started = Instant::now();
         let err = Session::connect(&t, &o).await.unwrap_err();
         let msg = err.to_string();
         eprintln!("{msg} (after {} ms)", started.elapsed().as_millis());
-        assert!(
-            matches!(err, SshError::Connect { attempts: 2, .. }),
-            "{msg}"
-        );
+        assert!(matches!(err, SshError::Connect { attempts: 2, .. }), "{msg}");
         assert!(msg.contains("host ssh1 (10.77.0.250:22)"), "{msg}");
         assert!(msg.contains("after 2 attempts"), "{msg}");
     });

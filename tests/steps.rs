@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use groundwork::engine::facts::{FileFact, PathFact, Probe, ServiceFact};
-use groundwork::engine::steps::{
-    Action, Decision, Detail, Step, command, directory, file, service, wait,
-};
+use groundwork::engine::steps::{Action, Decision, Detail, Step, command, directory, file, service, wait};
 use groundwork::playbook::step::{Source, StepSpec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -61,15 +59,8 @@ struct Facts {
 enum PathIn {
     Absent,
     Other,
-    File {
-        mode: String,
-        owner: String,
-        content: String,
-    },
-    Dir {
-        mode: String,
-        owner: String,
-    },
+    File { mode: String, owner: String, content: String },
+    Dir { mode: String, owner: String },
 }
 
 #[derive(Deserialize)]
@@ -137,30 +128,18 @@ fn path_fact(p: &Option<PathIn>) -> PathFact {
     match p.as_ref().expect("this kind needs [facts] path") {
         PathIn::Absent => PathFact::Absent,
         PathIn::Other => PathFact::Other,
-        PathIn::File {
-            mode,
-            owner,
-            content,
-        } => PathFact::File(FileFact {
+        PathIn::File { mode, owner, content } => PathFact::File(FileFact {
             mode: octal(mode),
             owner: owner.clone(),
-            sha256: Sha256::digest(content.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: Sha256::digest(content.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
         }),
-        PathIn::Dir { mode, owner } => PathFact::Dir {
-            mode: octal(mode),
-            owner: owner.clone(),
-        },
+        PathIn::Dir { mode, owner } => PathFact::Dir { mode: octal(mode), owner: owner.clone() },
     }
 }
 
 /// The case's step, rendered as is (fixture values are already what a host would get).
 fn rendered(case: &Case) -> Result<Step, String> {
-    let checked = case
-        .step
-        .check(&case.step.template.iter().cloned().collect::<Vec<_>>())?;
+    let checked = case.step.check(&case.step.template.iter().cloned().collect::<Vec<_>>())?;
     Step::render(&checked.kind, &|s| Ok(s.to_string()))
 }
 
@@ -190,10 +169,7 @@ fn decide(case: &Case, step: &Step) -> Result<Decision, String> {
             Ok(command::decide(s, &codes))
         }
         Step::Service(s) => {
-            let fact = f.service.as_ref().map(|x| ServiceFact {
-                active: x.active.clone(),
-                enabled: x.enabled.clone(),
-            });
+            let fact = f.service.as_ref().map(|x| ServiceFact { active: x.active.clone(), enabled: x.enabled.clone() });
             let notified: HashSet<String> = f.notified.iter().cloned().collect();
             service::decide(s, fact.as_ref(), &notified)
         }
@@ -230,11 +206,7 @@ fn check(path: &Path) -> Vec<String> {
         Ok(s) => s,
         Err(e) => return vec![format!("the step is refused: {e}")],
     };
-    let dir = path
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str())
-        .unwrap_or("");
+    let dir = path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("");
     if kind_of(&step) != dir {
         errs.push(format!("a {} step in the {dir}/ folder", kind_of(&step)));
     }
@@ -266,30 +238,13 @@ fn check(path: &Path) -> Vec<String> {
         }
     };
     let live = match (&decision.detail, &case.facts.path) {
-        (Some(Detail::Diff { live: true, .. }), Some(PathIn::File { content, .. })) => {
-            Some(content.as_str())
-        }
+        (Some(Detail::Diff { live: true, .. }), Some(PathIn::File { content, .. })) => Some(content.as_str()),
         _ => None,
     };
     let (status, detail) = decision.outcome(case.dry_run, live);
-    same(
-        &mut errs,
-        "status",
-        case.expect.status.as_deref().unwrap_or("(none)"),
-        status.as_str(),
-    );
-    same(
-        &mut errs,
-        "detail",
-        case.expect.detail.as_deref().unwrap_or("(none)"),
-        detail.as_deref().unwrap_or("(none)"),
-    );
-    same(
-        &mut errs,
-        "notify",
-        &case.expect.notify.join(" "),
-        &decision.notify.join(" "),
-    );
+    same(&mut errs, "status", case.expect.status.as_deref().unwrap_or("(none)"), status.as_str());
+    same(&mut errs, "detail", case.expect.detail.as_deref().unwrap_or("(none)"), detail.as_deref().unwrap_or("(none)"));
+    same(&mut errs, "notify", &case.expect.notify.join(" "), &decision.notify.join(" "));
     same(
         &mut errs,
         "settles",
@@ -301,31 +256,12 @@ fn check(path: &Path) -> Vec<String> {
             "{} action(s), expected {}: {:#?}",
             decision.actions.len(),
             case.expect.actions.len(),
-            decision
-                .actions
-                .iter()
-                .map(|a| (a.show(), a.script()))
-                .collect::<Vec<_>>()
+            decision.actions.iter().map(|a| (a.show(), a.script())).collect::<Vec<_>>()
         ));
     }
-    for (i, (got, want)) in decision
-        .actions
-        .iter()
-        .zip(&case.expect.actions)
-        .enumerate()
-    {
-        same(
-            &mut errs,
-            &format!("action {i} show"),
-            &want.show,
-            &got.show(),
-        );
-        same(
-            &mut errs,
-            &format!("action {i} shell"),
-            &want.shell,
-            &got.script(),
-        );
+    for (i, (got, want)) in decision.actions.iter().zip(&case.expect.actions).enumerate() {
+        same(&mut errs, &format!("action {i} show"), &want.show, &got.show());
+        same(&mut errs, &format!("action {i} shell"), &want.shell, &got.script());
         if let Some(stdin) = &want.stdin {
             same(
                 &mut errs,
@@ -351,19 +287,11 @@ fn check(path: &Path) -> Vec<String> {
             Some(PathIn::File { content, .. }) => content.as_str(),
             _ => "",
         };
-        let content = format!(
-            "{}\n{live}",
-            case.step.content.as_deref().unwrap_or_default()
-        );
+        let content = format!("{}\n{live}", case.step.content.as_deref().unwrap_or_default());
         let seen = format!(
             "{}\n{decision:?}\n{}",
             detail.unwrap_or_default(),
-            decision
-                .actions
-                .iter()
-                .map(|a| format!("{}\n{}", a.show(), a.script()))
-                .collect::<Vec<_>>()
-                .join("\n")
+            decision.actions.iter().map(|a| format!("{}\n{}", a.show(), a.script())).collect::<Vec<_>>().join("\n")
         );
         for line in content.lines().filter(|l| l.trim().len() >= 4) {
             if seen.contains(line.trim()) {
@@ -395,10 +323,7 @@ fn every_fixture_decides_as_expected() {
     let mut total = 0;
     for (kind, cases) in &by_kind {
         if cases.len() < 3 {
-            failures.push(format!(
-                "tests/steps/{kind}/ has {} case(s); every kind needs at least 3",
-                cases.len()
-            ));
+            failures.push(format!("tests/steps/{kind}/ has {} case(s); every kind needs at least 3", cases.len()));
         }
         for case in cases {
             total += 1;
@@ -408,17 +333,9 @@ fn every_fixture_decides_as_expected() {
             }
         }
     }
-    let counts: Vec<String> = by_kind
-        .iter()
-        .map(|(k, c)| format!("{k} {}", c.len()))
-        .collect();
+    let counts: Vec<String> = by_kind.iter().map(|(k, c)| format!("{k} {}", c.len())).collect();
     eprintln!("{total} step fixtures ({})", counts.join(", "));
-    assert!(
-        failures.is_empty(),
-        "{} failure(s) in {total} fixtures:\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} failure(s) in {total} fixtures:\n\n{}", failures.len(), failures.join("\n\n"));
 }
 
 // --- The write script, run for real with sh in a temporary directory. ---
@@ -462,24 +379,16 @@ fn run(a: &Action) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), a.stdin().unwrap_or_default())
-        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), a.stdin().unwrap_or_default()).unwrap();
     let out = child.wait_with_output().unwrap();
     let status = out.status.code().unwrap_or(128) as u32;
-    a.verdict(
-        status,
-        &String::from_utf8_lossy(&out.stdout),
-        &String::from_utf8_lossy(&out.stderr),
-    )
+    a.verdict(status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr))
 }
 
 /// The backup files in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
         .unwrap_or_default();
     names.sort();
     names
@@ -495,27 +404,13 @@ fn two_paths_that_flattened_alike_keep_their_own_backups_pruned_to_five() {
     let (flat, nested, other) = (etc.join("a_b"), etc.join("a/b"), etc.join("a_b.allow"));
     std::fs::write(&flat, "old a_b\n").unwrap();
     std::fs::write(&nested, "old a/b\n").unwrap();
-    let name = |p: &Path| {
-        file::backup_name(p.to_str().unwrap())
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let name = |p: &Path| file::backup_name(p.to_str().unwrap()).rsplit('/').next().unwrap().to_string();
     // Six older backups of a_b, and one of a_b.allow, whose name starts like them.
     std::fs::create_dir_all(&backups).unwrap();
     for i in 0..6 {
-        std::fs::write(
-            backups.join(format!("{}.2020010{}T000000", name(&flat), i + 1)),
-            "older",
-        )
-        .unwrap();
+        std::fs::write(backups.join(format!("{}.2020010{}T000000", name(&flat), i + 1)), "older").unwrap();
     }
-    std::fs::write(
-        backups.join(format!("{}.20200101T000000", name(&other))),
-        "allow",
-    )
-    .unwrap();
+    std::fs::write(backups.join(format!("{}.20200101T000000", name(&other))), "allow").unwrap();
 
     run(&write(&flat, "new a_b\n", &backups, None)).unwrap();
     run(&write(&nested, "new a/b\n", &backups, None)).unwrap();
@@ -524,43 +419,23 @@ fn two_paths_that_flattened_alike_keep_their_own_backups_pruned_to_five() {
     assert_eq!(std::fs::read_to_string(&nested).unwrap(), "new a/b\n");
     let all = listing(&backups);
     let of = |p: &Path| {
-        all.iter()
-            .filter(|n| n.strip_prefix(&name(p)).is_some_and(|r| r.len() == 16))
-            .cloned()
-            .collect::<Vec<_>>()
+        all.iter().filter(|n| n.strip_prefix(&name(p)).is_some_and(|r| r.len() == 16)).cloned().collect::<Vec<_>>()
     };
     let flat_backups = of(&flat);
     assert_eq!(flat_backups.len(), 5, "the last five of a_b: {all:?}");
     assert!(
-        !flat_backups
-            .iter()
-            .any(|n| n.ends_with(".20200101T000000") || n.ends_with(".20200102T000000")),
+        !flat_backups.iter().any(|n| n.ends_with(".20200101T000000") || n.ends_with(".20200102T000000")),
         "the oldest go: {all:?}"
     );
     let newest = backups.join(flat_backups.last().unwrap());
-    assert_eq!(
-        std::fs::read_to_string(newest).unwrap(),
-        "old a_b\n",
-        "the newest backup is the replaced file"
-    );
+    assert_eq!(std::fs::read_to_string(newest).unwrap(), "old a_b\n", "the newest backup is the replaced file");
     let nested_backups = of(&nested);
     assert_eq!(nested_backups.len(), 1, "{all:?}");
-    assert_eq!(
-        std::fs::read_to_string(backups.join(&nested_backups[0])).unwrap(),
-        "old a/b\n"
-    );
-    assert_eq!(
-        of(&other).len(),
-        1,
-        "another file's backups are not pruned with these: {all:?}"
-    );
+    assert_eq!(std::fs::read_to_string(backups.join(&nested_backups[0])).unwrap(), "old a/b\n");
+    assert_eq!(of(&other).len(), 1, "another file's backups are not pruned with these: {all:?}");
     assert_eq!(all.len(), 7, "{all:?}");
     // The candidates are gone: moved in place.
-    assert!(
-        !listing(&etc).iter().any(|n| n.contains("groundwork-")),
-        "{:?}",
-        listing(&etc)
-    );
+    assert!(!listing(&etc).iter().any(|n| n.contains("groundwork-")), "{:?}", listing(&etc));
 }
 
 #[test]
@@ -576,34 +451,13 @@ fn a_refused_candidate_leaves_the_live_file_and_no_candidate_behind() {
         Some("grep -q 'Login no' {tmp} || { echo 'unsupported option'; exit 1; }"),
     );
     let err = run(&a).unwrap_err();
-    assert!(
-        err.contains("refused the new") && err.contains("live file is unchanged"),
-        "{err}"
-    );
-    assert!(
-        err.contains("unsupported option"),
-        "the validator's words: {err}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&dest).unwrap(),
-        "PermitRootLogin no\n"
-    );
-    assert_eq!(
-        listing(tmp.path()),
-        vec!["sshd.conf"],
-        "no candidate, no backup"
-    );
+    assert!(err.contains("refused the new") && err.contains("live file is unchanged"), "{err}");
+    assert!(err.contains("unsupported option"), "the validator's words: {err}");
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "PermitRootLogin no\n");
+    assert_eq!(listing(tmp.path()), vec!["sshd.conf"], "no candidate, no backup");
 
-    let good = write(
-        &dest,
-        "PermitRootLogin no\nX11Forwarding no\n",
-        &backups,
-        Some("grep -q 'Login no' {tmp}"),
-    );
+    let good = write(&dest, "PermitRootLogin no\nX11Forwarding no\n", &backups, Some("grep -q 'Login no' {tmp}"));
     run(&good).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(&dest).unwrap(),
-        "PermitRootLogin no\nX11Forwarding no\n"
-    );
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "PermitRootLogin no\nX11Forwarding no\n");
     assert_eq!(listing(&backups).len(), 1);
 }

@@ -116,9 +116,10 @@ fn fixture(name: &str) -> Report {
 fn every_bad_fixture_names_its_line_and_field() {
     for (name, line, field, words) in EXPECT {
         let report = fixture(name);
-        let found = report.located_problems().into_iter().any(|l| {
-            l.line == *line && l.problem.field == *field && l.problem.message.contains(words)
-        });
+        let found = report
+            .located_problems()
+            .into_iter()
+            .any(|l| l.line == *line && l.problem.field == *field && l.problem.message.contains(words));
         assert!(
             found,
             "{name}: expected line {line}, field `{field}`, message with {words:?}; got:\n{}",
@@ -136,10 +137,7 @@ fn every_fixture_file_is_checked() {
     for entry in std::fs::read_dir("tests/fixtures/bad").unwrap() {
         let name = entry.unwrap().path();
         let stem = name.file_stem().unwrap().to_str().unwrap().to_string();
-        assert!(
-            EXPECT.iter().any(|(n, ..)| *n == stem),
-            "tests/fixtures/bad/{stem}.toml has no expectation in EXPECT"
-        );
+        assert!(EXPECT.iter().any(|(n, ..)| *n == stem), "tests/fixtures/bad/{stem}.toml has no expectation in EXPECT");
     }
 }
 
@@ -198,9 +196,7 @@ fn the_wizard_output_form_round_trips() {
         let path = format!("wizard/examples/{name}.toml");
         let a = answers::load_file(Path::new(&path)).unwrap().answers;
         let text = groundwork::wizard::render(&a);
-        let again = answers::load_str("rendered", &text)
-            .unwrap_or_else(|r| panic!("{}", r.render(false)))
-            .answers;
+        let again = answers::load_str("rendered", &text).unwrap_or_else(|r| panic!("{}", r.render(false))).answers;
         assert_eq!(a, again, "{name}");
     }
 }
@@ -218,10 +214,40 @@ impl Lcg {
 }
 
 const SPLICE: &[&str] = &[
-    "\"", "[", "]", "[[host]]", "=", "\n", "10.77.0.300", "-1", "99999999999999999999", "ü",
-    "roles = [\"dns\"]", "}", "{", "'''", "0x", "\\u00", "name = \"\"", ".", "/33", "#",
-    "\\u0000", "'", "$(id)", "`id`", ";", "localhost", "127.0.0.1", "\"all\"", "x..", "::1",
-    "\"public\"", "tls-cert = \"/x'y\"", "\\n", "\u{202e}",
+    "\"",
+    "[",
+    "]",
+    "[[host]]",
+    "=",
+    "\n",
+    "10.77.0.300",
+    "-1",
+    "99999999999999999999",
+    "ü",
+    "roles = [\"dns\"]",
+    "}",
+    "{",
+    "'''",
+    "0x",
+    "\\u00",
+    "name = \"\"",
+    ".",
+    "/33",
+    "#",
+    "\\u0000",
+    "'",
+    "$(id)",
+    "`id`",
+    ";",
+    "localhost",
+    "127.0.0.1",
+    "\"all\"",
+    "x..",
+    "::1",
+    "\"public\"",
+    "tls-cert = \"/x'y\"",
+    "\\n",
+    "\u{202e}",
     "[[network.dhcp-range]]\nstart = \"10.77.0.100\"\nend = \"10.77.0.199\"\n",
 ];
 
@@ -336,10 +362,7 @@ fn a_problem_past_column_65535_is_reported_not_a_panic() {
     let lab = std::fs::read_to_string("wizard/examples/lab.toml").unwrap();
     let many = "\"9.9.9.9\", ".repeat(7000);
     for (text, field) in [
-        (
-            lab.replace("forwarders = []", &format!("forwarders = [{many}\"127.0.0.1\"]")),
-            "network.forwarders[7000]",
-        ),
+        (lab.replace("forwarders = []", &format!("forwarders = [{many}\"127.0.0.1\"]")), "network.forwarders[7000]"),
         (lab.replace("forwarders = []", &format!("forwarders = [{many}\"1.1.1.1\"]]")), ""),
     ] {
         let r = answers::load_str("wide.toml", &text).unwrap_err();
@@ -428,8 +451,7 @@ const PAYLOADS: &[(&str, &str)] = &[
 ];
 
 /// The payloads a free-text field keeps (printable characters); it refuses the others.
-const KEPT_BY_FREE_TEXT: &[&str] =
-    &["quote", "double quote", "command substitution", "backticks", "semicolon"];
+const KEPT_BY_FREE_TEXT: &[&str] = &["quote", "double quote", "command substitution", "backticks", "semicolon"];
 
 /// Every plain string field of the schema, as a path into the base file (`host[0].name`) and
 /// as a pattern (`host[].name`).
@@ -455,9 +477,7 @@ fn string_fields(schema: &serde_json::Value) -> Vec<(String, String)> {
         let s = resolve(root, s);
         let kind = match &s["type"] {
             serde_json::Value::String(t) => t.as_str(),
-            serde_json::Value::Array(ts) => {
-                ts.iter().filter_map(|t| t.as_str()).find(|t| *t != "null").unwrap_or("")
-            }
+            serde_json::Value::Array(ts) => ts.iter().filter_map(|t| t.as_str()).find(|t| *t != "null").unwrap_or(""),
             _ => "",
         };
         match kind {
@@ -468,9 +488,7 @@ fn string_fields(schema: &serde_json::Value) -> Vec<(String, String)> {
                 }
             }
             "array" => walk(root, &s["items"], format!("{path}[0]"), format!("{pattern}[]"), out),
-            "string" if s.get("format").is_none() && s.get("enum").is_none() => {
-                out.push((path, pattern))
-            }
+            "string" if s.get("format").is_none() && s.get("enum").is_none() => out.push((path, pattern)),
             _ => {}
         }
     }

@@ -35,10 +35,32 @@ fn defaults_alone_make_a_valid_single_server_site() {
 #[test]
 fn answers_that_break_a_rule_are_refused_with_the_rules_words() {
     let script = [
-        "", "Not_A_Domain", "int.example.org", "int.example.org", "example.org", "", "",
-        "10.77.0.0/33", "", "10.88.0.1", "", "dns.google", "",
-        "", "10.77.0.1", "", "", "", "dns, dchp", "dns, dhcp", "n",
-        "10.77.0.5-10.77.0.20", "", "", "", "n",
+        "",
+        "Not_A_Domain",
+        "int.example.org",
+        "int.example.org",
+        "example.org",
+        "",
+        "",
+        "10.77.0.0/33",
+        "",
+        "10.88.0.1",
+        "",
+        "dns.google",
+        "",
+        "",
+        "10.77.0.1",
+        "",
+        "",
+        "",
+        "dns, dchp",
+        "dns, dhcp",
+        "n",
+        "10.77.0.5-10.77.0.20",
+        "",
+        "",
+        "",
+        "n",
     ];
     let mut p = ScriptedPrompter::new(script);
     let a = wizard::run(&mut p, &defaults()).unwrap();
@@ -60,10 +82,29 @@ fn answers_that_break_a_rule_are_refused_with_the_rules_words() {
 fn a_dhcp_host_without_dns_is_caught_before_the_host_list_closes() {
     // Host 1: dhcp only; the wizard says DNS is missing and asks for another host.
     let script = [
-        "", "", "example.org", "", "", "", "", "",
-        "", "", "", "", "dhcp", "n",
-        "ns2", "", "", "", "dns", "n",
-        "", "", "n",
+        "",
+        "",
+        "example.org",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "dhcp",
+        "n",
+        "ns2",
+        "",
+        "",
+        "",
+        "dns",
+        "n",
+        "",
+        "",
+        "n",
     ];
     let mut p = ScriptedPrompter::new(script);
     let a = wizard::run(&mut p, &defaults()).unwrap();

@@ -47,19 +47,14 @@ impl SpanIndex {
     }
 
     fn add(&mut self, path: String, key: Option<Range<usize>>, value: Range<usize>) {
-        self.by_path
-            .entry(path.clone())
-            .or_insert(self.entries.len());
+        self.by_path.entry(path.clone()).or_insert(self.entries.len());
         self.entries.push(SpanEntry { path, key, value });
     }
 
     fn walk_table(&mut self, prefix: &str, table: &DeTable<'_>) {
         for (key, value) in table.iter() {
-            let path = if prefix.is_empty() {
-                key.get_ref().to_string()
-            } else {
-                format!("{prefix}.{}", key.get_ref())
-            };
+            let path =
+                if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
             self.add(path.clone(), Some(key.span()), value.span());
             self.walk_value(&path, value.get_ref());
         }
@@ -99,9 +94,7 @@ impl SpanIndex {
 
     /// The span of the key at `path` (falls back to the value's span).
     pub fn key_span(&self, path: &str) -> Range<usize> {
-        self.entry(path)
-            .and_then(|e| e.key.clone())
-            .unwrap_or_else(|| self.value_span(path))
+        self.entry(path).and_then(|e| e.key.clone()).unwrap_or_else(|| self.value_span(path))
     }
 
     pub fn contains(&self, path: &str) -> bool {
@@ -132,13 +125,10 @@ pub struct Loaded {
 /// Read and check an answer file.
 pub fn load_file(path: &Path) -> Result<Loaded, Report> {
     let name = path.display().to_string();
-    let cannot = |e: std::io::Error| {
-        Report::new(&name, "").with(Problem::new("", format!("cannot read the file: {e}")))
-    };
+    let cannot =
+        |e: std::io::Error| Report::new(&name, "").with(Problem::new("", format!("cannot read the file: {e}")));
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE as u64 + 1).read_to_end(&mut bytes))
-        .map_err(cannot)?;
+    std::fs::File::open(path).and_then(|f| f.take(MAX_FILE as u64 + 1).read_to_end(&mut bytes)).map_err(cannot)?;
     if bytes.len() > MAX_FILE {
         return Err(too_big(&name, &bytes));
     }
@@ -149,12 +139,9 @@ pub fn load_file(path: &Path) -> Result<Loaded, Report> {
             let bytes = e.into_bytes();
             let before = String::from_utf8_lossy(&bytes[..at]).into_owned();
             Err(Report::new(&name, &before).with(
-                Problem::new(
-                    "",
-                    format!("the file is not UTF-8 text (byte 0x{:02x} here)", bytes[at]),
-                )
-                .help("save it as UTF-8")
-                .at(at..at),
+                Problem::new("", format!("the file is not UTF-8 text (byte 0x{:02x} here)", bytes[at]))
+                    .help("save it as UTF-8")
+                    .at(at..at),
             ))
         }
     }
@@ -187,44 +174,28 @@ fn too_big(name: &str, bytes: &[u8]) -> Report {
     let p = match long_line {
         Some((at, line)) => Problem::new(
             key_before(&bytes[..at], line),
-            format!(
-                "the file is larger than {mib} MiB, and this line alone is longer than {} KiB",
-                LONG >> 10
-            ),
+            format!("the file is larger than {mib} MiB, and this line alone is longer than {} KiB", LONG >> 10),
         )
         .at(at..at),
-        None => Problem::new(
-            "",
-            format!("the file is larger than {mib} MiB; an answer file is a few kilobytes"),
-        )
-        .at(0..0),
+        None => {
+            Problem::new("", format!("the file is larger than {mib} MiB; an answer file is a few kilobytes")).at(0..0)
+        }
     };
     Report::new(name, &text).with(p)
 }
 
 /// `table.key` for a line `key = ...` under the last `[table]` header before it, or "".
 fn key_before(before: &[u8], line: &[u8]) -> String {
-    let bare = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    };
+    let bare =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     let head = &line[..line.len().min(256)];
     let head = String::from_utf8_lossy(head);
-    let Some(key) = head
-        .split_once('=')
-        .map(|(k, _)| k.trim())
-        .filter(|k| bare(k))
-    else {
+    let Some(key) = head.split_once('=').map(|(k, _)| k.trim()).filter(|k| bare(k)) else {
         return String::new();
     };
     let table = before
         .rsplit(|b| *b == b'\n')
-        .map(|l| {
-            String::from_utf8_lossy(&l[..l.len().min(256)])
-                .trim()
-                .to_string()
-        })
+        .map(|l| String::from_utf8_lossy(&l[..l.len().min(256)]).trim().to_string())
         .find(|l| l.starts_with('['))
         .map(|l| l.trim_matches(['[', ']']).trim().to_string())
         .filter(|t| bare(t));
@@ -243,10 +214,7 @@ fn load_shared(name: &str, text: Arc<str>) -> Result<Loaded, Report> {
         return Err(syntax_problems(report, &errors));
     }
     let index = SpanIndex::build(&root);
-    let secrets = rules::SECRET_FIELDS
-        .iter()
-        .filter_map(|f| index.entry(f))
-        .map(|e| e.value.clone());
+    let secrets = rules::SECRET_FIELDS.iter().filter_map(|f| index.entry(f)).map(|e| e.value.clone());
     let report = report.hiding(secrets.collect());
     let mut problems = shape::check(&root);
     let answers = sections(&root, &index, &mut problems);
@@ -266,24 +234,16 @@ fn load_shared(name: &str, text: Arc<str>) -> Result<Loaded, Report> {
 
 /// Each section into the model. A section that fails adds serde's problem only if the walk
 /// found nothing there (the walk says it better); `None` if any section failed.
-fn sections(
-    root: &Spanned<DeTable<'_>>,
-    index: &SpanIndex,
-    problems: &mut Vec<Problem>,
-) -> Option<Answers> {
-    let seen: std::collections::HashSet<String> = problems
-        .iter()
-        .map(|p| p.field.split(['.', '[']).next().unwrap_or("").to_string())
-        .collect();
+fn sections(root: &Spanned<DeTable<'_>>, index: &SpanIndex, problems: &mut Vec<Problem>) -> Option<Answers> {
+    let seen: std::collections::HashSet<String> =
+        problems.iter().map(|p| p.field.split(['.', '[']).next().unwrap_or("").to_string()).collect();
     let mut failed = false;
     let mut sections = Sections::default();
     for (key, value) in root.get_ref().iter() {
         let mut mine = Vec::new();
         macro_rules! into {
             ($slot:expr) => {
-                section(value, index, &mut mine)
-                    .map(|v| $slot = Some(v))
-                    .is_some()
+                section(value, index, &mut mine).map(|v| $slot = Some(v)).is_some()
             };
         }
         let ok = match key.get_ref().as_ref() {
@@ -356,11 +316,8 @@ fn describe(path: &str, message: &str, span: Range<usize>) -> Problem {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         let (found, expected) = split_expected(rest);
         let mut p = Problem::new(path, format!("unknown key `{found}`")).at(span);
-        if let Some(s) = nearest(
-            &found,
-            &expected.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-        .filter(|_| found.len() <= 64)
+        if let Some(s) =
+            nearest(&found, &expected.iter().map(String::as_str).collect::<Vec<_>>()).filter(|_| found.len() <= 64)
         {
             p = p.help(format!("did you mean `{s}`?"));
         } else if !expected.is_empty() {
@@ -370,25 +327,17 @@ fn describe(path: &str, message: &str, span: Range<usize>) -> Problem {
     }
     if let Some(rest) = message.strip_prefix("unknown variant ") {
         let (found, expected) = split_expected(rest);
-        let mut p =
-            Problem::new(path, format!("`{found}` is not one of the allowed values")).at(span);
+        let mut p = Problem::new(path, format!("`{found}` is not one of the allowed values")).at(span);
         let choices: Vec<&str> = expected.iter().map(String::as_str).collect();
         p = match nearest(&found, &choices).filter(|_| found.len() <= 64) {
-            Some(s) => p.help(format!(
-                "did you mean `{s}`? allowed: {}",
-                choices.join(", ")
-            )),
+            Some(s) => p.help(format!("did you mean `{s}`? allowed: {}", choices.join(", "))),
             None => p.help(format!("allowed: {}", choices.join(", "))),
         };
         return p;
     }
     if let Some(rest) = message.strip_prefix("missing field ") {
         let field = rest.trim_matches('`');
-        let full = if path.is_empty() {
-            field.to_string()
-        } else {
-            format!("{path}.{field}")
-        };
+        let full = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
         return Problem::new(&full, format!("required key `{field}` is missing")).at(span);
     }
     // Only reached where the walk found nothing; keep serde's wording short all the same.
@@ -416,20 +365,14 @@ fn syntax_problems(report: Report, errors: &[toml::de::Error]) -> Report {
     errors.sort_by_key(|(line, span, _)| (*line, span.start));
     errors.dedup_by_key(|(line, ..)| *line);
     let more = errors.len().saturating_sub(SHOWN);
-    let mut problems: Vec<Problem> = errors
-        .iter()
-        .take(SHOWN)
-        .map(|(_, span, m)| Problem::new("", syntax_message(m)).at(span.clone()))
-        .collect();
+    let mut problems: Vec<Problem> =
+        errors.iter().take(SHOWN).map(|(_, span, m)| Problem::new("", syntax_message(m)).at(span.clone())).collect();
     if more > 0 {
         let (_, span, _) = &errors[SHOWN];
         problems.push(
-            Problem::new(
-                "",
-                format!("TOML syntax: {more} more lines with errors from here on"),
-            )
-            .help("one unclosed bracket or quote above can make every line after it an error")
-            .at(span.clone()),
+            Problem::new("", format!("TOML syntax: {more} more lines with errors from here on"))
+                .help("one unclosed bracket or quote above can make every line after it an error")
+                .at(span.clone()),
         );
     }
     report.with_all(problems)

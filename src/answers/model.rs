@@ -36,9 +36,7 @@ pub struct Answers {
 }
 
 /// The top-level sections, in the order the file is written.
-pub const SECTIONS: &[&str] = &[
-    "site", "network", "host", "databases", "ldap", "k3s", "gitops", "proxmox",
-];
+pub const SECTIONS: &[&str] = &["site", "network", "host", "databases", "ldap", "k3s", "gitops", "proxmox"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -134,9 +132,7 @@ fn default_ssh_port() -> u16 {
 }
 
 /// What a host does. Site-wide roles (gitops) are placed by the plan, not listed here.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Dns,
@@ -149,15 +145,8 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
-        Role::Dns,
-        Role::Dhcp,
-        Role::Ldap,
-        Role::Postgresql,
-        Role::Mariadb,
-        Role::K3sServer,
-        Role::K3sAgent,
-    ];
+    pub const ALL: [Role; 7] =
+        [Role::Dns, Role::Dhcp, Role::Ldap, Role::Postgresql, Role::Mariadb, Role::K3sServer, Role::K3sAgent];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -181,10 +170,7 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role `{s}`"))
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| format!("unknown role `{s}`"))
     }
 }
 
@@ -342,12 +328,9 @@ impl Subnet {
 impl FromStr for Subnet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not a subnet in CIDR form (e.g. 10.77.0.0/24)"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
+        let (addr, prefix) =
+            s.split_once('/').ok_or_else(|| format!("`{s}` is not a subnet in CIDR form (e.g. 10.77.0.0/24)"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
         let prefix: u8 = prefix
             .parse()
             .ok()
@@ -355,10 +338,7 @@ impl FromStr for Subnet {
             .ok_or_else(|| format!("`/{prefix}` is not a prefix length (0-32)"))?;
         let net = Ipv4Network::new(addr, prefix).map_err(|e| e.to_string())?;
         if net.network() != addr {
-            return Err(format!(
-                "`{s}` has host bits set: the subnet is {}/{prefix}",
-                net.network()
-            ));
+            return Err(format!("`{s}` has host bits set: the subnet is {}/{prefix}", net.network()));
         }
         Ok(Subnet(net))
     }
@@ -423,11 +403,7 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -460,10 +436,7 @@ impl JsonSchema for MacAddr {
 
 impl Answers {
     pub fn hosts_with(&self, role: Role) -> impl Iterator<Item = (usize, &Host)> {
-        self.hosts
-            .iter()
-            .enumerate()
-            .filter(move |(_, h)| h.roles.contains(&role))
+        self.hosts.iter().enumerate().filter(move |(_, h)| h.roles.contains(&role))
     }
 
     pub fn has_role(&self, role: Role) -> bool {
@@ -483,10 +456,5 @@ pub fn reverse_zone(subnet: &Subnet) -> String {
 
 /// The LDAP suffix of a domain: `cluster.example.org` -> `dc=cluster,dc=example,dc=org`.
 pub fn ldap_suffix(domain: &str) -> String {
-    domain
-        .trim_end_matches('.')
-        .split('.')
-        .map(|l| format!("dc={l}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    domain.trim_end_matches('.').split('.').map(|l| format!("dc={l}")).collect::<Vec<_>>().join(",")
 }

@@ -10,8 +10,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use miette::{
-    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
-    SourceCode, SourceSpan, SpanContents,
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents, SourceCode, SourceSpan,
+    SpanContents,
 };
 use serde::Serialize;
 
@@ -49,13 +49,7 @@ pub struct Related {
 
 impl Problem {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            field: field.into(),
-            message: message.into(),
-            help: None,
-            span: None,
-            related: Vec::new(),
-        }
+        Problem { field: field.into(), message: message.into(), help: None, span: None, related: Vec::new() }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -69,11 +63,7 @@ impl Problem {
     }
 
     pub fn see(mut self, field: impl Into<String>, label: impl Into<String>) -> Self {
-        self.related.push(Related {
-            field: field.into(),
-            label: label.into(),
-            span: None,
-        });
+        self.related.push(Related { field: field.into(), label: label.into(), span: None });
         self
     }
 }
@@ -111,34 +101,19 @@ struct Source {
 impl Source {
     fn new(name: &str, text: Arc<str>) -> Self {
         let mut starts = vec![0];
-        starts.extend(
-            text.bytes()
-                .enumerate()
-                .filter(|(_, b)| *b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
-        Source {
-            name: name.to_string(),
-            text,
-            starts: starts.into(),
-            hidden: Arc::new([]),
-        }
+        starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        Source { name: name.to_string(), text, starts: starts.into(), hidden: Arc::new([]) }
     }
 
     /// 0-based line of a byte offset.
     fn line_of(&self, offset: usize) -> usize {
-        self.starts
-            .partition_point(|s| *s <= offset)
-            .saturating_sub(1)
+        self.starts.partition_point(|s| *s <= offset).saturating_sub(1)
     }
 
     /// Byte range of a line, without its newline.
     fn line_range(&self, line: usize) -> Range<usize> {
         let start = self.starts[line];
-        let end = self
-            .starts
-            .get(line + 1)
-            .map_or(self.text.len(), |next| next - 1);
+        let end = self.starts.get(line + 1).map_or(self.text.len(), |next| next - 1);
         start..end.max(start)
     }
 
@@ -181,11 +156,7 @@ impl SourceCode for Source {
         let from = first.saturating_sub(before);
         let to = (last + after).min(self.starts.len() - 1);
         let data = self.starts[from]..self.line_range(to).end.max(end);
-        let column = if before == 0 {
-            self.text[self.starts[first]..start].chars().count()
-        } else {
-            0
-        };
+        let column = if before == 0 { self.text[self.starts[first]..start].chars().count() } else { 0 };
         Ok(Box::new(MietteSpanContents::new_named(
             self.name.clone(),
             &self.text.as_bytes()[data.clone()],
@@ -218,10 +189,7 @@ pub struct Located<'a> {
 impl std::fmt::Debug for Report {
     // The one-line form: a failed `unwrap()` shows the problems, not the whole file.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Report")
-            .field("file", &self.file)
-            .field("problems", &self.one_line_each())
-            .finish()
+        f.debug_struct("Report").field("file", &self.file).field("problems", &self.one_line_each()).finish()
     }
 }
 
@@ -232,11 +200,7 @@ impl Report {
 
     /// A report on `text` without copying it.
     pub fn shared(file: &str, text: Arc<str>) -> Self {
-        Report {
-            file: file.to_string(),
-            problems: Vec::new(),
-            source: Source::new(file, text),
-        }
+        Report { file: file.to_string(), problems: Vec::new(), source: Source::new(file, text) }
     }
 
     /// Never draw these spans (secret values) or the lines next to them.
@@ -277,8 +241,7 @@ impl Report {
 
     /// In file order, so the operator can work down the file.
     pub fn sorted(mut self) -> Self {
-        self.problems
-            .sort_by_key(|p| p.span.as_ref().map_or(0, |s| s.start));
+        self.problems.sort_by_key(|p| p.span.as_ref().map_or(0, |s| s.start));
         self
     }
 
@@ -300,18 +263,11 @@ impl Report {
                 let offset = floor_char_boundary(&src.text, offset);
                 let line = src.line_of(offset);
                 let column = match last {
-                    Some((o, l, c)) if l == line && o <= offset => {
-                        c + src.text[o..offset].chars().count()
-                    }
+                    Some((o, l, c)) if l == line && o <= offset => c + src.text[o..offset].chars().count(),
                     _ => src.text[src.starts[line]..offset].chars().count(),
                 };
                 last = Some((offset, line, column));
-                Located {
-                    file: &self.file,
-                    line: line + 1,
-                    column: column + 1,
-                    problem: p,
-                }
+                Located { file: &self.file, line: line + 1, column: column + 1, problem: p }
             })
             .collect()
     }
@@ -321,15 +277,8 @@ impl Report {
         self.located_problems()
             .iter()
             .map(|l| {
-                let field = if l.problem.field.is_empty() {
-                    String::new()
-                } else {
-                    format!("{}: ", l.problem.field)
-                };
-                format!(
-                    "{}:{}:{}: {}{}",
-                    l.file, l.line, l.column, field, l.problem.message
-                )
+                let field = if l.problem.field.is_empty() { String::new() } else { format!("{}: ", l.problem.field) };
+                format!("{}:{}:{}: {}{}", l.file, l.line, l.column, field, l.problem.message)
             })
             .collect()
     }
@@ -337,21 +286,13 @@ impl Report {
     /// The full report: each problem's line, the source around it, and the help; past the
     /// first hundred problems, one line each.
     pub fn render(&self, color: bool) -> String {
-        let theme = if color {
-            GraphicalTheme::unicode()
-        } else {
-            GraphicalTheme::unicode_nocolor()
-        };
+        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
         let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
         let mut out = String::new();
         let lines = self.one_line_each();
         for (i, (line, p)) in lines.into_iter().zip(&self.problems).enumerate() {
             if i == DRAWN {
-                let _ = writeln!(
-                    out,
-                    "(the other {} problems, one a line)",
-                    self.problems.len() - DRAWN
-                );
+                let _ = writeln!(out, "(the other {} problems, one a line)", self.problems.len() - DRAWN);
             }
             if i >= DRAWN {
                 let _ = writeln!(out, "{line}");
@@ -364,12 +305,7 @@ impl Report {
             out.push('\n');
         }
         let n = self.problems.len();
-        let _ = writeln!(
-            out,
-            "{}: {n} problem{}",
-            self.file,
-            if n == 1 { "" } else { "s" }
-        );
+        let _ = writeln!(out, "{}: {n} problem{}", self.file, if n == 1 { "" } else { "s" });
         out
     }
 }
@@ -402,16 +338,10 @@ impl Snippet {
         // Only spans that can be drawn; without the primary one, no source at all.
         let primary = p.span.as_ref().filter(|s| src.drawable(s));
         if let Some(span) = primary {
-            labels.push(LabeledSpan::new_primary_with_span(
-                Some("here".into()),
-                to_source_span(span),
-            ));
+            labels.push(LabeledSpan::new_primary_with_span(Some("here".into()), to_source_span(span)));
             for r in &p.related {
                 if let Some(span) = r.span.as_ref().filter(|s| src.drawable(s)) {
-                    labels.push(LabeledSpan::new_with_span(
-                        Some(r.label.clone()),
-                        to_source_span(span),
-                    ));
+                    labels.push(LabeledSpan::new_with_span(Some(r.label.clone()), to_source_span(span)));
                 }
             }
         }
@@ -442,17 +372,11 @@ impl miette::Diagnostic for Snippet {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        if self.src.is_none() {
-            None
-        } else {
-            Some(Box::new(self.labels.iter().cloned()))
-        }
+        if self.src.is_none() { None } else { Some(Box::new(self.labels.iter().cloned())) }
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
 }
 

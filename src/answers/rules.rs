@@ -53,20 +53,12 @@ pub fn check_fields(a: &Answers) -> Vec<Problem> {
     let mut out = Vec::new();
     match serde_json::to_value(a) {
         Ok(v) => strings_of(&v, &mut String::new(), &mut String::new(), &mut out),
-        Err(e) => out.push(Problem::new(
-            "",
-            format!("the answers cannot be checked: {e}"),
-        )),
+        Err(e) => out.push(Problem::new("", format!("the answers cannot be checked: {e}"))),
     }
     out
 }
 
-fn strings_of(
-    v: &serde_json::Value,
-    path: &mut String,
-    pattern: &mut String,
-    out: &mut Vec<Problem>,
-) {
+fn strings_of(v: &serde_json::Value, path: &mut String, pattern: &mut String, out: &mut Vec<Problem>) {
     let (path_len, pattern_len) = (path.len(), pattern.len());
     match v {
         serde_json::Value::String(s) => {
@@ -140,12 +132,8 @@ pub fn field_check(pattern: &str) -> Option<Check> {
 
 /// Free text that reaches a template as it is: any printable character, quotes included, so
 /// the places that use it must quote it. The injection test lists these; keep them few.
-pub const FREE_TEXT_FIELDS: &[&str] = &[
-    "ldap.organisation",
-    "host[].ssh-key",
-    "k3s.airgap-bundle",
-    "proxmox.token-secret-file",
-];
+pub const FREE_TEXT_FIELDS: &[&str] =
+    &["ldap.organisation", "host[].ssh-key", "k3s.airgap-bundle", "proxmox.token-secret-file"];
 
 /// Fields whose value is a secret: never quoted in a message nor drawn in a report.
 pub const SECRET_FIELDS: &[&str] = &["proxmox.token-secret"];
@@ -206,27 +194,17 @@ pub fn check_fqdn(s: &str) -> Result<(), String> {
         return Err(too_long("a domain name", 253));
     }
     if s.ends_with('.') {
-        return Err(format!(
-            "`{}` ends with a dot; write the domain without it (e.g. example.org)",
-            shown(s)
-        ));
+        return Err(format!("`{}` ends with a dot; write the domain without it (e.g. example.org)", shown(s)));
     }
     let labels: Vec<&str> = s.split('.').collect();
     if labels.len() < 2 {
-        return Err(format!(
-            "`{s}` is not a fully qualified domain name (it needs a dot, e.g. `{s}.example.org`)"
-        ));
+        return Err(format!("`{s}` is not a fully qualified domain name (it needs a dot, e.g. `{s}.example.org`)"));
     }
     for l in &labels {
         check_label(l).map_err(|e| format!("`{s}` is not a valid domain name: {e}"))?;
     }
-    if labels
-        .last()
-        .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
-    {
-        return Err(format!(
-            "`{s}` ends in a numeric label, which no domain can"
-        ));
+    if labels.last().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit())) {
+        return Err(format!("`{s}` ends in a numeric label, which no domain can"));
     }
     Ok(())
 }
@@ -240,18 +218,10 @@ pub fn check_label(l: &str) -> Result<(), String> {
         return Err(format!("label `{}` is longer than 63 characters", shown(l)));
     }
     if l.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(format!(
-            "`{l}` has uppercase letters; write it in lowercase"
-        ));
+        return Err(format!("`{l}` has uppercase letters; write it in lowercase"));
     }
-    if let Some(c) = first_bad(l, |c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
-    }) {
-        return Err(format!(
-            "`{}` contains {}; only a-z, 0-9 and - are allowed",
-            shown(l),
-            named(c)
-        ));
+    if let Some(c) = first_bad(l, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err(format!("`{}` contains {}; only a-z, 0-9 and - are allowed", shown(l), named(c)));
     }
     if l.starts_with('-') || l.ends_with('-') {
         return Err(format!("`{l}` starts or ends with `-`"));
@@ -264,9 +234,7 @@ pub fn check_label(l: &str) -> Result<(), String> {
 pub fn check_host_name(s: &str) -> Result<(), String> {
     check_label(s)?;
     if s.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "`{s}` is all digits; a host name needs a letter (RFC 1123), or it reads as an address"
-        ));
+        return Err(format!("`{s}` is all digits; a host name needs a letter (RFC 1123), or it reads as an address"));
     }
     if s == "localhost" {
         return Err("`localhost` is every machine's name for itself; choose another name".into());
@@ -280,12 +248,7 @@ pub fn check_email(s: &str) -> Result<(), String> {
     if s.len() > 254 {
         return Err(too_long("an e-mail address", 254));
     }
-    let bad = |why: String| {
-        format!(
-            "`{}` is not an e-mail address (e.g. ops@example.org): {why}",
-            shown(s)
-        )
-    };
+    let bad = |why: String| format!("`{}` is not an e-mail address (e.g. ops@example.org): {why}", shown(s));
     let Some((local, domain)) = s.split_once('@') else {
         return Err(bad("it has no @".into()));
     };
@@ -293,15 +256,10 @@ pub fn check_email(s: &str) -> Result<(), String> {
         return Err(bad("the part before @ must be 1 to 64 characters".into()));
     }
     if let Some(c) = first_bad(local, |c| c.is_ascii_alphanumeric() || "._+-".contains(c)) {
-        return Err(bad(format!(
-            "the part before @ contains {}; use letters, digits and . _ + -",
-            named(c)
-        )));
+        return Err(bad(format!("the part before @ contains {}; use letters, digits and . _ + -", named(c))));
     }
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-        return Err(bad(
-            "the part before @ starts or ends with a dot, or has two in a row".into(),
-        ));
+        return Err(bad("the part before @ starts or ends with a dot, or has two in a row".into()));
     }
     check_fqdn(domain).map_err(bad)
 }
@@ -311,23 +269,14 @@ pub fn check_timezone(s: &str) -> Result<(), String> {
         return Err(too_long("a time zone name", 64));
     }
     let ok_syntax = !s.is_empty()
-        && s.split('/').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c))
-        });
+        && s.split('/')
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c)));
     if !ok_syntax {
-        return Err(format!(
-            "`{}` is not a time zone name (e.g. Europe/Berlin, UTC)",
-            shown(s)
-        ));
+        return Err(format!("`{}` is not a time zone name (e.g. Europe/Berlin, UTC)", shown(s)));
     }
     let zoneinfo = std::path::Path::new("/usr/share/zoneinfo");
     if zoneinfo.join("UTC").exists() && !zoneinfo.join(s).is_file() {
-        return Err(format!(
-            "`{s}` is not a known time zone (see /usr/share/zoneinfo)"
-        ));
+        return Err(format!("`{s}` is not a known time zone (see /usr/share/zoneinfo)"));
     }
     Ok(())
 }
@@ -344,19 +293,10 @@ pub fn check_sql_name(s: &str, what: &str, max: usize) -> Result<(), String> {
         return Err(format!("{what} is empty"));
     }
     if s.len() > max {
-        return Err(format!(
-            "{what} `{}` is longer than {max} characters",
-            shown(s)
-        ));
+        return Err(format!("{what} `{}` is longer than {max} characters", shown(s)));
     }
-    if let Some(c) = first_bad(s, |c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
-    }) {
-        return Err(format!(
-            "{what} `{}` contains {}; use lowercase letters, digits and _",
-            shown(s),
-            named(c)
-        ));
+    if let Some(c) = first_bad(s, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(format!("{what} `{}` contains {}; use lowercase letters, digits and _", shown(s), named(c)));
     }
     if !s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
         return Err(format!("{what} `{s}` must start with a letter or _"));
@@ -394,14 +334,10 @@ fn check_pg_name(s: &str, what: &str) -> Result<(), String> {
         ));
     }
     if PG_RESERVED.contains(&s) {
-        return Err(format!(
-            "`{s}` is a reserved word of PostgreSQL's SQL; choose another {what}"
-        ));
+        return Err(format!("`{s}` is a reserved word of PostgreSQL's SQL; choose another {what}"));
     }
     if s.starts_with("pg_") {
-        return Err(format!(
-            "names starting with pg_ are reserved by PostgreSQL; choose another {what}"
-        ));
+        return Err(format!("names starting with pg_ are reserved by PostgreSQL; choose another {what}"));
     }
     Ok(())
 }
@@ -451,8 +387,7 @@ pub fn check_unix_user(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 32
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -489,15 +424,9 @@ pub fn check_organisation(s: &str) -> Result<(), String> {
 }
 
 pub fn check_ou(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
-        return Err(format!(
-            "`{}` is not a usable OU name (1 to 64 letters, digits, - and _)",
-            shown(s)
-        ));
+        return Err(format!("`{}` is not a usable OU name (1 to 64 letters, digits, - and _)", shown(s)));
     }
     if ["people", "groups", "services"].contains(&s.to_ascii_lowercase().as_str()) {
         return Err(format!("`{s}` is always created; it needs no entry here"));
@@ -557,11 +486,7 @@ pub fn check_k3s_version(s: &str) -> Result<(), String> {
     let (semver, build) = rest.split_once("+k3s").ok_or_else(bad)?;
     let parts: Vec<&str> = semver.split('.').collect();
     let num = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
-    if parts.len() == 3 && parts.iter().all(|p| num(p)) && num(build) {
-        Ok(())
-    } else {
-        Err(bad())
-    }
+    if parts.len() == 3 && parts.iter().all(|p| num(p)) && num(build) { Ok(()) } else { Err(bad()) }
 }
 
 /// The characters a URL here may use: unreserved, `:/@%+` and `[]` for IPv6 hosts. No
@@ -570,9 +495,7 @@ fn url_chars(s: &str, what: &str) -> Result<(), String> {
     if s.len() > MAX_URL {
         return Err(too_long(what, MAX_URL));
     }
-    match first_bad(s, |c| {
-        c.is_ascii_alphanumeric() || "-._~:/@%+[]".contains(c)
-    }) {
+    match first_bad(s, |c| c.is_ascii_alphanumeric() || "-._~:/@%+[]".contains(c)) {
         Some(c) => Err(format!(
             "`{}` contains {}; a URL here may use letters, digits and - . _ ~ : / @ % + [ ]",
             shown(s),
@@ -584,13 +507,8 @@ fn url_chars(s: &str, what: &str) -> Result<(), String> {
 
 pub fn check_git_url(s: &str) -> Result<(), String> {
     url_chars(s, "the repository URL")?;
-    if let Some(rest) = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("ssh://"))
-    {
-        let host = rest
-            .split(['/', ':', '@'])
-            .find(|p| !p.is_empty() && p.contains('.'));
+    if let Some(rest) = s.strip_prefix("https://").or_else(|| s.strip_prefix("ssh://")) {
+        let host = rest.split(['/', ':', '@']).find(|p| !p.is_empty() && p.contains('.'));
         if host.is_some() && rest.contains('/') {
             return Ok(());
         }
@@ -617,8 +535,7 @@ pub fn check_git_url(s: &str) -> Result<(), String> {
 pub fn check_branch(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 255
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
         && !s.starts_with(['-', '/', '.'])
         && !s.ends_with(['/', '.'])
         && !s.ends_with(".lock")
@@ -628,10 +545,7 @@ pub fn check_branch(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "`{}` is not a branch name (letters, digits, - . _ and /, not starting with - or /)",
-            shown(s)
-        ))
+        Err(format!("`{}` is not a branch name (letters, digits, - . _ and /, not starting with - or /)", shown(s)))
     }
 }
 
@@ -640,8 +554,7 @@ pub fn check_repo_path(s: &str) -> Result<(), String> {
     let outside = s.starts_with('/') || s.split('/').any(|p| p == "..");
     let ok = !s.is_empty()
         && s.len() <= MAX_PATH
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
         && !s.starts_with('-');
     if outside || !ok {
         return Err(format!(
@@ -661,13 +574,8 @@ pub fn check_https_url(s: &str) -> Result<(), String> {
     };
     url_chars(s, "the URL")?;
     let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.chars().all(|c| c.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
+    let host =
+        host.rsplit_once(':').map_or(host, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { host });
     if host.is_empty() {
         return Err(format!("`{}` has no host name", shown(s)));
     }
@@ -676,41 +584,21 @@ pub fn check_https_url(s: &str) -> Result<(), String> {
 
 /// `user@realm!token-name`, each part letters, digits and `- _ .`.
 pub fn check_token_id(s: &str) -> Result<(), String> {
-    let part = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    };
+    let part = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     let ok = s.len() <= 128
         && s.split_once('@').is_some_and(|(user, rest)| {
-            part(user)
-                && rest
-                    .split_once('!')
-                    .is_some_and(|(realm, name)| part(realm) && part(name))
+            part(user) && rest.split_once('!').is_some_and(|(realm, name)| part(realm) && part(name))
         });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not an API token id (user@realm!token-name)",
-            shown(s)
-        ))
-    }
+    if ok { Ok(()) } else { Err(format!("`{}` is not an API token id (user@realm!token-name)", shown(s))) }
 }
 
 /// An inline token secret (a UUID for Proxmox). Never quoted back: it is a secret.
 pub fn check_inline_secret(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 256
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:+/=".contains(c));
+    let ok = !s.is_empty() && s.len() <= 256 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:+/=".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(
-            "the token secret is not a token secret (1 to 256 letters, digits and - _ . : + / =)"
-                .into(),
-        )
+        Err("the token secret is not a token secret (1 to 256 letters, digits and - _ . : + / =)".into())
     }
 }
 
@@ -718,33 +606,14 @@ pub fn check_env_name(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not an environment variable name (e.g. PVE_TOKEN)",
-            shown(s)
-        ))
-    }
+        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if ok { Ok(()) } else { Err(format!("`{}` is not an environment variable name (e.g. PVE_TOKEN)", shown(s))) }
 }
 
 pub fn check_fingerprint(s: &str) -> Result<(), String> {
-    let parts: Vec<&str> = if s.len() == 95 {
-        s.split(':').collect()
-    } else {
-        Vec::new()
-    };
-    let ok = parts.len() == 32
-        && parts
-            .iter()
-            .all(|x| x.len() == 2 && x.chars().all(|c| c.is_ascii_hexdigit()));
-    if ok {
-        Ok(())
-    } else {
-        Err("not a SHA-256 fingerprint (32 hex pairs separated by `:`)".into())
-    }
+    let parts: Vec<&str> = if s.len() == 95 { s.split(':').collect() } else { Vec::new() };
+    let ok = parts.len() == 32 && parts.iter().all(|x| x.len() == 2 && x.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok { Ok(()) } else { Err("not a SHA-256 fingerprint (32 hex pairs separated by `:`)".into()) }
 }
 
 /// A Proxmox node: its host name.
@@ -753,14 +622,7 @@ pub fn check_proxmox_node(s: &str) -> Result<(), String> {
         return Err("node is empty".into());
     }
     let ok = s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a node name (letters, digits and -)",
-            shown(s)
-        ))
-    }
+    if ok { Ok(()) } else { Err(format!("`{}` is not a node name (letters, digits and -)", shown(s))) }
 }
 
 /// A Proxmox storage id or template name.
@@ -768,17 +630,8 @@ pub fn check_proxmox_name(s: &str) -> Result<(), String> {
     if s.trim().is_empty() {
         return Err("the name is empty".into());
     }
-    let ok = s.len() <= 128
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a usable name (letters, digits, - _ and .)",
-            shown(s)
-        ))
-    }
+    let ok = s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok { Ok(()) } else { Err(format!("`{}` is not a usable name (letters, digits, - _ and .)", shown(s))) }
 }
 
 fn usable_in(subnet: &Subnet, ip: Ipv4Addr) -> Result<(), String> {
@@ -810,12 +663,9 @@ fn site(a: &Answers, out: &mut Vec<Problem>) {
     let s = &a.site;
     if s.internal_domain == s.external_domain {
         out.push(
-            Problem::new(
-                "site.external-domain",
-                "the external domain is the same as the internal domain",
-            )
-            .help("use a subdomain inside, e.g. internal-domain = \"int.example.org\"")
-            .see("site.internal-domain", "internal domain"),
+            Problem::new("site.external-domain", "the external domain is the same as the internal domain")
+                .help("use a subdomain inside, e.g. internal-domain = \"int.example.org\"")
+                .see("site.internal-domain", "internal domain"),
         );
     }
 }
@@ -825,11 +675,8 @@ fn network(a: &Answers, out: &mut Vec<Problem>) {
     let subnet = n.subnet;
     if !(8..=30).contains(&subnet.prefix()) {
         out.push(
-            Problem::new(
-                "network.subnet",
-                format!("/{} is not a usable site subnet", subnet.prefix()),
-            )
-            .help("use a prefix between /8 and /30"),
+            Problem::new("network.subnet", format!("/{} is not a usable site subnet", subnet.prefix()))
+                .help("use a prefix between /8 and /30"),
         );
     }
     push(out, "network.gateway".into(), usable_in(&subnet, n.gateway));
@@ -837,10 +684,7 @@ fn network(a: &Answers, out: &mut Vec<Problem>) {
     if !(60..=31_536_000).contains(&n.lease_time) {
         out.push(Problem::new(
             "network.lease-time",
-            format!(
-                "{} s is not a sensible lease time (60 s to one year)",
-                n.lease_time
-            ),
+            format!("{} s is not a sensible lease time (60 s to one year)", n.lease_time),
         ));
     }
     dhcp_ranges(a, out);
@@ -850,20 +694,14 @@ fn network(a: &Answers, out: &mut Vec<Problem>) {
     if let Some((i, _)) = a.hosts_with(Role::Dhcp).next() {
         if !has_dhcp_config {
             out.push(
-                Problem::new(
-                    role_field(a, i, Role::Dhcp),
-                    "the dhcp role has nothing to hand out",
-                )
-                .help("add a [[network.dhcp-range]] or a [[network.reservation]]"),
+                Problem::new(role_field(a, i, Role::Dhcp), "the dhcp role has nothing to hand out")
+                    .help("add a [[network.dhcp-range]] or a [[network.reservation]]"),
             );
         }
     } else if !n.dhcp_ranges.is_empty() {
         out.push(
-            Problem::new(
-                "network.dhcp-range",
-                "DHCP ranges are set but no host has the dhcp role",
-            )
-            .help("add \"dhcp\" to the roles of the host that should serve them"),
+            Problem::new("network.dhcp-range", "DHCP ranges are set but no host has the dhcp role")
+                .help("add \"dhcp\" to the roles of the host that should serve them"),
         );
     }
 }
@@ -871,13 +709,7 @@ fn network(a: &Answers, out: &mut Vec<Problem>) {
 /// Forwarders are resolvers outside the site: not this machine (loopback), not nothing
 /// (unspecified), not a group (multicast, broadcast), not one of the site's own hosts.
 fn forwarders(a: &Answers, out: &mut Vec<Problem>) {
-    let host_at: HashMap<Ipv4Addr, usize> = a
-        .hosts
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(i, h)| (h.address, i))
-        .collect();
+    let host_at: HashMap<Ipv4Addr, usize> = a.hosts.iter().enumerate().rev().map(|(i, h)| (h.address, i)).collect();
     for (i, f) in a.network.forwarders.iter().enumerate() {
         let field = format!("network.forwarders[{i}]");
         let written = *f;
@@ -889,10 +721,7 @@ fn forwarders(a: &Answers, out: &mut Vec<Problem>) {
                     .help("forwarders are the upstream resolvers; the DNS server would ask itself"),
             );
         } else if f.is_unspecified() || f.is_multicast() || f == IpAddr::V4(Ipv4Addr::BROADCAST) {
-            out.push(Problem::new(
-                field,
-                format!("{written} cannot be a DNS forwarder"),
-            ));
+            out.push(Problem::new(field, format!("{written} cannot be a DNS forwarder")));
         } else if let Some(j) = match f {
             IpAddr::V4(v4) => host_at.get(&v4).copied(),
             IpAddr::V6(_) => None,
@@ -901,10 +730,7 @@ fn forwarders(a: &Answers, out: &mut Vec<Problem>) {
             let message = if h.roles.contains(&Role::Dns) {
                 format!("{f} is this site's own DNS server")
             } else {
-                format!(
-                    "{f} is the address of host `{}`, inside the site",
-                    shown(&h.name)
-                )
+                format!("{f} is the address of host `{}`, inside the site", shown(&h.name))
             };
             out.push(
                 Problem::new(field, message)
@@ -918,12 +744,7 @@ fn forwarders(a: &Answers, out: &mut Vec<Problem>) {
 fn dhcp_ranges(a: &Answers, out: &mut Vec<Problem>) {
     let n = &a.network;
     // Host addresses in order, to find the ones inside a range by binary search.
-    let mut hosts: Vec<(u32, usize)> = a
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (u32::from(h.address), i))
-        .collect();
+    let mut hosts: Vec<(u32, usize)> = a.hosts.iter().enumerate().map(|(i, h)| (u32::from(h.address), i)).collect();
     hosts.sort_unstable();
     // Ranges fit to compare with each other: (start, end, index).
     let mut sound: Vec<(u32, u32, usize)> = Vec::new();
@@ -950,11 +771,8 @@ fn dhcp_ranges(a: &Answers, out: &mut Vec<Problem>) {
         sound.push((start, end, i));
         if (start..=end).contains(&u32::from(n.gateway)) {
             out.push(
-                Problem::new(
-                    format!("{base}.start"),
-                    format!("the range holds the gateway {}", n.gateway),
-                )
-                .see("network.gateway", "gateway"),
+                Problem::new(format!("{base}.start"), format!("the range holds the gateway {}", n.gateway))
+                    .see("network.gateway", "gateway"),
             );
         }
         let from = hosts.partition_point(|(ip, _)| *ip < start);
@@ -999,10 +817,7 @@ fn dhcp_ranges(a: &Answers, out: &mut Vec<Problem>) {
                 out.push(
                     Problem::new(
                         format!("network.dhcp-range[{at}].start"),
-                        format!(
-                            "the range {}-{} overlaps range {}-{}",
-                            r.start, r.end, o.start, o.end
-                        ),
+                        format!("the range {}-{} overlaps range {}-{}", r.start, r.end, o.start, o.end),
                     )
                     .see(format!("network.dhcp-range[{other}]"), "overlapping range"),
                 );
@@ -1017,20 +832,9 @@ fn dhcp_ranges(a: &Answers, out: &mut Vec<Problem>) {
 
 fn reservations(a: &Answers, out: &mut Vec<Problem>) {
     let n = &a.network;
-    let host_at: HashMap<Ipv4Addr, usize> = a
-        .hosts
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(i, h)| (h.address, i))
-        .collect();
-    let host_named: HashMap<&str, usize> = a
-        .hosts
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(i, h)| (h.name.as_str(), i))
-        .collect();
+    let host_at: HashMap<Ipv4Addr, usize> = a.hosts.iter().enumerate().rev().map(|(i, h)| (h.address, i)).collect();
+    let host_named: HashMap<&str, usize> =
+        a.hosts.iter().enumerate().rev().map(|(i, h)| (h.name.as_str(), i)).collect();
     let mut macs: HashMap<MacAddr, usize> = HashMap::new();
     let mut addrs: HashMap<Ipv4Addr, usize> = HashMap::new();
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -1041,47 +845,29 @@ fn reservations(a: &Answers, out: &mut Vec<Problem>) {
         }
         if r.address == n.gateway {
             out.push(
-                Problem::new(
-                    format!("{base}.address"),
-                    format!("{} is the gateway", r.address),
-                )
-                .see("network.gateway", "gateway"),
+                Problem::new(format!("{base}.address"), format!("{} is the gateway", r.address))
+                    .see("network.gateway", "gateway"),
             );
         }
         if let Some(j) = host_at.get(&r.address) {
             out.push(
                 Problem::new(
                     format!("{base}.address"),
-                    format!(
-                        "{} is the static address of host `{}`",
-                        r.address,
-                        shown(&a.hosts[*j].name)
-                    ),
+                    format!("{} is the static address of host `{}`", r.address, shown(&a.hosts[*j].name)),
                 )
                 .see(format!("host[{j}].address"), "static address"),
             );
         }
         if let Some(j) = host_named.get(r.name.as_str()) {
             out.push(
-                Problem::new(
-                    format!("{base}.name"),
-                    format!("`{}` is already the name of a host", shown(&r.name)),
-                )
-                .see(format!("host[{j}].name"), "host"),
+                Problem::new(format!("{base}.name"), format!("`{}` is already the name of a host", shown(&r.name)))
+                    .see(format!("host[{j}].name"), "host"),
             );
         }
         let dups = [
             (first_or_insert(&mut macs, r.mac, i), "mac", "MAC address"),
-            (
-                first_or_insert(&mut addrs, r.address, i),
-                "address",
-                "address",
-            ),
-            (
-                first_or_insert(&mut names, r.name.as_str(), i),
-                "name",
-                "name",
-            ),
+            (first_or_insert(&mut addrs, r.address, i), "address", "address"),
+            (first_or_insert(&mut names, r.name.as_str(), i), "name", "name"),
         ];
         for (first, field, what) in dups {
             if let Some(first) = first {
@@ -1090,10 +876,7 @@ fn reservations(a: &Answers, out: &mut Vec<Problem>) {
                         format!("{base}.{field}"),
                         format!("this {what} is already reserved by reservation {first}"),
                     )
-                    .see(
-                        format!("network.reservation[{first}].{field}"),
-                        "first here",
-                    ),
+                    .see(format!("network.reservation[{first}].{field}"), "first here"),
                 );
             }
         }
@@ -1101,11 +884,7 @@ fn reservations(a: &Answers, out: &mut Vec<Problem>) {
 }
 
 /// The index where `k` was first seen, or None (and remember `i`) if this is the first time.
-fn first_or_insert<K: std::hash::Hash + Eq>(
-    m: &mut HashMap<K, usize>,
-    k: K,
-    i: usize,
-) -> Option<usize> {
+fn first_or_insert<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K, i: usize) -> Option<usize> {
     match m.get(&k) {
         Some(first) => Some(*first),
         None => {
@@ -1136,55 +915,35 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
         let base = format!("host[{i}]");
         if let Some(first) = first_or_insert(&mut names, h.name.as_str(), i) {
             out.push(
-                Problem::new(
-                    format!("{base}.name"),
-                    format!("host name `{}` is used twice", shown(&h.name)),
-                )
-                .see(format!("host[{first}].name"), "first here"),
+                Problem::new(format!("{base}.name"), format!("host name `{}` is used twice", shown(&h.name)))
+                    .see(format!("host[{first}].name"), "first here"),
             );
         }
-        push(
-            out,
-            format!("{base}.address"),
-            usable_in(&subnet, h.address),
-        );
+        push(out, format!("{base}.address"), usable_in(&subnet, h.address));
         if h.address == a.network.gateway {
             out.push(
-                Problem::new(
-                    format!("{base}.address"),
-                    format!("{} is the gateway", h.address),
-                )
-                .see("network.gateway", "gateway"),
+                Problem::new(format!("{base}.address"), format!("{} is the gateway", h.address))
+                    .see("network.gateway", "gateway"),
             );
         }
         if let Some(first) = first_or_insert(&mut addrs, h.address, i) {
             out.push(
                 Problem::new(
                     format!("{base}.address"),
-                    format!(
-                        "address {} is used by host `{}` too",
-                        h.address,
-                        shown(&a.hosts[first].name)
-                    ),
+                    format!("address {} is used by host `{}` too", h.address, shown(&a.hosts[first].name)),
                 )
                 .see(format!("host[{first}].address"), "first here"),
             );
         }
         if h.ssh_port == 0 {
-            out.push(Problem::new(
-                format!("{base}.ssh-port"),
-                "port 0 is not a port",
-            ));
+            out.push(Problem::new(format!("{base}.ssh-port"), "port 0 is not a port"));
         }
         let mut seen: HashMap<Role, usize> = HashMap::new();
         for (j, r) in h.roles.iter().enumerate() {
             if let Some(first) = first_or_insert(&mut seen, *r, j) {
                 out.push(
-                    Problem::new(
-                        format!("{base}.roles[{j}]"),
-                        format!("role `{r}` is listed twice"),
-                    )
-                    .see(format!("{base}.roles[{first}]"), "first here"),
+                    Problem::new(format!("{base}.roles[{j}]"), format!("role `{r}` is listed twice"))
+                        .see(format!("{base}.roles[{first}]"), "first here"),
                 );
             }
         }
@@ -1199,22 +958,10 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
         }
     }
     for (role, why) in [
-        (
-            Role::Dhcp,
-            "Kea high availability is not managed by groundwork yet",
-        ),
-        (
-            Role::Ldap,
-            "LDAP replication is not managed by groundwork yet",
-        ),
-        (
-            Role::Postgresql,
-            "PostgreSQL replication is not managed by groundwork yet",
-        ),
-        (
-            Role::Mariadb,
-            "MariaDB replication is not managed by groundwork yet",
-        ),
+        (Role::Dhcp, "Kea high availability is not managed by groundwork yet"),
+        (Role::Ldap, "LDAP replication is not managed by groundwork yet"),
+        (Role::Postgresql, "PostgreSQL replication is not managed by groundwork yet"),
+        (Role::Mariadb, "MariaDB replication is not managed by groundwork yet"),
     ] {
         let mut holders = a.hosts_with(role).map(|(i, _)| i);
         let (Some(first), Some(second)) = (holders.next(), holders.next()) else {
@@ -1222,12 +969,9 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
         };
         let n = 2 + holders.count();
         out.push(
-            Problem::new(
-                role_field(a, second, role),
-                format!("role `{role}` is on {n} hosts; a site has one"),
-            )
-            .help(why)
-            .see(role_field(a, first, role), "first here"),
+            Problem::new(role_field(a, second, role), format!("role `{role}` is on {n} hosts; a site has one"))
+                .help(why)
+                .see(role_field(a, first, role), "first here"),
         );
     }
 }
@@ -1257,10 +1001,9 @@ pub fn role_needs(a: &Answers, out: &mut Vec<Problem>) {
 }
 
 fn databases(a: &Answers, out: &mut Vec<Problem>) {
-    for (engine, list, role) in [
-        ("postgresql", &a.databases.postgresql, Role::Postgresql),
-        ("mariadb", &a.databases.mariadb, Role::Mariadb),
-    ] {
+    for (engine, list, role) in
+        [("postgresql", &a.databases.postgresql, Role::Postgresql), ("mariadb", &a.databases.mariadb, Role::Mariadb)]
+    {
         if !list.is_empty() && !a.has_role(role) {
             out.push(
                 Problem::new(
@@ -1276,11 +1019,8 @@ fn databases(a: &Answers, out: &mut Vec<Problem>) {
             let base = format!("databases.{engine}[{i}]");
             if let Some(j) = first_or_insert(&mut names, d.name.as_str(), i) {
                 out.push(
-                    Problem::new(
-                        format!("{base}.name"),
-                        format!("database `{}` is listed twice", shown(&d.name)),
-                    )
-                    .see(format!("databases.{engine}[{j}].name"), "first here"),
+                    Problem::new(format!("{base}.name"), format!("database `{}` is listed twice", shown(&d.name)))
+                        .see(format!("databases.{engine}[{j}].name"), "first here"),
                 );
             }
             if let Some(j) = first_or_insert(&mut users, d.user.as_str(), i) {
@@ -1304,18 +1044,12 @@ fn databases(a: &Answers, out: &mut Vec<Problem>) {
 fn ldap(a: &Answers, out: &mut Vec<Problem>) {
     match (&a.ldap, a.hosts_with(Role::Ldap).next()) {
         (None, Some((i, _))) => out.push(
-            Problem::new(
-                role_field(a, i, Role::Ldap),
-                "role `ldap` needs an [ldap] section",
-            )
-            .help("add [ldap] with organisation = \"Your Org\""),
+            Problem::new(role_field(a, i, Role::Ldap), "role `ldap` needs an [ldap] section")
+                .help("add [ldap] with organisation = \"Your Org\""),
         ),
         (Some(_), None) => out.push(
-            Problem::new(
-                "ldap",
-                "an [ldap] section is set but no host has the ldap role",
-            )
-            .help("add \"ldap\" to the roles of a host"),
+            Problem::new("ldap", "an [ldap] section is set but no host has the ldap role")
+                .help("add \"ldap\" to the roles of a host"),
         ),
         _ => {}
     }
@@ -1324,20 +1058,13 @@ fn ldap(a: &Answers, out: &mut Vec<Problem>) {
     for (i, ou) in l.extra_ous.iter().enumerate() {
         if let Some(j) = first_or_insert(&mut seen, ou.to_ascii_lowercase(), i) {
             out.push(
-                Problem::new(
-                    format!("ldap.extra-ous[{i}]"),
-                    format!("OU `{}` is listed twice", shown(ou)),
-                )
-                .see(format!("ldap.extra-ous[{j}]"), "first here"),
+                Problem::new(format!("ldap.extra-ous[{i}]"), format!("OU `{}` is listed twice", shown(ou)))
+                    .see(format!("ldap.extra-ous[{j}]"), "first here"),
             );
         }
     }
     if l.tls_cert.is_some() != l.tls_key.is_some() {
-        let field = if l.tls_cert.is_some() {
-            "ldap.tls-cert"
-        } else {
-            "ldap.tls-key"
-        };
+        let field = if l.tls_cert.is_some() { "ldap.tls-cert" } else { "ldap.tls-key" };
         out.push(
             Problem::new(field, "tls-cert and tls-key go together")
                 .help("give both, or neither for a generated self-signed certificate"),
@@ -1350,38 +1077,25 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
     let agents: Vec<usize> = a.hosts_with(Role::K3sAgent).map(|(i, _)| i).collect();
     let Some(k) = &a.k3s else {
         if let Some(i) = servers.first().or(agents.first()) {
-            let role = if servers.is_empty() {
-                Role::K3sAgent
-            } else {
-                Role::K3sServer
-            };
+            let role = if servers.is_empty() { Role::K3sAgent } else { Role::K3sServer };
             out.push(
-                Problem::new(
-                    role_field(a, *i, role),
-                    format!("role `{role}` needs a [k3s] section"),
-                )
-                .help("add [k3s] with version = \"v1.31.4+k3s1\""),
+                Problem::new(role_field(a, *i, role), format!("role `{role}` needs a [k3s] section"))
+                    .help("add [k3s] with version = \"v1.31.4+k3s1\""),
             );
         }
         return;
     };
     if servers.is_empty() {
         out.push(
-            Problem::new(
-                "k3s",
-                "a [k3s] section is set but no host has the k3s-server role",
-            )
-            .help("add \"k3s-server\" to the roles of one or three hosts"),
+            Problem::new("k3s", "a [k3s] section is set but no host has the k3s-server role")
+                .help("add \"k3s-server\" to the roles of one or three hosts"),
         );
     }
     let n = servers.len();
     match k.mode {
         K3sMode::Single if n > 1 => out.push(
-            Problem::new(
-                "k3s.mode",
-                format!("mode is single but {n} hosts have the k3s-server role"),
-            )
-            .help("set mode = \"ha\" (embedded etcd) or keep one k3s-server"),
+            Problem::new("k3s.mode", format!("mode is single but {n} hosts have the k3s-server role"))
+                .help("set mode = \"ha\" (embedded etcd) or keep one k3s-server"),
         ),
         K3sMode::Ha if n > 1 && n % 2 == 0 => out.push(
             Problem::new(
@@ -1397,27 +1111,18 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
         ),
         _ => {}
     }
-    for (key, cidr) in [
-        ("cluster-cidr", k.cluster_cidr),
-        ("service-cidr", k.service_cidr),
-    ] {
+    for (key, cidr) in [("cluster-cidr", k.cluster_cidr), ("service-cidr", k.service_cidr)] {
         if cidr.overlaps(&a.network.subnet) {
             out.push(
-                Problem::new(
-                    format!("k3s.{key}"),
-                    format!("{cidr} overlaps the site subnet {}", a.network.subnet),
-                )
-                .see("network.subnet", "site subnet"),
+                Problem::new(format!("k3s.{key}"), format!("{cidr} overlaps the site subnet {}", a.network.subnet))
+                    .see("network.subnet", "site subnet"),
             );
         }
     }
     if k.cluster_cidr.overlaps(&k.service_cidr) {
         out.push(Problem::new(
             "k3s.service-cidr",
-            format!(
-                "{} overlaps cluster-cidr {}",
-                k.service_cidr, k.cluster_cidr
-            ),
+            format!("{} overlaps cluster-cidr {}", k.service_cidr, k.cluster_cidr),
         ));
     }
 }
@@ -1425,29 +1130,23 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
 fn gitops(a: &Answers, out: &mut Vec<Problem>) {
     if a.gitops.is_some() && (a.k3s.is_none() || !a.has_role(Role::K3sServer)) {
         out.push(
-            Problem::new(
-                "gitops",
-                "a [gitops] section needs a k3s cluster to hand off to",
-            )
-            .help("add a [k3s] section and a host with the k3s-server role, or drop [gitops]"),
+            Problem::new("gitops", "a [gitops] section needs a k3s cluster to hand off to")
+                .help("add a [k3s] section and a host with the k3s-server role, or drop [gitops]"),
         );
     }
 }
 
 fn proxmox(a: &Answers, out: &mut Vec<Problem>) {
     let Some(p) = &a.proxmox else { return };
-    let sources = [
-        p.token_secret_file.is_some(),
-        p.token_secret_env.is_some(),
-        p.token_secret.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
+    let sources = [p.token_secret_file.is_some(), p.token_secret_env.is_some(), p.token_secret.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
     if sources == 0 {
-        out.push(Problem::new("proxmox", "no token secret is given").help(
-            "set token-secret-file = \"/path/to/secret\" or token-secret-env = \"PVE_TOKEN\"",
-        ));
+        out.push(
+            Problem::new("proxmox", "no token secret is given")
+                .help("set token-secret-file = \"/path/to/secret\" or token-secret-env = \"PVE_TOKEN\""),
+        );
     } else if sources > 1 {
         out.push(Problem::new(
             "proxmox",
@@ -1487,26 +1186,14 @@ mod tests {
                 Some("object") => {
                     if let Some(props) = s.get("properties").and_then(|p| p.as_object()) {
                         for (k, v) in props {
-                            let p = if pattern.is_empty() {
-                                k.clone()
-                            } else {
-                                format!("{pattern}.{k}")
-                            };
+                            let p = if pattern.is_empty() { k.clone() } else { format!("{pattern}.{k}") };
                             walk(v, root, p, missing, depth + 1);
                         }
                     }
                 }
-                Some("array") => walk(
-                    &s["items"],
-                    root,
-                    format!("{pattern}[]"),
-                    missing,
-                    depth + 1,
-                ),
+                Some("array") => walk(&s["items"], root, format!("{pattern}[]"), missing, depth + 1),
                 Some("string")
-                    if s.get("format").is_none()
-                        && s.get("enum").is_none()
-                        && field_check(&pattern).is_none() =>
+                    if s.get("format").is_none() && s.get("enum").is_none() && field_check(&pattern).is_none() =>
                 {
                     missing.push(pattern)
                 }
@@ -1514,10 +1201,7 @@ mod tests {
             }
         }
         walk(&schema, &schema, String::new(), &mut missing, 0);
-        assert!(
-            missing.is_empty(),
-            "string fields without a check: {missing:?}"
-        );
+        assert!(missing.is_empty(), "string fields without a check: {missing:?}");
         for f in FREE_TEXT_FIELDS {
             assert!(field_check(f).is_some(), "{f}");
         }
@@ -1526,14 +1210,7 @@ mod tests {
     #[test]
     fn domains_refuse_trailing_dots_and_empty_labels() {
         assert!(check_fqdn("example.org").is_ok());
-        for bad in [
-            "example.org.",
-            "x..",
-            "x.",
-            "a..b",
-            ".a.b",
-            &format!("{}.org", "a".repeat(250)),
-        ] {
+        for bad in ["example.org.", "x..", "x.", "a..b", ".a.b", &format!("{}.org", "a".repeat(250))] {
             assert!(check_fqdn(bad).is_err(), "{bad}");
         }
         assert!(check_fqdn("x..").unwrap_err().contains("ends with a dot"));
@@ -1544,20 +1221,12 @@ mod tests {
         assert!(check_host_name("ns1").is_ok());
         assert!(check_host_name("1a").is_ok());
         assert!(check_host_name("123").unwrap_err().contains("all digits"));
-        assert!(
-            check_host_name("localhost")
-                .unwrap_err()
-                .contains("localhost")
-        );
+        assert!(check_host_name("localhost").unwrap_err().contains("localhost"));
     }
 
     #[test]
     fn e_mail_addresses_keep_to_a_safe_syntax() {
-        for ok in [
-            "ops@example.org",
-            "ops.team+dns@example.org",
-            "A_b-c@x.example.org",
-        ] {
+        for ok in ["ops@example.org", "ops.team+dns@example.org", "A_b-c@x.example.org"] {
             assert!(check_email(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -1603,18 +1272,12 @@ mod tests {
         assert!(check_pg_user("keycloak").is_ok());
         assert!(check_pg_database("app_db").is_ok());
         assert!(check_pg_user(&"a".repeat(63)).is_ok());
-        assert!(
-            check_pg_user(&"a".repeat(64)).is_err(),
-            "63 bytes is PostgreSQL's limit"
-        );
+        assert!(check_pg_user(&"a".repeat(64)).is_err(), "63 bytes is PostgreSQL's limit");
         assert!(check_mariadb_database(&"a".repeat(64)).is_ok());
         assert!(check_mariadb_database(&"a".repeat(65)).is_err());
         assert!(check_mariadb_user(&"a".repeat(80)).is_ok());
         assert!(check_mariadb_user(&"a".repeat(81)).is_err());
-        assert!(
-            check_mariadb_user("app_user").is_ok(),
-            "_ is escaped in the grant, not refused"
-        );
+        assert!(check_mariadb_user("app_user").is_ok(), "_ is escaped in the grant, not refused");
         for bad in ["public", "root", "a%b", "a-b", "`x`"] {
             assert!(check_mariadb_user(bad).is_err(), "{bad}");
         }
@@ -1643,15 +1306,10 @@ mod tests {
 
     #[test]
     fn overlapping_ranges_are_reported_once_each() {
-        let mut a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1)
-            .unwrap()
-            .answers;
+        let mut a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
         let r = a.network.dhcp_ranges[0].clone();
         a.network.dhcp_ranges = vec![r; 50];
-        let overlaps = check_cross(&a)
-            .into_iter()
-            .filter(|p| p.message.contains("overlaps range"))
-            .count();
+        let overlaps = check_cross(&a).into_iter().filter(|p| p.message.contains("overlaps range")).count();
         assert_eq!(overlaps, 49);
     }
 }

@@ -21,17 +21,12 @@ const MAX_STRING: usize = MAX_PATH;
 
 fn schema() -> &'static Json {
     static SCHEMA: OnceLock<Json> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        serde_json::to_value(schemars::schema_for!(Answers)).expect("the schema is JSON")
-    })
+    SCHEMA.get_or_init(|| serde_json::to_value(schemars::schema_for!(Answers)).expect("the schema is JSON"))
 }
 
 /// Every problem the schema and the field checks find in `doc`, in no particular order.
 pub fn check(doc: &Spanned<DeTable<'_>>) -> Vec<Problem> {
-    let mut walk = Walk {
-        root: schema(),
-        out: Vec::new(),
-    };
+    let mut walk = Walk { root: schema(), out: Vec::new() };
     walk.table("", "", walk.root, doc.get_ref(), doc.span());
     walk.out
 }
@@ -42,15 +37,9 @@ static NOTHING: Json = Json::Null;
 pub(crate) fn resolve<'s>(root: &'s Json, mut s: &'s Json) -> &'s Json {
     for _ in 0..16 {
         if let Some(r) = s.get("$ref").and_then(Json::as_str) {
-            s = r
-                .strip_prefix("#/$defs/")
-                .and_then(|name| root.get("$defs")?.get(name))
-                .unwrap_or(&NOTHING);
+            s = r.strip_prefix("#/$defs/").and_then(|name| root.get("$defs")?.get(name)).unwrap_or(&NOTHING);
         } else if let Some(any) = s.get("anyOf").and_then(Json::as_array) {
-            s = any
-                .iter()
-                .find(|alt| alt.get("type").and_then(Json::as_str) != Some("null"))
-                .unwrap_or(&NOTHING);
+            s = any.iter().find(|alt| alt.get("type").and_then(Json::as_str) != Some("null")).unwrap_or(&NOTHING);
         } else {
             break;
         }
@@ -73,11 +62,7 @@ struct Walk<'s> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 impl<'s> Walk<'s> {
@@ -98,11 +83,8 @@ impl<'s> Walk<'s> {
                 let (min, max) = integer_range(s);
                 if !value.is_some_and(|x| (min..=max).contains(&x)) {
                     self.out.push(
-                        Problem::new(
-                            path,
-                            format!("{} is out of range ({min} to {max})", shown(&n.to_string())),
-                        )
-                        .at(span),
+                        Problem::new(path, format!("{} is out of range ({min} to {max})", shown(&n.to_string())))
+                            .at(span),
                     );
                 }
             }
@@ -117,10 +99,7 @@ impl<'s> Walk<'s> {
                     } else {
                         describe(found)
                     };
-                    Problem::new(
-                        path,
-                        format!("wrong type: {found}, expected {}", expected(want)),
-                    )
+                    Problem::new(path, format!("wrong type: {found}, expected {}", expected(want)))
                 };
                 self.out.push(p.at(span));
             }
@@ -128,14 +107,7 @@ impl<'s> Walk<'s> {
         }
     }
 
-    fn table(
-        &mut self,
-        path: &str,
-        pattern: &str,
-        s: &'s Json,
-        t: &DeTable<'_>,
-        span: std::ops::Range<usize>,
-    ) {
+    fn table(&mut self, path: &str, pattern: &str, s: &'s Json, t: &DeTable<'_>, span: std::ops::Range<usize>) {
         let props = s.get("properties").and_then(Json::as_object);
         let closed = s.get("additionalProperties") == Some(&Json::Bool(false));
         let mut present = HashSet::new();
@@ -160,8 +132,7 @@ impl<'s> Walk<'s> {
                 let p = if path.is_empty() {
                     Problem::new(r, format!("the [{r}] section is missing")).at(0..0)
                 } else {
-                    Problem::new(join(path, r), format!("required key `{r}` is missing"))
-                        .at(span.clone())
+                    Problem::new(join(path, r), format!("required key `{r}` is missing")).at(span.clone())
                 };
                 self.out.push(p);
             }
@@ -175,15 +146,9 @@ impl<'s> Walk<'s> {
         name: &str,
         props: Option<&'s serde_json::Map<String, Json>>,
     ) -> (Problem, Option<&'s str>) {
-        let known: Vec<&'s str> = props
-            .map(|p| p.keys().map(String::as_str).collect())
-            .unwrap_or_default();
+        let known: Vec<&'s str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
         // An edit distance over a long key would cost more than it could find.
-        let close = if name.len() <= 64 {
-            nearest(name, &known)
-        } else {
-            None
-        };
+        let close = if name.len() <= 64 { nearest(name, &known) } else { None };
         // The key goes into the field's path too: shortened like any quoted value.
         let name = &shown(name);
         if path.is_empty() {
@@ -203,14 +168,7 @@ impl<'s> Walk<'s> {
         (p, close)
     }
 
-    fn string(
-        &mut self,
-        path: &str,
-        pattern: &str,
-        s: &Json,
-        text: &str,
-        span: std::ops::Range<usize>,
-    ) {
+    fn string(&mut self, path: &str, pattern: &str, s: &Json, text: &str, span: std::ops::Range<usize>) {
         // The field's own check first: each starts with its length limit, so a value of any
         // size is refused at the cost of reading its length.
         if let Some(check) = rules::field_check(pattern) {
@@ -220,27 +178,15 @@ impl<'s> Walk<'s> {
             return;
         }
         if text.len() > MAX_STRING {
-            self.out.push(
-                Problem::new(
-                    path,
-                    format!("the value is longer than {MAX_STRING} characters"),
-                )
-                .at(span),
-            );
+            self.out.push(Problem::new(path, format!("the value is longer than {MAX_STRING} characters")).at(span));
             return;
         }
         if let Some(choices) = s.get("enum").and_then(Json::as_array) {
             let choices: Vec<&str> = choices.iter().filter_map(Json::as_str).collect();
             if !choices.contains(&text) {
-                let p = Problem::new(
-                    path,
-                    format!("`{}` is not one of the allowed values", shown(text)),
-                );
+                let p = Problem::new(path, format!("`{}` is not one of the allowed values", shown(text)));
                 let p = match nearest(text, &choices) {
-                    Some(c) => p.help(format!(
-                        "did you mean `{c}`? allowed: {}",
-                        choices.join(", ")
-                    )),
+                    Some(c) => p.help(format!("did you mean `{c}`? allowed: {}", choices.join(", "))),
                     None => p.help(format!("allowed: {}", choices.join(", "))),
                 };
                 self.out.push(p.at(span));
@@ -276,14 +222,8 @@ fn integer_range(s: &Json) -> (i128, i128) {
         Some("uint64" | "uint") => (0, i128::from(u64::MAX)),
         _ => (i128::from(i64::MIN), i128::from(i64::MAX)),
     };
-    let bound = |k: &str| {
-        s.get(k)
-            .and_then(|v| v.as_i64().map(i128::from).or(v.as_u64().map(i128::from)))
-    };
-    (
-        bound("minimum").unwrap_or(min),
-        bound("maximum").unwrap_or(max),
-    )
+    let bound = |k: &str| s.get(k).and_then(|v| v.as_i64().map(i128::from).or(v.as_u64().map(i128::from)));
+    (bound("minimum").unwrap_or(min), bound("maximum").unwrap_or(max))
 }
 
 fn describe(v: &DeValue<'_>) -> String {

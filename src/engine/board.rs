@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use crate::playbook::catalog::Catalog;
 use crate::plan::Plan;
+use crate::playbook::catalog::Catalog;
 
 pub struct Board {
     /// role -> host -> None (pending) / Some(ok)
@@ -23,10 +23,7 @@ impl Board {
         let mut state = HashMap::new();
         let mut needs = HashMap::new();
         for s in &plan.steps {
-            state.insert(
-                s.role.clone(),
-                s.hosts.iter().map(|h| (h.clone(), None)).collect::<HashMap<_, _>>(),
-            );
+            state.insert(s.role.clone(), s.hosts.iter().map(|h| (h.clone(), None)).collect::<HashMap<_, _>>());
             let mut n: Vec<String> = catalog
                 .get(&s.role)
                 .map(|spec| spec.needs.iter().map(|n| n.role.clone()).collect())
@@ -35,11 +32,7 @@ impl Board {
             needs.insert(s.role.clone(), n);
         }
         let (tick, _) = watch::channel(0);
-        Board {
-            state: Mutex::new(state),
-            needs,
-            tick,
-        }
+        Board { state: Mutex::new(state), needs, tick }
     }
 
     fn bump(&self) {

@@ -12,11 +12,9 @@ use crate::state::Secrets;
 /// kebab-case keys to snake_case, all the way down (`internal-domain` -> `internal_domain`).
 fn snake(v: Json) -> Json {
     match v {
-        Json::Object(m) => Json::Object(
-            m.into_iter()
-                .map(|(k, v)| (k.replace('-', "_"), snake(v)))
-                .collect::<Map<_, _>>(),
-        ),
+        Json::Object(m) => {
+            Json::Object(m.into_iter().map(|(k, v)| (k.replace('-', "_"), snake(v))).collect::<Map<_, _>>())
+        }
         Json::Array(a) => Json::Array(a.into_iter().map(snake).collect()),
         other => other,
     }
@@ -81,8 +79,7 @@ pub fn environment(catalog: &Catalog) -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     for (name, text) in &catalog.templates {
-        env.add_template_owned(name.clone(), text.clone())
-            .unwrap_or_else(|e| panic!("template {name}: {e}"));
+        env.add_template_owned(name.clone(), text.clone()).unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
     env
 }
@@ -95,11 +92,7 @@ pub struct Redactor {
 
 impl Redactor {
     pub fn new(secrets: &Secrets) -> Redactor {
-        let mut values: Vec<String> = secrets
-            .values()
-            .filter(|v| v.len() >= 6)
-            .map(str::to_string)
-            .collect();
+        let mut values: Vec<String> = secrets.values().filter(|v| v.len() >= 6).map(str::to_string).collect();
         // Longer first, so a secret that contains another is masked whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         Redactor { values }
@@ -129,18 +122,11 @@ mod quoting {
     }
 
     fn refuse(filter: &str, why: &str) -> Error {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("{filter}: the value {why}"),
-        )
+        Error::new(ErrorKind::InvalidOperation, format!("{filter}: the value {why}"))
     }
 
     fn no_nul(filter: &str, s: &str) -> Result<(), Error> {
-        if s.contains('\0') {
-            Err(refuse(filter, "contains a NUL byte"))
-        } else {
-            Ok(())
-        }
+        if s.contains('\0') { Err(refuse(filter, "contains a NUL byte")) } else { Ok(()) }
     }
 
     /// One shell word: `'...'`, a `'` inside as `'\''`.
@@ -230,16 +216,11 @@ mod quoting {
     /// (non-ASCII, a control character, a leading space, `:` or `<`, a trailing space).
     pub fn ldif(v: &Value, attr: &str) -> String {
         let s = text(v);
-        let safe = s.bytes().all(|b| (0x20..0x7f).contains(&b))
-            && !s.starts_with([' ', ':', '<'])
-            && !s.ends_with(' ');
+        let safe = s.bytes().all(|b| (0x20..0x7f).contains(&b)) && !s.starts_with([' ', ':', '<']) && !s.ends_with(' ');
         if safe {
             format!("{attr}: {s}")
         } else {
-            format!(
-                "{attr}:: {}",
-                base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
-            )
+            format!("{attr}:: {}", base64::engine::general_purpose::STANDARD.encode(s.as_bytes()))
         }
     }
 
@@ -295,10 +276,7 @@ mod quoting {
 
         #[test]
         fn shell_words_survive_quotes_and_substitutions() {
-            assert_eq!(
-                sh(&v("/x'; touch /tmp/p; echo '")).unwrap(),
-                r"'/x'\''; touch /tmp/p; echo '\'''"
-            );
+            assert_eq!(sh(&v("/x'; touch /tmp/p; echo '")).unwrap(), r"'/x'\''; touch /tmp/p; echo '\'''");
             assert_eq!(sh(&v("$(id) `id` \\ \n")).unwrap(), "'$(id) `id` \\ \n'");
             assert!(sh(&v("a\0b")).is_err());
         }

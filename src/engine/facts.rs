@@ -45,11 +45,7 @@ impl Probe {
         );
         if !self.packages.is_empty() {
             let list: Vec<String> = self.packages.iter().map(|p| sh_quote(p)).collect();
-            let _ = writeln!(
-                s,
-                "dpkg-query -W -f='pkg\\t${{Package}}\\t${{db:Status-Abbrev}}\\n' {}",
-                list.join(" ")
-            );
+            let _ = writeln!(s, "dpkg-query -W -f='pkg\\t${{Package}}\\t${{db:Status-Abbrev}}\\n' {}", list.join(" "));
         }
         for (i, f) in self.files.iter().enumerate() {
             let q = sh_quote(f);
@@ -112,7 +108,10 @@ pub enum PathFact {
     /// Something that is not a regular file (or not a directory) is in the way.
     Other,
     File(FileFact),
-    Dir { mode: u32, owner: String },
+    Dir {
+        mode: u32,
+        owner: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +153,15 @@ impl Facts {
     pub fn container(&self) -> bool {
         matches!(
             self.virtualization.as_str(),
-            "systemd-nspawn" | "lxc" | "lxc-libvirt" | "docker" | "podman" | "openvz" | "rkt" | "wsl" | "container-other"
+            "systemd-nspawn"
+                | "lxc"
+                | "lxc-libvirt"
+                | "docker"
+                | "podman"
+                | "openvz"
+                | "rkt"
+                | "wsl"
+                | "container-other"
         )
     }
 
@@ -202,10 +209,7 @@ impl Facts {
                         ["absent"] => PathFact::Absent,
                         [meta] => {
                             let (mode, owner) = meta.split_once(' ').unwrap_or((meta, ""));
-                            PathFact::Dir {
-                                mode: octal(mode),
-                                owner: owner.to_string(),
-                            }
+                            PathFact::Dir { mode: octal(mode), owner: owner.to_string() }
                         }
                         _ => PathFact::Other,
                     };
@@ -220,10 +224,7 @@ impl Facts {
                 ["svc", name, active, enabled] => {
                     f.services.insert(
                         name.to_string(),
-                        ServiceFact {
-                            active: active.to_string(),
-                            enabled: enabled.to_string(),
-                        },
+                        ServiceFact { active: active.to_string(), enabled: enabled.to_string() },
                     );
                 }
                 ["end"] => f.complete = true,
@@ -240,10 +241,7 @@ mod tests {
 
     #[test]
     fn script_output_parses_back() {
-        let mut p = Probe {
-            packages: vec!["bind9".into(), "chrony".into()],
-            ..Default::default()
-        };
+        let mut p = Probe { packages: vec!["bind9".into(), "chrony".into()], ..Default::default() };
         assert_eq!(p.file("/etc/hosts"), 0);
         assert_eq!(p.file("/etc/x y"), 1);
         assert_eq!(p.file("/etc/hosts"), 0);

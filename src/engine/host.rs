@@ -60,9 +60,7 @@ impl<'a> HostRun<'a> {
         if !s.contains("{{") && !s.contains("{%") {
             return Ok(s.to_string());
         }
-        self.env
-            .render_str(s, &self.base_ctx)
-            .map_err(|e| format!("cannot render `{s}`: {e}"))
+        self.env.render_str(s, &self.base_ctx).map_err(|e| format!("cannot render `{s}`: {e}"))
     }
 
     async fn exec(&self, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, String> {
@@ -87,24 +85,11 @@ impl<'a> HostRun<'a> {
             Ok(r) => r.map_err(|e| e.to_string())?,
             Err(_) => {
                 let first = cmd.lines().find(|l| !l.trim().is_empty()).unwrap_or(cmd);
-                self.reporter.log(
-                    &self.host,
-                    &format!("$ {cmd}\n  -> no answer within {} s", limit.as_secs()),
-                );
-                return Err(format!(
-                    "no answer within {} s from `{first}`",
-                    limit.as_secs()
-                ));
+                self.reporter.log(&self.host, &format!("$ {cmd}\n  -> no answer within {} s", limit.as_secs()));
+                return Err(format!("no answer within {} s from `{first}`", limit.as_secs()));
             }
         };
-        self.reporter.command(
-            &self.host,
-            cmd,
-            out.status,
-            &out.stdout_str(),
-            &out.stderr_str(),
-            t.elapsed(),
-        );
+        self.reporter.command(&self.host, cmd, out.status, &out.stdout_str(), &out.stderr_str(), t.elapsed());
         Ok(out)
     }
 
@@ -122,20 +107,8 @@ impl<'a> HostRun<'a> {
         }
         let stdout = out.stdout_str();
         let part = packages::failed_part(&stdout).unwrap_or("the package transaction");
-        let mut msg = format!(
-            "{part} failed (exit {}; {} on the host)",
-            out.status,
-            packages::LOG
-        );
-        for l in out
-            .stderr_str()
-            .lines()
-            .rev()
-            .take(15)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
+        let mut msg = format!("{part} failed (exit {}; {} on the host)", out.status, packages::LOG);
+        for l in out.stderr_str().lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
             msg.push_str(&format!("\n  {l}"));
         }
         Err(msg)
@@ -160,11 +133,7 @@ impl<'a> HostRun<'a> {
         let out = self.look(&probe.script(), COMMAND_TIMEOUT).await?;
         let facts = Facts::parse(&out.stdout_str(), probe);
         if !facts.complete {
-            return Err(format!(
-                "facts are incomplete (exit {}): {}",
-                out.status,
-                out.stderr_str().trim()
-            ));
+            return Err(format!("facts are incomplete (exit {}): {}", out.status, out.stderr_str().trim()));
         }
         Ok(facts)
     }
@@ -216,66 +185,46 @@ impl<'a> HostRun<'a> {
             ),
         );
         if facts.os_id != "debian" && facts.os_id != "ubuntu" {
-            return Err(format!(
-                "{} is not a Debian-family system; groundwork's playbooks use apt",
-                facts.os_pretty
-            ));
+            return Err(format!("{} is not a Debian-family system; groundwork's playbooks use apt", facts.os_pretty));
         }
         let ctx = (self.full_ctx)(&facts);
         let mut dirty = false;
         // Which machine this name reached: resume skips and restarts only for the same one.
-        let identity = format!(
-            "{} {}",
-            self.session.host_key_fingerprint(),
-            facts.machine_id
-        );
+        let identity = format!("{} {}", self.session.host_key_fingerprint(), facts.machine_id);
         if let Some(j) = self.journal {
-            j.write(&Entry::Host {
-                run: self.run.clone(),
-                host: self.host.clone(),
-                identity: identity.clone(),
-            });
+            j.write(&Entry::Host { run: self.run.clone(), host: self.host.clone(), identity: identity.clone() });
         }
-        let resumable = self
-            .resume
-            .is_some_and(|r| r.done_for(&self.host, &identity));
-        if let Some(r) = self
-            .resume
-            .filter(|r| r.same_inputs && !resumable && r.identities.contains_key(&self.host))
-        {
+        let resumable = self.resume.is_some_and(|r| r.done_for(&self.host, &identity));
+        if let Some(r) = self.resume.filter(|r| r.same_inputs && !resumable && r.identities.contains_key(&self.host)) {
             self.reporter.note(
                 &self.host,
-                &format!("is not the machine run {} reached (new host key or machine-id): every step is checked again", r.run),
+                &format!(
+                    "is not the machine run {} reached (new host key or machine-id): every step is checked again",
+                    r.run
+                ),
             );
         }
-        let mut notified: HashSet<String> = self
-            .resume
-            .map(|r| r.pending_for(&self.host, &identity))
-            .unwrap_or_default();
+        let mut notified: HashSet<String> =
+            self.resume.map(|r| r.pending_for(&self.host, &identity)).unwrap_or_default();
         if !notified.is_empty() {
             let mut list: Vec<&String> = notified.iter().collect();
             list.sort();
             self.reporter.note(
                 &self.host,
-                &format!("an earlier run changed files that {} watch(es) and stopped before restarting; restarting now",
-                    list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                &format!(
+                    "an earlier run changed files that {} watch(es) and stopped before restarting; restarting now",
+                    list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
             );
         }
 
         // 3. Packages: one apt transaction for every role of this host.
         let t = Instant::now();
-        let missing: Vec<&String> = packages
-            .iter()
-            .filter(|p| facts.packages.get(*p) != Some(&true))
-            .collect();
+        let missing: Vec<&String> = packages.iter().filter(|p| facts.packages.get(*p) != Some(&true)).collect();
         if missing.is_empty() {
             self.finish_step("packages", "install", Status::Ok, t.elapsed(), None);
         } else {
-            let list = missing
-                .iter()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let list = missing.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ");
             if self.dry_run {
                 self.finish_step(
                     "packages",
@@ -285,12 +234,8 @@ impl<'a> HostRun<'a> {
                     Some(&format!("apt-get install {list}")),
                 );
             } else {
-                self.reporter
-                    .step_started(&self.host, "packages", "install");
-                let script = packages::script(
-                    &missing.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                    &preseed,
-                );
+                self.reporter.step_started(&self.host, "packages", "install");
+                let script = packages::script(&missing.iter().map(|p| p.to_string()).collect::<Vec<_>>(), &preseed);
                 match self.packages(&script).await {
                     Ok(()) => {
                         dirty = true;
@@ -303,13 +248,7 @@ impl<'a> HostRun<'a> {
                         );
                     }
                     Err(e) => {
-                        self.finish_step(
-                            "packages",
-                            "install",
-                            Status::Failed,
-                            t.elapsed(),
-                            Some(&e),
-                        );
+                        self.finish_step("packages", "install", Status::Failed, t.elapsed(), Some(&e));
                         return Err(format!("packages: {e}"));
                     }
                 }
@@ -331,9 +270,7 @@ impl<'a> HostRun<'a> {
                 if self.cancel.load(Ordering::SeqCst) {
                     return Err(INTERRUPTED.into());
                 }
-                let status = self
-                    .run_step(p, &facts, &ctx, dirty, resumable, &mut notified)
-                    .await?;
+                let status = self.run_step(p, &facts, &ctx, dirty, resumable, &mut notified).await?;
                 if status == Status::Changed {
                     dirty = true;
                 }
@@ -355,13 +292,7 @@ impl<'a> HostRun<'a> {
     ) -> Result<Status, String> {
         let key = (self.host.clone(), p.role.to_string(), p.name.to_string());
         if resumable && self.resume.is_some_and(|r| r.done.contains(&key)) {
-            self.finish_step(
-                p.role,
-                p.name,
-                Status::Skipped,
-                Duration::ZERO,
-                Some("done by the interrupted run"),
-            );
+            self.finish_step(p.role, p.name, Status::Skipped, Duration::ZERO, Some("done by the interrupted run"));
             // Carried into this run's journal: a resume of this run still knows it.
             if let Some(j) = self.journal {
                 j.write(&Entry::Step {
@@ -383,13 +314,7 @@ impl<'a> HostRun<'a> {
                 .and_then(|e| e.eval(ctx))
                 .map_err(|e| format!("{} / {}: `when = {cond}`: {e}", p.role, p.name))?;
             if !keep.is_true() {
-                self.finish_step(
-                    p.role,
-                    p.name,
-                    Status::Skipped,
-                    t.elapsed(),
-                    Some(&format!("when: {cond}")),
-                );
+                self.finish_step(p.role, p.name, Status::Skipped, t.elapsed(), Some(&format!("when: {cond}")));
                 return Ok(Status::Skipped);
             }
         }
@@ -402,12 +327,7 @@ impl<'a> HostRun<'a> {
                 self.finish_step(p.role, p.name, Status::Failed, t.elapsed(), Some(&e));
                 // The run's one-line error: what failed, and the last thing it said.
                 let first = e.lines().next().unwrap_or("");
-                let last = e
-                    .lines()
-                    .skip(1)
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .last();
+                let last = e.lines().skip(1).map(str::trim).filter(|l| !l.is_empty()).last();
                 Err(match last {
                     Some(l) => format!("{} / {}: {first}: {l}", p.role, p.name),
                     None => format!("{} / {}: {first}", p.role, p.name),
@@ -416,19 +336,10 @@ impl<'a> HostRun<'a> {
         }
     }
 
-    fn finish_step(
-        &self,
-        role: &str,
-        step: &str,
-        status: Status,
-        took: Duration,
-        detail: Option<&str>,
-    ) {
-        self.reporter
-            .step_finished(&self.host, role, step, status, took, detail);
+    fn finish_step(&self, role: &str, step: &str, status: Status, took: Duration, detail: Option<&str>) {
+        self.reporter.step_finished(&self.host, role, step, status, took, detail);
         if let Some(j) = self.journal {
-            if role != "packages" && matches!(status, Status::Ok | Status::Changed | Status::Failed)
-            {
+            if role != "packages" && matches!(status, Status::Ok | Status::Changed | Status::Failed) {
                 j.write(&Entry::Step {
                     run: self.run.clone(),
                     host: self.host.clone(),
@@ -454,11 +365,7 @@ impl<'a> HostRun<'a> {
         dir: bool,
     ) -> Result<PathFact, String> {
         if !dirty {
-            return Ok(if dir {
-                facts.dirs[idx].clone()
-            } else {
-                facts.files[idx].clone()
-            });
+            return Ok(if dir { facts.dirs[idx].clone() } else { facts.files[idx].clone() });
         }
         let mut probe = Probe::default();
         if dir {
@@ -482,16 +389,13 @@ impl<'a> HostRun<'a> {
         let decision = match &p.step {
             Step::File(f) => {
                 let content = match &f.source {
-                    Source::Template(t) => self
-                        .env
-                        .get_template(&format!("{}/{t}", p.role))
-                        .and_then(|tpl| tpl.render(ctx)),
+                    Source::Template(t) => {
+                        self.env.get_template(&format!("{}/{t}", p.role)).and_then(|tpl| tpl.render(ctx))
+                    }
                     Source::Inline(text) => self.env.render_str(text, ctx),
                 }
                 .map_err(|e| format!("template: {e:#}"))?;
-                let current = self
-                    .path_fact(dirty, facts, p.at[0], &f.dest, false)
-                    .await?;
+                let current = self.path_fact(dirty, facts, p.at[0], &f.dest, false).await?;
                 file::decide(f, content.as_bytes(), &current, &self.run)?
             }
             Step::Directory(d) => {
@@ -535,13 +439,9 @@ impl<'a> HostRun<'a> {
             return Ok((Status::Ok, None));
         }
         let live = match &d.detail {
-            Some(Detail::Diff {
-                path, live: true, ..
-            }) => Some(
-                self.exec(&format!("cat -- {}", sh_quote(path)), None)
-                    .await?
-                    .stdout_str(),
-            ),
+            Some(Detail::Diff { path, live: true, .. }) => {
+                Some(self.exec(&format!("cat -- {}", sh_quote(path)), None).await?.stdout_str())
+            }
             _ => None,
         };
         let (status, detail) = d.outcome(self.dry_run, live.as_deref());
@@ -556,11 +456,7 @@ impl<'a> HostRun<'a> {
             if notified.insert(n.clone()) {
                 fresh.push(n);
                 if let Some(j) = self.journal {
-                    j.write(&Entry::Notify {
-                        run: self.run.clone(),
-                        host: self.host.clone(),
-                        service: n.clone(),
-                    });
+                    j.write(&Entry::Notify { run: self.run.clone(), host: self.host.clone(), service: n.clone() });
                 }
             }
         }
@@ -583,10 +479,7 @@ impl<'a> HostRun<'a> {
     async fn act(&self, a: &Action) -> Result<(), String> {
         let script = a.script();
         let out = match a {
-            Action::Wait { timeout, .. } => {
-                self.look(&script, Duration::from_secs(timeout + 30))
-                    .await?
-            }
+            Action::Wait { timeout, .. } => self.look(&script, Duration::from_secs(timeout + 30)).await?,
             _ => self.exec(&script, a.stdin()).await?,
         };
         a.verdict(out.status, &out.stdout_str(), &out.stderr_str())
@@ -595,11 +488,7 @@ impl<'a> HostRun<'a> {
     fn handled(&self, service: &str, notified: &mut HashSet<String>) {
         notified.remove(service);
         if let Some(j) = self.journal {
-            j.write(&Entry::Handled {
-                run: self.run.clone(),
-                host: self.host.clone(),
-                service: service.to_string(),
-            });
+            j.write(&Entry::Handled { run: self.run.clone(), host: self.host.clone(), service: service.to_string() });
         }
     }
 }

@@ -169,7 +169,8 @@ fn still_needed(entries: &[Entry]) -> Vec<Entry> {
     for e in entries {
         let run = e.run();
         let keep = keep_runs.contains(run)
-            || (notify_runs.contains(run) && matches!(e, Entry::Host { .. } | Entry::Notify { .. } | Entry::Handled { .. }));
+            || (notify_runs.contains(run)
+                && matches!(e, Entry::Host { .. } | Entry::Notify { .. } | Entry::Handled { .. }));
         if keep {
             kept.push(e.clone());
         }
@@ -240,9 +241,8 @@ impl Journal {
         let Entry::Start { run, inputs: was, .. } = &entries[last_start] else {
             return None;
         };
-        let ended_ok = entries[last_start..]
-            .iter()
-            .any(|e| matches!(e, Entry::End { run: r, ok: true, .. } if r == run));
+        let ended_ok =
+            entries[last_start..].iter().any(|e| matches!(e, Entry::End { run: r, ok: true, .. } if r == run));
         if ended_ok && pending.is_empty() {
             return None;
         }
@@ -261,19 +261,9 @@ impl Journal {
                 })
                 .collect()
         };
-        let identities = ids
-            .iter()
-            .filter(|((r, _), _)| *r == run)
-            .map(|((_, h), id)| (h.to_string(), id.to_string()))
-            .collect();
-        Some(Resume {
-            run: run.clone(),
-            same_inputs: was == inputs && !ended_ok,
-            done,
-            identities,
-            pending,
-            damaged,
-        })
+        let identities =
+            ids.iter().filter(|((r, _), _)| *r == run).map(|((_, h), id)| (h.to_string(), id.to_string())).collect();
+        Some(Resume { run: run.clone(), same_inputs: was == inputs && !ended_ok, done, identities, pending, damaged })
     }
 }
 
@@ -291,12 +281,7 @@ mod tests {
         }
     }
     fn start(run: &str) -> Entry {
-        Entry::Start {
-            run: run.into(),
-            inputs: "abc".into(),
-            hosts: vec!["ns1".into()],
-            time: "t".into(),
-        }
+        Entry::Start { run: run.into(), inputs: "abc".into(), hosts: vec!["ns1".into()], time: "t".into() }
     }
     fn host(run: &str, id: &str) -> Entry {
         Entry::Host { run: run.into(), host: "ns1".into(), identity: id.into() }
@@ -392,7 +377,13 @@ mod tests {
         // r2 resumes r1, skips `a`, finishes `b`, then fails before the end
         j.write(&start("r2"));
         j.write(&host("r2", "m1"));
-        j.write(&Entry::Step { run: "r2".into(), host: "ns1".into(), role: "base".into(), step: "a".into(), status: "done".into() });
+        j.write(&Entry::Step {
+            run: "r2".into(),
+            host: "ns1".into(),
+            role: "base".into(),
+            step: "a".into(),
+            status: "done".into(),
+        });
         j.write(&step("r2", "ns1", "b"));
         let r = Journal::resume_point(&path, "abc").unwrap();
         assert!(r.done.contains(&key("a")) && r.done.contains(&key("b")));

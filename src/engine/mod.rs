@@ -63,9 +63,7 @@ fn inputs_digest(a: &Answers, catalog: &Catalog) -> String {
 
 fn expand_home(p: &std::path::Path) -> PathBuf {
     match p.to_str().and_then(|s| s.strip_prefix("~/")) {
-        Some(rest) => std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(rest))
-            .unwrap_or_else(|| p.to_path_buf()),
+        Some(rest) => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(rest)).unwrap_or_else(|| p.to_path_buf()),
         None => p.to_path_buf(),
     }
 }
@@ -102,10 +100,14 @@ pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcom
     let resume: Option<Resume> = Journal::resume_point(&journal_path, &inputs);
     if let Some(r) = &resume {
         if r.same_inputs {
-            reporter.note("-", &format!(
-                "resuming run {}, which stopped before it finished: {} finished step(s) are skipped",
-                r.run, r.done.len()
-            ));
+            reporter.note(
+                "-",
+                &format!(
+                    "resuming run {}, which stopped before it finished: {} finished step(s) are skipped",
+                    r.run,
+                    r.done.len()
+                ),
+            );
         } else if !r.done.is_empty() || r.pending.is_empty() {
             reporter.note("-", &format!(
                 "run {} stopped before it finished; the answers or playbooks changed since, so every step is checked again",
@@ -119,11 +121,8 @@ pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcom
         Some(Journal::open(&journal_path).map_err(|e| format!("{}: {e}", journal_path.display()))?)
     };
 
-    let selected: Vec<&crate::plan::HostPlan> = plan
-        .hosts
-        .iter()
-        .filter(|h| opts.hosts.is_empty() || opts.hosts.contains(&h.name))
-        .collect();
+    let selected: Vec<&crate::plan::HostPlan> =
+        plan.hosts.iter().filter(|h| opts.hosts.is_empty() || opts.hosts.contains(&h.name)).collect();
     for h in &opts.hosts {
         if !plan.hosts.iter().any(|p| &p.name == h) {
             return Err(format!("--host {h}: no such host in the answer file"));
@@ -170,10 +169,7 @@ pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcom
             }
         });
     }
-    let ssh_opts = SshOptions {
-        known_hosts: state.root.join("known_hosts"),
-        ..SshOptions::default()
-    };
+    let ssh_opts = SshOptions { known_hosts: state.root.join("known_hosts"), ..SshOptions::default() };
 
     let jobs = selected.iter().map(|hp| {
         let host = a.hosts.iter().find(|h| h.name == hp.name).expect("plan hosts come from answers");
@@ -231,17 +227,6 @@ pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcom
         });
     }
     let all_ok = reporter.finish(&run, opts.dry_run) && ok;
-    let changed = reporter
-        .summaries
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .map(|s| s.changed)
-        .sum();
-    Ok(Outcome {
-        ok: all_ok,
-        run,
-        changed,
-        log: reporter.log_path().to_path_buf(),
-    })
+    let changed = reporter.summaries.lock().unwrap_or_else(|p| p.into_inner()).values().map(|s| s.changed).sum();
+    Ok(Outcome { ok: all_ok, run, changed, log: reporter.log_path().to_path_buf() })
 }

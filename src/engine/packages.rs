@@ -67,9 +67,7 @@ tries() {
 /// The transaction for `missing` packages, with debconf `preseed` lines first.
 pub fn script(missing: &[String], preseed: &[String]) -> String {
     let list = missing.iter().map(|p| sh_quote(p)).collect::<Vec<_>>().join(" ");
-    let mut s = String::from(
-        "trap '' HUP PIPE\nexport DEBIAN_FRONTEND=noninteractive\nmkdir -p /var/log/groundwork\n",
-    );
+    let mut s = String::from("trap '' HUP PIPE\nexport DEBIAN_FRONTEND=noninteractive\nmkdir -p /var/log/groundwork\n");
     s.push_str(&format!("log={}\nprintf '\\n=== %s\\n' \"$(date -Is)\" >>\"$log\"\n", sh_quote(LOG)));
     s.push_str(FUNCTIONS);
     s.push_str(&format!(
@@ -166,18 +164,19 @@ mod tests {
 
     #[test]
     fn progress_keeps_a_command_alive_and_its_status_comes_back() {
-        let (rc, log, _) = sh(
-            "watched 1 sh -c 'for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.4; done'; echo \"rc=$?\" >>\"$log\"\n\
+        let (rc, log, _) =
+            sh("watched 1 sh -c 'for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.4; done'; echo \"rc=$?\" >>\"$log\"\n\
              watched 1 sh -c 'exit 3'; echo \"rc=$?\" >>\"$log\"\n\
-             watched 0 sleep 1.5; echo \"rc=$?\" >>\"$log\"",
-        );
+             watched 0 sleep 1.5; echo \"rc=$?\" >>\"$log\"");
         assert_eq!(rc, 0);
         assert!(log.contains("tick 6\nrc=0\nrc=3\nrc=0"), "{log}");
     }
 
     #[test]
     fn retries_then_names_the_failed_part() {
-        let (rc, log, _) = sh("part 'apt-get update'\ntries 2 1 sh -c 'echo try >>\"$0\"; exit 100' \"$log\" || fail 'apt-get update'");
+        let (rc, log, _) = sh(
+            "part 'apt-get update'\ntries 2 1 sh -c 'echo try >>\"$0\"; exit 100' \"$log\" || fail 'apt-get update'",
+        );
         assert_eq!(rc, 1);
         assert_eq!(log.matches("try").count(), 2, "{log}");
         let out = "groundwork-part\twait for the package manager\ngroundwork-part\tapt-get update\ngroundwork-failed\tapt-get update\n";

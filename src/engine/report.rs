@@ -71,11 +71,7 @@ impl Reporter {
         if let Some(dir) = log_path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(log_path)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(log_path)?;
         let interactive = !json && console::Term::stderr().is_term();
         let multi = if interactive {
             MultiProgress::with_draw_target(ProgressDrawTarget::stderr())
@@ -150,7 +146,10 @@ impl Reporter {
     }
 
     pub fn run_started(&self, run: &str, hosts: &[String], dry_run: bool) {
-        self.log("-", &format!("run {run} started ({}) on {}", if dry_run { "dry run" } else { "apply" }, hosts.join(", ")));
+        self.log(
+            "-",
+            &format!("run {run} started ({}) on {}", if dry_run { "dry run" } else { "apply" }, hosts.join(", ")),
+        );
         self.emit(json!({"event": "run-started", "run": run, "hosts": hosts, "dry_run": dry_run, "time": now()}));
     }
 
@@ -166,10 +165,7 @@ impl Reporter {
             bar.set_message("connecting");
             self.bars.lock().unwrap_or_else(|p| p.into_inner()).insert(host.to_string(), bar);
         }
-        self.summaries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(host.to_string(), HostSummary::default());
+        self.summaries.lock().unwrap_or_else(|p| p.into_inner()).insert(host.to_string(), HostSummary::default());
     }
 
     pub fn set_length(&self, host: &str, steps: usize) {
@@ -215,7 +211,15 @@ impl Reporter {
     }
 
     /// A finished step; `detail` is a diff, the command that ran, or why it failed.
-    pub fn step_finished(&self, host: &str, role: &str, step: &str, status: Status, took: Duration, detail: Option<&str>) {
+    pub fn step_finished(
+        &self,
+        host: &str,
+        role: &str,
+        step: &str,
+        status: Status,
+        took: Duration,
+        detail: Option<&str>,
+    ) {
         let detail = detail.map(|d| self.redactor.redact(d));
         {
             let mut sums = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
@@ -229,7 +233,12 @@ impl Reporter {
         }
         self.log(
             host,
-            &format!("{role} / {step}: {} ({} ms){}", status.as_str(), took.as_millis(), detail.as_deref().map(|d| format!("\n{d}")).unwrap_or_default()),
+            &format!(
+                "{role} / {step}: {} ({} ms){}",
+                status.as_str(),
+                took.as_millis(),
+                detail.as_deref().map(|d| format!("\n{d}")).unwrap_or_default()
+            ),
         );
         if let Some(bar) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).get(host) {
             bar.inc(1);
@@ -283,7 +292,8 @@ impl Reporter {
         if !self.json {
             let _ = self.multi.clear();
             let changed = if dry_run { "to change" } else { "changed" };
-            let mut t = format!("\n{:<10} {:>4} {:>9} {:>6} {:>7} {:>8}\n", "host", "ok", changed, "failed", "skipped", "time");
+            let mut t =
+                format!("\n{:<10} {:>4} {:>9} {:>6} {:>7} {:>8}\n", "host", "ok", changed, "failed", "skipped", "time");
             for (h, s) in &sums {
                 t.push_str(&format!(
                     "{h:<10} {:>4} {:>9} {:>6} {:>7} {:>7.2}s{}\n",

@@ -49,10 +49,7 @@ pub struct HostPlan {
 
 /// Build the plan of a validated answer file.
 pub fn build(a: &Answers) -> Plan {
-    let present: Vec<&RoleSpec> = catalog::roles()
-        .iter()
-        .filter(|spec| !hosts_for(a, spec).is_empty())
-        .collect();
+    let present: Vec<&RoleSpec> = catalog::roles().iter().filter(|spec| !hosts_for(a, spec).is_empty()).collect();
     let ordered = order(&present);
 
     let steps: Vec<PlanStep> = ordered
@@ -68,10 +65,7 @@ pub fn build(a: &Answers) -> Plan {
                 .needs
                 .iter()
                 .filter(|n| present.iter().any(|p| p.name == n.role))
-                .map(|n| Reason {
-                    role: n.role.clone(),
-                    why: n.why.clone(),
-                })
+                .map(|n| Reason { role: n.role.clone(), why: n.why.clone() })
                 .collect(),
             detail: detail(a, spec),
         })
@@ -83,20 +77,11 @@ pub fn build(a: &Answers) -> Plan {
         .map(|h| HostPlan {
             name: h.name.clone(),
             address: h.address.to_string(),
-            roles: steps
-                .iter()
-                .filter(|s| s.hosts.contains(&h.name))
-                .map(|s| s.role.clone())
-                .collect(),
+            roles: steps.iter().filter(|s| s.hosts.contains(&h.name)).map(|s| s.role.clone()).collect(),
         })
         .collect();
 
-    Plan {
-        site: a.site.name.clone(),
-        internal_domain: a.site.internal_domain.clone(),
-        steps,
-        hosts,
-    }
+    Plan { site: a.site.name.clone(), internal_domain: a.site.internal_domain.clone(), steps, hosts }
 }
 
 fn hosts_for(a: &Answers, spec: &RoleSpec) -> Vec<String> {
@@ -111,10 +96,7 @@ fn hosts_for(a: &Answers, spec: &RoleSpec) -> Vec<String> {
                 "gitops" => a.gitops.is_some(),
                 _ => true,
             };
-            a.hosts_with(Role::K3sServer)
-                .take(usize::from(wanted))
-                .map(|(_, h)| h.name.clone())
-                .collect()
+            a.hosts_with(Role::K3sServer).take(usize::from(wanted)).map(|(_, h)| h.name.clone()).collect()
         }
     }
 }
@@ -122,10 +104,7 @@ fn hosts_for(a: &Answers, spec: &RoleSpec) -> Vec<String> {
 /// Topological order (Kahn), choosing among ready roles by phase, then catalog position.
 fn order<'a>(present: &[&'a RoleSpec]) -> Vec<&'a RoleSpec> {
     let pos = |name: &str| present.iter().position(|s| s.name == name);
-    let deps: Vec<Vec<usize>> = present
-        .iter()
-        .map(|s| s.needs.iter().filter_map(|n| pos(&n.role)).collect())
-        .collect();
+    let deps: Vec<Vec<usize>> = present.iter().map(|s| s.needs.iter().filter_map(|n| pos(&n.role)).collect()).collect();
     let mut done = vec![false; present.len()];
     let mut out = Vec::with_capacity(present.len());
     while out.len() < present.len() {
@@ -172,15 +151,10 @@ fn detail(a: &Answers, spec: &RoleSpec) -> Option<String> {
         )),
         "postgresql" => Some(names_of(&a.databases.postgresql)),
         "mariadb" => Some(names_of(&a.databases.mariadb)),
-        "ldap" => Some(format!(
-            "suffix {}",
-            crate::answers::model::ldap_suffix(&a.site.internal_domain)
-        )),
+        "ldap" => Some(format!("suffix {}", crate::answers::model::ldap_suffix(&a.site.internal_domain))),
         "k3s-server" | "k3s-agent" => a.k3s.as_ref().map(|k| {
-            let bundle = k
-                .airgap_bundle
-                .as_ref()
-                .map_or("no air-gap bundle".to_string(), |b| format!("bundle {}", b.display()));
+            let bundle =
+                k.airgap_bundle.as_ref().map_or("no air-gap bundle".to_string(), |b| format!("bundle {}", b.display()));
             format!("{} ({:?} mode), {bundle}", k.version, k.mode).to_lowercase()
         }),
         "gitops" => a.gitops.as_ref().map(|g| {
@@ -198,10 +172,7 @@ fn names_of(dbs: &[crate::answers::model::Database]) -> String {
     if dbs.is_empty() {
         return "no databases listed".into();
     }
-    dbs.iter()
-        .map(|d| format!("{} (owner {})", d.name, d.user))
-        .collect::<Vec<_>>()
-        .join(", ")
+    dbs.iter().map(|d| format!("{} (owner {})", d.name, d.user)).collect::<Vec<_>>().join(", ")
 }
 
 impl Plan {
@@ -224,13 +195,7 @@ impl Plan {
                 phase = Some(s.phase);
                 let _ = writeln!(out, "{}", s.phase.as_str());
             }
-            let _ = writeln!(
-                out,
-                "  {:>2}. {:<width$}  on {}",
-                s.order,
-                s.role,
-                s.hosts.join(", ")
-            );
+            let _ = writeln!(out, "  {:>2}. {:<width$}  on {}", s.order, s.role, s.hosts.join(", "));
             let _ = writeln!(out, "      {:<width$}  {}", "", s.summary);
             if let Some(d) = &s.detail {
                 let _ = writeln!(out, "      {:<width$}  {d}", "");
@@ -242,11 +207,7 @@ impl Plan {
         let _ = writeln!(out, "\nper host");
         let hw = self.hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
         for h in &self.hosts {
-            let roles = if h.roles.is_empty() {
-                "(no roles)".to_string()
-            } else {
-                h.roles.join(" -> ")
-            };
+            let roles = if h.roles.is_empty() { "(no roles)".to_string() } else { h.roles.join(" -> ") };
             let _ = writeln!(out, "  {:<hw$}  {:<15}  {roles}", h.name, h.address);
         }
         out

@@ -15,9 +15,8 @@ use crate::answers::model::Role;
 static EMBEDDED: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/playbooks");
 
 /// Catalog order: the order roles are shown and converged within a phase.
-pub const ORDER: &[&str] = &[
-    "base", "dns", "dhcp", "postgresql", "mariadb", "ldap", "k3s-server", "k3s-agent", "gitops",
-];
+pub const ORDER: &[&str] =
+    &["base", "dns", "dhcp", "postgresql", "mariadb", "ldap", "k3s-server", "k3s-agent", "gitops"];
 
 /// The layers of a site, converged in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -134,10 +133,7 @@ struct RoleFiles {
 
 fn embedded_role(name: &str) -> Option<RoleFiles> {
     let dir = EMBEDDED.get_dir(name)?;
-    let role_toml = dir
-        .get_file(format!("{name}/role.toml"))?
-        .contents_utf8()?
-        .to_string();
+    let role_toml = dir.get_file(format!("{name}/role.toml"))?.contents_utf8()?.to_string();
     let mut templates = BTreeMap::new();
     if let Some(t) = dir.get_dir(format!("{name}/templates")) {
         for f in t.files() {
@@ -145,11 +141,7 @@ fn embedded_role(name: &str) -> Option<RoleFiles> {
             templates.insert(file_name, f.contents_utf8()?.to_string());
         }
     }
-    Some(RoleFiles {
-        origin: format!("playbooks/{name}"),
-        role_toml,
-        templates,
-    })
+    Some(RoleFiles { origin: format!("playbooks/{name}"), role_toml, templates })
 }
 
 fn dir_role(dir: &Path, name: &str) -> Result<Option<RoleFiles>, CatalogError> {
@@ -158,10 +150,7 @@ fn dir_role(dir: &Path, name: &str) -> Result<Option<RoleFiles>, CatalogError> {
     if !toml_path.exists() {
         return Ok(None);
     }
-    let err = |p: &Path, e: std::io::Error| CatalogError {
-        file: p.display().to_string(),
-        message: e.to_string(),
-    };
+    let err = |p: &Path, e: std::io::Error| CatalogError { file: p.display().to_string(), message: e.to_string() };
     let role_toml = std::fs::read_to_string(&toml_path).map_err(|e| err(&toml_path, e))?;
     let mut templates = BTreeMap::new();
     let tdir = root.join("templates");
@@ -174,41 +163,29 @@ fn dir_role(dir: &Path, name: &str) -> Result<Option<RoleFiles>, CatalogError> {
             }
         }
     }
-    Ok(Some(RoleFiles {
-        origin: root.display().to_string(),
-        role_toml,
-        templates,
-    }))
+    Ok(Some(RoleFiles { origin: root.display().to_string(), role_toml, templates }))
 }
 
 fn parse_role(name: &str, files: &RoleFiles) -> Result<RoleSpec, CatalogError> {
     let file = format!("{}/role.toml", files.origin);
-    let mut spec: RoleSpec = toml::from_str(&files.role_toml).map_err(|e| CatalogError {
-        file: file.clone(),
-        message: e.to_string().trim().to_string(),
-    })?;
+    let mut spec: RoleSpec = toml::from_str(&files.role_toml)
+        .map_err(|e| CatalogError { file: file.clone(), message: e.to_string().trim().to_string() })?;
     if spec.name != name {
-        return Err(CatalogError {
-            file,
-            message: format!("name = \"{}\" but the folder is `{name}`", spec.name),
-        });
+        return Err(CatalogError { file, message: format!("name = \"{}\" but the folder is `{name}`", spec.name) });
     }
     let names: Vec<String> = files.templates.keys().cloned().collect();
     let mut steps = Vec::new();
     for (i, s) in spec.step_specs.iter().enumerate() {
-        let step = s.check(&names).map_err(|m| CatalogError {
-            file: file.clone(),
-            message: format!("step {} (`{}`): {m}", i + 1, s.name),
-        })?;
+        let step = s
+            .check(&names)
+            .map_err(|m| CatalogError { file: file.clone(), message: format!("step {} (`{}`): {m}", i + 1, s.name) })?;
         steps.push(step);
     }
     // A notification must name a service step that comes later in the same role.
     for (i, step) in steps.iter().enumerate() {
         if let Kind::File { notify, .. } = &step.kind {
             for n in notify {
-                let later = steps[i + 1..]
-                    .iter()
-                    .any(|s| matches!(&s.kind, Kind::Service { name, .. } if name == n));
+                let later = steps[i + 1..].iter().any(|s| matches!(&s.kind, Kind::Service { name, .. } if name == n));
                 if !later {
                     return Err(CatalogError {
                         file: file.clone(),
@@ -230,10 +207,7 @@ fn parse_role(name: &str, files: &RoleFiles) -> Result<RoleSpec, CatalogError> {
 /// this build does not know (a typo would otherwise leave the built-in role in place), or holds
 /// no role folder at all.
 fn check_override_dir(dir: &Path) -> Result<(), CatalogError> {
-    let err = |message: String| CatalogError {
-        file: dir.display().to_string(),
-        message,
-    };
+    let err = |message: String| CatalogError { file: dir.display().to_string(), message };
     let known = ORDER.join(", ");
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -243,9 +217,7 @@ fn check_override_dir(dir: &Path) -> Result<(), CatalogError> {
             )));
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-            return Err(err(
-                "not a directory; --playbooks names a directory of role folders".into(),
-            ));
+            return Err(err("not a directory; --playbooks names a directory of role folders".into()));
         }
         Err(e) => return Err(err(e.to_string())),
     };
@@ -315,11 +287,7 @@ impl Catalog {
             compile_templates(name, &files)?;
             roles.push(parse_role(name, &files)?);
         }
-        Ok(Catalog {
-            roles,
-            templates,
-            digest: hex(&hasher.finalize()),
-        })
+        Ok(Catalog { roles, templates, digest: hex(&hasher.finalize()) })
     }
 
     /// The embedded catalog. Its files are part of the program: a broken one is a build
@@ -367,8 +335,7 @@ mod tests {
     fn needs_point_backwards_in_phase_order() {
         for spec in roles() {
             for need in &spec.needs {
-                let dep = get(&need.role)
-                    .unwrap_or_else(|| panic!("{} needs unknown role {}", spec.name, need.role));
+                let dep = get(&need.role).unwrap_or_else(|| panic!("{} needs unknown role {}", spec.name, need.role));
                 assert!(
                     dep.phase <= spec.phase,
                     "{} ({:?}) needs {} of a later phase ({:?})",
@@ -413,11 +380,7 @@ mod tests {
             "name = \"base\"\nphase = \"foundation\"\nsummary = \"x\"\n[[step]]\nname = \"motd\"\ndest = \"/etc/motd\"\ntemplate = \"motd.j2\"\n",
         )
         .unwrap();
-        std::fs::write(
-            base.join("templates/motd.j2"),
-            "line one\n{{ site.name }}\n{% if x %}\nno endif\n",
-        )
-        .unwrap();
+        std::fs::write(base.join("templates/motd.j2"), "line one\n{{ site.name }}\n{% if x %}\nno endif\n").unwrap();
         let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
         let file = base.join("templates/motd.j2");
         assert!(err.starts_with(&format!("{}:", file.display())), "{err}");
@@ -441,19 +404,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("typo");
         let err = Catalog::load(Some(&missing)).unwrap_err().to_string();
-        assert!(
-            err.contains(&format!("{}: no such directory", missing.display())),
-            "{err}"
-        );
+        assert!(err.contains(&format!("{}: no such directory", missing.display())), "{err}");
         let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("no role folder in it"), "{err}");
         std::fs::create_dir_all(dir.path().join("bse")).unwrap();
         std::fs::write(dir.path().join("bse/role.toml"), "").unwrap();
         let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
-        assert!(
-            err.contains("bse/role.toml: `bse` is not a role of groundwork"),
-            "{err}"
-        );
+        assert!(err.contains("bse/role.toml: `bse` is not a role of groundwork"), "{err}");
         let file = dir.path().join("bse/role.toml");
         let err = Catalog::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("not a directory"), "{err}");

@@ -170,10 +170,9 @@ pub fn wait_check(w: &WaitFor) -> Result<(String, String), String> {
                 format!("tcp {host}:{port}"),
             ))
         }
-        (None, Some(sock), None) => Ok((
-            format!("test -S {{% filter sh %}}{sock}{{% endfilter %}}"),
-            format!("socket {sock}"),
-        )),
+        (None, Some(sock), None) => {
+            Ok((format!("test -S {{% filter sh %}}{sock}{{% endfilter %}}"), format!("socket {sock}")))
+        }
         (None, None, Some(cmd)) => Ok((cmd.clone(), format!("`{cmd}`"))),
         _ => Err("a wait needs exactly one of port, socket or command".into()),
     }
@@ -211,10 +210,7 @@ impl StepSpec {
         if svc_only && self.service.is_none() {
             return Err("state/enabled/on-notify belong to a service step".into());
         }
-        if (self.mode.is_some() || self.owner.is_some())
-            && self.dest.is_none()
-            && self.directory.is_none()
-        {
+        if (self.mode.is_some() || self.owner.is_some()) && self.dest.is_none() && self.directory.is_none() {
             return Err("mode/owner belong to a file or directory step".into());
         }
         if self.timeout.is_some() && self.wait.is_none() {
@@ -257,15 +253,11 @@ impl StepSpec {
                 secret: self.secret,
             }
         } else if let Some(path) = &self.directory {
-            Kind::Directory {
-                path: path.clone(),
-                mode: mode.unwrap_or_else(|| "0755".into()),
-                owner,
-            }
+            Kind::Directory { path: path.clone(), mode: mode.unwrap_or_else(|| "0755".into()), owner }
         } else if let Some(command) = &self.command {
             if !cmd_only {
                 return Err(
-                    "a command needs a guard (creates, unless or onlyif), or it would run on every apply".into(),
+                    "a command needs a guard (creates, unless or onlyif), or it would run on every apply".into()
                 );
             }
             Kind::Command {
@@ -284,16 +276,8 @@ impl StepSpec {
         } else {
             let w = self.wait.as_ref().expect("one kind is set");
             let (check, what) = wait_check(w)?;
-            Kind::Wait {
-                check,
-                what,
-                timeout: self.timeout.unwrap_or(30),
-            }
+            Kind::Wait { check, what, timeout: self.timeout.unwrap_or(30) }
         };
-        Ok(Step {
-            name: self.name.clone(),
-            when: self.when.clone(),
-            kind,
-        })
+        Ok(Step { name: self.name.clone(), when: self.when.clone(), kind })
     }
 }

@@ -112,9 +112,7 @@ pub fn probe() -> Facts {
 }
 
 fn hostname() -> String {
-    read("/proc/sys/kernel/hostname")
-        .or_else(|| read("/etc/hostname"))
-        .unwrap_or_else(|| "localhost".into())
+    read("/proc/sys/kernel/hostname").or_else(|| read("/etc/hostname")).unwrap_or_else(|| "localhost".into())
 }
 
 fn os_name() -> String {
@@ -135,9 +133,7 @@ fn cpus() -> Cpus {
         })
         .unwrap_or_else(|| "unknown".into());
     let listed = text.lines().filter(|l| l.starts_with("processor")).count();
-    let count = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(listed.max(1));
+    let count = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(listed.max(1));
     Cpus { model, count }
 }
 
@@ -172,19 +168,14 @@ fn mounts() -> BTreeMap<String, Vec<String>> {
         }
         let real = fs::canonicalize(dev).unwrap_or_else(|_| dev.into());
         if let Some(name) = real.file_name().and_then(|n| n.to_str()) {
-            out.entry(name.to_string())
-                .or_default()
-                .push(mnt.replace("\\040", " "));
+            out.entry(name.to_string()).or_default().push(mnt.replace("\\040", " "));
         }
     }
     out
 }
 
 fn sectors_to_bytes(dir: &Path) -> u64 {
-    read(dir.join("size"))
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 512
+    read(dir.join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512
 }
 
 fn disks() -> Vec<Disk> {
@@ -221,13 +212,8 @@ fn disks() -> Vec<Disk> {
                 .collect();
             partitions.sort_by(|a, b| a.name.cmp(&b.name));
             let mountpoints = mounts.get(&name).cloned().unwrap_or_default();
-            let held = fs::read_dir(dir.join("holders"))
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false);
-            let kind = ["loop", "zram", "dm", "md"]
-                .into_iter()
-                .find(|k| name.starts_with(k))
-                .unwrap_or("disk");
+            let held = fs::read_dir(dir.join("holders")).map(|mut d| d.next().is_some()).unwrap_or(false);
+            let kind = ["loop", "zram", "dm", "md"].into_iter().find(|k| name.starts_with(k)).unwrap_or("disk");
             Some(Disk {
                 kind: kind.into(),
                 path: format!("/dev/{name}"),
@@ -236,9 +222,7 @@ fn disks() -> Vec<Disk> {
                 removable: flag("removable"),
                 read_only: flag("ro"),
                 model: read(dir.join("device/model")).filter(|s| !s.is_empty()),
-                serial: read(dir.join("device/serial"))
-                    .or_else(|| read(dir.join("serial")))
-                    .filter(|s| !s.is_empty()),
+                serial: read(dir.join("device/serial")).or_else(|| read(dir.join("serial"))).filter(|s| !s.is_empty()),
                 blank: partitions.is_empty() && mountpoints.is_empty() && !held,
                 mountpoints,
                 partitions,
@@ -304,10 +288,7 @@ fn default_route() -> Option<Route> {
             return None;
         }
         let gw = u32::from_str_radix(f[2], 16).ok()?;
-        Some(Route {
-            gateway: Ipv4Addr::from(gw.swap_bytes()),
-            interface: f[0].to_string(),
-        })
+        Some(Route { gateway: Ipv4Addr::from(gw.swap_bytes()), interface: f[0].to_string() })
     })
 }
 
@@ -379,11 +360,7 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 impl Facts {
@@ -404,12 +381,7 @@ impl Facts {
             .as_ref()
             .and_then(|r| self.nics.iter().find(|n| n.name == r.interface))
             .filter(with_v4)
-            .or_else(|| {
-                self.nics
-                    .iter()
-                    .filter(|n| n.kind != "loopback")
-                    .find(with_v4)
-            })
+            .or_else(|| self.nics.iter().filter(|n| n.kind != "loopback").find(with_v4))
     }
 
     pub fn render(&self) -> String {

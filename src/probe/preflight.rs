@@ -65,20 +65,13 @@ impl Preflight {
 pub fn judge(facts: &Facts, answers: &Answers) -> Preflight {
     let mine = facts.ipv4_addresses();
     let short = facts.hostname.split('.').next().unwrap_or("");
-    let host = answers
-        .hosts
-        .iter()
-        .position(|h| mine.contains(&h.address) || h.name == short);
+    let host = answers.hosts.iter().position(|h| mine.contains(&h.address) || h.name == short);
     let plan = crate::plan::build(answers);
     let (host_name, roles, note) = match host {
         Some(i) => {
             let h = &answers.hosts[i];
-            let roles: Vec<String> = plan
-                .hosts
-                .iter()
-                .find(|p| p.name == h.name)
-                .map(|p| p.roles.clone())
-                .unwrap_or_default();
+            let roles: Vec<String> =
+                plan.hosts.iter().find(|p| p.name == h.name).map(|p| p.roles.clone()).unwrap_or_default();
             let note = format!(
                 "this machine is host `{}` ({}) of site `{}`: roles {}",
                 h.name,
@@ -104,12 +97,7 @@ pub fn judge(facts: &Facts, answers: &Answers) -> Preflight {
         }
     };
     let specs: Vec<&RoleSpec> = roles.iter().filter_map(|r| catalog::get(r)).collect();
-    Preflight {
-        host: host_name,
-        verdicts: verdicts(facts, &specs),
-        roles,
-        note,
-    }
+    Preflight { host: host_name, verdicts: verdicts(facts, &specs), roles, note }
 }
 
 fn verdicts(facts: &Facts, specs: &[&RoleSpec]) -> Vec<Verdict> {
@@ -135,12 +123,7 @@ fn verdicts(facts: &Facts, specs: &[&RoleSpec]) -> Vec<Verdict> {
             } else {
                 (Level::Pass, format!("{have} {unit} (needs {need})"))
             };
-            out.push(Verdict {
-                scope: s.name.clone(),
-                check: check.into(),
-                level,
-                message,
-            });
+            out.push(Verdict { scope: s.name.clone(), check: check.into(), level, message });
         }
     }
 
@@ -148,30 +131,18 @@ fn verdicts(facts: &Facts, specs: &[&RoleSpec]) -> Vec<Verdict> {
         // The base role stands for the operating system itself.
         let mem_need = specs.iter().map(|s| s.requires.memory_mib).sum::<u64>();
         let disk_need = specs.iter().map(|s| s.requires.disk_gib).sum::<u64>();
-        let cpu_need = specs
-            .iter()
-            .map(|s| u64::from(s.requires.cpus))
-            .max()
-            .unwrap_or(0);
+        let cpu_need = specs.iter().map(|s| u64::from(s.requires.cpus)).max().unwrap_or(0);
         for (check, have, need, unit) in [
             ("cpus", cpus, cpu_need, "CPUs"),
             ("memory", mem_mib, mem_need, "MiB RAM"),
             ("disk", disk_gib, disk_need, "GiB free on /var"),
         ] {
             let (level, message) = if have < need {
-                (
-                    Level::Fail,
-                    format!("all roles together need {need} {unit}, this machine has {have}"),
-                )
+                (Level::Fail, format!("all roles together need {need} {unit}, this machine has {have}"))
             } else {
                 (Level::Pass, format!("{have} {unit} for {need} needed by all roles"))
             };
-            out.push(Verdict {
-                scope: "total".into(),
-                check: check.into(),
-                level,
-                message,
-            });
+            out.push(Verdict { scope: "total".into(), check: check.into(), level, message });
         }
     }
 
@@ -207,10 +178,7 @@ mod tests {
             kernel: "6".into(),
             virtualization: "none".into(),
             cpus: Cpus { model: "x".into(), count: cpus },
-            memory: Memory {
-                total_bytes: mem_mib << 20,
-                available_bytes: mem_mib << 20,
-            },
+            memory: Memory { total_bytes: mem_mib << 20, available_bytes: mem_mib << 20 },
             disks: vec![],
             nics: vec![],
             default_route: None,

@@ -9,22 +9,13 @@ use std::path::PathBuf;
 pub enum SshError {
     /// The private key file could not be read or parsed.
     #[error("host {host} ({address}): cannot read the private key {}: {cause}", path.display())]
-    KeyUnreadable {
-        host: String,
-        address: String,
-        path: PathBuf,
-        cause: String,
-    },
+    KeyUnreadable { host: String, address: String, path: PathBuf, cause: String },
     /// The private key is protected by a passphrase.
     #[error(
         "host {host} ({address}): the private key {} is encrypted (passphrase-protected); groundwork needs an unencrypted key",
         path.display()
     )]
-    KeyEncrypted {
-        host: String,
-        address: String,
-        path: PathBuf,
-    },
+    KeyEncrypted { host: String, address: String, path: PathBuf },
     /// TCP connect or SSH handshake failed on every attempt.
     #[error(
         "host {host} ({address}:{port}): cannot connect after {attempts} attempt{}: {cause}",
@@ -60,33 +51,16 @@ pub enum SshError {
         "host {host} ({address}): the host key ({fingerprint}) is revoked by line {line} of {}; groundwork never accepts it",
         path.display()
     )]
-    HostKeyRevoked {
-        host: String,
-        address: String,
-        fingerprint: String,
-        path: PathBuf,
-        line: usize,
-    },
+    HostKeyRevoked { host: String, address: String, fingerprint: String, path: PathBuf, line: usize },
     /// known_hosts could not be read, parsed or written.
     #[error("host {host} ({address}): cannot check the host key against {}: {cause}", path.display())]
-    KnownHosts {
-        host: String,
-        address: String,
-        path: PathBuf,
-        cause: String,
-    },
+    KnownHosts { host: String, address: String, path: PathBuf, cause: String },
     /// The server refused the public key.
     #[error(
         "host {host} ({address}): authentication as user {user} with the key {} failed: {cause}",
         path.display()
     )]
-    Auth {
-        host: String,
-        address: String,
-        user: String,
-        path: PathBuf,
-        cause: String,
-    },
+    Auth { host: String, address: String, user: String, path: PathBuf, cause: String },
     /// A non-root user cannot run `sudo -n true`.
     #[error(
         "host {host} ({address}): user {user} cannot run sudo without a password (sudo said: {said}); groundwork needs root or passwordless sudo"
@@ -100,28 +74,13 @@ pub enum SshError {
     },
     /// The connection was lost (or closed) while a command ran, or before it could start.
     #[error("host {host} ({address}): the connection was lost: {cause}")]
-    Disconnected {
-        host: String,
-        address: String,
-        cause: String,
-    },
+    Disconnected { host: String, address: String, cause: String },
     /// The server refused a request (channel, exec) on a live connection.
     #[error("host {host} ({address}): {what}: {cause}")]
-    Protocol {
-        host: String,
-        address: String,
-        what: String,
-        cause: String,
-    },
+    Protocol { host: String, address: String, what: String, cause: String },
     /// `upload` ran but the remote `cat > path` failed.
     #[error("host {host} ({address}): cannot write {path} (exit status {status}): {stderr}")]
-    Upload {
-        host: String,
-        address: String,
-        path: String,
-        status: u32,
-        stderr: String,
-    },
+    Upload { host: String, address: String, path: String, status: u32, stderr: String },
 }
 
 impl SshError {
@@ -147,25 +106,14 @@ impl SshError {
 /// directory is the state directory), quoted for a POSIX shell where needed.
 pub(crate) fn forget_command(address: &str, port: u16, known_hosts: &std::path::Path) -> String {
     let host = super::known_hosts::host_field(address, port);
-    let state = known_hosts
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    format!(
-        "groundwork forget-host {} --state {}",
-        shell_word(&host),
-        shell_word(&state.to_string_lossy())
-    )
+    let state = known_hosts.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    format!("groundwork forget-host {} --state {}", shell_word(&host), shell_word(&state.to_string_lossy()))
 }
 
 /// `s` as one shell word: as is when it holds only safe characters, else in single quotes.
 fn shell_word(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:@,=%".contains(c);
-    if !s.is_empty() && s.chars().all(safe) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    if !s.is_empty() && s.chars().all(safe) { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }
 
 #[cfg(test)]

@@ -44,11 +44,7 @@ pub(crate) enum Verdict {
 
 /// The `host` field as OpenSSH writes and matches it.
 pub(crate) fn host_field(host: &str, port: u16) -> String {
-    if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    }
+    if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,34 +116,23 @@ fn fields(line: &[u8]) -> Vec<(Range<usize>, &[u8])> {
 }
 
 fn parse_hosts(field: &[u8]) -> Result<Hosts, String> {
-    let text =
-        std::str::from_utf8(field).map_err(|_| "the host field is not valid UTF-8".to_string())?;
+    let text = std::str::from_utf8(field).map_err(|_| "the host field is not valid UTF-8".to_string())?;
     if let Some(rest) = text.strip_prefix('|') {
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut parts = rest.split('|');
-        let (Some("1"), Some(salt), Some(hash), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!(
-                "the hashed host name `{text}` is not of the form |1|salt|hash"
-            ));
+        let (Some("1"), Some(salt), Some(hash), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("the hashed host name `{text}` is not of the form |1|salt|hash"));
         };
         let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
-            return Err(format!(
-                "the hashed host name `{text}` does not decode (base64)"
-            ));
+            return Err(format!("the hashed host name `{text}` does not decode (base64)"));
         };
         // HMAC-SHA1: a 20-byte salt (OpenSSH refuses other lengths) and a 20-byte digest.
         if salt.len() != 20 || hash.len() != 20 {
-            return Err(format!(
-                "the hashed host name `{text}` has a salt or hash that is not 20 bytes"
-            ));
+            return Err(format!("the hashed host name `{text}` has a salt or hash that is not 20 bytes"));
         }
         return Ok(Hosts::Hashed { salt, hash });
     }
-    Ok(Hosts::Patterns(
-        text.split(',').map(str::to_string).collect(),
-    ))
+    Ok(Hosts::Patterns(text.split(',').map(str::to_string).collect()))
 }
 
 fn parse_line(n: usize, line: &[u8]) -> Result<Option<Entry>, Bad> {
@@ -169,10 +154,7 @@ fn parse_line(n: usize, line: &[u8]) -> Result<Option<Entry>, Bad> {
         b"@cert-authority" => (Marker::CertAuthority, &f[1..]),
         m if m.starts_with(b"@") => {
             return Err(bad(
-                format!(
-                    "unknown marker `{}` (OpenSSH knows @revoked and @cert-authority)",
-                    String::from_utf8_lossy(m)
-                ),
+                format!("unknown marker `{}` (OpenSSH knows @revoked and @cert-authority)", String::from_utf8_lossy(m)),
                 f.get(1).map(|x| x.1),
             ));
         }
@@ -193,24 +175,14 @@ fn parse_line(n: usize, line: &[u8]) -> Result<Option<Entry>, Bad> {
         .zip(std::str::from_utf8(blob).ok())
         .ok_or_else(|| "the key type or key is not valid UTF-8".to_string())
         .and_then(|(k, b)| {
-            PublicKey::from_openssh(&format!("{k} {b}"))
-                .map_err(|e| format!("the `{k}` key does not parse ({e})"))
+            PublicKey::from_openssh(&format!("{k} {b}")).map_err(|e| format!("the `{k}` key does not parse ({e})"))
         })
         .map_err(|reason| bad(reason, Some(hosts_field)))?;
-    Ok(Some(Entry {
-        line: n,
-        marker,
-        hosts,
-        hosts_at: hosts_at.clone(),
-        key,
-    }))
+    Ok(Some(Entry { line: n, marker, hosts, hosts_at: hosts_at.clone(), key }))
 }
 
 fn parse(bytes: &[u8]) -> File {
-    let lines: Vec<Vec<u8>> = bytes
-        .split_inclusive(|b| *b == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect();
+    let lines: Vec<Vec<u8>> = bytes.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
     let mut entries = Vec::new();
     let mut bad = Vec::new();
     let mut notes = Vec::new();
@@ -227,20 +199,12 @@ fn parse(bytes: &[u8]) -> File {
             }
             Ok(None) => {}
             Err(b) => {
-                notes.push(Note {
-                    line: b.line,
-                    message: format!("{}; line skipped", b.reason),
-                });
+                notes.push(Note { line: b.line, message: format!("{}; line skipped", b.reason) });
                 bad.push(b);
             }
         }
     }
-    File {
-        lines,
-        entries,
-        bad,
-        notes,
-    }
+    File { lines, entries, bad, notes }
 }
 
 /// OpenSSH's `match_pattern`: `*` any run of characters, `?` exactly one.
@@ -309,62 +273,32 @@ pub(crate) fn ensure_file(path: &Path) -> std::io::Result<()> {
     {
         std::fs::create_dir_all(parent)?;
     }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)?;
+    OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
     Ok(())
 }
 
 /// Checks `key` for `host`:`port` against `path`. Never accepts a key of another algorithm
 /// when keys are recorded for the host: that counts as changed.
-pub(crate) fn check(
-    path: &Path,
-    host: &str,
-    port: u16,
-    key: &PublicKey,
-) -> Result<Verdict, String> {
+pub(crate) fn check(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<Verdict, String> {
     let Some(bytes) = read(path)? else {
         return Ok(Verdict::Unknown);
     };
     let file = parse(&bytes);
     let name = lookup_name(host, port);
-    let for_host: Vec<&Entry> = file
-        .entries
-        .iter()
-        .filter(|e| e.hosts.matches(&name))
-        .collect();
+    let for_host: Vec<&Entry> = file.entries.iter().filter(|e| e.hosts.matches(&name)).collect();
     // A revoked key is refused even when a plain line also lists it.
-    if let Some(e) = for_host
-        .iter()
-        .find(|e| e.marker == Marker::Revoked && e.key.key_data() == key.key_data())
-    {
+    if let Some(e) = for_host.iter().find(|e| e.marker == Marker::Revoked && e.key.key_data() == key.key_data()) {
         return Ok(Verdict::Revoked { line: e.line });
     }
-    let recorded: Vec<&&Entry> = for_host
-        .iter()
-        .filter(|e| e.marker == Marker::None)
-        .collect();
+    let recorded: Vec<&&Entry> = for_host.iter().filter(|e| e.marker == Marker::None).collect();
     if recorded.iter().any(|e| e.key.key_data() == key.key_data()) {
         return Ok(Verdict::Known);
     }
-    if let Some(e) = recorded
-        .iter()
-        .find(|e| e.key.algorithm() == key.algorithm())
-        .or(recorded.first())
-    {
+    if let Some(e) = recorded.iter().find(|e| e.key.algorithm() == key.algorithm()).or(recorded.first()) {
         return Ok(Verdict::Changed { line: e.line });
     }
-    if let Some(b) = file
-        .bad
-        .iter()
-        .find(|b| b.hosts.as_ref().is_some_and(|h| h.matches(&name)))
-    {
-        return Ok(Verdict::Unreadable {
-            line: b.line,
-            reason: b.reason.clone(),
-        });
+    if let Some(b) = file.bad.iter().find(|b| b.hosts.as_ref().is_some_and(|h| h.matches(&name))) {
+        return Ok(Verdict::Unreadable { line: b.line, reason: b.reason.clone() });
     }
     Ok(Verdict::Unknown)
 }
@@ -377,13 +311,8 @@ pub(crate) fn notes(path: &Path) -> Result<Vec<Note>, String> {
 /// Appends `key` for `host`:`port` to `path` in one write (creating the file 0600).
 pub(crate) fn learn(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), String> {
     let openssh = key.to_openssh().map_err(|e| e.to_string())?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| e.to_string())?;
+    let mut file =
+        OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path).map_err(|e| e.to_string())?;
     let mut line = String::new();
     if file.seek(SeekFrom::End(-1)).is_ok() {
         let mut last = [0u8; 1];
@@ -437,10 +366,9 @@ pub(crate) fn forget(path: &Path, host: &str, port: u16) -> Result<Forgotten, St
         }
         let i = e.line - 1;
         match (e.marker, &e.hosts) {
-            (Marker::Revoked, _) => done.kept.push(Note {
-                line: e.line,
-                message: "@revoked line kept: a revoked key stays refused".into(),
-            }),
+            (Marker::Revoked, _) => {
+                done.kept.push(Note { line: e.line, message: "@revoked line kept: a revoked key stays refused".into() })
+            }
             (Marker::CertAuthority, _) => {}
             (Marker::None, Hosts::Hashed { .. }) => {
                 lines[i].clear();
@@ -493,10 +421,8 @@ pub(crate) fn forget(path: &Path, host: &str, port: u16) -> Result<Forgotten, St
 mod tests {
     use super::*;
 
-    const K1: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
-    const K2: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G2sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";
+    const K1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const K2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G2sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";
 
     fn key(s: &str) -> PublicKey {
         PublicKey::from_openssh(s).unwrap()
@@ -515,33 +441,15 @@ mod tests {
         let path = dir.path().join("sub/known_hosts");
         ensure_file(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::write(&path, format!("# comment\n\nother.example {K2}")).unwrap();
-        assert_eq!(
-            check(&path, "10.0.0.1", 2222, &key(K1)).unwrap(),
-            Verdict::Unknown
-        );
+        assert_eq!(check(&path, "10.0.0.1", 2222, &key(K1)).unwrap(), Verdict::Unknown);
         learn(&path, "10.0.0.1", 2222, &key(K1)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.ends_with(&format!("\n[10.0.0.1]:2222 {K1}\n")),
-            "{text}"
-        );
-        assert_eq!(
-            check(&path, "10.0.0.1", 2222, &key(K1)).unwrap(),
-            Verdict::Known
-        );
-        assert_eq!(
-            check(&path, "10.0.0.1", 22, &key(K1)).unwrap(),
-            Verdict::Unknown
-        );
-        assert_eq!(
-            check(&path, "10.0.0.1", 2222, &key(K2)).unwrap(),
-            Verdict::Changed { line: 4 }
-        );
+        assert!(text.ends_with(&format!("\n[10.0.0.1]:2222 {K1}\n")), "{text}");
+        assert_eq!(check(&path, "10.0.0.1", 2222, &key(K1)).unwrap(), Verdict::Known);
+        assert_eq!(check(&path, "10.0.0.1", 22, &key(K1)).unwrap(), Verdict::Unknown);
+        assert_eq!(check(&path, "10.0.0.1", 2222, &key(K2)).unwrap(), Verdict::Changed { line: 4 });
     }
 
     #[test]
@@ -554,19 +462,10 @@ mod tests {
             )
             .as_bytes(),
         );
-        assert_eq!(
-            check(&path, "10.0.0.1", 22, &key(K1)).unwrap(),
-            Verdict::Known
-        );
-        assert_eq!(
-            check(&path, "10.0.0.2", 22, &key(K2)).unwrap(),
-            Verdict::Known
-        );
+        assert_eq!(check(&path, "10.0.0.1", 22, &key(K1)).unwrap(), Verdict::Known);
+        assert_eq!(check(&path, "10.0.0.2", 22, &key(K2)).unwrap(), Verdict::Known);
         // a different key is refused, not learned beside the tab-separated line
-        assert_eq!(
-            check(&path, "10.0.0.1", 22, &key(K2)).unwrap(),
-            Verdict::Changed { line: 1 }
-        );
+        assert_eq!(check(&path, "10.0.0.1", 22, &key(K2)).unwrap(), Verdict::Changed { line: 1 });
         assert!(notes(&path).unwrap().is_empty());
     }
 
@@ -576,28 +475,18 @@ mod tests {
         let (_d, path) = file_with(
             b"|1|O33ESRMWPVkMYIwJ1Uw+n877jTo=|nuuC5vEqXlEZ/8BXQR7m619W6Ak= ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILIG2T/B0l0gaqj3puu510tu9N1OkQ4znY3LYuEm5zCF\n",
         );
-        let k =
-            key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILIG2T/B0l0gaqj3puu510tu9N1OkQ4znY3LYuEm5zCF");
+        let k = key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILIG2T/B0l0gaqj3puu510tu9N1OkQ4znY3LYuEm5zCF");
         assert_eq!(check(&path, "example.com", 22, &k).unwrap(), Verdict::Known);
         assert_eq!(check(&path, "EXAMPLE.com", 22, &k).unwrap(), Verdict::Known);
-        assert_eq!(
-            check(&path, "example.com", 22, &key(K1)).unwrap(),
-            Verdict::Changed { line: 1 }
-        );
-        assert_eq!(
-            check(&path, "example.org", 22, &k).unwrap(),
-            Verdict::Unknown
-        );
+        assert_eq!(check(&path, "example.com", 22, &key(K1)).unwrap(), Verdict::Changed { line: 1 });
+        assert_eq!(check(&path, "example.org", 22, &k).unwrap(), Verdict::Unknown);
     }
 
     /// A hashed line written by the real ssh-keygen, for a non-standard port.
     #[test]
     fn hashed_entries_from_ssh_keygen_with_a_port() {
         let (_d, path) = file_with(format!("[10.0.0.9]:2222 {K1}\n").as_bytes());
-        let st = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-H", "-f"])
-            .arg(&path)
-            .output();
+        let st = std::process::Command::new("ssh-keygen").args(["-q", "-H", "-f"]).arg(&path).output();
         match st {
             Ok(o) if o.status.success() => {}
             other => {
@@ -607,73 +496,40 @@ mod tests {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("|1|"), "{text}");
-        assert_eq!(
-            check(&path, "10.0.0.9", 2222, &key(K1)).unwrap(),
-            Verdict::Known
-        );
-        assert_eq!(
-            check(&path, "10.0.0.9", 22, &key(K1)).unwrap(),
-            Verdict::Unknown
-        );
-        assert_eq!(
-            check(&path, "10.0.0.9", 2222, &key(K2)).unwrap(),
-            Verdict::Changed { line: 1 }
-        );
+        assert_eq!(check(&path, "10.0.0.9", 2222, &key(K1)).unwrap(), Verdict::Known);
+        assert_eq!(check(&path, "10.0.0.9", 22, &key(K1)).unwrap(), Verdict::Unknown);
+        assert_eq!(check(&path, "10.0.0.9", 2222, &key(K2)).unwrap(), Verdict::Changed { line: 1 });
     }
 
     #[test]
     fn revoked_keys_are_refused_with_their_line() {
-        let (_d, path) =
-            file_with(format!("# revoked\n10.0.0.1,10.0.0.2 {K1}\n@revoked * {K1}\n").as_bytes());
-        assert_eq!(
-            check(&path, "10.0.0.1", 22, &key(K1)).unwrap(),
-            Verdict::Revoked { line: 3 }
-        );
+        let (_d, path) = file_with(format!("# revoked\n10.0.0.1,10.0.0.2 {K1}\n@revoked * {K1}\n").as_bytes());
+        assert_eq!(check(&path, "10.0.0.1", 22, &key(K1)).unwrap(), Verdict::Revoked { line: 3 });
         // another key for the host is a change (line 2), not a revocation
-        assert_eq!(
-            check(&path, "10.0.0.2", 22, &key(K2)).unwrap(),
-            Verdict::Changed { line: 2 }
-        );
+        assert_eq!(check(&path, "10.0.0.2", 22, &key(K2)).unwrap(), Verdict::Changed { line: 2 });
         // a revoked key for a host with nothing recorded is still refused
-        assert_eq!(
-            check(&path, "10.9.9.9", 22, &key(K1)).unwrap(),
-            Verdict::Revoked { line: 3 }
-        );
+        assert_eq!(check(&path, "10.9.9.9", 22, &key(K1)).unwrap(), Verdict::Revoked { line: 3 });
         // a revocation scoped to other hosts does not apply
         let (_d2, path2) = file_with(format!("@revoked 10.0.0.7 {K1}\n").as_bytes());
-        assert_eq!(
-            check(&path2, "10.0.0.1", 22, &key(K1)).unwrap(),
-            Verdict::Unknown
-        );
+        assert_eq!(check(&path2, "10.0.0.1", 22, &key(K1)).unwrap(), Verdict::Unknown);
     }
 
     #[test]
     fn cert_authority_lines_are_read_and_not_used() {
         let (_d, path) = file_with(format!("@cert-authority *.example.org {K2}\n").as_bytes());
-        assert_eq!(
-            check(&path, "h.example.org", 22, &key(K1)).unwrap(),
-            Verdict::Unknown
-        );
-        assert_eq!(
-            check(&path, "h.example.org", 22, &key(K2)).unwrap(),
-            Verdict::Unknown
-        );
+        assert_eq!(check(&path, "h.example.org", 22, &key(K1)).unwrap(), Verdict::Unknown);
+        assert_eq!(check(&path, "h.example.org", 22, &key(K2)).unwrap(), Verdict::Unknown);
         let n = notes(&path).unwrap();
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].line, 1);
-        assert!(
-            n[0].message.contains("@cert-authority line not used"),
-            "{n:?}"
-        );
+        assert!(n[0].message.contains("@cert-authority line not used"), "{n:?}");
     }
 
     #[test]
     fn bracketed_ports_comma_lists_wildcards_and_negation() {
         let (_d, path) = file_with(
-            format!(
-                "web,[10.0.0.1]:2222,10.0.0.3 {K1}\n10.0.1.* {K1}\n10.0.2.*,!10.0.2.5 {K1}\nh?.lab {K1}\n"
-            )
-            .as_bytes(),
+            format!("web,[10.0.0.1]:2222,10.0.0.3 {K1}\n10.0.1.* {K1}\n10.0.2.*,!10.0.2.5 {K1}\nh?.lab {K1}\n")
+                .as_bytes(),
         );
         for (host, port, want) in [
             ("10.0.0.1", 2222, Verdict::Known),
@@ -686,11 +542,7 @@ mod tests {
             ("h1.lab", 22, Verdict::Known),
             ("h12.lab", 22, Verdict::Unknown),
         ] {
-            assert_eq!(
-                check(&path, host, port, &key(K1)).unwrap(),
-                want,
-                "{host}:{port}"
-            );
+            assert_eq!(check(&path, host, port, &key(K1)).unwrap(), want, "{host}:{port}");
         }
     }
 
@@ -712,30 +564,15 @@ mod tests {
         assert!(n[1].message.contains("not valid UTF-8"), "{n:?}");
         assert!(n[2].message.contains("does not parse"), "{n:?}");
         assert!(n[3].message.contains("unknown marker `@trusted`"), "{n:?}");
-        assert!(
-            n[4].message.contains("|1|salt|hash") || n[4].message.contains("decode"),
-            "{n:?}"
-        );
+        assert!(n[4].message.contains("|1|salt|hash") || n[4].message.contains("decode"), "{n:?}");
         // every readable line still counts
-        assert_eq!(
-            check(&path, "10.0.0.1", 22, &key(K1)).unwrap(),
-            Verdict::Known
-        );
-        assert_eq!(
-            check(&path, "10.0.0.6", 22, &key(K2)).unwrap(),
-            Verdict::Known
-        );
-        assert_eq!(
-            check(&path, "10.0.0.99", 22, &key(K1)).unwrap(),
-            Verdict::Unknown
-        );
+        assert_eq!(check(&path, "10.0.0.1", 22, &key(K1)).unwrap(), Verdict::Known);
+        assert_eq!(check(&path, "10.0.0.6", 22, &key(K2)).unwrap(), Verdict::Known);
+        assert_eq!(check(&path, "10.0.0.99", 22, &key(K1)).unwrap(), Verdict::Unknown);
         // a host that only an unreadable line mentions is not learned beside it
         assert_eq!(
             check(&path, "10.0.0.4", 22, &key(K1)).unwrap(),
-            Verdict::Unreadable {
-                line: 4,
-                reason: n[2].message.trim_end_matches("; line skipped").to_string()
-            }
+            Verdict::Unreadable { line: 4, reason: n[2].message.trim_end_matches("; line skipped").to_string() }
         );
     }
 
@@ -764,24 +601,15 @@ mod tests {
         want.extend_from_slice(format!("10.0.0.2 {K1}").as_bytes());
         assert_eq!(std::fs::read(&path).unwrap(), want);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         // the port form, then nothing left to forget: the file is not rewritten
         assert_eq!(forget(&path, "10.0.0.1", 2222).unwrap().removed, [6]);
         let again = forget(&path, "10.0.0.1", 2222).unwrap();
         assert!(!again.changed());
         // the kept lines still speak for 10.0.0.1: the wildcard (now line 4) records K2, and
         // line 5 revokes K2
-        assert_eq!(
-            check(&path, "10.0.0.1", 22, &key(K1)).unwrap(),
-            Verdict::Changed { line: 4 }
-        );
-        assert_eq!(
-            check(&path, "10.0.0.1", 22, &key(K2)).unwrap(),
-            Verdict::Revoked { line: 5 }
-        );
+        assert_eq!(check(&path, "10.0.0.1", 22, &key(K1)).unwrap(), Verdict::Changed { line: 4 });
+        assert_eq!(check(&path, "10.0.0.1", 22, &key(K2)).unwrap(), Verdict::Revoked { line: 5 });
     }
 
     #[test]
@@ -791,10 +619,7 @@ mod tests {
         );
         let done = forget(&path, "example.com", 22).unwrap();
         assert_eq!(done.removed, [1]);
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("example.org {K1}\n")
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("example.org {K1}\n"));
     }
 
     #[test]

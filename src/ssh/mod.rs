@@ -33,10 +33,7 @@ pub fn forget_host(path: &Path, address: &str, port: u16) -> Result<Forgotten, S
 /// "path:line: what" (empty when the file is absent).
 pub fn known_hosts_warnings(path: &Path) -> Vec<String> {
     match known_hosts::notes(path) {
-        Ok(notes) => notes
-            .iter()
-            .map(|n| format!("{}:{}: {}", path.display(), n.line, n.message))
-            .collect(),
+        Ok(notes) => notes.iter().map(|n| format!("{}:{}: {}", path.display(), n.line, n.message)).collect(),
         Err(e) => vec![format!("{}: {e}", path.display())],
     }
 }
@@ -142,17 +139,13 @@ impl Client {
             path: self.known_hosts.clone(),
             cause,
         };
-        let _guard = known_hosts::FILE_LOCK
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let verdict =
-            known_hosts::check(&self.known_hosts, &self.address, self.port, key).map_err(kh_err)?;
+        let _guard = known_hosts::FILE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let verdict = known_hosts::check(&self.known_hosts, &self.address, self.port, key).map_err(kh_err)?;
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         match verdict {
             known_hosts::Verdict::Known => {}
             known_hosts::Verdict::Unknown => {
-                known_hosts::learn(&self.known_hosts, &self.address, self.port, key)
-                    .map_err(kh_err)?;
+                known_hosts::learn(&self.known_hosts, &self.address, self.port, key).map_err(kh_err)?;
                 shared.first_contact = true;
             }
             known_hosts::Verdict::Changed { line } => {
@@ -189,38 +182,23 @@ impl Client {
 impl client::Handler for Client {
     type Error = HandlerError;
 
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
+    async fn check_server_key(&mut self, server_public_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         // A certificate is checked by the host key it certifies, like a plain key.
         let key = match server_public_key {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             PublicKeyOrCertificate::Certificate(cert) => PublicKey::from(cert.public_key().clone()),
         };
-        self.verify(&key)
-            .map(|()| true)
-            .map_err(|e| HandlerError::Refused(Box::new(e)))
+        self.verify(&key).map(|()| true).map_err(|e| HandlerError::Refused(Box::new(e)))
     }
 
-    async fn disconnected(
-        &mut self,
-        reason: client::DisconnectReason<Self::Error>,
-    ) -> Result<(), Self::Error> {
+    async fn disconnected(&mut self, reason: client::DisconnectReason<Self::Error>) -> Result<(), Self::Error> {
         let (text, result) = match reason {
-            client::DisconnectReason::ReceivedDisconnect(info) => (
-                format!(
-                    "the server closed the connection ({:?}: {})",
-                    info.reason_code, info.message
-                ),
-                Ok(()),
-            ),
+            client::DisconnectReason::ReceivedDisconnect(info) => {
+                (format!("the server closed the connection ({:?}: {})", info.reason_code, info.message), Ok(()))
+            }
             client::DisconnectReason::Error(e) => (describe(&e), Err(e)),
         };
-        self.shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .disconnect = Some(text);
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).disconnect = Some(text);
         result
     }
 }
@@ -228,9 +206,7 @@ impl client::Handler for Client {
 fn describe(e: &HandlerError) -> String {
     match e {
         HandlerError::Russh(russh::Error::IO(io)) => io.to_string(),
-        HandlerError::Russh(russh::Error::KeepaliveTimeout) => {
-            "the server did not answer keepalives".to_string()
-        }
+        HandlerError::Russh(russh::Error::KeepaliveTimeout) => "the server did not answer keepalives".to_string(),
         HandlerError::Russh(e) => e.to_string(),
         HandlerError::Refused(e) => e.to_string(),
     }
@@ -321,20 +297,12 @@ impl Session {
     /// Connects, checks the host key, authenticates and (for a non-root user) checks
     /// passwordless sudo.
     pub async fn connect(t: &Target, o: &SshOptions) -> Result<Session, SshError> {
-        let address = if t.port == 22 {
-            t.address.clone()
-        } else {
-            format!("{}:{}", t.address, t.port)
-        };
+        let address = if t.port == 22 { t.address.clone() } else { format!("{}:{}", t.address, t.port) };
         let key_path = expand_tilde(&t.key_path);
         let key = match russh::keys::load_secret_key(&key_path, None) {
             Ok(k) => k,
             Err(russh::keys::Error::KeyIsEncrypted) => {
-                return Err(SshError::KeyEncrypted {
-                    host: t.name.clone(),
-                    address,
-                    path: key_path,
-                });
+                return Err(SshError::KeyEncrypted { host: t.name.clone(), address, path: key_path });
             }
             Err(e) => {
                 return Err(SshError::KeyUnreadable {
@@ -378,10 +346,7 @@ impl Session {
                 Ok(Ok(h)) => break h,
                 Ok(Err(HandlerError::Refused(e))) => return Err(*e),
                 Ok(Err(e)) => describe(&e),
-                Err(_) => format!(
-                    "no SSH handshake within {}",
-                    humantime::format_duration(o.connect_timeout)
-                ),
+                Err(_) => format!("no SSH handshake within {}", humantime::format_duration(o.connect_timeout)),
             };
             if attempt >= attempts {
                 return Err(SshError::Connect {
@@ -404,11 +369,7 @@ impl Session {
             cause,
         };
         let auth = async {
-            let hash = if key.algorithm().is_rsa() {
-                handle.best_supported_rsa_hash().await?.flatten()
-            } else {
-                None
-            };
+            let hash = if key.algorithm().is_rsa() { handle.best_supported_rsa_hash().await?.flatten() } else { None };
             let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
             handle.authenticate_publickey(t.user.as_str(), key).await
         };
@@ -417,10 +378,7 @@ impl Session {
             Ok(Ok(_)) => return Err(auth_err("the server refused the key".into())),
             Ok(Err(e)) => return Err(auth_err(e.to_string())),
             Err(_) => {
-                return Err(auth_err(format!(
-                    "no answer within {}",
-                    humantime::format_duration(o.connect_timeout)
-                )));
+                return Err(auth_err(format!("no answer within {}", humantime::format_duration(o.connect_timeout))));
             }
         }
 
@@ -428,29 +386,14 @@ impl Session {
             let s = shared.lock().unwrap_or_else(|p| p.into_inner());
             (s.fingerprint.clone(), s.first_contact)
         };
-        let session = Session {
-            target: t.clone(),
-            key_path,
-            handle,
-            shared,
-            fingerprint,
-            first_contact,
-        };
+        let session = Session { target: t.clone(), key_path, handle, shared, fingerprint, first_contact };
         if t.user != "root" {
             let out = session.run("sudo -n true", None, &|_| {}).await?;
             if !out.ok() {
                 let said = out.stderr_str().trim().to_string();
-                let said = if said.is_empty() {
-                    format!("exit status {}", out.status)
-                } else {
-                    said
-                };
-                let err = SshError::NoSudo {
-                    host: t.name.clone(),
-                    address: session.address(),
-                    user: t.user.clone(),
-                    said,
-                };
+                let said = if said.is_empty() { format!("exit status {}", out.status) } else { said };
+                let err =
+                    SshError::NoSudo { host: t.name.clone(), address: session.address(), user: t.user.clone(), said };
                 session.close().await;
                 return Err(err);
             }
@@ -496,19 +439,13 @@ impl Session {
         if self.target.user == "root" {
             self.run(cmd, stdin, on_line).await
         } else {
-            self.run(&format!("sudo -n -- sh -c {}", sh_quote(cmd)), stdin, on_line)
-                .await
+            self.run(&format!("sudo -n -- sh -c {}", sh_quote(cmd)), stdin, on_line).await
         }
     }
 
     /// Writes `bytes` to the remote `path` as root (`umask 077; cat > path`).
     pub async fn upload(&self, path: &str, bytes: &[u8]) -> Result<(), SshError> {
-        let out = self
-            .exec(
-                &format!("umask 077 && cat > {}", sh_quote(path)),
-                Some(bytes),
-            )
-            .await?;
+        let out = self.exec(&format!("umask 077 && cat > {}", sh_quote(path)), Some(bytes)).await?;
         if out.ok() {
             Ok(())
         } else {
@@ -524,10 +461,7 @@ impl Session {
 
     /// Closes the connection (waits at most 2 s for the server to see it).
     pub async fn close(self) {
-        let _ = self
-            .handle
-            .disconnect(Disconnect::ByApplication, "groundwork done", "en")
-            .await;
+        let _ = self.handle.disconnect(Disconnect::ByApplication, "groundwork done", "en").await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.handle).await;
     }
 
@@ -540,12 +474,7 @@ impl Session {
     }
 
     fn lost(&self, fallback: impl Into<String>) -> SshError {
-        let reason = self
-            .shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .disconnect
-            .clone();
+        let reason = self.shared.lock().unwrap_or_else(|p| p.into_inner()).disconnect.clone();
         SshError::Disconnected {
             host: self.target.name.clone(),
             address: self.address(),
@@ -554,12 +483,7 @@ impl Session {
     }
 
     /// Runs `cmd` exactly as given on a new channel.
-    async fn run(
-        &self,
-        cmd: &str,
-        stdin: Option<&[u8]>,
-        on_line: &(dyn Fn(&str) + Sync),
-    ) -> Result<Output, SshError> {
+    async fn run(&self, cmd: &str, stdin: Option<&[u8]>, on_line: &(dyn Fn(&str) + Sync)) -> Result<Output, SshError> {
         let channel = match self.handle.channel_open_session().await {
             Ok(c) => c,
             Err(e) if self.handle.is_closed() => return Err(self.lost(e.to_string())),
@@ -602,9 +526,7 @@ impl Session {
                             }
                         }
                     }
-                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                        out.stderr.extend_from_slice(&data)
-                    }
+                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => out.stderr.extend_from_slice(&data),
                     Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
                     Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                         status = Some(signal_number(&signal_name).map_or(255, |n| 128 + n))
@@ -650,10 +572,7 @@ mod tests {
     fn tilde() {
         let home = std::env::var("HOME").unwrap_or_default();
         if !home.is_empty() {
-            assert_eq!(
-                expand_tilde(Path::new("~/.ssh/id")),
-                Path::new(&home).join(".ssh/id")
-            );
+            assert_eq!(expand_tilde(Path::new("~/.ssh/id")), Path::new(&home).join(".ssh/id"));
         }
         assert_eq!(expand_tilde(Path::new("/k")), Path::new("/k"));
         assert_eq!(expand_tilde(Path::new("~x/k")), Path::new("~x/k"));

@@ -35,11 +35,7 @@ pub enum StateError {
         path.display(),
         path.display()
     )]
-    Exposed {
-        path: PathBuf,
-        mode: u32,
-        what: String,
-    },
+    Exposed { path: PathBuf, mode: u32, what: String },
     #[error(
         "state directory {} belongs to uid {owner}, not to the user running groundwork (uid {me}); use a directory of your own with --state",
         path.display()
@@ -50,11 +46,7 @@ pub enum StateError {
         path.display(),
         lock.display()
     )]
-    Busy {
-        path: PathBuf,
-        lock: PathBuf,
-        holder: String,
-    },
+    Busy { path: PathBuf, lock: PathBuf, holder: String },
 }
 
 /// How a command uses the state directory while it runs.
@@ -78,18 +70,14 @@ impl StateDir {
     /// `~/.local/state/groundwork/<site>`.
     pub fn for_site(explicit: Option<&Path>, site: &str) -> StateDir {
         if let Some(p) = explicit {
-            return StateDir {
-                root: p.to_path_buf(),
-            };
+            return StateDir { root: p.to_path_buf() };
         }
         let base = std::env::var_os("XDG_STATE_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(|| PathBuf::from("/var/lib"));
-        StateDir {
-            root: base.join("groundwork").join(site),
-        }
+        StateDir { root: base.join("groundwork").join(site) }
     }
 
     /// Creates the directory (and missing parents) with mode 0700 when it does not exist;
@@ -97,19 +85,12 @@ impl StateDir {
     /// write. Never changes an existing directory.
     pub fn ensure(&self) -> Result<(), StateError> {
         let path = &self.root;
-        let io_err = |source| StateError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io_err = |source| StateError::Io { path: path.clone(), source };
         match fs::metadata(path) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // The mode is given at mkdir (no chmod after): only directories made here get it.
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(path)
-                    .map_err(io_err)?;
+                fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io_err)?;
             }
             Err(e) => return Err(io_err(e)),
         }
@@ -122,10 +103,7 @@ impl StateDir {
     pub fn lock(&self, access: Access) -> Result<StateLock, StateError> {
         self.ensure()?;
         let lock = self.root.join("lock");
-        let io_err = |source| StateError::Io {
-            path: lock.clone(),
-            source,
-        };
+        let io_err = |source| StateError::Io { path: lock.clone(), source };
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -144,18 +122,11 @@ impl StateDir {
         if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let holder = file
-                    .metadata()
-                    .map(|m| holders(m.ino()))
-                    .unwrap_or_default();
+                let holder = file.metadata().map(|m| holders(m.ino())).unwrap_or_default();
                 return Err(StateError::Busy {
                     path: self.root.clone(),
                     lock,
-                    holder: if holder.is_empty() {
-                        "another process".into()
-                    } else {
-                        holder.join("; ")
-                    },
+                    holder: if holder.is_empty() { "another process".into() } else { holder.join("; ") },
                 });
             }
             return Err(io_err(e));
@@ -175,10 +146,7 @@ impl StateDir {
     /// removes the oldest logs so that, with this one, at most [`KEEP_LOGS`] remain.
     pub fn new_log(&self, run: &str) -> io::Result<PathBuf> {
         let dir = self.root.join("logs");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
         prune_logs(&dir, KEEP_LOGS.saturating_sub(1));
         Ok(dir.join(format!("{run}.log")))
     }
@@ -187,18 +155,12 @@ impl StateDir {
 /// Refuses a directory that is not ours, or that group or others can read or write.
 fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), StateError> {
     if !meta.is_dir() {
-        return Err(StateError::NotADirectory {
-            path: path.to_path_buf(),
-        });
+        return Err(StateError::NotADirectory { path: path.to_path_buf() });
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
-        return Err(StateError::NotOwned {
-            path: path.to_path_buf(),
-            owner: meta.uid(),
-            me,
-        });
+        return Err(StateError::NotOwned { path: path.to_path_buf(), owner: meta.uid(), me });
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o066 != 0 {
@@ -209,11 +171,7 @@ fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), StateError> {
         if mode & 0o022 != 0 {
             what.push("other users can create, rename or delete files in it");
         }
-        return Err(StateError::Exposed {
-            path: path.to_path_buf(),
-            mode,
-            what: what.join(", "),
-        });
+        return Err(StateError::Exposed { path: path.to_path_buf(), mode, what: what.join(", ") });
     }
     Ok(())
 }
@@ -288,21 +246,10 @@ fn prune_logs(dir: &Path, keep: usize) {
 pub fn write_private(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
     f.write_all(contents)?;
     f.sync_all()?;
     drop(f);
@@ -377,19 +324,14 @@ mod tests {
     #[test]
     fn the_lock_refuses_a_second_writer_and_names_the_holder() {
         let t = tempfile::tempdir().unwrap();
-        let dir = StateDir {
-            root: t.path().join("s"),
-        };
+        let dir = StateDir { root: t.path().join("s") };
         let held = dir.lock(Access::Exclusive).unwrap();
         assert_eq!(mode(&dir.root.join("lock")), 0o600);
         // A second open file description conflicts like another process would; the holder is
         // this process, which /proc/locks names only for others.
         let err = dir.lock(Access::Exclusive).unwrap_err();
         assert!(matches!(err, StateError::Busy { .. }), "{err}");
-        assert!(
-            err.to_string().contains("in use by another groundwork run"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("in use by another groundwork run"), "{err}");
         assert!(dir.lock(Access::Shared).is_err());
         drop(held);
         let r1 = dir.lock(Access::Shared).unwrap();
@@ -401,17 +343,11 @@ mod tests {
     #[test]
     fn holders_come_from_proc_locks() {
         let t = tempfile::tempdir().unwrap();
-        let dir = StateDir {
-            root: t.path().join("s"),
-        };
+        let dir = StateDir { root: t.path().join("s") };
         dir.ensure().unwrap();
         // a child process holds the lock: flock(1) keeps it while `sleep` runs
         let lock = dir.root.join("lock");
-        let mut child = match std::process::Command::new("flock")
-            .arg(&lock)
-            .args(["sleep", "30"])
-            .spawn()
-        {
+        let mut child = match std::process::Command::new("flock").arg(&lock).args(["sleep", "30"]).spawn() {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("SKIPPED: no flock(1) here: {e}");
@@ -424,10 +360,7 @@ mod tests {
                 Err(e) => break e.to_string(),
                 Ok(l) => {
                     drop(l);
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "flock never took the lock"
-                    );
+                    assert!(std::time::Instant::now() < deadline, "flock never took the lock");
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
             }
@@ -441,9 +374,7 @@ mod tests {
     #[test]
     fn logs_keep_the_newest_runs() {
         let t = tempfile::tempdir().unwrap();
-        let dir = StateDir {
-            root: t.path().join("s"),
-        };
+        let dir = StateDir { root: t.path().join("s") };
         dir.ensure().unwrap();
         for i in 0..KEEP_LOGS + 5 {
             let p = dir.new_log(&format!("20250101T0000{i:02}Z-0000")).unwrap();
@@ -457,9 +388,6 @@ mod tests {
         names.sort();
         assert_eq!(names.len(), KEEP_LOGS);
         assert_eq!(names[0], "20250101T000005Z-0000.log");
-        assert_eq!(
-            names.last().unwrap(),
-            &format!("20250101T0000{:02}Z-0000.log", KEEP_LOGS + 4)
-        );
+        assert_eq!(names.last().unwrap(), &format!("20250101T0000{:02}Z-0000.log", KEEP_LOGS + 4));
     }
 }

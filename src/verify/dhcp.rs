@@ -63,18 +63,16 @@ async fn kea(session: &Session, socket: &str, command: &str) -> Result<serde_jso
 /// first counts. Anything else, an empty list included, is a failed check, not a panic.
 fn parse_kea_answer(command: &str, text: &str) -> Result<serde_json::Value, String> {
     let text = text.trim();
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("{command}: not JSON ({e}): {text}"))?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{command}: not JSON ({e}): {text}"))?;
     let v = match v {
-        serde_json::Value::Array(a) => a.into_iter().next().ok_or_else(|| {
-            format!("{command}: kea answered an empty list ([]) instead of a result")
-        })?,
+        serde_json::Value::Array(a) => a
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{command}: kea answered an empty list ([]) instead of a result"))?,
         v => v,
     };
     if !v.is_object() {
-        return Err(format!(
-            "{command}: kea answered {v} instead of a result object"
-        ));
+        return Err(format!("{command}: kea answered {v} instead of a result object"));
     }
     if v["result"] != 0 {
         return Err(format!("{command}: result {} {}", v["result"], v["text"]));
@@ -108,9 +106,10 @@ fn config_matches(v: &serde_json::Value, a: &Answers) -> Result<String, String> 
     }
     let reservations = s["reservations"].as_array().cloned().unwrap_or_default();
     for r in &a.network.reservations {
-        let found = reservations
-            .iter()
-            .any(|x| x["ip-address"] == r.address.to_string().as_str() && x["hw-address"].as_str().map(str::to_lowercase) == Some(r.mac.to_string()));
+        let found = reservations.iter().any(|x| {
+            x["ip-address"] == r.address.to_string().as_str()
+                && x["hw-address"].as_str().map(str::to_lowercase) == Some(r.mac.to_string())
+        });
         if !found {
             missing.push(format!("reservation {} {}", r.mac, r.address));
         }
@@ -118,11 +117,7 @@ fn config_matches(v: &serde_json::Value, a: &Answers) -> Result<String, String> 
     if !missing.is_empty() {
         return Err(format!("kea-dhcp4 runs without {}", missing.join(", ")));
     }
-    Ok(format!(
-        "subnet {want}, {} pool(s), {} reservation(s)",
-        pools.len(),
-        reservations.len()
-    ))
+    Ok(format!("subnet {want}, {} pool(s), {} reservation(s)", pools.len(), reservations.len()))
 }
 
 /// One lease from Kea's memfile CSV.
@@ -159,10 +154,8 @@ pub fn parse_leases(text: &str, now: u64) -> Vec<Lease> {
         };
         by_addr.insert(address, lease);
     }
-    let mut live: Vec<Lease> = by_addr
-        .into_values()
-        .filter(|l| l.state == 0 && l.expire > now && !l.hwaddr.is_empty())
-        .collect();
+    let mut live: Vec<Lease> =
+        by_addr.into_values().filter(|l| l.state == 0 && l.expire > now && !l.hwaddr.is_empty()).collect();
     live.sort_by_key(|l| std::cmp::Reverse(l.expire));
     live
 }
@@ -182,11 +175,24 @@ async fn discover_from(probe_host: &Host, state: &StateDir, dhcp_host: &Host, a:
         Err(e) => return Row::new(SERVICE, &dhcp_host.name, check, Outcome::Fail, e.to_string(), t.elapsed()),
     };
     if out.status == 3 {
-        return Row::new(SERVICE, &dhcp_host.name, check, Outcome::Skip, format!("no python3 on {}", probe_host.name), t.elapsed());
+        return Row::new(
+            SERVICE,
+            &dhcp_host.name,
+            check,
+            Outcome::Skip,
+            format!("no python3 on {}", probe_host.name),
+            t.elapsed(),
+        );
     }
     if out.status == 2 {
-        return Row::new(SERVICE, &dhcp_host.name, check, Outcome::Skip,
-            format!("the probe could not run on {}: {}", probe_host.name, out.stderr_str().trim()), t.elapsed());
+        return Row::new(
+            SERVICE,
+            &dhcp_host.name,
+            check,
+            Outcome::Skip,
+            format!("the probe could not run on {}: {}", probe_host.name, out.stderr_str().trim()),
+            t.elapsed(),
+        );
     }
     // "server <id> from <source> offers <address>"
     let mut ours = None;
@@ -202,13 +208,19 @@ async fn discover_from(probe_host: &Host, state: &StateDir, dhcp_host: &Host, a:
             }
         }
     }
-    let in_range = |ip: Ipv4Addr| a.network.dhcp_ranges.iter().any(|r| (u32::from(r.start)..=u32::from(r.end)).contains(&u32::from(ip)));
+    let in_range = |ip: Ipv4Addr| {
+        a.network.dhcp_ranges.iter().any(|r| (u32::from(r.start)..=u32::from(r.end)).contains(&u32::from(ip)))
+    };
     let r = match ours {
         None => Err(format!("no offer from {} within 2 s", dhcp_host.address)),
-        Some(ip) if !in_range(ip) && !a.network.dhcp_ranges.is_empty() => Err(format!("offered {ip}, outside every range")),
-        Some(ip) if !others.is_empty() && !a.network.allow_foreign_dhcp => {
-            Err(format!("offer of {ip} from {}, but other servers answer too: {}", dhcp_host.address, others.join(", ")))
+        Some(ip) if !in_range(ip) && !a.network.dhcp_ranges.is_empty() => {
+            Err(format!("offered {ip}, outside every range"))
         }
+        Some(ip) if !others.is_empty() && !a.network.allow_foreign_dhcp => Err(format!(
+            "offer of {ip} from {}, but other servers answer too: {}",
+            dhcp_host.address,
+            others.join(", ")
+        )),
         Some(ip) => Ok(if others.is_empty() {
             format!("offer of {ip} from {}; no other server answered", dhcp_host.address)
         } else {
@@ -232,7 +244,13 @@ pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, Strin
     let (r, took) = timed(kea(&session, SOCKET4, "status-get")).await;
     rows.push(Row::from_result(SERVICE, &host.name, "kea-dhcp4 status", r.map(|v| status_detail(&v)), took));
     let (r, took) = timed(kea(&session, SOCKET4, "config-get")).await;
-    rows.push(Row::from_result(SERVICE, &host.name, "kea-dhcp4 configuration", r.and_then(|v| config_matches(&v, a)), took));
+    rows.push(Row::from_result(
+        SERVICE,
+        &host.name,
+        "kea-dhcp4 configuration",
+        r.and_then(|v| config_matches(&v, a)),
+        took,
+    ));
     let (r, took) = timed(kea(&session, SOCKET_D2, "status-get")).await;
     rows.push(Row::from_result(SERVICE, &host.name, "kea-dhcp-ddns status", r.map(|v| status_detail(&v)), took));
 
@@ -250,7 +268,14 @@ pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, Strin
             let live = parse_leases(&text, now);
             let read = t.elapsed();
             if live.is_empty() {
-                rows.push(Row::new(SERVICE, &host.name, "leases", Outcome::Skip, "no client holds a lease: nothing to resolve", read));
+                rows.push(Row::new(
+                    SERVICE,
+                    &host.name,
+                    "leases",
+                    Outcome::Skip,
+                    "no client holds a lease: nothing to resolve",
+                    read,
+                ));
             }
             let dns_host = a.hosts_with(Role::Dns).next().map(|(_, h)| h);
             let dns = match dns_host {
@@ -262,11 +287,7 @@ pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, Strin
                             &host.name,
                             "leases",
                             Outcome::Skip,
-                            format!(
-                                "{} lease(s) not resolved: the DNS server {} is unreachable",
-                                live.len(),
-                                h.name
-                            ),
+                            format!("{} lease(s) not resolved: the DNS server {} is unreachable", live.len(), h.name),
                             read,
                         ));
                     }
@@ -279,7 +300,14 @@ pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, Strin
                 let check = format!("lease {}", l.address);
                 let Some(dns) = &dns else { continue };
                 if l.hostname.is_empty() {
-                    rows.push(Row::new(SERVICE, &host.name, check, Outcome::Fail, format!("{} has no name in DNS", l.hwaddr), Duration::ZERO));
+                    rows.push(Row::new(
+                        SERVICE,
+                        &host.name,
+                        check,
+                        Outcome::Fail,
+                        format!("{} has no name in DNS", l.hwaddr),
+                        Duration::ZERO,
+                    ));
                     continue;
                 }
                 let (r, took) = timed(forward_and_reverse(dns, &l.hostname, l.address)).await;
@@ -291,11 +319,7 @@ pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, Strin
 
     // Another host of the site sends the DISCOVER; the DHCP host itself cannot see Kea's offers.
     let others = a.hosts.iter().filter(|h| h.name != host.name).count();
-    match a
-        .hosts
-        .iter()
-        .find(|h| h.name != host.name && !down.contains_key(&h.name))
-    {
+    match a.hosts.iter().find(|h| h.name != host.name && !down.contains_key(&h.name)) {
         Some(other) => rows.push(discover_from(other, state, host, a).await),
         None if others > 0 => rows.push(Row::new(
             SERVICE,
@@ -325,20 +349,11 @@ mod tests {
     fn kea_answers_that_are_not_a_result_fail_the_check() {
         let e = parse_kea_answer("status-get", "[]").unwrap_err();
         assert!(e.contains("empty list"), "{e}");
-        assert!(
-            parse_kea_answer("status-get", "[1]")
-                .unwrap_err()
-                .contains("instead of a result object")
-        );
-        assert!(
-            parse_kea_answer("status-get", "")
-                .unwrap_err()
-                .contains("not JSON")
-        );
+        assert!(parse_kea_answer("status-get", "[1]").unwrap_err().contains("instead of a result object"));
+        assert!(parse_kea_answer("status-get", "").unwrap_err().contains("not JSON"));
         let e = parse_kea_answer("status-get", r#"{"result": 1, "text": "no"}"#).unwrap_err();
         assert!(e.contains("result 1"), "{e}");
-        let v =
-            parse_kea_answer("status-get", r#"[{"result": 0, "arguments": {"pid": 7}}]"#).unwrap();
+        let v = parse_kea_answer("status-get", r#"[{"result": 0, "arguments": {"pid": 7}}]"#).unwrap();
         assert_eq!(v["arguments"]["pid"], 7);
     }
 

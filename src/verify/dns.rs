@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures::StreamExt as _;
 use hickory_net::DnsHandle as _;
-use hickory_net::proto::op::{DnsRequest, DnsRequestOptions, DnsResponse, Message, Query, ResponseCode, update_message};
+use hickory_net::proto::op::{
+    DnsRequest, DnsRequestOptions, DnsResponse, Message, Query, ResponseCode, update_message,
+};
 use hickory_net::proto::rr::rdata::TXT;
 use hickory_net::proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_net::proto::rr::{Name, RData, Record, RecordSet, RecordType, TSigner};
@@ -172,7 +174,12 @@ async fn check_a(server: &Server, expected: &[(String, BTreeSet<Ipv4Addr>)]) -> 
                 let got = a_records(&r);
                 if !want.is_subset(&got) || got.is_empty() {
                     let got: Vec<String> = got.iter().map(|g| g.to_string()).collect();
-                    bad.push(format!("{name} -> {} ({}), want {}", if got.is_empty() { "nothing".into() } else { got.join(",") }, r.response_code, want.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")));
+                    bad.push(format!(
+                        "{name} -> {} ({}), want {}",
+                        if got.is_empty() { "nothing".into() } else { got.join(",") },
+                        r.response_code,
+                        want.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")
+                    ));
                 }
             }
             Err(e) => bad.push(format!("{name}: {e}")),
@@ -233,8 +240,17 @@ async fn recursion_inside(server: &Server, a: &Answers, zone: &Name) -> Row {
     let check = "recursion for the site";
     if !inside {
         let from = src.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
-        return Row::new(SERVICE, &host_label, check, Outcome::Skip,
-            format!("this machine reaches the server from {from}, outside {}; not testable from here", a.network.subnet), Duration::ZERO);
+        return Row::new(
+            SERVICE,
+            &host_label,
+            check,
+            Outcome::Skip,
+            format!(
+                "this machine reaches the server from {from}, outside {}; not testable from here",
+                a.network.subnet
+            ),
+            Duration::ZERO,
+        );
     }
     let (r, took) = timed(server.query(zone, RecordType::SOA, true)).await;
     let from = src.map(|s| s.to_string()).unwrap_or_default();
@@ -254,8 +270,14 @@ async fn recursion_outside(server: &Server, a: &Answers, zone: &Name) -> Row {
     let t = Instant::now();
     let candidates = outside_addresses(a);
     if candidates.is_empty() {
-        return Row::new(SERVICE, &host_label, check, Outcome::Skip,
-            format!("this machine has no address outside {}; not testable from here", a.network.subnet), t.elapsed());
+        return Row::new(
+            SERVICE,
+            &host_label,
+            check,
+            Outcome::Skip,
+            format!("this machine has no address outside {}; not testable from here", a.network.subnet),
+            t.elapsed(),
+        );
     }
     let mut tried = Vec::new();
     for ip in candidates.into_iter().take(3) {
@@ -277,14 +299,24 @@ async fn recursion_outside(server: &Server, a: &Answers, zone: &Name) -> Row {
                 r.response_code,
                 if r.recursion_available { "set" } else { "clear" }
             )),
-            Err(e) if e.contains("Refused") || e.contains("refused") => Ok(format!("from {ip}: recursive query REFUSED")),
+            Err(e) if e.contains("Refused") || e.contains("refused") => {
+                Ok(format!("from {ip}: recursive query REFUSED"))
+            }
             Err(e) => Err(format!("from {ip}: {e}")),
         };
         return Row::from_result(SERVICE, &host_label, check, result, t.elapsed());
     }
-    Row::new(SERVICE, &host_label, check, Outcome::Skip,
-        format!("no answer to this machine's outside address(es) {} (no route back from the server); not testable from here", tried.join(", ")),
-        t.elapsed())
+    Row::new(
+        SERVICE,
+        &host_label,
+        check,
+        Outcome::Skip,
+        format!(
+            "no answer to this machine's outside address(es) {} (no route back from the server); not testable from here",
+            tried.join(", ")
+        ),
+        t.elapsed(),
+    )
 }
 
 /// Signed add, seen on every server, signed delete; unsigned update refused.
@@ -339,7 +371,11 @@ async fn update_round_trip(primary: (&Host, &Server), secondaries: &[(&Host, Ser
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             let r = if seen {
-                Ok(format!("the signed update reached {} after {:.1} s (NOTIFY, IXFR)", sh.name, t.elapsed().as_secs_f64()))
+                Ok(format!(
+                    "the signed update reached {} after {:.1} s (NOTIFY, IXFR)",
+                    sh.name,
+                    t.elapsed().as_secs_f64()
+                ))
             } else {
                 Err(format!("the signed update did not reach {} within {} s", sh.name, CATCH_UP.as_secs()))
             };
@@ -380,8 +416,7 @@ pub async fn verify(a: &Answers, secrets: &Secrets) -> Vec<Row> {
         Err(e) => return vec![Row::new(SERVICE, &primary.name, "zone name", Outcome::Fail, e, Duration::ZERO)],
     };
     let reverse = fqdn(&reverse_zone(&a.network.subnet)).expect("reverse zone names are valid");
-    let servers: Vec<(&Host, Server)> =
-        dns_hosts.iter().map(|h| (*h, Server::new(IpAddr::V4(h.address)))).collect();
+    let servers: Vec<(&Host, Server)> = dns_hosts.iter().map(|h| (*h, Server::new(IpAddr::V4(h.address)))).collect();
     let expected = expected_addresses(a);
 
     // SOA: the primary's serial first; secondaries must reach it.
@@ -389,8 +424,13 @@ pub async fn verify(a: &Answers, secrets: &Secrets) -> Vec<Row> {
         let (p, took) = timed(soa(&servers[0].1, zone)).await;
         let zone_s = zone.to_ascii();
         let pserial = p.as_ref().ok().copied();
-        rows.push(Row::from_result(SERVICE, &primary.name, format!("SOA {zone_s}"),
-            p.map(|s| format!("authoritative, serial {s} (primary)")), took));
+        rows.push(Row::from_result(
+            SERVICE,
+            &primary.name,
+            format!("SOA {zone_s}"),
+            p.map(|s| format!("authoritative, serial {s} (primary)")),
+            took,
+        ));
         for (h, s) in &servers[1..] {
             let t = Instant::now();
             let r = loop {
@@ -429,7 +469,9 @@ pub async fn verify(a: &Answers, secrets: &Secrets) -> Vec<Row> {
             let secs: Vec<(&Host, Server)> = servers[1..].iter().map(|(h, s)| (*h, s.clone())).collect();
             rows.extend(update_round_trip((primary, &ps), &secs, &forward).await);
         }
-        Err(e) => rows.push(Row::new(SERVICE, &primary.name, "signed update + delete", Outcome::Fail, e, Duration::ZERO)),
+        Err(e) => {
+            rows.push(Row::new(SERVICE, &primary.name, "signed update + delete", Outcome::Fail, e, Duration::ZERO))
+        }
     }
     rows
 }
@@ -442,10 +484,7 @@ pub async fn forward_and_reverse(server: &Server, name: &str, ip: Ipv4Addr) -> R
     if !got.contains(&ip) {
         return Err(format!("A {name} -> {:?} ({}), want {ip}", got, r.response_code));
     }
-    let r = server
-        .query(&fqdn(&ptr_name(ip))?, RecordType::PTR, false)
-        .await
-        .map_err(|e| format!("PTR {ip}: {e}"))?;
+    let r = server.query(&fqdn(&ptr_name(ip))?, RecordType::PTR, false).await.map_err(|e| format!("PTR {ip}: {e}"))?;
     let want = n.to_ascii().to_lowercase();
     let got = ptr_records(&r);
     if !got.contains(&want) {

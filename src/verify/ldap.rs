@@ -90,30 +90,21 @@ impl Target<'_> {
 
     async fn connect(&self, t: Transport) -> Result<ldap3::Ldap, String> {
         let url = self.url(t);
-        let mut settings = LdapConnSettings::new()
-            .set_conn_timeout(TIMEOUT)
-            .set_starttls(t == Transport::StartTls);
+        let mut settings = LdapConnSettings::new().set_conn_timeout(TIMEOUT).set_starttls(t == Transport::StartTls);
         let verifier = if t == Transport::Plain {
             None
         } else {
-            let v = self
-                .verifier
-                .as_ref()
-                .map_err(|e| format!("{url}: not connecting: {e}"))?;
+            let v = self.verifier.as_ref().map_err(|e| format!("{url}: not connecting: {e}"))?;
             settings = settings.set_config(v.client_config()?);
             Some(v)
         };
-        let (conn, ldap) =
-            tokio::time::timeout(TIMEOUT, LdapConnAsync::with_settings(settings, &url))
-                .await
-                .map_err(|_| format!("{url}: no answer within {} s", TIMEOUT.as_secs()))?
-                .map_err(|e| match verifier.and_then(|v| v.refused()) {
-                    Some(r) => format!(
-                        "{url}: the server presented {}: {}; nothing was sent",
-                        r.presented, r.why
-                    ),
-                    None => format!("{url}: {}", describe(&e)),
-                })?;
+        let (conn, ldap) = tokio::time::timeout(TIMEOUT, LdapConnAsync::with_settings(settings, &url))
+            .await
+            .map_err(|_| format!("{url}: no answer within {} s", TIMEOUT.as_secs()))?
+            .map_err(|e| match verifier.and_then(|v| v.refused()) {
+                Some(r) => format!("{url}: the server presented {}: {}; nothing was sent", r.presented, r.why),
+                None => format!("{url}: {}", describe(&e)),
+            })?;
         ldap3::drive!(conn);
         Ok(ldap)
     }
@@ -133,10 +124,7 @@ fn describe(e: &LdapError) -> String {
 
 /// Bind with `dn` / `password`; `Ok(())` on success (result code 0).
 async fn bind(ldap: &mut ldap3::Ldap, dn: &str, password: &str) -> Result<(), String> {
-    let r = ldap
-        .simple_bind(dn, password)
-        .await
-        .map_err(|e| format!("bind as {dn}: {}", describe(&e)))?;
+    let r = ldap.simple_bind(dn, password).await.map_err(|e| format!("bind as {dn}: {}", describe(&e)))?;
     if r.rc == 0 {
         Ok(())
     } else {
@@ -182,36 +170,16 @@ async fn bind_as(t: &Target<'_>, who: &str, dn: &str, password: Option<&str>) ->
 
 /// The admin password, proven on the host: a simple bind over ldapi:/// with the password on
 /// stdin (never an argument), through the SSH session.
-async fn admin_on_host(
-    session: &Session,
-    host: &str,
-    dn: &str,
-    password: Option<&str>,
-) -> Result<String, String> {
+async fn admin_on_host(session: &Session, host: &str, dn: &str, password: Option<&str>) -> Result<String, String> {
     let password = password.ok_or("no admin password in the secrets file (run apply first)")?;
-    let cmd = format!(
-        "ldapwhoami -x -H ldapi:/// -D {} -y /dev/stdin",
-        crate::engine::facts::sh_quote(dn)
-    );
-    let out = session
-        .exec(&cmd, Some(password.as_bytes()))
-        .await
-        .map_err(|e| e.to_string())?;
+    let cmd = format!("ldapwhoami -x -H ldapi:/// -D {} -y /dev/stdin", crate::engine::facts::sh_quote(dn));
+    let out = session.exec(&cmd, Some(password.as_bytes())).await.map_err(|e| e.to_string())?;
     if !out.ok() {
         let said = out.stderr_str();
-        let said = said
-            .lines()
-            .rfind(|l| !l.trim().is_empty() && !l.starts_with("Warning"))
-            .unwrap_or("")
-            .trim();
-        return Err(format!(
-            "bind as {dn} over ldapi:/// on {host} refused (exit {}): {said}",
-            out.status
-        ));
+        let said = said.lines().rfind(|l| !l.trim().is_empty() && !l.starts_with("Warning")).unwrap_or("").trim();
+        return Err(format!("bind as {dn} over ldapi:/// on {host} refused (exit {}): {said}", out.status));
     }
-    Ok(format!(
-        "bound as {dn} over ldapi:/// on {host}, through SSH (the admin password does not cross the network)"
-    ))
+    Ok(format!("bound as {dn} over ldapi:/// on {host}, through SSH (the admin password does not cross the network)"))
 }
 
 async fn search_ous(t: &Target<'_>, a: &Answers, suffix: &str, password: Option<&str>) -> Result<String, String> {
@@ -229,10 +197,8 @@ async fn search_ous(t: &Target<'_>, a: &Answers, suffix: &str, password: Option<
         .map(SearchEntry::construct)
         .filter_map(|e| e.attrs.get("ou").and_then(|v| v.first().cloned()))
         .collect();
-    let missing: Vec<String> = expected_ous(a)
-        .into_iter()
-        .filter(|ou| !found.iter().any(|f| f.eq_ignore_ascii_case(ou)))
-        .collect();
+    let missing: Vec<String> =
+        expected_ous(a).into_iter().filter(|ou| !found.iter().any(|f| f.eq_ignore_ascii_case(ou))).collect();
     if missing.is_empty() {
         Ok(format!("as the service account: {} OUs under {suffix} ({})", found.len(), found.join(", ")))
     } else {
@@ -242,10 +208,7 @@ async fn search_ous(t: &Target<'_>, a: &Answers, suffix: &str, password: Option<
 
 async fn anonymous_refused(t: &Target<'_>, suffix: &str) -> Result<String, String> {
     let mut ldap = t.connect(Transport::StartTls).await?;
-    let r = ldap
-        .search(suffix, Scope::Subtree, "(objectClass=*)", vec!["1.1"])
-        .await
-        .map_err(|e| describe(&e))?;
+    let r = ldap.search(suffix, Scope::Subtree, "(objectClass=*)", vec!["1.1"]).await.map_err(|e| describe(&e))?;
     let _ = ldap.unbind().await;
     let n = r.0.len();
     match (r.1.rc, n) {
@@ -281,33 +244,24 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
     };
     let suffix = ldap_suffix(&a.site.internal_domain);
     let from_answers = a.ldap.as_ref().is_some_and(|l| l.tls_cert.is_some());
-    let cert = if from_answers {
-        SITE_CERT
-    } else {
-        SELF_SIGNED_CERT
-    };
+    let cert = if from_answers { SITE_CERT } else { SELF_SIGNED_CERT };
     let admin = secrets.get("ldap", "admin");
     let reader = secrets.get("ldap", "service");
     let name = host.name.as_str();
     let (admin_dn, reader_dn) = (admin_dn(&suffix), reader_dn(&suffix));
 
     let (pin, admin_bind, admin_took) =
-        tokio::time::timeout(CHECK_TIMEOUT, on_host(host, state, cert, &admin_dn, admin))
-            .await
-            .unwrap_or_else(|_| {
-                let e = format!(
-                    "ssh to {name}: no answer within {} s",
-                    CHECK_TIMEOUT.as_secs()
-                );
-                (Err(e.clone()), Err(e), CHECK_TIMEOUT)
-            });
+        tokio::time::timeout(CHECK_TIMEOUT, on_host(host, state, cert, &admin_dn, admin)).await.unwrap_or_else(|_| {
+            let e = format!("ssh to {name}: no answer within {} s", CHECK_TIMEOUT.as_secs());
+            (Err(e.clone()), Err(e), CHECK_TIMEOUT)
+        });
     let verifier = match pin {
         Ok(p) => Ok(PinnedVerifier::new(Some(p), from_answers)),
         // A certificate of the answers may still verify against the trust store.
         Err(_) if from_answers => Ok(PinnedVerifier::new(None, true)),
-        Err(e) => Err(format!(
-            "the certificate groundwork generated could not be read, so no server can be trusted ({e})"
-        )),
+        Err(e) => {
+            Err(format!("the certificate groundwork generated could not be read, so no server can be trusted ({e})"))
+        }
     };
     let t = Target { host, verifier };
 
@@ -321,20 +275,8 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
     let mut rows = vec![
         Row::from_result(SERVICE, name, "StartTLS (389)", starttls.0, starttls.1),
         Row::from_result(SERVICE, name, "LDAPS (636)", ldaps.0, ldaps.1),
-        Row::from_result(
-            SERVICE,
-            name,
-            "bind as admin (on the host)",
-            admin_bind,
-            admin_took,
-        ),
-        Row::from_result(
-            SERVICE,
-            name,
-            "bind as service account",
-            reader_bind.0,
-            reader_bind.1,
-        ),
+        Row::from_result(SERVICE, name, "bind as admin (on the host)", admin_bind, admin_took),
+        Row::from_result(SERVICE, name, "bind as service account", reader_bind.0, reader_bind.1),
         Row::from_result(SERVICE, name, "search the OUs", ous.0, ous.1),
         Row::from_result(SERVICE, name, "anonymous read refused", anon.0, anon.1),
     ];
@@ -342,10 +284,8 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
     // the password in clear, so only the root DSE is read.
     let (plain, took) = timed(within(async {
         let mut ldap = t.connect(Transport::Plain).await?;
-        let r = ldap
-            .search("", Scope::Base, "(objectClass=*)", vec!["namingContexts"])
-            .await
-            .map_err(|e| describe(&e))?;
+        let r =
+            ldap.search("", Scope::Base, "(objectClass=*)", vec!["namingContexts"]).await.map_err(|e| describe(&e))?;
         let _ = ldap.unbind().await;
         let (entries, _) = r.success().map_err(|e| describe(&e))?;
         let contexts: Vec<String> = entries

@@ -61,7 +61,14 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(service: &str, host: &str, check: impl Into<String>, result: Outcome, detail: impl Into<String>, took: Duration) -> Row {
+    pub fn new(
+        service: &str,
+        host: &str,
+        check: impl Into<String>,
+        result: Outcome,
+        detail: impl Into<String>,
+        took: Duration,
+    ) -> Row {
         Row {
             service: service.to_string(),
             host: host.to_string(),
@@ -73,7 +80,13 @@ impl Row {
     }
 
     /// A row from a result: `Ok(detail)` passes, `Err(detail)` fails.
-    pub fn from_result(service: &str, host: &str, check: impl Into<String>, r: Result<String, String>, took: Duration) -> Row {
+    pub fn from_result(
+        service: &str,
+        host: &str,
+        check: impl Into<String>,
+        r: Result<String, String>,
+        took: Duration,
+    ) -> Row {
         match r {
             Ok(d) => Row::new(service, host, check, Outcome::Ok, d, took),
             Err(d) => Row::new(service, host, check, Outcome::Fail, d, took),
@@ -93,23 +106,15 @@ pub const REACH_TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn unreachable(hosts: &[Host]) -> BTreeMap<String, String> {
     let probes = hosts.iter().map(|h| async move {
         let addr = SocketAddr::new(IpAddr::V4(h.address), h.ssh_port);
-        let why =
-            match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => None,
-                Ok(Err(e)) => Some(format!("{addr}: {e}")),
-                Err(_) => Some(format!(
-                    "no answer from {addr} within {} s",
-                    REACH_TIMEOUT.as_secs()
-                )),
-            };
+        let why = match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => None,
+            Ok(Err(e)) => Some(format!("{addr}: {e}")),
+            Err(_) => Some(format!("no answer from {addr} within {} s", REACH_TIMEOUT.as_secs())),
+        };
         why.map(|w| (h.name.clone(), w))
     });
-    futures::future::join_all(probes)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    futures::future::join_all(probes).await.into_iter().flatten().collect()
 }
 
 /// A spinner on stderr naming the services still being checked (hidden unless stderr is a
@@ -132,16 +137,12 @@ impl Progress {
             ProgressBar::hidden()
         };
         bar.set_message(what.to_string());
-        Progress {
-            bar,
-            pending: Mutex::new(Vec::new()),
-        }
+        Progress { bar, pending: Mutex::new(Vec::new()) }
     }
 
     fn show(&self, pending: &[&'static str]) {
         if !pending.is_empty() {
-            self.bar
-                .set_message(format!("checking {}", pending.join(", ")));
+            self.bar.set_message(format!("checking {}", pending.join(", ")));
         }
     }
 
@@ -216,17 +217,10 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
         }
     }
     // The other services each live on one host.
-    let first_down = |role: Role| {
-        a.hosts_with(role)
-            .next()
-            .and_then(|(_, h)| is_down(h).map(|why| (h, why)))
-    };
-    for (role, service) in [
-        (Role::Dhcp, "dhcp"),
-        (Role::Ldap, "ldap"),
-        (Role::Postgresql, "postgresql"),
-        (Role::Mariadb, "mariadb"),
-    ] {
+    let first_down = |role: Role| a.hosts_with(role).next().and_then(|(_, h)| is_down(h).map(|why| (h, why)));
+    for (role, service) in
+        [(Role::Dhcp, "dhcp"), (Role::Ldap, "ldap"), (Role::Postgresql, "postgresql"), (Role::Mariadb, "mariadb")]
+    {
         if let Some((h, why)) = first_down(role) {
             rows.push(down_row(service, &h.name, why, reach_took));
         }
@@ -243,36 +237,21 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
             }
         },
         async {
-            if runs(Role::Dhcp) {
-                p.track("dhcp", Box::pin(dhcp::verify(a, state, &down)))
-                    .await
-            } else {
-                Vec::new()
-            }
+            if runs(Role::Dhcp) { p.track("dhcp", Box::pin(dhcp::verify(a, state, &down))).await } else { Vec::new() }
         },
         async {
-            if runs(Role::Ldap) {
-                p.track("ldap", Box::pin(ldap::verify(a, secrets, state)))
-                    .await
-            } else {
-                Vec::new()
-            }
+            if runs(Role::Ldap) { p.track("ldap", Box::pin(ldap::verify(a, secrets, state))).await } else { Vec::new() }
         },
         async {
             if runs(Role::Postgresql) {
-                p.track(
-                    "postgresql",
-                    Box::pin(sql::verify_postgresql(a, secrets, state)),
-                )
-                .await
+                p.track("postgresql", Box::pin(sql::verify_postgresql(a, secrets, state))).await
             } else {
                 Vec::new()
             }
         },
         async {
             if runs(Role::Mariadb) {
-                p.track("mariadb", Box::pin(sql::verify_mariadb(a, secrets, state)))
-                    .await
+                p.track("mariadb", Box::pin(sql::verify_mariadb(a, secrets, state))).await
             } else {
                 Vec::new()
             }
@@ -377,9 +356,7 @@ mod tests {
 
     /// The lab example with every host moved to `192.0.2.0/24` (TEST-NET-1: nothing answers).
     fn site_of_absent_hosts() -> Answers {
-        let mut a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1)
-            .unwrap()
-            .answers;
+        let mut a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
         for (i, h) in a.hosts.iter_mut().enumerate() {
             h.address = std::net::Ipv4Addr::new(192, 0, 2, 10 + i as u8);
         }
@@ -390,17 +367,11 @@ mod tests {
     async fn hosts_that_do_not_answer_get_one_row_per_service_within_seconds() {
         let a = site_of_absent_hosts();
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir {
-            root: dir.path().to_path_buf(),
-        };
+        let state = StateDir { root: dir.path().to_path_buf() };
         let t = Instant::now();
         let rows = verify(&a, &Secrets::default(), &state).await;
         let took = t.elapsed();
-        assert!(
-            took < REACH_TIMEOUT + Duration::from_secs(2),
-            "verify took {took:?}:\n{}",
-            render_table(&rows)
-        );
+        assert!(took < REACH_TIMEOUT + Duration::from_secs(2), "verify took {took:?}:\n{}", render_table(&rows));
         // One failed "host reachable" row per service and host, each saying so.
         let mut want: Vec<(String, String)> = Vec::new();
         for (role, service) in [
@@ -411,37 +382,19 @@ mod tests {
             (Role::Mariadb, "mariadb"),
         ] {
             let hosts: Vec<&Host> = a.hosts_with(role).map(|(_, h)| h).collect();
-            let n = if role == Role::Dns {
-                hosts.len()
-            } else {
-                hosts.len().min(1)
-            };
-            want.extend(
-                hosts
-                    .iter()
-                    .take(n)
-                    .map(|h| (service.to_string(), h.name.clone())),
-            );
+            let n = if role == Role::Dns { hosts.len() } else { hosts.len().min(1) };
+            want.extend(hosts.iter().take(n).map(|h| (service.to_string(), h.name.clone())));
         }
-        let got: Vec<(String, String)> = rows
-            .iter()
-            .map(|r| (r.service.clone(), r.host.clone()))
-            .collect();
+        let got: Vec<(String, String)> = rows.iter().map(|r| (r.service.clone(), r.host.clone())).collect();
         want.sort();
         let mut got_sorted = got.clone();
         got_sorted.sort();
         assert_eq!(got_sorted, want, "{}", render_table(&rows));
         for r in &rows {
-            assert_eq!(
-                (r.check.as_str(), r.result),
-                ("host reachable", Outcome::Fail),
-                "{}",
-                render_table(&rows)
-            );
+            assert_eq!((r.check.as_str(), r.result), ("host reachable", Outcome::Fail), "{}", render_table(&rows));
             assert!(
                 r.detail.starts_with("unreachable (")
-                    && r.detail
-                        .contains(&format!("its {} checks were not run", r.service)),
+                    && r.detail.contains(&format!("its {} checks were not run", r.service)),
                 "{}",
                 r.detail
             );

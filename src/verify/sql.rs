@@ -30,9 +30,7 @@ pub const POSTGRESQL_CERT: &str = "/etc/groundwork/postgresql/server.crt";
 pub const MARIADB_CERT: &str = "/etc/mysql/tls/groundwork.crt";
 
 async fn within(f: impl std::future::Future<Output = Result<String, String>>) -> Result<String, String> {
-    tokio::time::timeout(TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s", TIMEOUT.as_secs())))
+    tokio::time::timeout(TIMEOUT, f).await.unwrap_or_else(|_| Err(format!("no answer within {} s", TIMEOUT.as_secs())))
 }
 
 fn password<'s>(secrets: &'s Secrets, engine: &str, user: &str) -> Result<&'s str, String> {
@@ -50,27 +48,12 @@ pub async fn postgresql_select_1(
     pin: &PinnedCert,
 ) -> Result<String, String> {
     let verifier = PinnedVerifier::new(Some(pin.clone()), false);
-    let (client, conn) = pg_connect(
-        &host.address.to_string(),
-        5432,
-        &d.user,
-        &d.name,
-        password,
-        &verifier,
-    )
-    .await?;
+    let (client, conn) = pg_connect(&host.address.to_string(), 5432, &d.user, &d.name, password, &verifier).await?;
     let driver = tokio::spawn(conn);
     let result = async {
-        let one: i32 = client
-            .query_one("select 1", &[])
-            .await
-            .map_err(|e| format!("select 1: {}", pg_error(&e)))?
-            .get(0);
-        let version: String = client
-            .query_one("show server_version", &[])
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or_default();
+        let one: i32 =
+            client.query_one("select 1", &[]).await.map_err(|e| format!("select 1: {}", pg_error(&e)))?.get(0);
+        let version: String = client.query_one("show server_version", &[]).await.map(|r| r.get(0)).unwrap_or_default();
         if one != 1 {
             return Err(format!("select 1 returned {one}"));
         }
@@ -88,10 +71,7 @@ pub async fn postgresql_select_1(
     result
 }
 
-type PgConnection = tokio_postgres::Connection<
-    tokio_postgres::Socket,
-    super::tls::PgTlsStream<tokio_postgres::Socket>,
->;
+type PgConnection = tokio_postgres::Connection<tokio_postgres::Socket, super::tls::PgTlsStream<tokio_postgres::Socket>>;
 
 /// Logs in over TLS trusting only `verifier`, with SCRAM channel binding required: a server
 /// that asks for the password in clear or as MD5, or offers SCRAM without channel binding, is
@@ -146,21 +126,8 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
 
 /// `select 1` on MariaDB as `d.user` in `d.name`, over TLS with the pinned certificate as the
 /// only trusted root.
-pub async fn mariadb_select_1(
-    host: &Host,
-    d: &Database,
-    password: &str,
-    pin: &PinnedCert,
-) -> Result<String, String> {
-    let mut conn = mariadb_connect(
-        &host.address.to_string(),
-        3306,
-        &d.user,
-        &d.name,
-        password,
-        pin,
-    )
-    .await?;
+pub async fn mariadb_select_1(host: &Host, d: &Database, password: &str, pin: &PinnedCert) -> Result<String, String> {
+    let mut conn = mariadb_connect(&host.address.to_string(), 3306, &d.user, &d.name, password, pin).await?;
     let result = async {
         let one: Option<i64> = conn.query_first("SELECT 1").await.map_err(|e| format!("SELECT 1: {e}"))?;
         let me: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.unwrap_or(None);
@@ -191,9 +158,8 @@ async fn mariadb_connect(
     password: &str,
     pin: &PinnedCert,
 ) -> Result<mysql_async::Conn, String> {
-    let ssl = mysql_async::SslOpts::default()
-        .with_root_certs(vec![pin.pem.clone().into()])
-        .with_disable_built_in_roots(true);
+    let ssl =
+        mysql_async::SslOpts::default().with_root_certs(vec![pin.pem.clone().into()]).with_disable_built_in_roots(true);
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname(address)
         .tcp_port(port)
@@ -207,7 +173,9 @@ async fn mariadb_connect(
         use mysql_async::{DriverError, Error};
         let to = format!("{address}:{port}");
         match &e {
-            Error::Driver(DriverError::NoClientSslFlagFromServer) => format!("{to} does not offer TLS; no password was sent"),
+            Error::Driver(DriverError::NoClientSslFlagFromServer) => {
+                format!("{to} does not offer TLS; no password was sent")
+            }
             Error::Driver(DriverError::CleartextPluginDisabled) => {
                 format!("{to} asked for the password in clear (mysql_clear_password): refused")
             }
@@ -267,13 +235,7 @@ where
             select(host, d, pw, pin).await
         }))
         .await;
-        Row::from_result(
-            engine,
-            &host.name,
-            format!("{}@{} {check}", d.user, d.name),
-            r,
-            took + pin_took,
-        )
+        Row::from_result(engine, &host.name, format!("{}@{} {check}", d.user, d.name), r, took + pin_took)
     });
     futures::future::join_all(checks).await
 }
@@ -308,10 +270,7 @@ pub async fn verify_mariadb(a: &Answers, secrets: &Secrets, state: &StateDir) ->
 
 /// PostgreSQL and MariaDB checks, concurrently.
 pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row> {
-    let (mut rows, maria) = tokio::join!(
-        verify_postgresql(a, secrets, state),
-        verify_mariadb(a, secrets, state)
-    );
+    let (mut rows, maria) = tokio::join!(verify_postgresql(a, secrets, state), verify_mariadb(a, secrets, state));
     rows.extend(maria);
     rows
 }
@@ -356,30 +315,21 @@ mod tests {
                     tcp.write_all(b"N").await.unwrap();
                     let mut rest = Vec::new();
                     let _ = tcp.read_to_end(&mut rest).await;
-                    return if rest.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![(b'?', rest)]
-                    };
+                    return if rest.is_empty() { Vec::new() } else { vec![(b'?', rest)] };
                 }
                 Server::Asks(auth) => auth,
             };
             tcp.write_all(b"S").await.unwrap();
-            let chain =
-                vec![rustls::pki_types::CertificateDer::from_pem_slice(CERT_A.as_bytes()).unwrap()];
+            let chain = vec![rustls::pki_types::CertificateDer::from_pem_slice(CERT_A.as_bytes()).unwrap()];
             let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(KEY_A.as_bytes()).unwrap();
-            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-            let Ok(mut tls) = tokio_rustls::TlsAcceptor::from(Arc::new(config))
-                .accept(tcp)
-                .await
-            else {
+            let config =
+                rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(chain, key)
+                    .unwrap();
+            let Ok(mut tls) = tokio_rustls::TlsAcceptor::from(Arc::new(config)).accept(tcp).await else {
                 return Vec::new();
             };
             let _startup = message(&mut tls).await.unwrap();
@@ -410,28 +360,15 @@ mod tests {
         let (port, task) = fake_pg(server).await;
         let pin = PinnedCert::from_pem(pin.as_bytes(), "db:/server.crt").unwrap();
         let verifier = PinnedVerifier::new(Some(pin), false);
-        let r = pg_connect("127.0.0.1", port, "app", "app", PASSWORD, &verifier)
-            .await
-            .map(|_| ());
-        let seen = tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
+        let r = pg_connect("127.0.0.1", port, "app", "app", PASSWORD, &verifier).await.map(|_| ());
+        let seen = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
         (r, seen)
     }
 
     fn no_password(seen: &[(u8, Vec<u8>)]) {
         // 'p': PasswordMessage, SASLInitialResponse; nothing else may carry a secret either.
-        assert!(
-            seen.iter().all(|(t, _)| *t != b'p'),
-            "the client answered the authentication request: {seen:?}"
-        );
-        assert!(
-            !seen
-                .iter()
-                .any(|(_, b)| b.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes())),
-            "{seen:?}"
-        );
+        assert!(seen.iter().all(|(t, _)| *t != b'p'), "the client answered the authentication request: {seen:?}");
+        assert!(!seen.iter().any(|(_, b)| b.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes())), "{seen:?}");
     }
 
     #[tokio::test]
@@ -439,32 +376,21 @@ mod tests {
         let cleartext: &[u8] = b"R\0\0\0\x08\0\0\0\x03";
         let md5: &[u8] = b"R\0\0\0\x0c\0\0\0\x05salt";
         let scram_without_plus: &[u8] = b"R\0\0\0\x17\0\0\0\x0aSCRAM-SHA-256\0\0";
-        for (what, auth) in [
-            ("cleartext", cleartext),
-            ("md5", md5),
-            ("SCRAM without channel binding", scram_without_plus),
-        ] {
+        for (what, auth) in
+            [("cleartext", cleartext), ("md5", md5), ("SCRAM without channel binding", scram_without_plus)]
+        {
             let (r, seen) = login(Server::Asks(auth), CERT_A).await;
             let e = r.expect_err(what);
-            assert!(
-                e.contains("channel binding") && e.contains("no password was sent"),
-                "{what}: {e}"
-            );
+            assert!(e.contains("channel binding") && e.contains("no password was sent"), "{what}: {e}");
             no_password(&seen);
         }
         // The control: offered SCRAM-SHA-256-PLUS, the client starts the exchange (a 'p'
         // message: the recorder sees answers) with channel binding to this TLS connection.
         let plus: &[u8] = b"R\0\0\0\x1c\0\0\0\x0aSCRAM-SHA-256-PLUS\0\0";
         let (_, seen) = login(Server::Asks(plus), CERT_A).await;
-        let first = seen
-            .iter()
-            .find(|(t, _)| *t == b'p')
-            .expect("a SASLInitialResponse");
+        let first = seen.iter().find(|(t, _)| *t == b'p').expect("a SASLInitialResponse");
         assert!(first.1.starts_with(b"SCRAM-SHA-256-PLUS\0"), "{first:?}");
-        assert!(
-            first.1.windows(11).any(|w| w == b"p=tls-serve"),
-            "channel binding requested: {first:?}"
-        );
+        assert!(first.1.windows(11).any(|w| w == b"p=tls-serve"), "channel binding requested: {first:?}");
     }
 
     /// A fake MariaDB server: its greeting (with or without CLIENT_SSL), then, when it offers
@@ -476,8 +402,7 @@ mod tests {
         let task = tokio::spawn(async move {
             let (mut tcp, _) = listener.accept().await.unwrap();
             // CLIENT_LONG_PASSWORD | CONNECT_WITH_DB | PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH (| SSL)
-            let caps: u32 =
-                0x1 | 0x8 | 0x200 | 0x8000 | 0x80000 | if offer_tls { 0x800 } else { 0 };
+            let caps: u32 = 0x1 | 0x8 | 0x200 | 0x8000 | 0x80000 | if offer_tls { 0x800 } else { 0 };
             let mut p = vec![0x0a];
             p.extend_from_slice(b"5.5.5-10.11.6-MariaDB\0");
             p.extend_from_slice(&7u32.to_le_bytes());
@@ -496,34 +421,25 @@ mod tests {
             tcp.write_all(&packet).await.unwrap();
             if !offer_tls {
                 let mut clear = Vec::new();
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut clear)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut clear)).await;
                 return (clear, Vec::new());
             }
             // The SSLRequest (header and 32 bytes), then TLS with B, which the client must refuse.
             let mut clear = vec![0u8; 36];
             tcp.read_exact(&mut clear).await.unwrap();
-            let chain =
-                vec![rustls::pki_types::CertificateDer::from_pem_slice(CERT_B.as_bytes()).unwrap()];
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(
-                include_bytes!("testdata/b.key").as_slice(),
-            )
-            .unwrap();
-            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
+            let chain = vec![rustls::pki_types::CertificateDer::from_pem_slice(CERT_B.as_bytes()).unwrap()];
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(include_bytes!("testdata/b.key").as_slice()).unwrap();
+            let config =
+                rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(chain, key)
+                    .unwrap();
             let mut inside = Vec::new();
-            if let Ok(mut tls) = tokio_rustls::TlsAcceptor::from(Arc::new(config))
-                .accept(tcp)
-                .await
-            {
-                let _ = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut inside))
-                    .await;
+            if let Ok(mut tls) = tokio_rustls::TlsAcceptor::from(Arc::new(config)).accept(tcp).await {
+                let _ = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut inside)).await;
             }
             (clear, inside)
         });
@@ -536,30 +452,18 @@ mod tests {
         for offer_tls in [false, true] {
             let (port, task) = fake_mariadb(offer_tls).await;
             let r = mariadb_connect("127.0.0.1", port, "app_user", "app", PASSWORD, &pin).await;
-            let (clear, inside) = tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .unwrap()
-                .unwrap();
+            let (clear, inside) = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
             let Err(e) = r else { panic!("the login must fail") };
-            assert!(
-                e.contains("no password was sent"),
-                "TLS offered: {offer_tls}: {e}"
-            );
+            assert!(e.contains("no password was sent"), "TLS offered: {offer_tls}: {e}");
             let user = b"app_user";
-            assert!(
-                !clear.windows(user.len()).any(|w| w == user),
-                "a login in clear: {clear:?}"
-            );
+            assert!(!clear.windows(user.len()).any(|w| w == user), "a login in clear: {clear:?}");
             assert!(inside.is_empty(), "the impostor received {inside:?}");
         }
         // The control: pinned to B, the client logs in inside TLS, and the recorder sees it.
         let b = PinnedCert::from_pem(CERT_B.as_bytes(), "db:/groundwork.crt").unwrap();
         let (port, task) = fake_mariadb(true).await;
         let r = mariadb_connect("127.0.0.1", port, "app_user", "app", PASSWORD, &b).await;
-        let (_, inside) = tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
+        let (_, inside) = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
         assert!(r.is_err(), "the fake server never completes a login");
         assert!(inside.windows(8).any(|w| w == b"app_user"), "{inside:?}");
     }
@@ -572,11 +476,7 @@ mod tests {
         let cleartext: &[u8] = b"R\0\0\0\x08\0\0\0\x03";
         let (r, seen) = login(Server::Asks(cleartext), CERT_B).await;
         let e = r.unwrap_err();
-        assert!(
-            e.contains("not the certificate groundwork generated")
-                && e.contains("no password was sent"),
-            "{e}"
-        );
+        assert!(e.contains("not the certificate groundwork generated") && e.contains("no password was sent"), "{e}");
         assert!(seen.is_empty(), "{seen:?}");
     }
 }

@@ -30,10 +30,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// `SHA256:ab:cd:...` of a DER certificate (what `openssl x509 -fingerprint -sha256` shows).
 pub fn fingerprint(der: &[u8]) -> String {
-    let hex: Vec<String> = Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect();
+    let hex: Vec<String> = Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect();
     format!("SHA256:{}", hex.join(":"))
 }
 
@@ -54,11 +51,7 @@ impl PinnedCert {
             .next()
             .ok_or_else(|| format!("{source}: no PEM certificate"))?
             .map_err(|e| format!("{source}: not a PEM certificate ({e})"))?;
-        Ok(PinnedCert {
-            der,
-            source: source.to_string(),
-            pem: pem.to_vec(),
-        })
+        Ok(PinnedCert { der, source: source.to_string(), pem: pem.to_vec() })
     }
 
     pub fn fingerprint(&self) -> String {
@@ -70,17 +63,11 @@ impl PinnedCert {
 pub async fn fetch(session: &Session, host: &str, path: &str) -> Result<PinnedCert, String> {
     let source = format!("{host}:{path}");
     let out = session
-        .exec(
-            &format!("cat -- {}", crate::engine::facts::sh_quote(path)),
-            None,
-        )
+        .exec(&format!("cat -- {}", crate::engine::facts::sh_quote(path)), None)
         .await
         .map_err(|e| format!("cannot read {source}: {e}"))?;
     if !out.ok() {
-        return Err(format!(
-            "cannot read {source}: {} (has apply run?)",
-            out.stderr_str().trim()
-        ));
+        return Err(format!("cannot read {source}: {} (has apply run?)", out.stderr_str().trim()));
     }
     PinnedCert::from_pem(&out.stdout, &source)
 }
@@ -111,36 +98,24 @@ impl PinnedVerifier {
         let roots = if system_roots {
             let mut store = RootCertStore::empty();
             store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
-                .build()
-                .ok()
+            WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone()).build().ok()
         } else {
             None
         };
-        Arc::new(PinnedVerifier {
-            pin,
-            roots,
-            provider,
-            refused: Mutex::new(None),
-        })
+        Arc::new(PinnedVerifier { pin, roots, provider, refused: Mutex::new(None) })
     }
 
     /// The reason of the last refusal, if a handshake was refused.
     pub fn refused(&self) -> Option<Refusal> {
-        self.refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// How the server's certificate is trusted, for the check's detail.
     pub fn describe(&self) -> String {
         match (&self.pin, &self.roots) {
-            (Some(p), Some(_)) => format!(
-                "certificate verified (the trust store, or pinned {} from {})",
-                p.fingerprint(),
-                p.source
-            ),
+            (Some(p), Some(_)) => {
+                format!("certificate verified (the trust store, or pinned {} from {})", p.fingerprint(), p.source)
+            }
             (Some(p), None) => format!("certificate pinned: {} from {}", p.fingerprint(), p.source),
             (None, Some(_)) => "certificate verified against this machine's trust store".into(),
             (None, None) => "no certificate to trust".into(),
@@ -159,10 +134,7 @@ impl PinnedVerifier {
     }
 
     fn refuse(&self, presented: &CertificateDer<'_>, why: String) -> rustls::Error {
-        let r = Refusal {
-            presented: fingerprint(presented),
-            why,
-        };
+        let r = Refusal { presented: fingerprint(presented), why };
         let msg = format!("certificate {} refused: {}", r.presented, r.why);
         *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
         rustls::Error::General(msg)
@@ -178,37 +150,21 @@ impl ServerCertVerifier for PinnedVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self
-            .pin
-            .as_ref()
-            .is_some_and(|p| p.der.as_ref() == end_entity.as_ref())
-        {
+        if self.pin.as_ref().is_some_and(|p| p.der.as_ref() == end_entity.as_ref()) {
             return Ok(ServerCertVerified::assertion());
         }
         let roots_said = match &self.roots {
-            Some(v) => match v.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-            ) {
+            Some(v) => match v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
                 Ok(ok) => return Ok(ok),
                 Err(e) => Some(e.to_string()),
             },
             None => None,
         };
         let why = match (&self.pin, roots_said) {
-            (Some(p), None) => format!(
-                "not the certificate groundwork generated ({} from {})",
-                p.fingerprint(),
-                p.source
-            ),
-            (Some(p), Some(e)) => format!(
-                "not {} from {} and not trusted here ({e})",
-                p.fingerprint(),
-                p.source
-            ),
+            (Some(p), None) => {
+                format!("not the certificate groundwork generated ({} from {})", p.fingerprint(), p.source)
+            }
+            (Some(p), Some(e)) => format!("not {} from {} and not trusted here ({e})", p.fingerprint(), p.source),
             (None, Some(e)) => format!("not trusted here ({e})"),
             (None, None) => "nothing to compare it with".into(),
         };
@@ -221,12 +177,7 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -235,18 +186,11 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -316,9 +260,7 @@ pub struct PgTls {
 
 impl PgTls {
     pub fn new(verifier: &Arc<PinnedVerifier>) -> Result<PgTls, String> {
-        Ok(PgTls {
-            config: verifier.client_config()?,
-        })
+        Ok(PgTls { config: verifier.client_config()? })
     }
 }
 
@@ -338,10 +280,7 @@ where
     type Error = rustls::pki_types::InvalidDnsNameError;
 
     fn make_tls_connect(&mut self, domain: &str) -> Result<PgTlsConnect, Self::Error> {
-        Ok(PgTlsConnect {
-            config: self.config.clone(),
-            name: ServerName::try_from(domain)?.to_owned(),
-        })
+        Ok(PgTlsConnect { config: self.config.clone(), name: ServerName::try_from(domain)?.to_owned() })
     }
 }
 
@@ -355,30 +294,20 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
-            let s = tokio_rustls::TlsConnector::from(self.config)
-                .connect(self.name, stream)
-                .await?;
+            let s = tokio_rustls::TlsConnector::from(self.config).connect(self.name, stream).await?;
             Ok(PgTlsStream(s))
         })
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for PgTlsStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for PgTlsStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -392,11 +321,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for PgTlsStream<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for PgTlsStream<S> {
     fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
         let (_, conn) = self.0.get_ref();
-        match conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| end_point_hash(c))
-        {
+        match conn.peer_certificates().and_then(|c| c.first()).and_then(|c| end_point_hash(c)) {
             Some(h) => tokio_postgres::tls::ChannelBinding::tls_server_end_point(h),
             None => tokio_postgres::tls::ChannelBinding::none(),
         }
@@ -420,10 +345,7 @@ mod tests {
         #[derive(Debug)]
         struct Fixed(Arc<rustls::sign::CertifiedKey>);
         impl rustls::server::ResolvesServerCert for Fixed {
-            fn resolve(
-                &self,
-                _: rustls::server::ClientHello<'_>,
-            ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
                 Some(self.0.clone())
             }
         }
@@ -435,19 +357,13 @@ mod tests {
                 .with_safe_default_protocol_versions()
                 .unwrap()
                 .with_no_client_auth()
-                .with_cert_resolver(Arc::new(Fixed(Arc::new(rustls::sign::CertifiedKey::new(
-                    chain, signing,
-                ))))),
+                .with_cert_resolver(Arc::new(Fixed(Arc::new(rustls::sign::CertifiedKey::new(chain, signing))))),
         )
     }
 
     /// A TLS server on loopback presenting `cert`; the client's handshake result and what it
     /// would have sent (the "password") reaching the server.
-    async fn handshake(
-        cert: &str,
-        key: &str,
-        verifier: Arc<PinnedVerifier>,
-    ) -> (Result<(), String>, Vec<u8>) {
+    async fn handshake(cert: &str, key: &str, verifier: Arc<PinnedVerifier>) -> (Result<(), String>, Vec<u8>) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -462,10 +378,7 @@ mod tests {
         });
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(verifier.client_config().unwrap());
-        let r = match connector
-            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-            .await
-        {
+        let r = match connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await {
             Ok(mut tls) => {
                 tls.write_all(b"password").await.unwrap();
                 tls.shutdown().await.unwrap();
@@ -493,10 +406,7 @@ mod tests {
         let b = PinnedCert::from_pem(CERT_B.as_bytes(), "b").unwrap();
         assert_eq!(refused.presented, b.fingerprint());
         assert!(
-            refused
-                .why
-                .contains("not the certificate groundwork generated")
-                && refused.why.contains("h:/a.crt"),
+            refused.why.contains("not the certificate groundwork generated") && refused.why.contains("h:/a.crt"),
             "{refused:?}"
         );
     }
@@ -520,10 +430,7 @@ mod tests {
     #[test]
     fn end_point_hash_follows_the_signature_hash() {
         let a = PinnedCert::from_pem(CERT_A.as_bytes(), "a").unwrap();
-        assert_eq!(
-            end_point_hash(&a.der),
-            Some(Sha256::digest(&a.der).to_vec())
-        );
+        assert_eq!(end_point_hash(&a.der), Some(Sha256::digest(&a.der).to_vec()));
         assert_eq!(end_point_hash(b"\x30\x03\x02\x01\x00"), None);
         assert_eq!(end_point_hash(b""), None);
         assert!(PinnedCert::from_pem(b"not pem", "x").is_err());

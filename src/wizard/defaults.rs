@@ -24,16 +24,10 @@ pub struct Defaults {
 impl Defaults {
     pub fn from_facts(f: &Facts) -> Defaults {
         let (short, domain) = match f.hostname.split_once('.') {
-            Some((h, d)) if crate::answers::rules::check_fqdn(d).is_ok() => {
-                (h.to_string(), Some(d.to_string()))
-            }
+            Some((h, d)) if crate::answers::rules::check_fqdn(d).is_ok() => (h.to_string(), Some(d.to_string())),
             _ => (f.hostname.clone(), None),
         };
-        let hostname = if crate::answers::rules::check_host_name(&short).is_ok() {
-            short
-        } else {
-            "server1".into()
-        };
+        let hostname = if crate::answers::rules::check_host_name(&short).is_ok() { short } else { "server1".into() };
         let primary = f.primary_nic().and_then(|n| {
             n.addresses.iter().find_map(|a| {
                 let (ip, prefix) = a.split_once('/')?;
@@ -82,9 +76,7 @@ impl Defaults {
             },
             network: Network {
                 subnet: self.subnet,
-                gateway: self
-                    .gateway
-                    .unwrap_or_else(|| Ipv4Addr::from(u32::from(self.subnet.network()) + 1)),
+                gateway: self.gateway.unwrap_or_else(|| Ipv4Addr::from(u32::from(self.subnet.network()) + 1)),
                 forwarders: Vec::new(),
                 lease_time: 3600,
                 allow_foreign_dhcp: false,

@@ -54,16 +54,11 @@ pub struct ScriptedPrompter {
 
 impl ScriptedPrompter {
     pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(answers: I) -> Self {
-        ScriptedPrompter {
-            answers: answers.into_iter().map(Into::into).collect(),
-            ..Default::default()
-        }
+        ScriptedPrompter { answers: answers.into_iter().map(Into::into).collect(), ..Default::default() }
     }
 
     fn next(&mut self, what: &str) -> Result<String, WizardError> {
-        self.answers
-            .pop_front()
-            .ok_or_else(|| WizardError::OutOfAnswers(what.to_string()))
+        self.answers.pop_front().ok_or_else(|| WizardError::OutOfAnswers(what.to_string()))
     }
 }
 
@@ -75,11 +70,7 @@ impl Prompter for ScriptedPrompter {
     fn ask(&mut self, q: &Question<'_>) -> Result<String, WizardError> {
         loop {
             let raw = self.next(q.field)?;
-            let value = if raw.is_empty() {
-                q.default.clone().unwrap_or_default()
-            } else {
-                raw.clone()
-            };
+            let value = if raw.is_empty() { q.default.clone().unwrap_or_default() } else { raw.clone() };
             match (q.check)(&value) {
                 Ok(()) => {
                     self.transcript.push(format!("{}: {value}", q.prompt));
@@ -102,17 +93,11 @@ impl Prompter for ScriptedPrompter {
 
 /// Problems of `draft` that belong to `field` (the field itself or anything below it).
 fn problems_of(draft: &Answers, field: &str, with_needs: bool) -> Result<(), String> {
-    let all = if with_needs {
-        rules::check(draft)
-    } else {
-        rules::check_except_needs(draft)
-    };
+    let all = if with_needs { rules::check(draft) } else { rules::check_except_needs(draft) };
     let mine: Vec<String> = all
         .into_iter()
         .filter(|p| {
-            p.field == field
-                || p.field.starts_with(&format!("{field}."))
-                || p.field.starts_with(&format!("{field}["))
+            p.field == field || p.field.starts_with(&format!("{field}.")) || p.field.starts_with(&format!("{field}["))
         })
         .map(|p| match p.help {
             Some(h) => format!("{} ({h})", p.message),
@@ -140,12 +125,7 @@ fn ask_field(
         apply(&mut d, input.trim())?;
         problems_of(&d, field, false)
     };
-    let value = p.ask(&Question {
-        field,
-        prompt,
-        default,
-        check: &check,
-    })?;
+    let value = p.ask(&Question { field, prompt, default, check: &check })?;
     apply(draft, value.trim()).map_err(WizardError::Io)?;
     Ok(value)
 }
@@ -155,11 +135,7 @@ fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
 }
 
 fn list(s: &str) -> Vec<String> {
-    s.split([',', ' '])
-        .map(str::trim)
-        .filter(|x| !x.is_empty() && *x != "none")
-        .map(str::to_string)
-        .collect()
+    s.split([',', ' ']).map(str::trim).filter(|x| !x.is_empty() && *x != "none").map(str::to_string).collect()
 }
 
 /// The whole question flow, with defaults from `d` (usually from the probe).
@@ -171,14 +147,18 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
         a.site.name = v.to_string();
         Ok(())
     })?;
-    let internal_default = d
-        .domain
-        .clone()
-        .unwrap_or_else(|| format!("{}.home.arpa", a.site.name));
-    ask_field(p, &mut a, "site.internal-domain", "Internal domain (served by the site's DNS)", Some(internal_default), &|a, v| {
-        a.site.internal_domain = v.to_string();
-        Ok(())
-    })?;
+    let internal_default = d.domain.clone().unwrap_or_else(|| format!("{}.home.arpa", a.site.name));
+    ask_field(
+        p,
+        &mut a,
+        "site.internal-domain",
+        "Internal domain (served by the site's DNS)",
+        Some(internal_default),
+        &|a, v| {
+            a.site.internal_domain = v.to_string();
+            Ok(())
+        },
+    )?;
     ask_field(p, &mut a, "site.external-domain", "External domain (public names of the services)", None, &|a, v| {
         a.site.external_domain = v.to_string();
         Ok(())
@@ -198,26 +178,24 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
         a.network.subnet = v.parse()?;
         Ok(())
     })?;
-    let gw_default = d
-        .gateway
-        .filter(|g| a.network.subnet.contains(*g))
-        .unwrap_or_else(|| first_usable(&a.network.subnet));
+    let gw_default =
+        d.gateway.filter(|g| a.network.subnet.contains(*g)).unwrap_or_else(|| first_usable(&a.network.subnet));
     ask_field(p, &mut a, "network.gateway", "Gateway", Some(gw_default.to_string()), &|a, v| {
         a.network.gateway = parse(v, "an IPv4 address")?;
         Ok(())
     })?;
-    let fw_default = if d.forwarders.is_empty() {
-        "none".to_string()
-    } else {
-        d.forwarders.join(", ")
-    };
-    ask_field(p, &mut a, "network.forwarders", "Upstream DNS forwarders (comma-separated, or none)", Some(fw_default), &|a, v| {
-        a.network.forwarders = list(v)
-            .iter()
-            .map(|x| parse(x, "an IP address"))
-            .collect::<Result<_, _>>()?;
-        Ok(())
-    })?;
+    let fw_default = if d.forwarders.is_empty() { "none".to_string() } else { d.forwarders.join(", ") };
+    ask_field(
+        p,
+        &mut a,
+        "network.forwarders",
+        "Upstream DNS forwarders (comma-separated, or none)",
+        Some(fw_default),
+        &|a, v| {
+            a.network.forwarders = list(v).iter().map(|x| parse(x, "an IP address")).collect::<Result<_, _>>()?;
+            Ok(())
+        },
+    )?;
 
     p.say("Hosts (the machines groundwork configures over SSH)");
     loop {
@@ -231,58 +209,55 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             roles: Vec::new(),
         });
         let base = format!("host[{i}]");
-        let name_default = if i == 0 {
-            d.hostname.clone()
-        } else {
-            format!("host{}", i + 1)
-        };
+        let name_default = if i == 0 { d.hostname.clone() } else { format!("host{}", i + 1) };
         ask_field(p, &mut a, &format!("{base}.name"), &format!("Host {} name", i + 1), Some(name_default), &|a, v| {
             a.hosts[i].name = v.to_string();
             Ok(())
         })?;
-        let addr_default = if i == 0 {
-            d.address.filter(|x| a.network.subnet.contains(*x))
-        } else {
-            None
-        }
-        .unwrap_or_else(|| next_free(&a));
+        let addr_default = if i == 0 { d.address.filter(|x| a.network.subnet.contains(*x)) } else { None }
+            .unwrap_or_else(|| next_free(&a));
         ask_field(p, &mut a, &format!("{base}.address"), "  address", Some(addr_default.to_string()), &|a, v| {
             a.hosts[i].address = parse(v, "an IPv4 address")?;
             Ok(())
         })?;
         let user_default = a.hosts.first().map_or("root".to_string(), |h| h.ssh_user.clone());
-        ask_field(p, &mut a, &format!("{base}.ssh-user"), "  SSH user (root, or a user with sudo)", Some(user_default), &|a, v| {
-            a.hosts[i].ssh_user = v.to_string();
-            Ok(())
-        })?;
-        let key_default = a
-            .hosts
-            .first()
-            .and_then(|h| h.ssh_key.clone())
-            .unwrap_or_else(|| PathBuf::from("~/.ssh/id_ed25519"));
-        ask_field(p, &mut a, &format!("{base}.ssh-key"), "  SSH private key", Some(key_default.display().to_string()), &|a, v| {
-            if v.is_empty() {
-                return Err("a key path is required".into());
-            }
-            a.hosts[i].ssh_key = Some(PathBuf::from(v));
-            Ok(())
-        })?;
-        let roles_default = if i == 0 {
-            "dns, dhcp, ldap, postgresql, mariadb".to_string()
-        } else {
-            String::new()
-        };
+        ask_field(
+            p,
+            &mut a,
+            &format!("{base}.ssh-user"),
+            "  SSH user (root, or a user with sudo)",
+            Some(user_default),
+            &|a, v| {
+                a.hosts[i].ssh_user = v.to_string();
+                Ok(())
+            },
+        )?;
+        let key_default =
+            a.hosts.first().and_then(|h| h.ssh_key.clone()).unwrap_or_else(|| PathBuf::from("~/.ssh/id_ed25519"));
+        ask_field(
+            p,
+            &mut a,
+            &format!("{base}.ssh-key"),
+            "  SSH private key",
+            Some(key_default.display().to_string()),
+            &|a, v| {
+                if v.is_empty() {
+                    return Err("a key path is required".into());
+                }
+                a.hosts[i].ssh_key = Some(PathBuf::from(v));
+                Ok(())
+            },
+        )?;
+        let roles_default = if i == 0 { "dns, dhcp, ldap, postgresql, mariadb".to_string() } else { String::new() };
         let all_roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
         let prompt = format!("  roles ({})", all_roles.join(", "));
         ask_field(p, &mut a, &format!("{base}.roles"), &prompt, Some(roles_default), &|a, v| {
             a.hosts[i].roles = list(v)
                 .iter()
                 .map(|r| {
-                    r.parse::<Role>().map_err(|e| {
-                        match crate::answers::load::nearest(r, &all_roles) {
-                            Some(s) => format!("{e}; did you mean `{s}`?"),
-                            None => e,
-                        }
+                    r.parse::<Role>().map_err(|e| match crate::answers::load::nearest(r, &all_roles) {
+                        Some(s) => format!("{e}; did you mean `{s}`?"),
+                        None => e,
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -301,9 +276,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
     if a.has_role(Role::Dhcp) {
         p.say("DHCP");
         a.network.dhcp_ranges.clear();
-        let range_default = defaults::free_range(&a)
-            .map(|(s, e)| format!("{s}-{e}"))
-            .unwrap_or_default();
+        let range_default = defaults::free_range(&a).map(|(s, e)| format!("{s}-{e}")).unwrap_or_default();
         ask_field(p, &mut a, "network.dhcp-range", "Dynamic range (start-end)", Some(range_default), &|a, v| {
             let (s, e) = v
                 .split_once('-')
@@ -321,10 +294,9 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
         })?;
     }
 
-    for (engine, role, default) in [
-        ("postgresql", Role::Postgresql, "keycloak, openproject"),
-        ("mariadb", Role::Mariadb, "nextcloud"),
-    ] {
+    for (engine, role, default) in
+        [("postgresql", Role::Postgresql, "keycloak, openproject"), ("mariadb", Role::Mariadb, "nextcloud")]
+    {
         if !a.has_role(role) {
             continue;
         }
@@ -335,10 +307,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
                 .iter()
                 .map(|x| {
                     let (name, user) = x.split_once(':').unwrap_or((x, x));
-                    Database {
-                        name: name.to_string(),
-                        user: user.to_string(),
-                    }
+                    Database { name: name.to_string(), user: user.to_string() }
                 })
                 .collect();
             if engine == "postgresql" {
@@ -370,12 +339,19 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             }
             Ok(())
         })?;
-        ask_field(p, &mut a, "k3s.airgap-bundle", "Air-gap bundle directory (empty: none)", Some(String::new()), &|a, v| {
-            if let Some(k) = a.k3s.as_mut() {
-                k.airgap_bundle = (!v.is_empty()).then(|| PathBuf::from(v));
-            }
-            Ok(())
-        })?;
+        ask_field(
+            p,
+            &mut a,
+            "k3s.airgap-bundle",
+            "Air-gap bundle directory (empty: none)",
+            Some(String::new()),
+            &|a, v| {
+                if let Some(k) = a.k3s.as_mut() {
+                    k.airgap_bundle = (!v.is_empty()).then(|| PathBuf::from(v));
+                }
+                Ok(())
+            },
+        )?;
         if p.confirm("Hand the cluster over to GitOps (Flux or Argo CD)?", true)? {
             a.gitops = Some(GitOps {
                 engine: GitOpsEngine::Flux,
@@ -460,12 +436,8 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
 /// rules do not complain about questions that come later.
 fn fill_sections(a: &mut Answers, d: &Defaults) {
     if a.has_role(Role::Ldap) && a.ldap.is_none() {
-        a.ldap = Some(Ldap {
-            organisation: capitalise(&a.site.name),
-            extra_ous: Vec::new(),
-            tls_cert: None,
-            tls_key: None,
-        });
+        a.ldap =
+            Some(Ldap { organisation: capitalise(&a.site.name), extra_ous: Vec::new(), tls_cert: None, tls_key: None });
     }
     if !a.has_role(Role::Ldap) {
         a.ldap = None;
@@ -508,15 +480,10 @@ fn next_free(a: &Answers) -> Ipv4Addr {
     let used = |ip: Ipv4Addr| {
         ip == a.network.gateway
             || a.hosts.iter().any(|h| h.address == ip)
-            || a.network.dhcp_ranges.iter().any(|r| {
-                (u32::from(r.start)..=u32::from(r.end)).contains(&u32::from(ip))
-            })
+            || a.network.dhcp_ranges.iter().any(|r| (u32::from(r.start)..=u32::from(r.end)).contains(&u32::from(ip)))
     };
     let start = u32::from(s.network()) + 10;
-    (start..u32::from(s.broadcast()))
-        .map(Ipv4Addr::from)
-        .find(|ip| !used(*ip))
-        .unwrap_or_else(|| first_usable(s))
+    (start..u32::from(s.broadcast())).map(Ipv4Addr::from).find(|ip| !used(*ip)).unwrap_or_else(|| first_usable(s))
 }
 
 /// The answer file text the wizard writes.

@@ -14,9 +14,7 @@ impl TerminalPrompter {
     pub fn new() -> Option<TerminalPrompter> {
         let term = console::Term::stdout();
         if term.is_term() && console::Term::stderr().is_term() && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            Some(TerminalPrompter {
-                theme: ColorfulTheme::default(),
-            })
+            Some(TerminalPrompter { theme: ColorfulTheme::default() })
         } else {
             None
         }
@@ -57,10 +55,6 @@ impl Prompter for TerminalPrompter {
     }
 
     fn confirm(&mut self, prompt: &str, default: bool) -> Result<bool, WizardError> {
-        Confirm::with_theme(&self.theme)
-            .with_prompt(prompt)
-            .default(default)
-            .interact()
-            .map_err(io)
+        Confirm::with_theme(&self.theme).with_prompt(prompt).default(default).interact().map_err(io)
     }
 }

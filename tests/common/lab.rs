@@ -127,19 +127,12 @@ impl Drop for LabLock {
 
 /// Runs `tests/lab/lab ARGS...`; its stdout, or an error with its stderr.
 pub fn lab(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(script())
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run lab {}: {e}", args.join(" ")))?;
+    let out =
+        Command::new(script()).args(args).output().map_err(|e| format!("cannot run lab {}: {e}", args.join(" ")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "lab {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("lab {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -193,10 +186,7 @@ pub fn exclusive(hosts: &[(&str, &str)]) -> Option<Exclusive> {
     if !require() {
         return None;
     }
-    let guard = Exclusive {
-        _lock: Some(lock()),
-        _serial: serial,
-    };
+    let guard = Exclusive { _lock: Some(lock()), _serial: serial };
     {
         let mut booted = BOOTED.lock().unwrap_or_else(|p| p.into_inner());
         for (n, _) in hosts {

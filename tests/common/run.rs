@@ -40,16 +40,10 @@ impl Run {
     }
     /// The last `step-finished` event of a step on a host.
     pub fn step(&self, host: &str, name: &str) -> Option<&Value> {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| e["event"] == "step-finished" && e["host"] == host && e["step"] == name)
+        self.events.iter().rev().find(|e| e["event"] == "step-finished" && e["host"] == host && e["step"] == name)
     }
     pub fn failed_steps(&self) -> Vec<&Value> {
-        self.events
-            .iter()
-            .filter(|e| e["event"] == "step-finished" && e["status"] == "failed")
-            .collect()
+        self.events.iter().filter(|e| e["event"] == "step-finished" && e["status"] == "failed").collect()
     }
     /// The names (`role / step`) of the steps that changed on `host`.
     pub fn changed_steps(&self, host: &str) -> Vec<String> {
@@ -69,12 +63,7 @@ impl Run {
 /// `groundwork ARGS... --state STATE`, its JSON events parsed from standard output.
 pub fn groundwork(state: &Path, args: &[&str]) -> Run {
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
-        .args(args)
-        .arg("--state")
-        .arg(state)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_groundwork")).args(args).arg("--state").arg(state).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -101,11 +90,7 @@ pub fn fresh(hosts: &[(&str, &str)]) {
 
 /// A runtime for the library's async checks.
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 /// Run a shell command inside a lab host (nsenter: works without its network).

@@ -23,20 +23,12 @@ pub struct Command {
 }
 
 /// The shell checks behind a step's guards.
-pub fn guards(
-    creates: Option<&str>,
-    unless: Option<String>,
-    onlyif: Option<String>,
-) -> Vec<(Guard, String)> {
+pub fn guards(creates: Option<&str>, unless: Option<String>, onlyif: Option<String>) -> Vec<(Guard, String)> {
     let creates = creates.map(|path| format!("test -e {}", sh_quote(path)));
-    [
-        (Guard::Creates, creates),
-        (Guard::Unless, unless),
-        (Guard::Onlyif, onlyif),
-    ]
-    .into_iter()
-    .filter_map(|(g, check)| check.map(|c| (g, c)))
-    .collect()
+    [(Guard::Creates, creates), (Guard::Unless, unless), (Guard::Onlyif, onlyif)]
+        .into_iter()
+        .filter_map(|(g, check)| check.map(|c| (g, c)))
+        .collect()
 }
 
 /// Decide a command step from the exit status of each of its guards' checks (in the order of
@@ -50,9 +42,7 @@ pub fn decide(c: &Command, codes: &[i32]) -> Decision {
         return Decision::converged();
     }
     Decision {
-        actions: vec![Action::Run {
-            command: c.command.clone(),
-        }],
+        actions: vec![Action::Run { command: c.command.clone() }],
         detail: Some(Detail::Text(format!("$ {}", c.command))),
         ..Decision::default()
     }

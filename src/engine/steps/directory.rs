@@ -23,15 +23,8 @@ pub fn decide(d: &Directory, current: &PathFact) -> Decision {
         return Decision::converged();
     }
     Decision {
-        actions: vec![Action::MakeDir {
-            path: d.path.clone(),
-            mode: d.mode,
-            owner: d.owner.clone(),
-        }],
-        detail: Some(Detail::Text(format!(
-            "{} (mode {:o}, {})",
-            d.path, d.mode, d.owner
-        ))),
+        actions: vec![Action::MakeDir { path: d.path.clone(), mode: d.mode, owner: d.owner.clone() }],
+        detail: Some(Detail::Text(format!("{} (mode {:o}, {})", d.path, d.mode, d.owner))),
         ..Decision::default()
     }
 }
@@ -39,10 +32,5 @@ pub fn decide(d: &Directory, current: &PathFact) -> Decision {
 /// Create the directory (and its parents), or fix its mode and owner.
 pub fn install_script(path: &str, mode: u32, owner: &str) -> String {
     let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
-    format!(
-        "install -d -m {mode:o} -o {} -g {} {}",
-        sh_quote(user),
-        sh_quote(group),
-        sh_quote(path)
-    )
+    format!("install -d -m {mode:o} -o {} -g {} {}", sh_quote(user), sh_quote(group), sh_quote(path))
 }

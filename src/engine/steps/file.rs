@@ -68,10 +68,7 @@ pub fn decide(f: &File, content: &[u8], current: &PathFact, run: &str) -> Result
         PathFact::File(c) => (c.sha256 != sha, c.mode != f.mode || c.owner != f.owner),
         PathFact::Absent => (true, false),
         PathFact::Other | PathFact::Dir { .. } => {
-            return Err(format!(
-                "{} exists but is not a regular file; groundwork will not replace it",
-                f.dest
-            ));
+            return Err(format!("{} exists but is not a regular file; groundwork will not replace it", f.dest));
         }
     };
     if !content_differs && !meta_differs {
@@ -79,10 +76,7 @@ pub fn decide(f: &File, content: &[u8], current: &PathFact, run: &str) -> Result
     }
     let (action, detail) = if content_differs {
         let detail = if f.secret {
-            Detail::Text(format!(
-                "{}: content changed (secret file: not shown)",
-                f.dest
-            ))
+            Detail::Text(format!("{}: content changed (secret file: not shown)", f.dest))
         } else {
             Detail::Diff {
                 path: f.dest.clone(),
@@ -103,37 +97,21 @@ pub fn decide(f: &File, content: &[u8], current: &PathFact, run: &str) -> Result
         (Action::Write(write), detail)
     } else {
         let detail = Detail::Text(format!("{}: mode {:o}, owner {}", f.dest, f.mode, f.owner));
-        (
-            Action::SetMeta {
-                path: f.dest.clone(),
-                mode: f.mode,
-                owner: f.owner.clone(),
-            },
-            detail,
-        )
+        (Action::SetMeta { path: f.dest.clone(), mode: f.mode, owner: f.owner.clone() }, detail)
     };
-    Ok(Decision {
-        actions: vec![action],
-        detail: Some(detail),
-        notify: f.notify.clone(),
-        settles: None,
-    })
+    Ok(Decision { actions: vec![action], detail: Some(detail), notify: f.notify.clone(), settles: None })
 }
 
 /// The directory a path is in (`/` for a file at the root).
 fn parent(path: &str) -> &str {
-    path.rsplit_once('/')
-        .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
+    path.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
 }
 
 /// The candidate for `dest` in run `run`: a hidden file beside it (same file system, so the
 /// move is atomic).
 pub fn candidate(dest: &str, run: &str) -> String {
     let base = dest.rsplit('/').next().unwrap_or("file");
-    format!(
-        "{}/.{base}.groundwork-{run}",
-        parent(dest).trim_end_matches('/')
-    )
+    format!("{}/.{base}.groundwork-{run}", parent(dest).trim_end_matches('/'))
 }
 
 /// The backup name of `path`: one file name per path (`%` and `/` escaped, so `/etc/a_b` and
@@ -183,12 +161,7 @@ pub fn write_script(w: &Write) -> String {
 /// chmod and chown of a file whose content is right.
 pub fn meta_script(path: &str, mode: u32, owner: &str) -> String {
     let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
-    format!(
-        "chmod {mode:o} {d} && chown {}:{} {d}",
-        sh_quote(user),
-        sh_quote(group),
-        d = sh_quote(path)
-    )
+    format!("chmod {mode:o} {d} && chown {}:{} {d}", sh_quote(user), sh_quote(group), d = sh_quote(path))
 }
 
 /// A write for people: where, mode and owner, and whether a validator checks it.
@@ -208,21 +181,14 @@ pub fn show(w: &Write) -> String {
 pub fn verdict(w: &Write, status: u32, stderr: &str) -> Result<(), String> {
     if status == REFUSED {
         let v = w.validate.as_deref().unwrap_or_default();
-        let mut msg = format!(
-            "the validator `{v}` refused the new {}; the live file is unchanged",
-            w.dest
-        );
+        let mut msg = format!("the validator `{v}` refused the new {}; the live file is unchanged", w.dest);
         for l in stderr.lines().take(15) {
             msg.push_str(&format!("\n  {l}"));
         }
         return Err(msg);
     }
     if status != 0 {
-        return Err(format!(
-            "writing {} failed (exit {status}): {}",
-            w.dest,
-            stderr.trim()
-        ));
+        return Err(format!("writing {} failed (exit {status}): {}", w.dest, stderr.trim()));
     }
     Ok(())
 }
@@ -243,17 +209,11 @@ mod tests {
 
     #[test]
     fn backup_names_are_one_per_path() {
-        assert_eq!(
-            backup_name("/etc/hosts"),
-            "/var/backups/groundwork/%2Fetc%2Fhosts"
-        );
+        assert_eq!(backup_name("/etc/hosts"), "/var/backups/groundwork/%2Fetc%2Fhosts");
         // The old flat name (`/` -> `_`) gave these two the same backups.
         assert_ne!(backup_name("/etc/a_b"), backup_name("/etc/a/b"));
         assert_ne!(backup_name("/etc/a%2Fb"), backup_name("/etc/a/b"));
-        assert_eq!(
-            backup_name("/etc/a%2Fb"),
-            "/var/backups/groundwork/%2Fetc%2Fa%252Fb"
-        );
+        assert_eq!(backup_name("/etc/a%2Fb"), "/var/backups/groundwork/%2Fetc%2Fa%252Fb");
     }
 
     #[test]

@@ -28,20 +28,9 @@ pub enum Step {
 impl Step {
     /// Render a checked step's paths, commands and checks with `render` (a file's content is
     /// rendered later: it may use the facts).
-    pub fn render(
-        kind: &Kind,
-        render: &dyn Fn(&str) -> Result<String, String>,
-    ) -> Result<Step, String> {
+    pub fn render(kind: &Kind, render: &dyn Fn(&str) -> Result<String, String>) -> Result<Step, String> {
         Ok(match kind {
-            Kind::File {
-                dest,
-                source,
-                validate,
-                notify,
-                mode,
-                owner,
-                secret,
-            } => Step::File(file::File {
+            Kind::File { dest, source, validate, notify, mode, owner, secret } => Step::File(file::File {
                 dest: render(dest)?,
                 source: source.clone(),
                 validate: validate.as_deref().map(render).transpose()?,
@@ -55,42 +44,23 @@ impl Step {
                 mode: u32::from_str_radix(mode, 8).unwrap_or(0o755),
                 owner: owner.clone(),
             }),
-            Kind::Command {
-                command,
-                creates,
-                unless,
-                onlyif,
-            } => {
+            Kind::Command { command, creates, unless, onlyif } => {
                 let guards = command::guards(
                     creates.as_deref().map(render).transpose()?.as_deref(),
                     unless.as_deref().map(render).transpose()?,
                     onlyif.as_deref().map(render).transpose()?,
                 );
-                Step::Command(command::Command {
-                    command: render(command)?,
-                    guards,
-                })
+                Step::Command(command::Command { command: render(command)?, guards })
             }
-            Kind::Service {
-                name,
-                state,
-                enabled,
-                on_notify,
-            } => Step::Service(service::Service {
+            Kind::Service { name, state, enabled, on_notify } => Step::Service(service::Service {
                 name: render(name)?,
                 state: *state,
                 enabled: *enabled,
                 on_notify: *on_notify,
             }),
-            Kind::Wait {
-                check,
-                what,
-                timeout,
-            } => Step::Wait(wait::Wait {
-                check: render(check)?,
-                what: what.clone(),
-                timeout: *timeout,
-            }),
+            Kind::Wait { check, what, timeout } => {
+                Step::Wait(wait::Wait { check: render(check)?, what: what.clone(), timeout: *timeout })
+            }
         })
     }
 
@@ -100,11 +70,7 @@ impl Step {
         match self {
             Step::File(f) => vec![probe.file(&f.dest)],
             Step::Directory(d) => vec![probe.dir(&d.path)],
-            Step::Command(c) => c
-                .guards
-                .iter()
-                .map(|(_, check)| probe.check(check))
-                .collect(),
+            Step::Command(c) => c.guards.iter().map(|(_, check)| probe.check(check)).collect(),
             Step::Service(s) => {
                 probe.service(&s.name);
                 Vec::new()
@@ -120,32 +86,16 @@ pub enum Action {
     /// A command step's own command.
     Run { command: String },
     /// Create a directory, or fix its mode and owner.
-    MakeDir {
-        path: String,
-        mode: u32,
-        owner: String,
-    },
+    MakeDir { path: String, mode: u32, owner: String },
     /// New content for a file: a candidate beside it, the validator, a backup of the live
     /// file, an atomic move.
     Write(file::Write),
     /// Fix a file's mode and owner (its content is right).
-    SetMeta {
-        path: String,
-        mode: u32,
-        owner: String,
-    },
+    SetMeta { path: String, mode: u32, owner: String },
     /// systemctl verbs on one unit, in order; `then_active`: check that it runs afterwards.
-    Systemctl {
-        unit: String,
-        verbs: Vec<service::Verb>,
-        then_active: bool,
-    },
+    Systemctl { unit: String, verbs: Vec<service::Verb>, then_active: bool },
     /// Poll a check until it succeeds, for up to `timeout` seconds. Changes nothing.
-    Wait {
-        check: String,
-        what: String,
-        timeout: u64,
-    },
+    Wait { check: String, what: String, timeout: u64 },
 }
 
 impl Action {
@@ -156,11 +106,7 @@ impl Action {
             Action::MakeDir { path, mode, owner } => directory::install_script(path, *mode, owner),
             Action::Write(w) => file::write_script(w),
             Action::SetMeta { path, mode, owner } => file::meta_script(path, *mode, owner),
-            Action::Systemctl {
-                unit,
-                verbs,
-                then_active,
-            } => service::script(unit, verbs, *then_active),
+            Action::Systemctl { unit, verbs, then_active } => service::script(unit, verbs, *then_active),
             Action::Wait { check, timeout, .. } => wait::script(check, *timeout),
         }
     }

@@ -40,11 +40,7 @@ impl Verb {
 }
 
 /// Decide a service step from the unit's state and the services notified so far on this host.
-pub fn decide(
-    s: &Service,
-    fact: Option<&ServiceFact>,
-    notified: &HashSet<String>,
-) -> Result<Decision, String> {
+pub fn decide(s: &Service, fact: Option<&ServiceFact>, notified: &HashSet<String>) -> Result<Decision, String> {
     let fact = fact.ok_or_else(|| format!("no facts about service {}", s.name))?;
     let was_notified = notified.contains(&s.name);
     let mut verbs = Vec::new();
@@ -72,18 +68,11 @@ pub fn decide(
     }
     let settles = was_notified.then(|| s.name.clone());
     if verbs.is_empty() {
-        return Ok(Decision {
-            settles,
-            ..Decision::default()
-        });
+        return Ok(Decision { settles, ..Decision::default() });
     }
     Ok(Decision {
         detail: Some(Detail::Text(show(&s.name, &verbs))),
-        actions: vec![Action::Systemctl {
-            unit: s.name.clone(),
-            verbs,
-            then_active: s.state == ServiceState::Started,
-        }],
+        actions: vec![Action::Systemctl { unit: s.name.clone(), verbs, then_active: s.state == ServiceState::Started }],
         notify: Vec::new(),
         settles,
     })
@@ -93,11 +82,7 @@ pub fn decide(
 /// if it does not, its status says why.
 pub fn script(unit: &str, verbs: &[Verb], then_active: bool) -> String {
     let q = sh_quote(unit);
-    let mut s = verbs
-        .iter()
-        .map(|v| format!("systemctl {} {q}", v.as_str()))
-        .collect::<Vec<_>>()
-        .join(" && ");
+    let mut s = verbs.iter().map(|v| format!("systemctl {} {q}", v.as_str())).collect::<Vec<_>>().join(" && ");
     if then_active {
         s.push_str(&format!(
             " && sleep 0.2 && systemctl is-active --quiet {q} || {{ systemctl status --no-pager -n 15 {q}; exit 1; }}"
@@ -109,9 +94,5 @@ pub fn script(unit: &str, verbs: &[Verb], then_active: bool) -> String {
 /// The verbs for people.
 pub fn show(unit: &str, verbs: &[Verb]) -> String {
     let q = sh_quote(unit);
-    verbs
-        .iter()
-        .map(|v| format!("systemctl {} {q}", v.as_str()))
-        .collect::<Vec<_>>()
-        .join("; ")
+    verbs.iter().map(|v| format!("systemctl {} {q}", v.as_str())).collect::<Vec<_>>().join("; ")
 }

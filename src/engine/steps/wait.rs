@@ -22,11 +22,7 @@ pub fn decide(w: &Wait, code: Option<i32>) -> Decision {
         return Decision::converged();
     }
     Decision {
-        actions: vec![Action::Wait {
-            check: w.check.clone(),
-            what: w.what.clone(),
-            timeout: w.timeout,
-        }],
+        actions: vec![Action::Wait { check: w.check.clone(), what: w.what.clone(), timeout: w.timeout }],
         detail: Some(Detail::Text(format!("would wait for {}", w.what))),
         ..Decision::default()
     }
@@ -42,9 +38,5 @@ pub fn script(check: &str, timeout: u64) -> String {
 
 /// How a wait ended.
 pub fn verdict(what: &str, timeout: u64, status: u32) -> Result<(), String> {
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(format!("still no {what} after {timeout} s"))
-    }
+    if status == 0 { Ok(()) } else { Err(format!("still no {what} after {timeout} s")) }
 }
