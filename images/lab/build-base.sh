@@ -98,7 +98,15 @@ trap cleanup EXIT
 
 log "debootstrap $SUITE from $MIRROR"
 t0=$(date +%s.%N)
-debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$ROOT" "$MIRROR" >"$BUILD/debootstrap.log" 2>&1 || {
+# About a minute: say what it is doing every 10 s rather than stay silent.
+debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$ROOT" "$MIRROR" >"$BUILD/debootstrap.log" 2>&1 &
+db_pid=$!
+while kill -0 "$db_pid" 2>/dev/null; do
+	for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$db_pid" 2>/dev/null || break; sleep 1; done
+	kill -0 "$db_pid" 2>/dev/null || break
+	log "debootstrap: $(grep '^I: ' "$BUILD/debootstrap.log" | tail -n 1 | cut -c4-) ($(elapsed "$t0" "$(date +%s.%N)") s)"
+done
+wait "$db_pid" || {
 	tail -n 30 "$BUILD/debootstrap.log" >&2
 	die "debootstrap failed"
 }
