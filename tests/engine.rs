@@ -34,6 +34,15 @@ fn base_override(dir: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
     root
 }
 
+/// The base role with `steps` (TOML) appended; the `--playbooks` argument for it.
+fn base_with_steps(dir: &Path, steps: &str) -> String {
+    let root = base_override(dir, |base| {
+        let p = base.join("role.toml");
+        std::fs::write(&p, std::fs::read_to_string(&p).unwrap() + "\n" + steps).unwrap();
+    });
+    root.to_str().unwrap().to_string()
+}
+
 #[test]
 fn base_converges_on_four_hosts_then_a_second_apply_changes_nothing() {
     let Some(_lab) = lab::exclusive(HOSTS) else { return };
@@ -247,14 +256,11 @@ fn ctrl_c_stops_waits_at_once_lets_a_change_finish_and_a_second_one_aborts() {
     fresh(hosts);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let playbooks = base_override(dir.path(), |base| {
-        let p = base.join("role.toml");
-        let extra = "\n[[step]]\nname = \"slow change\"\ncommand = \"sleep 6 && touch /var/tmp/gw-slow\"\ncreates = \"/var/tmp/gw-slow\"\n\n\
-                     [[step]]\nname = \"endless wait\"\nwait = { command = \"test -e /var/tmp/never\" }\ntimeout = 300\n";
-        let text = std::fs::read_to_string(&p).unwrap() + extra;
-        std::fs::write(p, text).unwrap();
-    });
-    let pb = playbooks.to_str().unwrap().to_string();
+    let pb = base_with_steps(
+        dir.path(),
+        "[[step]]\nname = \"slow change\"\ncommand = \"sleep 6 && touch /var/tmp/gw-slow\"\ncreates = \"/var/tmp/gw-slow\"\n\n\
+         [[step]]\nname = \"endless wait\"\nwait = { command = \"test -e /var/tmp/never\" }\ntimeout = 300\n",
+    );
 
     // During a change: the first Ctrl-C is acknowledged and the command goes on; the second aborts.
     let mut child = apply_until_step(&state, &pb, "b1", "slow change");
@@ -288,12 +294,10 @@ fn a_rebuilt_host_is_not_resumed_as_the_old_machine() {
     fresh(hosts);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let playbooks = base_override(dir.path(), |base| {
-        let p = base.join("role.toml");
-        let extra = "\n[[step]]\nname = \"fails once\"\ncommand = \"touch /var/tmp/gw-second; exit 1\"\ncreates = \"/var/tmp/gw-second\"\n";
-        std::fs::write(&p, std::fs::read_to_string(&p).unwrap() + extra).unwrap();
-    });
-    let pb = playbooks.to_str().unwrap().to_string();
+    let pb = base_with_steps(
+        dir.path(),
+        "[[step]]\nname = \"fails once\"\ncommand = \"touch /var/tmp/gw-second; exit 1\"\ncreates = \"/var/tmp/gw-second\"\n",
+    );
     let failed = apply(&state, &["--host", "b2", "--playbooks", &pb]);
     assert_eq!(failed.code, 1, "{}", failed.all_text());
     assert_eq!(failed.step("b2", "hosts file").unwrap()["status"], "changed");

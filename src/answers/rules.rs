@@ -513,10 +513,12 @@ pub fn check_git_url(s: &str) -> Result<(), String> {
             return Ok(());
         }
     } else if let Some(rest) = s.strip_prefix("git@") {
-        if let Some((host, path)) = rest.split_once(':') {
-            if !host.is_empty() && !path.is_empty() && !path.starts_with('-') {
-                return Ok(());
-            }
+        if let Some((host, path)) = rest.split_once(':')
+            && !host.is_empty()
+            && !path.is_empty()
+            && !path.starts_with('-')
+        {
+            return Ok(());
         }
     } else if s.starts_with("http://") {
         return Err(format!(
@@ -1097,7 +1099,7 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
             Problem::new("k3s.mode", format!("mode is single but {n} hosts have the k3s-server role"))
                 .help("set mode = \"ha\" (embedded etcd) or keep one k3s-server"),
         ),
-        K3sMode::Ha if n > 1 && n % 2 == 0 => out.push(
+        K3sMode::Ha if n > 1 && n.is_multiple_of(2) => out.push(
             Problem::new(
                 role_field(a, servers[n - 1], Role::K3sServer),
                 format!("{n} k3s servers: etcd needs an odd number to keep quorum"),

@@ -42,10 +42,10 @@ impl Board {
     /// Record that `role` finished on `host`.
     pub fn finished_on(&self, role: &str, host: &str, ok: bool) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = st.get_mut(role).and_then(|m| m.get_mut(host)) {
-            if slot.is_none() {
-                *slot = Some(ok);
-            }
+        if let Some(slot) = st.get_mut(role).and_then(|m| m.get_mut(host))
+            && slot.is_none()
+        {
+            *slot = Some(ok);
         }
         drop(st);
         self.bump();
@@ -55,10 +55,10 @@ impl Board {
     pub fn host_done(&self, host: &str) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for m in st.values_mut() {
-            if let Some(slot) = m.get_mut(host) {
-                if slot.is_none() {
-                    *slot = Some(false);
-                }
+            if let Some(slot) = m.get_mut(host)
+                && slot.is_none()
+            {
+                *slot = Some(false);
             }
         }
         drop(st);

@@ -215,10 +215,10 @@ impl Facts {
                     };
                 }
                 ["check", i, rc] => {
-                    if let (Ok(i), Ok(rc)) = (i.parse::<usize>(), rc.parse::<i32>()) {
-                        if let Some(slot) = f.checks.get_mut(i) {
-                            *slot = rc;
-                        }
+                    if let (Ok(i), Ok(rc)) = (i.parse::<usize>(), rc.parse::<i32>())
+                        && let Some(slot) = f.checks.get_mut(i)
+                    {
+                        *slot = rc;
                     }
                 }
                 ["svc", name, active, enabled] => {

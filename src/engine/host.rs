@@ -338,16 +338,17 @@ impl<'a> HostRun<'a> {
 
     fn finish_step(&self, role: &str, step: &str, status: Status, took: Duration, detail: Option<&str>) {
         self.reporter.step_finished(&self.host, role, step, status, took, detail);
-        if let Some(j) = self.journal {
-            if role != "packages" && matches!(status, Status::Ok | Status::Changed | Status::Failed) {
-                j.write(&Entry::Step {
-                    run: self.run.clone(),
-                    host: self.host.clone(),
-                    role: role.to_string(),
-                    step: step.to_string(),
-                    status: status.as_str().to_string(),
-                });
-            }
+        if let Some(j) = self.journal
+            && role != "packages"
+            && matches!(status, Status::Ok | Status::Changed | Status::Failed)
+        {
+            j.write(&Entry::Step {
+                run: self.run.clone(),
+                host: self.host.clone(),
+                role: role.to_string(),
+                step: step.to_string(),
+                status: status.as_str().to_string(),
+            });
         }
     }
 

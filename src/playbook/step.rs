@@ -238,10 +238,10 @@ impl StepSpec {
                 (None, Some(c)) => Source::Inline(c.clone()),
                 _ => return Err("a file step has exactly one of template or content".into()),
             };
-            if let Some(v) = &self.validate {
-                if !v.contains("{tmp}") {
-                    return Err(format!("validate `{v}` must check the candidate: use {{tmp}}"));
-                }
+            if let Some(v) = &self.validate
+                && !v.contains("{tmp}")
+            {
+                return Err(format!("validate `{v}` must check the candidate: use {{tmp}}"));
             }
             Kind::File {
                 dest: dest.clone(),

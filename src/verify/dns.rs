@@ -362,11 +362,11 @@ async fn update_round_trip(primary: (&Host, &Server), secondaries: &[(&Host, Ser
             let t = Instant::now();
             let mut seen = false;
             while t.elapsed() < CATCH_UP {
-                if let Ok(r) = ss.query(&name, RecordType::TXT, false).await {
-                    if !r.answers.is_empty() {
-                        seen = true;
-                        break;
-                    }
+                if let Ok(r) = ss.query(&name, RecordType::TXT, false).await
+                    && !r.answers.is_empty()
+                {
+                    seen = true;
+                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

@@ -455,10 +455,11 @@ fn fill_sections(a: &mut Answers, d: &Defaults) {
     if let Some(k) = a.k3s.as_mut() {
         k.mode = if servers > 1 { K3sMode::Ha } else { K3sMode::Single };
     }
-    if a.has_role(Role::Dhcp) && a.network.dhcp_ranges.is_empty() {
-        if let Some((start, end)) = defaults::free_range(a) {
-            a.network.dhcp_ranges.push(DhcpRange { start, end });
-        }
+    if a.has_role(Role::Dhcp)
+        && a.network.dhcp_ranges.is_empty()
+        && let Some((start, end)) = defaults::free_range(a)
+    {
+        a.network.dhcp_ranges.push(DhcpRange { start, end });
     }
 }
 

@@ -39,10 +39,10 @@ impl Prompter for TerminalPrompter {
             .with_prompt(q.prompt)
             .allow_empty(true)
             .validate_with(|s: &String| -> Result<(), String> { check(s.trim()) });
-        if let Some(d) = &q.default {
-            if !d.is_empty() {
-                input = input.default(d.clone());
-            }
+        if let Some(d) = &q.default
+            && !d.is_empty()
+        {
+            input = input.default(d.clone());
         }
         loop {
             let value = input.clone().interact_text().map_err(io)?.trim().to_string();
