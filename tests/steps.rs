@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use groundwork::engine::facts::{FileFact, PathFact, Probe, ServiceFact};
 use groundwork::engine::steps::{Action, Decision, Detail, Step, command, directory, file, service, wait};
+use groundwork::playbook::catalog::Catalog;
 use groundwork::playbook::step::{Source, StepSpec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -137,10 +138,19 @@ fn path_fact(p: &Option<PathIn>) -> PathFact {
     }
 }
 
-/// The case's step, rendered as is (fixture values are already what a host would get).
+/// The case's step, rendered as the engine renders it (fixture values are already what a host
+/// would get; what the step kind adds, such as a wait's quoting filter, is rendered here).
 fn rendered(case: &Case) -> Result<Step, String> {
+    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
+    let env = ENV.get_or_init(|| groundwork::engine::context::environment(&Catalog::load(None).unwrap()));
     let checked = case.step.check(&case.step.template.iter().cloned().collect::<Vec<_>>())?;
-    Step::render(&checked.kind, &|s| Ok(s.to_string()))
+    Step::render(&checked.kind, &|s| {
+        if s.contains("{{") || s.contains("{%") {
+            env.render_str(s, ()).map_err(|e| e.to_string())
+        } else {
+            Ok(s.to_string())
+        }
+    })
 }
 
 fn decide(case: &Case, step: &Step) -> Result<Decision, String> {
