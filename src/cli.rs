@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::answers::{self, Report};
+use crate::playbook::catalog::Catalog;
 use crate::probe::{self, preflight};
 use crate::state::{Access, Secrets, StateDir};
 use crate::wizard;
@@ -223,7 +224,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         Command::Plan { file, json, live, engine, state: s } => {
             if live {
                 let opts = engine_options(&engine, true, json);
-                engine_cmd(file.as_deref(), state(s).as_deref(), opts, true)
+                engine_cmd(file.as_deref(), state(s).as_deref(), engine.playbooks.as_deref(), opts, true)
             } else {
                 plan_cmd(out, file.as_deref(), json, &engine)
             }
@@ -231,7 +232,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         Command::Verify { file, json, state: s } => verify_cmd(out, file.as_deref(), state(s).as_deref(), json),
         Command::Apply { file, yes, json, engine, state: s } => {
             let opts = engine_options(&engine, false, json);
-            engine_cmd(file.as_deref(), state(s).as_deref(), opts, yes)
+            engine_cmd(file.as_deref(), state(s).as_deref(), engine.playbooks.as_deref(), opts, yes)
         }
         Command::ForgetHost { host, file, state: s } => {
             forget_host_cmd(out, &host, file.as_deref(), state(s).as_deref())
@@ -248,10 +249,14 @@ fn print_report(r: &Report) {
 }
 
 fn validate(out: &mut Out, files: &[PathBuf], json: bool) -> i32 {
+    let catalog = match load_catalog(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let mut failed = 0;
     let mut docs = Vec::new();
     for f in files {
-        match answers::load_file(f) {
+        match crate::plan::load_file(f, &catalog) {
             Ok(l) => {
                 let roles: usize = l.answers.hosts.iter().map(|h| h.roles.len()).sum();
                 if json {
@@ -313,9 +318,13 @@ fn schema(out: &mut Out, file: Option<&Path>) -> i32 {
 
 fn probe_cmd(out: &mut Out, json: bool, for_file: Option<&Path>) -> i32 {
     let facts = probe::probe();
+    let catalog = match load_catalog(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let verdict = match for_file {
-        Some(f) => match answers::load_file(f) {
-            Ok(l) => Some(preflight::judge(&facts, &l.answers)),
+        Some(f) => match crate::plan::load_file(f, &catalog) {
+            Ok(l) => Some(preflight::judge(&facts, &l.answers, &catalog)),
             Err(r) => {
                 print_report(&r);
                 return 1;
@@ -369,14 +378,15 @@ fn wizard_cmd(out: &mut Out, file: &Path, state: Option<&Path>) -> i32 {
     };
     let text = wizard::render(&answers);
     // The file is checked exactly as `validate` will read it.
-    if let Err(r) = answers::load_str(&file.display().to_string(), &text) {
+    let catalog = Catalog::embedded();
+    if let Err(r) = crate::plan::load_str(&file.display().to_string(), &text, catalog) {
         print_report(&r);
         say!("the answers above do not validate; nothing was written");
         return 1;
     }
     out.println(&format!("\n{}", console::style("Summary").bold()));
     out.print(&text);
-    out.println(&format!("\n{}", crate::plan::build(&answers).render()));
+    out.println(&format!("\n{}", crate::plan::build(&answers, catalog).render()));
     let _ = std::io::stdout().flush();
     match dialoguer::Confirm::new().with_prompt(format!("Write {}?", file.display())).default(true).interact() {
         Ok(true) => {}
@@ -441,10 +451,11 @@ fn write_answers_and_secrets(
     }
 }
 
-fn load_or_lab(file: Option<&Path>) -> Result<answers::Loaded, i32> {
+/// The answer file (or the bundled lab example), checked with the role graph of `catalog`.
+fn load_or_lab(file: Option<&Path>, catalog: &Catalog) -> Result<answers::Loaded, i32> {
     let loaded = match file {
-        Some(f) => answers::load_file(f),
-        None => answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1),
+        Some(f) => crate::plan::load_file(f, catalog),
+        None => crate::plan::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1, catalog),
     };
     loaded.map_err(|r| {
         print_report(&r);
@@ -453,30 +464,35 @@ fn load_or_lab(file: Option<&Path>) -> Result<answers::Loaded, i32> {
 }
 
 fn engine_options(e: &EngineArgs, dry_run: bool, json: bool) -> crate::engine::Options {
-    crate::engine::Options { dry_run, json, playbooks: e.playbooks.clone(), hosts: e.hosts.clone() }
+    crate::engine::Options { dry_run, json, hosts: e.hosts.clone() }
 }
 
-/// Refuses a `--playbooks` directory that does not load (missing, no roles, a template that
-/// does not compile) before anything else happens.
-fn check_playbooks(dir: Option<&Path>) -> Result<(), i32> {
-    match dir.map(|d| crate::playbook::catalog::Catalog::load(Some(d))) {
-        Some(Err(e)) => {
-            say!("error: {e}");
-            Err(2)
-        }
-        _ => Ok(()),
-    }
+/// The role catalog of a command: the embedded roles, with those of a `--playbooks` directory
+/// in their place. One that does not load (missing, no roles, a template that does not
+/// compile, a circle of needs) is refused before anything else happens.
+fn load_catalog(dir: Option<&Path>) -> Result<Catalog, i32> {
+    Catalog::load(dir).map_err(|e| {
+        say!("error: {e}");
+        2
+    })
 }
 
 /// `apply` and `plan --live`. An apply without --yes shows the dry run first and asks.
-fn engine_cmd(file: Option<&Path>, state: Option<&Path>, opts: crate::engine::Options, yes: bool) -> i32 {
-    let loaded = match load_or_lab(file) {
+fn engine_cmd(
+    file: Option<&Path>,
+    state: Option<&Path>,
+    playbooks: Option<&Path>,
+    opts: crate::engine::Options,
+    yes: bool,
+) -> i32 {
+    let catalog = match load_catalog(playbooks) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let loaded = match load_or_lab(file, &catalog) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    if let Err(code) = check_playbooks(opts.playbooks.as_deref()) {
-        return code;
-    }
     let a = &loaded.answers;
     let dir = StateDir::for_site(state, &a.site.name);
     // An apply holds the directory from its preview to its end; a dry run only reads secrets
@@ -505,7 +521,7 @@ fn engine_cmd(file: Option<&Path>, state: Option<&Path>, opts: crate::engine::Op
             return 2;
         }
         let dry = crate::engine::Options { dry_run: true, ..opts.clone() };
-        match rt.block_on(crate::engine::run(a, &dir, &dry)) {
+        match rt.block_on(crate::engine::run(a, &catalog, &dir, &dry)) {
             Ok(o) if !o.ok => return 1,
             Ok(o) if o.changed == 0 => {
                 say!("nothing to change");
@@ -525,7 +541,7 @@ fn engine_cmd(file: Option<&Path>, state: Option<&Path>, opts: crate::engine::Op
             }
         }
     }
-    match rt.block_on(crate::engine::run(a, &dir, &opts)) {
+    match rt.block_on(crate::engine::run(a, &catalog, &dir, &opts)) {
         Ok(o) => i32::from(!o.ok),
         Err(e) => {
             say!("error: {e}");
@@ -535,7 +551,11 @@ fn engine_cmd(file: Option<&Path>, state: Option<&Path>, opts: crate::engine::Op
 }
 
 fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
-    let loaded = match load_or_lab(file) {
+    let catalog = match load_catalog(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let loaded = match load_or_lab(file, &catalog) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -586,16 +606,15 @@ fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bo
 }
 
 fn plan_cmd(out: &mut Out, file: Option<&Path>, json: bool, engine: &EngineArgs) -> i32 {
-    let loaded = match load_or_lab(file) {
+    let catalog = match load_catalog(engine.playbooks.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let loaded = match load_or_lab(file, &catalog) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    // The plan's role graph is the built-in one; an override directory is still checked, so a
-    // typo is not silently ignored.
-    if let Err(code) = check_playbooks(engine.playbooks.as_deref()) {
-        return code;
-    }
-    let plan = crate::plan::build(&loaded.answers);
+    let plan = crate::plan::build(&loaded.answers, &catalog);
     if json {
         out.println(&to_json_pretty(&plan));
     } else {
@@ -623,7 +642,11 @@ fn forget_target(host: &str, a: &answers::Answers) -> (String, u16, Option<Strin
 }
 
 fn forget_host_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option<&Path>) -> i32 {
-    let loaded = match load_or_lab(file) {
+    let catalog = match load_catalog(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let loaded = match load_or_lab(file, &catalog) {
         Ok(l) => l,
         Err(code) => return code,
     };

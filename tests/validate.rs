@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use groundwork::answers::{self, Report};
+use groundwork::playbook::catalog::Catalog;
 
 /// fixture, line, field, words the message must contain.
 const EXPECT: &[(&str, usize, &str, &str)] = &[
@@ -104,9 +105,10 @@ const HELP: &[(&str, &str)] = &[
     ("host-typo-and-section-typo", "did you mean `address`?"),
 ];
 
+/// What `groundwork validate` checks: the answer file, and the needs of the built-in roles.
 fn fixture(name: &str) -> Report {
     let path = format!("tests/fixtures/bad/{name}.toml");
-    match answers::load_file(Path::new(&path)) {
+    match groundwork::plan::load_file(Path::new(&path), Catalog::embedded()) {
         Ok(_) => panic!("{path} was accepted"),
         Err(r) => r,
     }
@@ -169,7 +171,7 @@ fn the_examples_are_valid() {
     for entry in std::fs::read_dir("wizard/examples").unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            if let Err(r) = answers::load_file(&path) {
+            if let Err(r) = groundwork::plan::load_file(&path, Catalog::embedded()) {
                 panic!("{}", r.render(false));
             }
             n += 1;
@@ -314,14 +316,16 @@ fn ten_thousand_mutated_files_never_panic_nor_hang() {
         }
         let mutated: String = text.into_iter().collect();
         let t = cpu_time();
-        let outcome = std::panic::catch_unwind(|| match answers::load_str("mutated.toml", &mutated) {
-            Ok(_) => None,
-            Err(r) => {
-                // Rendering walks spans and must not panic either.
-                let _ = r.render(false);
-                Some(r)
-            }
-        });
+        let catalog = Catalog::embedded();
+        let outcome =
+            std::panic::catch_unwind(|| match groundwork::plan::load_str("mutated.toml", &mutated, catalog) {
+                Ok(_) => None,
+                Err(r) => {
+                    // Rendering walks spans and must not panic either.
+                    let _ = r.render(false);
+                    Some(r)
+                }
+            });
         let took = cpu_time() - t;
         slowest = slowest.max(took);
         assert!(took.as_secs_f64() < 2.0, "mutation {i} took {took:?} on:\n{mutated}");

@@ -122,8 +122,17 @@ pub struct Loaded {
     pub index: SpanIndex,
 }
 
-/// Read and check an answer file.
+/// Checks of answers that need more than the answer file (the role graph of a catalog: see
+/// `plan::load_file`); their problems are reported with the file's own.
+pub type Extra<'a> = &'a dyn Fn(&Answers) -> Vec<Problem>;
+
+/// Read and check an answer file on its own (without the role graph: `plan::load_file` adds it).
 pub fn load_file(path: &Path) -> Result<Loaded, Report> {
+    load_file_with(path, &|_| Vec::new())
+}
+
+/// Read and check an answer file, with `extra` checks.
+pub fn load_file_with(path: &Path, extra: Extra<'_>) -> Result<Loaded, Report> {
     let name = path.display().to_string();
     let cannot =
         |e: std::io::Error| Report::new(&name, "").with(Problem::new("", format!("cannot read the file: {e}")));
@@ -133,7 +142,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, Report> {
         return Err(too_big(&name, &bytes));
     }
     match String::from_utf8(bytes) {
-        Ok(text) => load_shared(&name, Arc::from(text)),
+        Ok(text) => load_shared(&name, Arc::from(text), extra),
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let bytes = e.into_bytes();
@@ -147,12 +156,17 @@ pub fn load_file(path: &Path) -> Result<Loaded, Report> {
     }
 }
 
-/// Parse and check answer-file text; `name` is what messages call the file.
+/// Parse and check answer-file text on its own; `name` is what messages call the file.
 pub fn load_str(name: &str, text: &str) -> Result<Loaded, Report> {
+    load_str_with(name, text, &|_| Vec::new())
+}
+
+/// Parse and check answer-file text, with `extra` checks.
+pub fn load_str_with(name: &str, text: &str, extra: Extra<'_>) -> Result<Loaded, Report> {
     if text.len() > MAX_FILE {
         return Err(too_big(name, text.as_bytes()));
     }
-    load_shared(name, Arc::from(text))
+    load_shared(name, Arc::from(text), extra)
 }
 
 /// A file past [`MAX_FILE`]: refused without parsing, at its first very long line (where a
@@ -205,7 +219,7 @@ fn key_before(before: &[u8], line: &[u8]) -> String {
     }
 }
 
-fn load_shared(name: &str, text: Arc<str>) -> Result<Loaded, Report> {
+fn load_shared(name: &str, text: Arc<str>, extra: Extra<'_>) -> Result<Loaded, Report> {
     let report = Report::shared(name, text.clone());
     // The parser recovers after a syntax error, so several are reported in one run; the
     // document it made of the rest is not checked further (its gaps would read as missing keys).
@@ -220,6 +234,7 @@ fn load_shared(name: &str, text: Arc<str>) -> Result<Loaded, Report> {
     let answers = sections(&root, &index, &mut problems);
     if let Some(a) = &answers {
         problems.extend(rules::check_cross(a));
+        problems.extend(extra(a));
     }
     match answers {
         Some(answers) if problems.is_empty() => Ok(Loaded { answers, index }),

@@ -12,32 +12,23 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::model::*;
 use super::report::{Problem, shown};
-use crate::playbook::catalog;
 
-/// Every problem in `a`, in file order as far as possible.
+/// Every problem in `a`, in file order as far as possible, but the needs between roles: they
+/// come from the role catalog (`plan::needs_problems`).
 pub fn check(a: &Answers) -> Vec<Problem> {
     let mut out = check_fields(a);
     out.extend(check_cross(a));
     out
 }
 
-/// Every rule but the dependencies between roles, which only make sense once all hosts are
-/// known (the wizard checks them after the last host).
-pub fn check_except_needs(a: &Answers) -> Vec<Problem> {
-    let mut out = check_fields(a);
-    cross_except_needs(a, &mut out);
-    out
-}
-
 /// The rules across fields and sections, for answers whose strings were checked already.
 pub fn check_cross(a: &Answers) -> Vec<Problem> {
     let mut out = Vec::new();
-    cross_except_needs(a, &mut out);
-    role_needs(a, &mut out);
+    cross(a, &mut out);
     out
 }
 
-fn cross_except_needs(a: &Answers, out: &mut Vec<Problem>) {
+fn cross(a: &Answers, out: &mut Vec<Problem>) {
     site(a, out);
     network(a, out);
     hosts(a, out);
@@ -896,7 +887,8 @@ fn first_or_insert<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K, i: 
     }
 }
 
-fn role_field(a: &Answers, host: usize, role: Role) -> String {
+/// The path of `role` in the roles of host `host`.
+pub fn role_field(a: &Answers, host: usize, role: Role) -> String {
     match a.hosts[host].roles.iter().position(|r| *r == role) {
         Some(j) => format!("host[{host}].roles[{j}]"),
         None => format!("host[{host}].roles"),
@@ -975,30 +967,6 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
                 .help(why)
                 .see(role_field(a, first, role), "first here"),
         );
-    }
-}
-
-/// Hard dependencies between roles come from the playbooks' `needs`.
-pub fn role_needs(a: &Answers, out: &mut Vec<Problem>) {
-    for spec in catalog::roles() {
-        let Some(role) = spec.host_role() else {
-            continue;
-        };
-        let Some((i, _)) = a.hosts_with(role).next() else {
-            continue;
-        };
-        for need in spec.needs.iter().filter(|n| !n.optional) {
-            let present = need.role.parse::<Role>().is_ok_and(|r| a.has_role(r));
-            if !present {
-                out.push(
-                    Problem::new(
-                        role_field(a, i, role),
-                        format!("role `{role}` needs a host with role `{}`", need.role),
-                    )
-                    .help(need.why.clone()),
-                );
-            }
-        }
     }
 }
 

@@ -33,8 +33,6 @@ use report::Reporter;
 pub struct Options {
     pub dry_run: bool,
     pub json: bool,
-    /// Directory whose roles replace the embedded ones.
-    pub playbooks: Option<PathBuf>,
     /// Only these hosts (all when empty).
     pub hosts: Vec<String>,
 }
@@ -68,10 +66,10 @@ fn expand_home(p: &std::path::Path) -> PathBuf {
     }
 }
 
-/// Apply (or dry-run) the answers on their hosts.
-pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcome, String> {
-    let catalog = Catalog::load(opts.playbooks.as_deref()).map_err(|e| e.to_string())?;
-    let plan = crate::plan::build(a);
+/// Apply (or dry-run) the answers on their hosts, with the roles of `catalog` (the one the
+/// answers were checked and planned with).
+pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Options) -> Result<Outcome, String> {
+    let plan = crate::plan::build(a, catalog);
     // The caller (cli) holds the state directory's lock; this only checks it again.
     state.ensure().map_err(|e| e.to_string())?;
 
@@ -95,7 +93,7 @@ pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcom
         reporter.note("-", &format!("{how} secrets {} in {}", made.join(", "), secrets_path.display()));
     }
 
-    let inputs = inputs_digest(a, &catalog);
+    let inputs = inputs_digest(a, catalog);
     let journal_path = state.root.join("journal.jsonl");
     let resume: Option<Resume> = Journal::resume_point(&journal_path, &inputs);
     if let Some(r) = &resume {
@@ -139,9 +137,9 @@ pub async fn run(a: &Answers, state: &StateDir, opts: &Options) -> Result<Outcom
     }
     reporter.run_started(&run, &host_names, opts.dry_run);
 
-    let env = context::environment(&catalog);
+    let env = context::environment(catalog);
     let site_ctx = context::site_context(a, &secrets);
-    let board = Board::new(&plan, &catalog);
+    let board = Board::new(&plan, catalog);
     // Hosts left out by --host count as converged for the roles others wait for.
     for h in &plan.hosts {
         if !host_names.contains(&h.name) {

@@ -1,15 +1,18 @@
 //! The plan: which role lands on which host, in which order, and why.
 //!
-//! Roles are ordered by the role graph (`needs` in `playbooks/<role>/role.toml`): a role comes
-//! after every role it needs that the site has, phases keep their order (foundation ->
-//! identity -> cluster -> handoff), and within that the catalog's order decides.
+//! Everything comes from the catalog it is given (the embedded roles, or those of
+//! `--playbooks`): roles are ordered by their `needs` in `role.toml` (a role comes after every
+//! role it needs that the site has), then by phase (foundation -> identity -> cluster ->
+//! handoff), then by name; and a hard need the site lacks is a problem of the answer file.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::answers::model::{Answers, GitOpsEngine, Role};
-use crate::playbook::catalog::{self, Phase, Placement, RoleSpec};
+use crate::answers::{Loaded, Problem, Report};
+use crate::playbook::catalog::{Catalog, Phase, Placement, RoleSpec, converge_order};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -47,10 +50,48 @@ pub struct HostPlan {
     pub roles: Vec<String>,
 }
 
+/// An answer file, checked with the role graph of `catalog` too (every problem at once).
+pub fn load_file(path: &Path, catalog: &Catalog) -> Result<Loaded, Report> {
+    crate::answers::load::load_file_with(path, &|a| needs_problems(a, catalog))
+}
+
+/// Answer-file text, checked as [`load_file`] checks a file; `name` is what messages call it.
+pub fn load_str(name: &str, text: &str, catalog: &Catalog) -> Result<Loaded, Report> {
+    crate::answers::load::load_str_with(name, text, &|a| needs_problems(a, catalog))
+}
+
+/// The hard needs (`[[needs]]` without `optional`) of the roles the site has that no host
+/// of the site fills, at the first host with the role that needs it.
+pub fn needs_problems(a: &Answers, catalog: &Catalog) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for spec in &catalog.roles {
+        let Some(role) = spec.host_role() else {
+            continue;
+        };
+        let Some((i, _)) = a.hosts_with(role).next() else {
+            continue;
+        };
+        for need in spec.needs.iter().filter(|n| !n.optional) {
+            let present = catalog.get(&need.role).is_some_and(|dep| !hosts_for(a, dep).is_empty());
+            if !present {
+                out.push(
+                    Problem::new(
+                        crate::answers::rules::role_field(a, i, role),
+                        format!("role `{role}` needs a host with role `{}`", need.role),
+                    )
+                    .help(need.why.clone()),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// Build the plan of a validated answer file.
-pub fn build(a: &Answers) -> Plan {
-    let present: Vec<&RoleSpec> = catalog::roles().iter().filter(|spec| !hosts_for(a, spec).is_empty()).collect();
-    let ordered = order(&present);
+pub fn build(a: &Answers, catalog: &Catalog) -> Plan {
+    let present: Vec<&RoleSpec> = catalog.roles.iter().filter(|spec| !hosts_for(a, spec).is_empty()).collect();
+    // The catalog refuses a circle of needs when it loads; the fallback keeps its order.
+    let ordered = converge_order(&present).unwrap_or_else(|_| present.clone());
 
     let steps: Vec<PlanStep> = ordered
         .iter()
@@ -99,32 +140,6 @@ fn hosts_for(a: &Answers, spec: &RoleSpec) -> Vec<String> {
             a.hosts_with(Role::K3sServer).take(usize::from(wanted)).map(|(_, h)| h.name.clone()).collect()
         }
     }
-}
-
-/// Topological order (Kahn), choosing among ready roles by phase, then catalog position.
-fn order<'a>(present: &[&'a RoleSpec]) -> Vec<&'a RoleSpec> {
-    let pos = |name: &str| present.iter().position(|s| s.name == name);
-    let deps: Vec<Vec<usize>> = present.iter().map(|s| s.needs.iter().filter_map(|n| pos(&n.role)).collect()).collect();
-    let mut done = vec![false; present.len()];
-    let mut out = Vec::with_capacity(present.len());
-    while out.len() < present.len() {
-        let next = (0..present.len())
-            .filter(|&i| !done[i] && deps[i].iter().all(|&d| done[d]))
-            .min_by_key(|&i| (present[i].phase, i));
-        match next {
-            Some(i) => {
-                done[i] = true;
-                out.push(present[i]);
-            }
-            // A cycle cannot come from the shipped catalog (its tests forbid needs that point
-            // forward); if a user's override makes one, keep the rest in catalog order.
-            None => {
-                out.extend((0..present.len()).filter(|&i| !done[i]).map(|i| present[i]));
-                break;
-            }
-        }
-    }
-    out
 }
 
 fn detail(a: &Answers, spec: &RoleSpec) -> Option<String> {
@@ -211,5 +226,36 @@ impl Plan {
             let _ = writeln!(out, "  {:<hw$}  {:<15}  {roles}", h.name, h.address);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxmox_k3s() -> (Answers, Catalog) {
+        let catalog = Catalog::load(None).unwrap();
+        let text = include_str!("../../wizard/examples/proxmox-k3s.toml");
+        (load_str("proxmox-k3s.toml", text, &catalog).unwrap().answers, catalog)
+    }
+
+    #[test]
+    fn a_hard_need_is_met_by_a_role_placed_without_hosts_listing_it() {
+        // gitops needs k3s-server; an override making dns need base (on every host) is met too.
+        let dir = tempfile::tempdir().unwrap();
+        let dns = dir.path().join("dns");
+        std::fs::create_dir_all(dns.join("templates")).unwrap();
+        for entry in std::fs::read_dir("playbooks/dns/templates").unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dns.join("templates").join(path.file_name().unwrap())).unwrap();
+        }
+        let toml = std::fs::read_to_string("playbooks/dns/role.toml").unwrap();
+        std::fs::write(dns.join("role.toml"), toml + "\n[[needs]]\nrole = \"base\"\nwhy = \"x\"\n").unwrap();
+        let catalog = Catalog::load(Some(dir.path())).unwrap();
+        let (a, _) = proxmox_k3s();
+        assert!(needs_problems(&a, &catalog).is_empty(), "{:?}", needs_problems(&a, &catalog));
+        let plan = build(&a, &catalog);
+        let dns = plan.steps.iter().find(|s| s.role == "dns").unwrap();
+        assert_eq!(dns.after.iter().map(|r| r.role.as_str()).collect::<Vec<_>>(), ["base"]);
     }
 }

@@ -1,5 +1,10 @@
-//! The role catalog: `playbooks/<role>/role.toml` and `templates/` of every role, embedded at
-//! build time; a user directory can override whole roles (`--playbooks DIR`).
+//! The role catalog: `playbooks/<role>/role.toml` and `templates/` of every role folder,
+//! embedded at build time; a user directory can override whole roles (`--playbooks DIR`).
+//!
+//! The catalog is one value, loaded once per command and handed to the plan, the preflight
+//! and the engine alike, so an override of a role's `needs` or `phase` counts everywhere.
+//! Which roles exist is what `playbooks/` holds; the order they converge in follows from
+//! their phases and needs ([`converge_order`]), not from a list.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,10 +18,6 @@ use super::step::{Kind, Step, StepSpec};
 use crate::answers::model::Role;
 
 static EMBEDDED: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/playbooks");
-
-/// Catalog order: the order roles are shown and converged within a phase.
-pub const ORDER: &[&str] =
-    &["base", "dns", "dhcp", "postgresql", "mariadb", "ldap", "k3s-server", "k3s-agent", "gitops"];
 
 /// The layers of a site, converged in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -118,6 +119,7 @@ pub struct CatalogError {
 /// Roles with their templates.
 #[derive(Debug, Clone)]
 pub struct Catalog {
+    /// Every role, in converge order ([`converge_order`] over all of them).
     pub roles: Vec<RoleSpec>,
     /// `role/name` -> template text.
     pub templates: BTreeMap<String, String>,
@@ -129,6 +131,17 @@ struct RoleFiles {
     origin: String,
     role_toml: String,
     templates: BTreeMap<String, String>,
+}
+
+/// The role folders of the build: every folder of `playbooks/` with a `role.toml`, by name.
+fn embedded_names() -> Vec<String> {
+    let mut names: Vec<String> = EMBEDDED
+        .dirs()
+        .filter(|d| d.get_file(d.path().join("role.toml")).is_some())
+        .filter_map(|d| Some(d.path().file_name()?.to_str()?.to_string()))
+        .collect();
+    names.sort();
+    names
 }
 
 fn embedded_role(name: &str) -> Option<RoleFiles> {
@@ -206,9 +219,9 @@ fn parse_role(name: &str, files: &RoleFiles) -> Result<RoleSpec, CatalogError> {
 /// Refuses an override directory that is missing, is not a directory, holds a role folder
 /// this build does not know (a typo would otherwise leave the built-in role in place), or holds
 /// no role folder at all.
-fn check_override_dir(dir: &Path) -> Result<(), CatalogError> {
+fn check_override_dir(dir: &Path, roles: &[String]) -> Result<(), CatalogError> {
     let err = |message: String| CatalogError { file: dir.display().to_string(), message };
-    let known = ORDER.join(", ");
+    let known = roles.join(", ");
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -228,7 +241,7 @@ fn check_override_dir(dir: &Path) -> Result<(), CatalogError> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !ORDER.contains(&name.as_str()) {
+        if !roles.contains(&name) {
             return Err(CatalogError {
                 file: entry.path().join("role.toml").display().to_string(),
                 message: format!("`{name}` is not a role of groundwork (roles: {known})"),
@@ -261,23 +274,65 @@ fn compile_templates(name: &str, files: &RoleFiles) -> Result<(), CatalogError> 
     Ok(())
 }
 
+/// The order roles converge in: each after the roles it needs (those of `specs`; a need on a
+/// role that is not there only orders nothing), and among the roles that are free to go, the
+/// earlier phase first, then the name. Err: the roles that wait on each other in a circle
+/// (and those waiting on them), none of which could ever start.
+pub fn converge_order<'a>(specs: &[&'a RoleSpec]) -> Result<Vec<&'a RoleSpec>, Vec<String>> {
+    let pos = |name: &str| specs.iter().position(|s| s.name == name);
+    let deps: Vec<Vec<usize>> = specs.iter().map(|s| s.needs.iter().filter_map(|n| pos(&n.role)).collect()).collect();
+    let mut done = vec![false; specs.len()];
+    let mut out = Vec::with_capacity(specs.len());
+    while out.len() < specs.len() {
+        let next = (0..specs.len())
+            .filter(|&i| !done[i] && deps[i].iter().all(|&d| done[d]))
+            .min_by_key(|&i| (specs[i].phase, specs[i].name.as_str()));
+        let Some(i) = next else {
+            return Err((0..specs.len()).filter(|&i| !done[i]).map(|i| specs[i].name.clone()).collect());
+        };
+        done[i] = true;
+        out.push(specs[i]);
+    }
+    Ok(out)
+}
+
+/// A circle among the roles `stuck` (those [`converge_order`] could not place): from the
+/// first, follow needs that are stuck too until a role repeats; the circle starts there.
+fn circle_in(specs: &[RoleSpec], stuck: &[String]) -> Vec<String> {
+    let mut path: Vec<String> = vec![stuck[0].clone()];
+    loop {
+        let last = specs.iter().find(|s| s.name == path[path.len() - 1]);
+        let next = last.and_then(|s| s.needs.iter().map(|n| &n.role).find(|r| stuck.contains(r)));
+        let Some(next) = next else { return path };
+        if let Some(at) = path.iter().position(|p| p == next) {
+            let mut circle = path.split_off(at);
+            circle.push(next.clone());
+            return circle;
+        }
+        path.push(next.clone());
+    }
+}
+
 impl Catalog {
     /// The embedded roles, overridden role by role from `dir` when given.
     pub fn load(dir: Option<&Path>) -> Result<Catalog, CatalogError> {
+        let names = embedded_names();
         if let Some(d) = dir {
-            check_override_dir(d)?;
+            check_override_dir(d, &names)?;
         }
-        let mut roles = Vec::new();
+        let mut specs = Vec::new();
+        let mut origins = BTreeMap::new();
         let mut templates = BTreeMap::new();
         let mut hasher = Sha256::new();
-        for name in ORDER {
+        for name in &names {
             let files = match dir.map(|d| dir_role(d, name)).transpose()?.flatten() {
                 Some(f) => f,
                 None => embedded_role(name).ok_or_else(|| CatalogError {
                     file: format!("playbooks/{name}/role.toml"),
-                    message: "missing from the build".into(),
+                    message: "role.toml or a template is not UTF-8 text".into(),
                 })?,
             };
+            hasher.update(name.as_bytes());
             hasher.update(files.role_toml.as_bytes());
             for (t, text) in &files.templates {
                 hasher.update(t.as_bytes());
@@ -285,13 +340,54 @@ impl Catalog {
                 templates.insert(format!("{name}/{t}"), text.clone());
             }
             compile_templates(name, &files)?;
-            roles.push(parse_role(name, &files)?);
+            specs.push(parse_role(name, &files)?);
+            origins.insert(name.clone(), format!("{}/role.toml", files.origin));
         }
+        // Every role an answer file can name has a folder: a host's role is never dropped.
+        for r in Role::ALL {
+            if !names.iter().any(|n| n == r.as_str()) {
+                return Err(CatalogError {
+                    file: format!("playbooks/{r}/role.toml"),
+                    message: "missing from the build (hosts can list this role)".into(),
+                });
+            }
+        }
+        for spec in &specs {
+            for need in &spec.needs {
+                if !names.contains(&need.role) {
+                    return Err(CatalogError {
+                        file: origins[&spec.name].clone(),
+                        message: format!(
+                            "needs role `{}`, which is not a role of groundwork (roles: {})",
+                            need.role,
+                            names.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        let refs: Vec<&RoleSpec> = specs.iter().collect();
+        let roles = match converge_order(&refs) {
+            Ok(order) => order.into_iter().cloned().collect(),
+            Err(stuck) => {
+                let circle = circle_in(&specs, &stuck);
+                // Name the file the user changed, if one of them is theirs.
+                let theirs = circle.iter().find(|r| dir.is_some_and(|d| d.join(r).join("role.toml").is_file()));
+                return Err(CatalogError {
+                    file: origins[theirs.unwrap_or(&circle[0])].clone(),
+                    message: format!(
+                        "needs go round in a circle ({}): none of these roles could ever start",
+                        circle.join(" needs ")
+                    ),
+                });
+            }
+        };
         Ok(Catalog { roles, templates, digest: hex(&hasher.finalize()) })
     }
 
-    /// The embedded catalog. Its files are part of the program: a broken one is a build
-    /// defect, caught by the catalog tests.
+    /// The embedded catalog, for the callers that take no `--playbooks` (the wizard). Its
+    /// files are part of the program: a broken one is a build defect, caught by the catalog
+    /// tests.
     pub fn embedded() -> &'static Catalog {
         static CATALOG: OnceLock<Catalog> = OnceLock::new();
         CATALOG.get_or_init(|| Catalog::load(None).unwrap_or_else(|e| panic!("{e}")))
@@ -310,32 +406,39 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// Every embedded role, in catalog order.
-pub fn roles() -> &'static [RoleSpec] {
-    &Catalog::embedded().roles
-}
-
-pub fn get(name: &str) -> Option<&'static RoleSpec> {
-    Catalog::embedded().get(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_host_role_has_a_spec() {
+    fn every_role_folder_is_placed_and_every_host_role_has_one() {
+        let c = Catalog::load(None).unwrap();
         for r in Role::ALL {
-            assert!(get(r.as_str()).is_some(), "no playbooks/{r}/role.toml");
+            assert!(c.get(r.as_str()).is_some(), "no playbooks/{r}/role.toml");
         }
-        assert_eq!(roles().len(), ORDER.len());
+        // A folder hosts cannot list must be placed another way, or it would never run.
+        for spec in &c.roles {
+            assert!(spec.host_role().is_some() || spec.placement != Placement::Host, "{} is never placed", spec.name);
+        }
+        assert_eq!(c.roles.len(), embedded_names().len());
     }
 
     #[test]
-    fn needs_point_backwards_in_phase_order() {
-        for spec in roles() {
+    fn the_order_follows_phases_and_needs_with_ties_by_name() {
+        let c = Catalog::load(None).unwrap();
+        let order: Vec<&str> = c.roles.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            order,
+            ["base", "dns", "dhcp", "mariadb", "postgresql", "ldap", "k3s-server", "k3s-agent", "gitops"]
+        );
+    }
+
+    #[test]
+    fn shipped_needs_point_backwards_in_phase_order() {
+        let c = Catalog::load(None).unwrap();
+        for spec in &c.roles {
             for need in &spec.needs {
-                let dep = get(&need.role).unwrap_or_else(|| panic!("{} needs unknown role {}", spec.name, need.role));
+                let dep = c.get(&need.role).unwrap_or_else(|| panic!("{} needs unknown role {}", spec.name, need.role));
                 assert!(
                     dep.phase <= spec.phase,
                     "{} ({:?}) needs {} of a later phase ({:?})",
@@ -346,6 +449,63 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `dir/<name>/role.toml` as the embedded one with `extra` appended.
+    fn override_role(dir: &Path, name: &str, extra: &str) {
+        let root = dir.join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let text = embedded_role(name).unwrap().role_toml;
+        std::fs::write(root.join("role.toml"), text + extra).unwrap();
+        if let Some(t) = EMBEDDED.get_dir(format!("{name}/templates")) {
+            std::fs::create_dir_all(root.join("templates")).unwrap();
+            for f in t.files() {
+                std::fs::write(root.join("templates").join(f.path().file_name().unwrap()), f.contents()).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn an_override_of_needs_or_phase_changes_the_order() {
+        let dir = tempfile::tempdir().unwrap();
+        override_role(
+            dir.path(),
+            "postgresql",
+            "\n[[needs]]\nrole = \"ldap\"\nwhy = \"accounts come from the directory\"\n",
+        );
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        let order: Vec<&str> = c.roles.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            order,
+            ["base", "dns", "dhcp", "mariadb", "ldap", "postgresql", "k3s-server", "k3s-agent", "gitops"]
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mariadb");
+        override_role(dir.path(), "mariadb", "");
+        let text = std::fs::read_to_string(root.join("role.toml")).unwrap();
+        std::fs::write(root.join("role.toml"), text.replace("phase = \"foundation\"", "phase = \"identity\"")).unwrap();
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        let order: Vec<&str> = c.roles.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            order,
+            ["base", "dns", "dhcp", "postgresql", "ldap", "mariadb", "k3s-server", "k3s-agent", "gitops"]
+        );
+    }
+
+    #[test]
+    fn a_circle_of_needs_or_a_need_on_no_role_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        override_role(dir.path(), "dns", "\n[[needs]]\nrole = \"dhcp\"\nwhy = \"x\"\n");
+        let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        let file = dir.path().join("dns/role.toml");
+        assert!(err.contains("needs go round in a circle (dhcp needs dns needs dhcp)"), "{err}");
+        assert!(err.starts_with(&format!("{}: ", file.display())), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        override_role(dir.path(), "dns", "\n[[needs]]\nrole = \"ntp\"\nwhy = \"x\"\n");
+        let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        let file = dir.path().join("dns/role.toml");
+        assert!(err.starts_with(&format!("{}: needs role `ntp`, which is not a role", file.display())), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{Facts, human_bytes};
 use crate::answers::model::Answers;
-use crate::playbook::catalog::{self, RoleSpec};
+use crate::playbook::catalog::{Catalog, RoleSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,12 +61,12 @@ impl Preflight {
     }
 }
 
-/// Judge `facts` against the roles that `answers` gives this machine.
-pub fn judge(facts: &Facts, answers: &Answers) -> Preflight {
+/// Judge `facts` against the roles that `answers` gives this machine, as `catalog` defines them.
+pub fn judge(facts: &Facts, answers: &Answers, catalog: &Catalog) -> Preflight {
     let mine = facts.ipv4_addresses();
     let short = facts.hostname.split('.').next().unwrap_or("");
     let host = answers.hosts.iter().position(|h| mine.contains(&h.address) || h.name == short);
-    let plan = crate::plan::build(answers);
+    let plan = crate::plan::build(answers, catalog);
     let (host_name, roles, note) = match host {
         Some(i) => {
             let h = &answers.hosts[i];
@@ -96,7 +96,7 @@ pub fn judge(facts: &Facts, answers: &Answers) -> Preflight {
             (None, roles, note)
         }
     };
-    let specs: Vec<&RoleSpec> = roles.iter().filter_map(|r| catalog::get(r)).collect();
+    let specs: Vec<&RoleSpec> = roles.iter().filter_map(|r| catalog.get(r)).collect();
     Preflight { host: host_name, verdicts: verdicts(facts, &specs), roles, note }
 }
 
@@ -189,7 +189,8 @@ mod tests {
 
     #[test]
     fn small_machine_fails_k3s_server_and_big_one_passes() {
-        let spec = catalog::get("k3s-server").unwrap();
+        let catalog = Catalog::load(None).unwrap();
+        let spec = catalog.get("k3s-server").unwrap();
         let small = verdicts(&facts(1, 1024, 5), &[spec]);
         assert!(small.iter().any(|v| v.scope == "k3s-server" && v.check == "cpus" && v.level == Level::Fail));
         assert!(small.iter().any(|v| v.scope == "total" && v.check == "memory" && v.level == Level::Fail));
@@ -199,7 +200,8 @@ mod tests {
 
     #[test]
     fn between_minimum_and_recommended_is_a_warning() {
-        let spec = catalog::get("postgresql").unwrap();
+        let catalog = Catalog::load(None).unwrap();
+        let spec = catalog.get("postgresql").unwrap();
         let v = verdicts(&facts(1, 1024, 10), &[spec]);
         let mem = v.iter().find(|v| v.scope == "postgresql" && v.check == "memory").unwrap();
         assert_eq!(mem.level, Level::Warn);

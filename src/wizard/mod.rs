@@ -93,7 +93,11 @@ impl Prompter for ScriptedPrompter {
 
 /// Problems of `draft` that belong to `field` (the field itself or anything below it).
 fn problems_of(draft: &Answers, field: &str, with_needs: bool) -> Result<(), String> {
-    let all = if with_needs { rules::check(draft) } else { rules::check_except_needs(draft) };
+    let mut all = rules::check(draft);
+    if with_needs {
+        // The wizard offers the built-in roles only: their needs are those of the embedded catalog.
+        all.extend(crate::plan::needs_problems(draft, crate::playbook::catalog::Catalog::embedded()));
+    }
     let mine: Vec<String> = all
         .into_iter()
         .filter(|p| {
