@@ -95,6 +95,98 @@ fn plan_refuses_an_invalid_file() {
     assert!(err.contains("needs a host with role `dns`"), "{err}");
 }
 
+/// `dir/playbooks/postgresql`: the embedded role, with a hard need on ldap added.
+fn postgresql_needs_ldap(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("playbooks");
+    let pg = root.join("postgresql");
+    std::fs::create_dir_all(pg.join("templates")).unwrap();
+    for entry in std::fs::read_dir("playbooks/postgresql/templates").unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, pg.join("templates").join(path.file_name().unwrap())).unwrap();
+    }
+    let toml = std::fs::read_to_string("playbooks/postgresql/role.toml").unwrap();
+    let extra = "\n[[needs]]\nrole = \"ldap\"\nwhy = \"database accounts are checked against the directory\"\n";
+    std::fs::write(pg.join("role.toml"), toml + extra).unwrap();
+    root
+}
+
+fn role_order(plan: &serde_json::Value) -> Vec<String> {
+    plan["steps"].as_array().unwrap().iter().map(|s| s["role"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn plan_follows_a_playbooks_override_of_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = postgresql_needs_ldap(dir.path());
+    let pb = pb.to_str().unwrap();
+    let lab = "wizard/examples/lab.toml";
+
+    let (code, out, err) = run(&["plan", "--json", lab]);
+    assert_eq!(code, 0, "{err}");
+    let order = role_order(&serde_json::from_str(&out).unwrap());
+    let at = |o: &[String], r: &str| o.iter().position(|x| x == r).unwrap();
+    assert!(at(&order, "postgresql") < at(&order, "ldap"), "built in, postgresql comes first: {order:?}");
+
+    let (code, out, err) = run(&["plan", "--json", "--playbooks", pb, lab]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let order = role_order(&v);
+    assert!(at(&order, "ldap") < at(&order, "postgresql"), "the override's need counts: {order:?}");
+    let pg = &v["steps"][at(&order, "postgresql")];
+    assert!(
+        pg["after"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["role"] == "ldap" && r["why"] == "database accounts are checked against the directory"),
+        "{pg}"
+    );
+
+    let (code, out, err) = run(&["plan", "--playbooks", pb, lab]);
+    assert_eq!(code, 0, "{err}");
+    let ldap = out.find(". ldap ").unwrap();
+    let pg = out.find(". postgresql ").unwrap();
+    assert!(ldap < pg, "{out}");
+    assert!(out[pg..].contains("after ldap: database accounts are checked against the directory"), "{out}");
+
+    // A hard need of the override that the site lacks is a problem of the file, with its line.
+    let file = dir.path().join("db-only.toml");
+    std::fs::write(&file, DB_ONLY).unwrap();
+    let file = file.to_str().unwrap();
+    let (code, _, err) = run(&["validate", file]);
+    assert_eq!(code, 0, "built in, postgresql needs no ldap: {err}");
+    let (code, out, err) = run(&["plan", "--playbooks", pb, file]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains(&format!("{file}:16:"))
+            && err.contains("host[0].roles[0]: role `postgresql` needs a host with role `ldap`"),
+        "{err}"
+    );
+}
+
+/// One database host, nothing else.
+const DB_ONLY: &str = r#"
+[site]
+name = "db"
+internal-domain = "db.example.org"
+external-domain = "example.org"
+admin-email = "it@example.org"
+
+[network]
+subnet = "10.77.0.0/24"
+gateway = "10.77.0.1"
+
+[[host]]
+name = "db9"
+address = "10.77.0.249"
+ssh-key = "/nonexistent/groundwork-test-key"
+roles = ["postgresql"]
+
+[[databases.postgresql]]
+name = "app"
+user = "app"
+"#;
+
 #[test]
 fn schema_command_prints_the_kept_schema() {
     let (code, out, _) = run(&["schema"]);
