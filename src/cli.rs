@@ -494,6 +494,11 @@ fn engine_cmd(
         Err(code) => return code,
     };
     let a = &loaded.answers;
+    // Before the state directory, and before anything connects.
+    if let Err(e) = crate::plan::build(a, &catalog).refuse_roles_without_steps(&opts.hosts) {
+        say!("error: {e}");
+        return 2;
+    }
     let dir = StateDir::for_site(state, &a.site.name);
     // An apply holds the directory from its preview to its end; a dry run only reads secrets
     // (it generates none on disk), so dry runs may share it.

@@ -187,6 +187,78 @@ name = "app"
 user = "app"
 "#;
 
+/// A k3s cluster (a server, an agent) and the GitOps hand-off: roles whose steps do not
+/// exist yet. Addresses nothing answers on, a key that does not exist.
+const K3S_ONLY: &str = r#"
+[site]
+name = "k3s-only"
+internal-domain = "k3s.example.org"
+external-domain = "example.org"
+admin-email = "it@example.org"
+
+[network]
+subnet = "10.77.0.0/24"
+gateway = "10.77.0.1"
+
+[[host]]
+name = "k1"
+address = "10.77.0.250"
+ssh-key = "/nonexistent/groundwork-test-key"
+roles = ["k3s-server"]
+
+[[host]]
+name = "w1"
+address = "10.77.0.251"
+ssh-key = "/nonexistent/groundwork-test-key"
+roles = ["k3s-agent"]
+
+[k3s]
+version = "v1.31.4+k3s1"
+mode = "single"
+
+[gitops]
+engine = "flux"
+repository = "https://git.example.org/platform/cluster.git"
+branch = "main"
+path = "./clusters/k3s"
+"#;
+
+#[test]
+fn roles_without_steps_are_shown_by_plan_and_refused_by_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k3s.toml");
+    std::fs::write(&file, K3S_ONLY).unwrap();
+    let file = file.to_str().unwrap();
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+
+    let (code, out, err) = run(&["plan", file, "--state", st]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("NO STEPS YET").count(), 3, "{out}");
+    let (code, out, _) = run(&["plan", "--json", file]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let k3s = v["steps"].as_array().unwrap().iter().find(|s| s["role"] == "k3s-server").unwrap();
+    assert_eq!(k3s["step_count"], 0, "{k3s}");
+
+    for cmd in [&["apply", "--yes"][..], &["apply"], &["plan", "--live"], &["apply", "--yes", "--json"]] {
+        let mut args = cmd.to_vec();
+        args.extend([file, "--state", st]);
+        let t = std::time::Instant::now();
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        for (role, host) in [("k3s-server", "k1"), ("k3s-agent", "w1"), ("gitops", "k1")] {
+            assert!(
+                err.contains(&format!("role {role} has no steps yet: groundwork cannot converge it (on {host})")),
+                "{args:?}: {err}"
+            );
+        }
+        assert!(!err.contains("converged") && !err.contains("connect"), "{args:?}: {err}");
+        assert!(t.elapsed().as_secs() < 10, "{args:?} took {:?}", t.elapsed());
+    }
+    assert!(!state.exists(), "refused before the state directory (and any connection)");
+}
+
 #[test]
 fn schema_command_prints_the_kept_schema() {
     let (code, out, _) = run(&["schema"]);

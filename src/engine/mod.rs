@@ -70,6 +70,7 @@ fn expand_home(p: &std::path::Path) -> PathBuf {
 /// answers were checked and planned with).
 pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Options) -> Result<Outcome, String> {
     let plan = crate::plan::build(a, catalog);
+    plan.refuse_roles_without_steps(&opts.hosts)?;
     // The caller (cli) holds the state directory's lock; this only checks it again.
     state.ensure().map_err(|e| e.to_string())?;
 

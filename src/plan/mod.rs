@@ -31,6 +31,8 @@ pub struct PlanStep {
     pub role: String,
     pub summary: String,
     pub hosts: Vec<String>,
+    /// How many steps the role has; 0: shown here, but refused by `apply` and `plan --live`.
+    pub step_count: usize,
     /// Roles this one waits for, each with the reason.
     pub after: Vec<Reason>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +104,7 @@ pub fn build(a: &Answers, catalog: &Catalog) -> Plan {
             role: spec.name.clone(),
             summary: spec.summary.clone(),
             hosts: hosts_for(a, spec),
+            step_count: spec.steps.len(),
             after: spec
                 .needs
                 .iter()
@@ -191,6 +194,31 @@ fn names_of(dbs: &[crate::answers::model::Database]) -> String {
 }
 
 impl Plan {
+    /// Refuses a run that would converge a role without steps on one of `hosts` (all hosts
+    /// when empty): it would report "converged" while doing nothing. Checked before anything
+    /// connects.
+    pub fn refuse_roles_without_steps(&self, hosts: &[String]) -> Result<(), String> {
+        let mut found = Vec::new();
+        for s in self.steps.iter().filter(|s| s.step_count == 0) {
+            let on: Vec<&str> =
+                s.hosts.iter().filter(|h| hosts.is_empty() || hosts.contains(h)).map(String::as_str).collect();
+            if !on.is_empty() {
+                found.push(format!(
+                    "role {} has no steps yet: groundwork cannot converge it (on {})",
+                    s.role,
+                    on.join(", ")
+                ));
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}\nuntil its steps exist, leave the role out of the answer file, or these hosts out of the run (--host)",
+            found.join("\n")
+        ))
+    }
+
     /// The plan for people.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -212,6 +240,9 @@ impl Plan {
             }
             let _ = writeln!(out, "  {:>2}. {:<width$}  on {}", s.order, s.role, s.hosts.join(", "));
             let _ = writeln!(out, "      {:<width$}  {}", "", s.summary);
+            if s.step_count == 0 {
+                let _ = writeln!(out, "      {:<width$}  NO STEPS YET: shown here, refused by apply", "");
+            }
             if let Some(d) = &s.detail {
                 let _ = writeln!(out, "      {:<width$}  {d}", "");
             }
@@ -237,6 +268,25 @@ mod tests {
         let catalog = Catalog::load(None).unwrap();
         let text = include_str!("../../wizard/examples/proxmox-k3s.toml");
         (load_str("proxmox-k3s.toml", text, &catalog).unwrap().answers, catalog)
+    }
+
+    #[test]
+    fn roles_without_steps_are_refused_only_on_the_hosts_of_the_run() {
+        let (a, catalog) = proxmox_k3s();
+        let plan = build(&a, &catalog);
+        let err = plan.refuse_roles_without_steps(&[]).unwrap_err();
+        assert!(
+            err.contains("role k3s-server has no steps yet: groundwork cannot converge it (on k3s-s1, k3s-s2, k3s-s3)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("role k3s-agent has no steps yet") && err.contains("role gitops has no steps yet"),
+            "{err}"
+        );
+        let err = plan.refuse_roles_without_steps(&["infra1".into(), "k3s-a2".into()]).unwrap_err();
+        assert!(err.contains("role k3s-agent has no steps yet: groundwork cannot converge it (on k3s-a2)"), "{err}");
+        assert!(!err.contains("k3s-server"), "{err}");
+        assert!(plan.refuse_roles_without_steps(&["infra1".into(), "data1".into()]).is_ok());
     }
 
     #[test]

@@ -509,6 +509,13 @@ mod tests {
     }
 
     #[test]
+    fn the_roles_without_steps_are_known() {
+        let c = Catalog::load(None).unwrap();
+        let empty: Vec<&str> = c.roles.iter().filter(|r| r.steps.is_empty()).map(|r| r.name.as_str()).collect();
+        assert_eq!(empty, ["k3s-server", "k3s-agent", "gitops"]);
+    }
+
+    #[test]
     fn an_override_directory_replaces_a_role_and_bad_steps_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base");
