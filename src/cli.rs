@@ -452,6 +452,14 @@ fn write_answers_and_secrets(
 }
 
 /// The answer file (or the bundled lab example), checked with the role graph of `catalog`.
+/// The catalog (built-in, or `--playbooks DIR`) and the answers checked against it; an error
+/// has been printed when this returns the exit code.
+fn load_site(file: Option<&Path>, playbooks: Option<&Path>) -> Result<(Catalog, answers::Loaded), i32> {
+    let catalog = load_catalog(playbooks)?;
+    let loaded = load_or_lab(file, &catalog)?;
+    Ok((catalog, loaded))
+}
+
 fn load_or_lab(file: Option<&Path>, catalog: &Catalog) -> Result<answers::Loaded, i32> {
     let loaded = match file {
         Some(f) => crate::plan::load_file(f, catalog),
@@ -485,12 +493,8 @@ fn engine_cmd(
     opts: crate::engine::Options,
     yes: bool,
 ) -> i32 {
-    let catalog = match load_catalog(playbooks) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let loaded = match load_or_lab(file, &catalog) {
-        Ok(l) => l,
+    let (catalog, loaded) = match load_site(file, playbooks) {
+        Ok(site) => site,
         Err(code) => return code,
     };
     let a = &loaded.answers;
@@ -556,12 +560,8 @@ fn engine_cmd(
 }
 
 fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
-    let catalog = match load_catalog(None) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let loaded = match load_or_lab(file, &catalog) {
-        Ok(l) => l,
+    let (_, loaded) = match load_site(file, None) {
+        Ok(site) => site,
         Err(code) => return code,
     };
     let a = &loaded.answers;
@@ -611,12 +611,8 @@ fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bo
 }
 
 fn plan_cmd(out: &mut Out, file: Option<&Path>, json: bool, engine: &EngineArgs) -> i32 {
-    let catalog = match load_catalog(engine.playbooks.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let loaded = match load_or_lab(file, &catalog) {
-        Ok(l) => l,
+    let (catalog, loaded) = match load_site(file, engine.playbooks.as_deref()) {
+        Ok(site) => site,
         Err(code) => return code,
     };
     let plan = crate::plan::build(&loaded.answers, &catalog);
@@ -647,12 +643,8 @@ fn forget_target(host: &str, a: &answers::Answers) -> (String, u16, Option<Strin
 }
 
 fn forget_host_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option<&Path>) -> i32 {
-    let catalog = match load_catalog(None) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let loaded = match load_or_lab(file, &catalog) {
-        Ok(l) => l,
+    let (_, loaded) = match load_site(file, None) {
+        Ok(site) => site,
         Err(code) => return code,
     };
     let a = &loaded.answers;
