@@ -152,8 +152,7 @@ fn service_names_and_forwarders_follow_the_answers() {
     let opts = &ns1["named.conf.options.j2"];
     assert!(opts.contains("\t\t192.0.2.53;\n\t\t192.0.2.54;\n"), "{opts}");
     assert!(opts.contains("forward only;") && opts.contains("dnssec-validation auto;"), "{opts}");
-    // The sync helper and the probe are plain programs: templating leaves them untouched.
-    assert_eq!(ns1["dns-sync.py"], std::fs::read_to_string("playbooks/dns/templates/dns-sync.py").unwrap());
+    // The probe is a plain program: templating leaves it untouched.
     assert_eq!(ns1["dhcp-probe.py"], std::fs::read_to_string("playbooks/dhcp/templates/dhcp-probe.py").unwrap());
 }
 
@@ -359,6 +358,36 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     assert_eq!(dig(&["@10.77.0.32", "+short", &name, "A"]), addr);
     assert_eq!(dig(&["@10.77.0.32", "+short", "-x", &addr]), format!("{name}."));
     assert!(on("dn1", "ls /var/lib/bind").contains(&format!("db.{DOMAIN}.jnl")));
+
+    // 4b. Records changed by hand: a managed name deleted, a stray record at a managed name and
+    //     one at a name groundwork does not manage. apply restores exactly its own records with
+    //     one signed update (decided on the controller, sent by the host's nsupdate), and leaves
+    //     the other name alone.
+    on(
+        "dn1",
+        &format!(
+            "printf 'server 127.0.0.1\\nzone {DOMAIN}.\\nupdate delete dn2.{DOMAIN}. A\\n\
+             update add dn1.{DOMAIN}. 3600 IN A 10.77.0.99\\nupdate add hand.{DOMAIN}. 300 IN A 10.77.0.98\\nsend\\n' \
+             | nsupdate -k /etc/bind/groundwork/ddns.key"
+        ),
+    );
+    assert_eq!(dig(&["@10.77.0.32", "+short", &format!("dn2.{DOMAIN}"), "A"]), "");
+    let fix = apply(&state, &[]);
+    assert_eq!(fix.code, 0, "{}", fix.all_text());
+    let sync = fix.step("dn1", "static records in the internal domain").expect("the zone step");
+    assert_eq!(sync["status"], "changed", "{sync}");
+    let detail = sync["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains(&format!("missing: dn2.{DOMAIN}. 3600 IN A 10.77.0.33"))
+            && detail.contains(&format!("extra:   dn1.{DOMAIN}. 3600 IN A 10.77.0.99"))
+            && !detail.contains("hand."),
+        "{detail}"
+    );
+    assert_eq!((fix.changed("dn1"), fix.changed("dn2")), (1, 0), "{}", fix.all_text());
+    assert_eq!(dig(&["@10.77.0.32", "+short", &format!("dn2.{DOMAIN}"), "A"]), "10.77.0.33");
+    assert_eq!(dig(&["@10.77.0.32", "+short", &format!("dn1.{DOMAIN}"), "A"]), "10.77.0.32");
+    assert_eq!(dig(&["@10.77.0.32", "+short", &format!("hand.{DOMAIN}"), "A"]), "10.77.0.98");
+    assert_eq!(dig(&["@10.77.0.32", "+short", &name, "A"]), addr, "the lease's record");
 
     // 5. A zone template that named-checkzone refuses: the run fails, the live data stays.
     let static_file = format!("/etc/bind/groundwork/{DOMAIN}.static");

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use groundwork::engine::facts::{FileFact, PathFact, Probe, ServiceFact};
-use groundwork::engine::steps::{Action, Decision, Detail, Step, command, directory, file, service, wait};
+use groundwork::engine::steps::{Action, Decision, Detail, Step, command, directory, file, service, wait, zone};
 use groundwork::playbook::catalog::Catalog;
 use groundwork::playbook::step::{Source, StepSpec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-const KINDS: &[&str] = &["file", "directory", "command", "service", "wait"];
+const KINDS: &[&str] = &["file", "directory", "command", "service", "wait", "zone"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -53,6 +53,28 @@ struct Facts {
     /// Services notified so far on the host.
     #[serde(default)]
     notified: Vec<String>,
+    /// Zone steps: what the host said about the zone.
+    zone: Option<ZoneIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ZoneIn {
+    /// The onlyif check failed.
+    #[serde(default)]
+    skip: bool,
+    /// `named-checkzone -D` of the rendered records, and its exit status.
+    #[serde(default)]
+    want: String,
+    #[serde(default)]
+    want_status: Option<i32>,
+    /// The AXFR from the local server, and dig's exit status.
+    #[serde(default)]
+    live: String,
+    #[serde(default)]
+    live_status: Option<i32>,
+    /// The record of managed names from the last sync, if there was one.
+    applied: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -109,7 +131,7 @@ struct Fails {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Asks {
     #[serde(default)]
     files: Vec<String>,
@@ -119,6 +141,8 @@ struct Asks {
     checks: Vec<String>,
     #[serde(default)]
     services: Vec<String>,
+    /// A zone step's part of the fact script.
+    zone_script: Option<String>,
 }
 
 fn octal(s: &str) -> u32 {
@@ -184,6 +208,19 @@ fn decide(case: &Case, step: &Step) -> Result<Decision, String> {
             service::decide(s, fact.as_ref(), &notified)
         }
         Step::Wait(s) => Ok(wait::decide(s, f.check)),
+        Step::Zone(s) => {
+            let z = f.zone.as_ref().expect("this kind needs [facts] zone");
+            let lines = |t: &str| t.lines().map(str::to_string).collect::<Vec<_>>();
+            let fact = zone::ZoneFact {
+                skip: z.skip,
+                want: lines(&z.want),
+                want_status: z.want_status,
+                live: lines(&z.live),
+                live_status: z.live_status,
+                applied: z.applied.as_deref().map(lines),
+            };
+            zone::decide(s, &fact, &case.run, case.dry_run)
+        }
     }
 }
 
@@ -194,6 +231,7 @@ fn kind_of(step: &Step) -> &'static str {
         Step::Command(_) => "command",
         Step::Service(_) => "service",
         Step::Wait(_) => "wait",
+        Step::Zone(_) => "zone",
     }
 }
 
@@ -230,6 +268,10 @@ fn check(path: &Path) -> Vec<String> {
             ("asks services", &asks.services, &probe.services),
         ] {
             same(&mut errs, what, &want.join("\n"), &got.join("\n"));
+        }
+        if let Some(want) = &asks.zone_script {
+            let got: String = probe.zones.iter().enumerate().map(|(i, z)| z.facts_script(i)).collect();
+            same(&mut errs, "asks zone-script", want, &got);
         }
     }
     let decision = match (decide(&case, &step), &case.expect.error) {

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use super::steps::zone::{Zone, ZoneFact};
+
 /// Single-quote a string for POSIX sh.
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -18,6 +20,8 @@ pub struct Probe {
     /// Shell checks (guards of commands, wait conditions): only their exit status is kept.
     pub checks: Vec<String>,
     pub services: Vec<String>,
+    /// Zones whose records are compared (the wanted, live and applied records of each).
+    pub zones: Vec<Zone>,
 }
 
 impl Probe {
@@ -32,6 +36,10 @@ impl Probe {
     }
     pub fn service(&mut self, name: &str) {
         index_of(&mut self.services, name);
+    }
+    pub fn zone(&mut self, z: &Zone) -> usize {
+        self.zones.push(z.clone());
+        self.zones.len() - 1
     }
 
     /// The script; it never fails as a whole and prints `end` last, so a cut output shows.
@@ -78,6 +86,9 @@ impl Probe {
                 list.join(" "),
                 sh_quote(&self.services.join(" "))
             );
+        }
+        for (i, z) in self.zones.iter().enumerate() {
+            s.push_str(&z.facts_script(i));
         }
         s.push_str("printf 'end\\n'\n");
         s
@@ -145,6 +156,7 @@ pub struct Facts {
     /// Exit status of each check: 0 is success.
     pub checks: Vec<i32>,
     pub services: HashMap<String, ServiceFact>,
+    pub zones: Vec<ZoneFact>,
     pub complete: bool,
 }
 
@@ -170,10 +182,24 @@ impl Facts {
             files: vec![PathFact::Absent; probe.files.len()],
             dirs: vec![PathFact::Absent; probe.dirs.len()],
             checks: vec![1; probe.checks.len()],
+            zones: vec![ZoneFact::default(); probe.zones.len()],
             ..Default::default()
         };
         let octal = |s: &str| u32::from_str_radix(s, 8).unwrap_or(0);
         for line in out.lines() {
+            // A zone's record lines keep their own tabs: only the prefix is split off.
+            if let Some((kind, rest)) = line.split_once('\t')
+                && matches!(kind, "zw" | "zl" | "za")
+            {
+                let Some((i, record)) = rest.split_once('\t') else { continue };
+                let Some(z) = i.parse::<usize>().ok().and_then(|i| f.zones.get_mut(i)) else { continue };
+                match kind {
+                    "zw" => z.want.push(record.to_string()),
+                    "zl" => z.live.push(record.to_string()),
+                    _ => z.applied.get_or_insert_with(Vec::new).push(record.to_string()),
+                }
+                continue;
+            }
             let cols: Vec<&str> = line.split('\t').collect();
             match cols.as_slice() {
                 ["os", id, code, pretty] => {
@@ -227,6 +253,19 @@ impl Facts {
                         ServiceFact { active: active.to_string(), enabled: enabled.to_string() },
                     );
                 }
+                ["zone", i, what, rest @ ..] => {
+                    let Some(z) = i.parse::<usize>().ok().and_then(|i| f.zones.get_mut(i)) else { continue };
+                    let rc = rest.first().and_then(|r| r.parse::<i32>().ok());
+                    match *what {
+                        "skip" => z.skip = true,
+                        "want" => z.want_status = rc,
+                        "live" => z.live_status = rc,
+                        "applied" => {
+                            z.applied.get_or_insert_with(Vec::new);
+                        }
+                        _ => {}
+                    }
+                }
                 ["end"] => f.complete = true,
                 _ => {}
             }
@@ -262,6 +301,24 @@ mod tests {
         assert_eq!(f.checks, vec![0]);
         assert!(f.services["ssh"].is_active());
         assert!(p.script().contains("'/etc/x y'"));
+    }
+
+    #[test]
+    fn zone_records_keep_their_tabs_and_each_zone_its_own() {
+        let mut p = Probe::default();
+        for (i, name) in ["a.test", "b.test"].iter().enumerate() {
+            let z = Zone { zone: name.to_string(), records: format!("/r/{name}"), key: "/k".into(), onlyif: None };
+            assert_eq!(p.zone(&z), i);
+        }
+        let out = "zw\t0\ta.test.\t3600 IN A\t10.0.0.1\nzone\t0\twant\t0\nzl\t0\ta.test.\t\t3600\tIN\tA\t10.0.0.1\n\
+                   zone\t0\tlive\t0\nzone\t1\tskip\nzw\t7\tstray\nza\t0\t; header\nzone\t0\tapplied\nend\n";
+        let f = Facts::parse(out, &p);
+        let z = &f.zones[0];
+        assert_eq!(z.want, vec!["a.test.\t3600 IN A\t10.0.0.1"]);
+        assert_eq!(z.live, vec!["a.test.\t\t3600\tIN\tA\t10.0.0.1"]);
+        assert_eq!((z.want_status, z.live_status, z.skip), (Some(0), Some(0), false));
+        assert_eq!(z.applied.as_deref(), Some(&["; header".to_string()][..]));
+        assert!(f.zones[1].skip && f.zones[1].applied.is_none() && f.complete);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::facts::{Facts, PathFact, Probe, sh_quote};
 use super::journal::{Entry, Journal, Resume};
 use super::packages;
 use super::report::{Reporter, Status};
-use super::steps::{Action, Decision, Detail, Step, command, directory, file, service, wait};
+use super::steps::{Action, Decision, Detail, Step, command, directory, file, service, wait, zone};
 use crate::playbook::catalog::RoleSpec;
 use crate::playbook::step::Source;
 use crate::ssh::{Output, Session};
@@ -426,6 +426,16 @@ impl<'a> HostRun<'a> {
             }
             // Once the host changed the snapshot says nothing: the wait itself looks.
             Step::Wait(w) => wait::decide(w, (!dirty).then(|| facts.checks[p.at[0]])),
+            Step::Zone(z) => {
+                let fact = if dirty {
+                    let mut probe = Probe::default();
+                    probe.zone(z);
+                    self.live(&probe).await?.zones.remove(0)
+                } else {
+                    facts.zones[p.at[0]].clone()
+                };
+                zone::decide(z, &fact, &self.run, self.dry_run)?
+            }
         };
         self.carry_out(&decision, notified).await
     }

@@ -1,5 +1,5 @@
 //! Steps: what a role does on a host, in order. A `[[step]]` table has a `name` and exactly
-//! one kind key: `dest` (a file), `directory`, `command`, `service` or `wait`.
+//! one kind key: `dest` (a file), `directory`, `command`, `service`, `wait` or `zone`.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,16 @@ pub struct StepSpec {
     /// Seconds (wait steps; default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+
+    // zone: the records groundwork owns in a dynamic zone, synced by signed updates
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The zone file with the wanted records (rendered and checked by an earlier file step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<String>,
+    /// The TSIG key file (`named.conf` syntax) that signs the transfer and the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsig_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -138,6 +148,12 @@ pub enum Kind {
         what: String,
         timeout: u64,
     },
+    Zone {
+        zone: String,
+        records: String,
+        key: String,
+        onlyif: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -190,9 +206,10 @@ impl StepSpec {
             self.command.is_some(),
             self.service.is_some(),
             self.wait.is_some(),
+            self.zone.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            return Err("a step has exactly one of dest, directory, command, service, wait".into());
+            return Err("a step has exactly one of dest, directory, command, service, wait, zone".into());
         }
         let file_only = self.template.is_some()
             || self.content.is_some()
@@ -203,8 +220,14 @@ impl StepSpec {
             return Err("template/content/validate/notify/secret belong to a file step (dest)".into());
         }
         let cmd_only = self.creates.is_some() || self.unless.is_some() || self.onlyif.is_some();
-        if cmd_only && self.command.is_none() {
-            return Err("creates/unless/onlyif belong to a command step".into());
+        if cmd_only
+            && self.command.is_none()
+            && !(self.zone.is_some() && self.creates.is_none() && self.unless.is_none())
+        {
+            return Err("creates/unless belong to a command step, onlyif to a command or zone step".into());
+        }
+        if (self.records.is_some() || self.tsig_key.is_some()) && self.zone.is_none() {
+            return Err("records/tsig-key belong to a zone step".into());
         }
         let svc_only = self.state.is_some() || self.enabled.is_some() || self.on_notify.is_some();
         if svc_only && self.service.is_none() {
@@ -273,6 +296,14 @@ impl StepSpec {
                 enabled: self.enabled.unwrap_or(true),
                 on_notify: self.on_notify.unwrap_or(OnNotify::Restart),
             }
+        } else if let Some(zone) = &self.zone {
+            let (Some(records), Some(key)) = (&self.records, &self.tsig_key) else {
+                return Err("a zone step needs records (the zone file) and tsig-key".into());
+            };
+            if !records.starts_with('/') || !key.starts_with('/') {
+                return Err("a zone step's records and tsig-key are absolute paths".into());
+            }
+            Kind::Zone { zone: zone.clone(), records: records.clone(), key: key.clone(), onlyif: self.onlyif.clone() }
         } else {
             let w = self.wait.as_ref().expect("one kind is set");
             let (check, what) = wait_check(w)?;

@@ -10,6 +10,7 @@ pub mod directory;
 pub mod file;
 pub mod service;
 pub mod wait;
+pub mod zone;
 
 use super::facts::Probe;
 use super::report::Status;
@@ -23,6 +24,7 @@ pub enum Step {
     Command(command::Command),
     Service(service::Service),
     Wait(wait::Wait),
+    Zone(zone::Zone),
 }
 
 impl Step {
@@ -61,6 +63,12 @@ impl Step {
             Kind::Wait { check, what, timeout } => {
                 Step::Wait(wait::Wait { check: render(check)?, what: what.clone(), timeout: *timeout })
             }
+            Kind::Zone { zone, records, key, onlyif } => Step::Zone(zone::Zone {
+                zone: render(zone)?.trim_end_matches('.').to_string(),
+                records: render(records)?,
+                key: render(key)?,
+                onlyif: onlyif.as_deref().map(render).transpose()?,
+            }),
         })
     }
 
@@ -76,6 +84,7 @@ impl Step {
                 Vec::new()
             }
             Step::Wait(w) => vec![probe.check(&w.check)],
+            Step::Zone(z) => vec![probe.zone(z)],
         }
     }
 }
@@ -96,6 +105,8 @@ pub enum Action {
     Systemctl { unit: String, verbs: Vec<service::Verb>, then_active: bool },
     /// Poll a check until it succeeds, for up to `timeout` seconds. Changes nothing.
     Wait { check: String, what: String, timeout: u64 },
+    /// A signed dynamic update of a zone: `input` is nsupdate's, on stdin.
+    Update { key: String, zone: String, input: String, added: usize, deleted: usize, soa: bool },
 }
 
 impl Action {
@@ -108,6 +119,7 @@ impl Action {
             Action::SetMeta { path, mode, owner } => file::meta_script(path, *mode, owner),
             Action::Systemctl { unit, verbs, then_active } => service::script(unit, verbs, *then_active),
             Action::Wait { check, timeout, .. } => wait::script(check, *timeout),
+            Action::Update { key, .. } => zone::nsupdate_script(key),
         }
     }
 
@@ -115,6 +127,7 @@ impl Action {
     pub fn stdin(&self) -> Option<&[u8]> {
         match self {
             Action::Write(w) => Some(&w.content),
+            Action::Update { input, .. } => Some(input.as_bytes()),
             _ => None,
         }
     }
@@ -126,6 +139,10 @@ impl Action {
             Action::Write(w) => file::show(w),
             Action::Systemctl { unit, verbs, .. } => service::show(unit, verbs),
             Action::Wait { what, timeout, .. } => format!("wait up to {timeout} s for {what}"),
+            Action::Update { zone, added, deleted, soa, .. } => format!(
+                "nsupdate {zone}: {added} record(s) added, {deleted} deleted{}",
+                if *soa { ", SOA updated" } else { "" }
+            ),
             Action::MakeDir { .. } | Action::SetMeta { .. } => self.script(),
         }
     }
@@ -144,6 +161,7 @@ impl Action {
             Action::MakeDir { .. } => "directory".to_string(),
             Action::SetMeta { .. } => "chmod/chown".to_string(),
             Action::Systemctl { unit, .. } => format!("service {unit}"),
+            Action::Update { zone, .. } => format!("the update of {zone}"),
         };
         if status == 0 {
             return Ok(());
