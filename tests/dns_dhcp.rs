@@ -359,19 +359,20 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     assert_eq!(dig(&["@10.77.0.32", "+short", "-x", &addr]), format!("{name}."));
     assert!(on("dn1", "ls /var/lib/bind").contains(&format!("db.{DOMAIN}.jnl")));
 
-    // 4b. Records changed by hand: a managed name deleted, a stray record at a managed name and
-    //     one at a name groundwork does not manage. apply restores exactly its own records with
-    //     one signed update (decided on the controller, sent by the host's nsupdate), and leaves
-    //     the other name alone.
+    // 4b. Records changed by hand: a managed record with another TTL, a stray record at a
+    //     managed name and one at a name groundwork does not manage. apply restores exactly its
+    //     own records with one signed update (decided on the controller, sent by the host's
+    //     nsupdate), and leaves the other name alone. (Both names are the zone's name servers:
+    //     BIND refuses an update that leaves one without an address.)
     on(
         "dn1",
         &format!(
             "printf 'server 127.0.0.1\\nzone {DOMAIN}.\\nupdate delete dn2.{DOMAIN}. A\\n\
-             update add dn1.{DOMAIN}. 3600 IN A 10.77.0.99\\nupdate add hand.{DOMAIN}. 300 IN A 10.77.0.98\\nsend\\n' \
+             update add dn2.{DOMAIN}. 60 IN A 10.77.0.33\\nupdate add dn1.{DOMAIN}. 3600 IN A 10.77.0.99\\nupdate add hand.{DOMAIN}. 300 IN A 10.77.0.98\\nsend\\n' \
              | nsupdate -k /etc/bind/groundwork/ddns.key"
         ),
     );
-    assert_eq!(dig(&["@10.77.0.32", "+short", &format!("dn2.{DOMAIN}"), "A"]), "");
+    assert!(dig(&["@10.77.0.32", "+noall", "+answer", &format!("dn2.{DOMAIN}"), "A"]).contains("\t60\t"));
     let fix = apply(&state, &[]);
     assert_eq!(fix.code, 0, "{}", fix.all_text());
     let sync = fix.step("dn1", "static records in the internal domain").expect("the zone step");
@@ -380,11 +381,13 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     assert!(
         detail.contains(&format!("missing: dn2.{DOMAIN}. 3600 IN A 10.77.0.33"))
             && detail.contains(&format!("extra:   dn1.{DOMAIN}. 3600 IN A 10.77.0.99"))
+            && detail.contains(&format!("extra:   dn2.{DOMAIN}. 60 IN A 10.77.0.33"))
             && !detail.contains("hand."),
         "{detail}"
     );
     assert_eq!((fix.changed("dn1"), fix.changed("dn2")), (1, 0), "{}", fix.all_text());
-    assert_eq!(dig(&["@10.77.0.32", "+short", &format!("dn2.{DOMAIN}"), "A"]), "10.77.0.33");
+    let dn2 = dig(&["@10.77.0.32", "+noall", "+answer", &format!("dn2.{DOMAIN}"), "A"]);
+    assert!(dn2.contains("\t3600\tIN\tA\t10.77.0.33") && dn2.lines().count() == 1, "{dn2}");
     assert_eq!(dig(&["@10.77.0.32", "+short", &format!("dn1.{DOMAIN}"), "A"]), "10.77.0.32");
     assert_eq!(dig(&["@10.77.0.32", "+short", &format!("hand.{DOMAIN}"), "A"]), "10.77.0.98");
     assert_eq!(dig(&["@10.77.0.32", "+short", &name, "A"]), addr, "the lease's record");

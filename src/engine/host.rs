@@ -1,8 +1,8 @@
-//! One host's run, the runner of the steps: render its steps, gather facts in one round trip,
-//! then have each step decided from the facts (the pure decisions of [`super::steps`]) and
-//! carry out the actions over SSH, with the journal, notifications and progress. Once
-//! something changed on the host, later steps are checked live (the snapshot may be stale); a
-//! run that changes nothing costs one round trip.
+//! One host: what its phases share (the run's context, the SSH session, the rendered steps
+//! and the facts), and the runner of its steps. Each step is decided from the facts by the
+//! pure decisions of [`super::steps`]; the runner carries out the actions over SSH, with the
+//! journal, notifications and progress. Once something changed on the host, later steps are
+//! checked live (the snapshot may be stale); a run that changes nothing costs one round trip.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,22 +18,11 @@ use super::report::{Reporter, Status};
 use super::steps::{Action, Decision, Detail, Step, command, directory, file, service, wait, zone};
 use crate::playbook::catalog::RoleSpec;
 use crate::playbook::step::Source;
-use crate::ssh::{Output, Session};
+use crate::ssh::{Output, Session, SshOptions, Target};
 
-/// A step of a role, rendered for this host.
-struct Prepared<'c> {
-    role: &'c str,
-    name: &'c str,
-    when: Option<&'c str>,
-    step: Step,
-    /// Where its facts are in the snapshot (see [`Step::ask`]).
-    at: Vec<usize>,
-}
-
-pub struct HostRun<'a> {
-    pub host: String,
+/// What every host of a run shares.
+pub struct RunContext<'a> {
     pub run: String,
-    pub session: &'a Session,
     pub reporter: &'a Reporter,
     pub journal: Option<&'a Journal>,
     pub resume: Option<&'a Resume>,
@@ -41,10 +30,50 @@ pub struct HostRun<'a> {
     pub cancel: &'a AtomicBool,
     pub dry_run: bool,
     pub env: &'a Environment<'static>,
-    /// Context without facts (paths, commands, checks).
-    pub base_ctx: Value,
-    /// Builds the full context once facts are known.
-    pub full_ctx: &'a (dyn Fn(&Facts) -> Value + Send + Sync),
+    /// The template context of the site (answers, derived values, secrets).
+    pub site_ctx: &'a serde_json::Value,
+    pub ssh: &'a SshOptions,
+}
+
+/// A step of a role, rendered for this host.
+pub struct Prepared<'c> {
+    pub role: &'c str,
+    pub name: &'c str,
+    pub when: Option<&'c str>,
+    pub step: Step,
+    /// Where its facts are in the snapshot (see [`Step::ask`]).
+    pub at: Vec<usize>,
+}
+
+/// What the facts phase learned, and what converging keeps track of.
+pub struct Work<'c> {
+    pub prepared: Vec<Prepared<'c>>,
+    /// The packages of the host's roles, and the debconf answers they need.
+    pub packages: Vec<String>,
+    pub preseed: Vec<String>,
+    pub facts: Facts,
+    /// The template context with the facts.
+    pub ctx: Value,
+    /// Something changed on the host: later steps are checked live.
+    pub dirty: bool,
+    /// An interrupted run on this same machine: its finished steps are skipped.
+    pub resumable: bool,
+    /// Services to restart or reload (from this run, or one that stopped before it could).
+    pub notified: HashSet<String>,
+}
+
+/// One host of a run, as its phases see it.
+pub struct Host<'a> {
+    pub name: String,
+    pub target: Target,
+    pub roles: Vec<&'a RoleSpec>,
+    pub cx: &'a RunContext<'a>,
+    /// Set by the connect phase.
+    pub session: Option<Session>,
+    /// Set by the facts phase.
+    pub work: Option<Work<'a>>,
+    /// The template context without facts (paths, commands, checks).
+    base_ctx: Value,
 }
 
 type StepResult = Result<(Status, Option<String>), String>;
@@ -53,14 +82,23 @@ type StepResult = Result<(Status, Option<String>), String>;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// The package transaction of a host (downloads and unpacks everything at once).
 const PACKAGES_TIMEOUT: Duration = Duration::from_secs(1800);
-const INTERRUPTED: &str = "interrupted; the next apply continues from here";
+pub const INTERRUPTED: &str = "interrupted; the next apply continues from here";
 
-impl<'a> HostRun<'a> {
-    fn render(&self, s: &str) -> Result<String, String> {
+impl<'a> Host<'a> {
+    pub fn new(target: Target, roles: Vec<&'a RoleSpec>, cx: &'a RunContext<'a>) -> Host<'a> {
+        let base_ctx = super::context::host_context(cx.site_ctx, &target.name, &Facts::default());
+        Host { name: target.name.clone(), target, roles, cx, base_ctx, session: None, work: None }
+    }
+
+    pub(crate) fn session(&self) -> Result<&Session, String> {
+        self.session.as_ref().ok_or_else(|| "not connected".to_string())
+    }
+
+    pub(crate) fn render(&self, s: &str) -> Result<String, String> {
         if !s.contains("{{") && !s.contains("{%") {
             return Ok(s.to_string());
         }
-        self.env.render_str(s, &self.base_ctx).map_err(|e| format!("cannot render `{s}`: {e}"))
+        self.cx.env.render_str(s, &self.base_ctx).map_err(|e| format!("cannot render `{s}`: {e}"))
     }
 
     async fn exec(&self, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, String> {
@@ -81,24 +119,24 @@ impl<'a> HostRun<'a> {
         on_line: &(dyn Fn(&str) + Sync),
     ) -> Result<Output, String> {
         let t = Instant::now();
-        let out = match tokio::time::timeout(limit, self.session.exec_watching(cmd, stdin, on_line)).await {
+        let out = match tokio::time::timeout(limit, self.session()?.exec_watching(cmd, stdin, on_line)).await {
             Ok(r) => r.map_err(|e| e.to_string())?,
             Err(_) => {
                 let first = cmd.lines().find(|l| !l.trim().is_empty()).unwrap_or(cmd);
-                self.reporter.log(&self.host, &format!("$ {cmd}\n  -> no answer within {} s", limit.as_secs()));
+                self.cx.reporter.log(&self.name, &format!("$ {cmd}\n  -> no answer within {} s", limit.as_secs()));
                 return Err(format!("no answer within {} s from `{first}`", limit.as_secs()));
             }
         };
-        self.reporter.command(&self.host, cmd, out.status, &out.stdout_str(), &out.stderr_str(), t.elapsed());
+        self.cx.reporter.command(&self.name, cmd, out.status, &out.stdout_str(), &out.stderr_str(), t.elapsed());
         Ok(out)
     }
 
     /// The package transaction; a failure names the part that failed, with apt's last words.
-    async fn packages(&self, script: &str) -> Result<(), String> {
+    pub(crate) async fn packages(&self, script: &str) -> Result<(), String> {
         // The part running now (a wait for another apt included) shows on the progress bar.
         let on_line = |line: &str| {
             if let Some(part) = line.strip_prefix("groundwork-part\t") {
-                self.reporter.progress(&self.host, "packages", part);
+                self.cx.reporter.progress(&self.name, "packages", part);
             }
         };
         let out = self.exec_watching(script, None, PACKAGES_TIMEOUT, &on_line).await?;
@@ -115,8 +153,8 @@ impl<'a> HostRun<'a> {
     }
 
     /// Resolves once the run is interrupted (Ctrl-C).
-    async fn interrupted(&self) {
-        while !self.cancel.load(Ordering::SeqCst) {
+    pub(crate) async fn interrupted(&self) {
+        while !self.cx.cancel.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -129,7 +167,7 @@ impl<'a> HostRun<'a> {
         }
     }
 
-    async fn gather(&self, probe: &Probe) -> Result<Facts, String> {
+    pub(crate) async fn gather(&self, probe: &Probe) -> Result<Facts, String> {
         let out = self.look(&probe.script(), COMMAND_TIMEOUT).await?;
         let facts = Facts::parse(&out.stdout_str(), probe);
         if !facts.complete {
@@ -138,150 +176,8 @@ impl<'a> HostRun<'a> {
         Ok(facts)
     }
 
-    /// Converge (or, in a dry run, compare) `roles` on this host, in order.
-    pub async fn run(&self, roles: &[&RoleSpec]) -> Result<(), String> {
-        // 1. Render what the probe needs.
-        let mut probe = Probe::default();
-        let mut prepared: Vec<Prepared<'_>> = Vec::new();
-        let mut packages: Vec<String> = Vec::new();
-        let mut preseed: Vec<String> = Vec::new();
-        for role in roles {
-            for p in &role.packages {
-                if !packages.contains(p) {
-                    packages.push(p.clone());
-                }
-            }
-            for line in &role.preseed {
-                preseed.push(self.render(line)?);
-            }
-            for step in &role.steps {
-                let rendered = Step::render(&step.kind, &|s| self.render(s))?;
-                prepared.push(Prepared {
-                    role: &role.name,
-                    name: &step.name,
-                    when: step.when.as_deref(),
-                    at: rendered.ask(&mut probe),
-                    step: rendered,
-                });
-            }
-        }
-        probe.packages = packages.clone();
-        self.reporter.set_length(&self.host, prepared.len() + 1);
-
-        // 2. Facts, one round trip.
-        let t = Instant::now();
-        let facts = self.gather(&probe).await?;
-        self.reporter.log(
-            &self.host,
-            &format!(
-                "facts in {} ms: {} ({}), {} packages, {} files, {} checks, {} services",
-                t.elapsed().as_millis(),
-                facts.os_pretty,
-                facts.virtualization,
-                probe.packages.len(),
-                probe.files.len(),
-                probe.checks.len(),
-                probe.services.len()
-            ),
-        );
-        if facts.os_id != "debian" && facts.os_id != "ubuntu" {
-            return Err(format!("{} is not a Debian-family system; groundwork's playbooks use apt", facts.os_pretty));
-        }
-        let ctx = (self.full_ctx)(&facts);
-        let mut dirty = false;
-        // Which machine this name reached: resume skips and restarts only for the same one.
-        let identity = format!("{} {}", self.session.host_key_fingerprint(), facts.machine_id);
-        if let Some(j) = self.journal {
-            j.write(&Entry::Host { run: self.run.clone(), host: self.host.clone(), identity: identity.clone() });
-        }
-        let resumable = self.resume.is_some_and(|r| r.done_for(&self.host, &identity));
-        if let Some(r) = self.resume.filter(|r| r.same_inputs && !resumable && r.identities.contains_key(&self.host)) {
-            self.reporter.note(
-                &self.host,
-                &format!(
-                    "is not the machine run {} reached (new host key or machine-id): every step is checked again",
-                    r.run
-                ),
-            );
-        }
-        let mut notified: HashSet<String> =
-            self.resume.map(|r| r.pending_for(&self.host, &identity)).unwrap_or_default();
-        if !notified.is_empty() {
-            let mut list: Vec<&String> = notified.iter().collect();
-            list.sort();
-            self.reporter.note(
-                &self.host,
-                &format!(
-                    "an earlier run changed files that {} watch(es) and stopped before restarting; restarting now",
-                    list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            );
-        }
-
-        // 3. Packages: one apt transaction for every role of this host.
-        let t = Instant::now();
-        let missing: Vec<&String> = packages.iter().filter(|p| facts.packages.get(*p) != Some(&true)).collect();
-        if missing.is_empty() {
-            self.finish_step("packages", "install", Status::Ok, t.elapsed(), None);
-        } else {
-            let list = missing.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ");
-            if self.dry_run {
-                self.finish_step(
-                    "packages",
-                    "install",
-                    Status::WouldChange,
-                    t.elapsed(),
-                    Some(&format!("apt-get install {list}")),
-                );
-            } else {
-                self.reporter.step_started(&self.host, "packages", "install");
-                let script = packages::script(&missing.iter().map(|p| p.to_string()).collect::<Vec<_>>(), &preseed);
-                match self.packages(&script).await {
-                    Ok(()) => {
-                        dirty = true;
-                        self.finish_step(
-                            "packages",
-                            "install",
-                            Status::Changed,
-                            t.elapsed(),
-                            Some(&format!("installed {list}")),
-                        );
-                    }
-                    Err(e) => {
-                        self.finish_step("packages", "install", Status::Failed, t.elapsed(), Some(&e));
-                        return Err(format!("packages: {e}"));
-                    }
-                }
-            }
-        }
-
-        // 4. Steps, role by role, after the roles they need (on any host) have converged.
-        for role in roles {
-            if !self.dry_run {
-                let waited = tokio::select! {
-                    w = self.board.wait_for_needs(&role.name) => w,
-                    () = self.interrupted() => return Err(INTERRUPTED.into()),
-                };
-                if let Err(blocker) = waited {
-                    return Err(format!("role {} not started: {blocker}", role.name));
-                }
-            }
-            for p in prepared.iter().filter(|p| p.role == role.name) {
-                if self.cancel.load(Ordering::SeqCst) {
-                    return Err(INTERRUPTED.into());
-                }
-                let status = self.run_step(p, &facts, &ctx, dirty, resumable, &mut notified).await?;
-                if status == Status::Changed {
-                    dirty = true;
-                }
-            }
-            self.board.finished_on(&role.name, &self.host, true);
-        }
-        Ok(())
-    }
-
     /// One step with its bookkeeping: resume skip, `when`, status, journal.
-    async fn run_step(
+    pub(crate) async fn run_step(
         &self,
         p: &Prepared<'_>,
         facts: &Facts,
@@ -290,14 +186,14 @@ impl<'a> HostRun<'a> {
         resumable: bool,
         notified: &mut HashSet<String>,
     ) -> Result<Status, String> {
-        let key = (self.host.clone(), p.role.to_string(), p.name.to_string());
-        if resumable && self.resume.is_some_and(|r| r.done.contains(&key)) {
+        let key = (self.name.clone(), p.role.to_string(), p.name.to_string());
+        if resumable && self.cx.resume.is_some_and(|r| r.done.contains(&key)) {
             self.finish_step(p.role, p.name, Status::Skipped, Duration::ZERO, Some("done by the interrupted run"));
             // Carried into this run's journal: a resume of this run still knows it.
-            if let Some(j) = self.journal {
+            if let Some(j) = self.cx.journal {
                 j.write(&Entry::Step {
-                    run: self.run.clone(),
-                    host: self.host.clone(),
+                    run: self.cx.run.clone(),
+                    host: self.name.clone(),
                     role: p.role.to_string(),
                     step: p.name.to_string(),
                     status: "done".into(),
@@ -305,10 +201,11 @@ impl<'a> HostRun<'a> {
             }
             return Ok(Status::Skipped);
         }
-        self.reporter.step_started(&self.host, p.role, p.name);
+        self.cx.reporter.step_started(&self.name, p.role, p.name);
         let t = Instant::now();
         if let Some(cond) = p.when {
             let keep = self
+                .cx
                 .env
                 .compile_expression(cond)
                 .and_then(|e| e.eval(ctx))
@@ -336,15 +233,15 @@ impl<'a> HostRun<'a> {
         }
     }
 
-    fn finish_step(&self, role: &str, step: &str, status: Status, took: Duration, detail: Option<&str>) {
-        self.reporter.step_finished(&self.host, role, step, status, took, detail);
-        if let Some(j) = self.journal
+    pub(crate) fn finish_step(&self, role: &str, step: &str, status: Status, took: Duration, detail: Option<&str>) {
+        self.cx.reporter.step_finished(&self.name, role, step, status, took, detail);
+        if let Some(j) = self.cx.journal
             && role != "packages"
             && matches!(status, Status::Ok | Status::Changed | Status::Failed)
         {
             j.write(&Entry::Step {
-                run: self.run.clone(),
-                host: self.host.clone(),
+                run: self.cx.run.clone(),
+                host: self.name.clone(),
                 role: role.to_string(),
                 step: step.to_string(),
                 status: status.as_str().to_string(),
@@ -391,13 +288,13 @@ impl<'a> HostRun<'a> {
             Step::File(f) => {
                 let content = match &f.source {
                     Source::Template(t) => {
-                        self.env.get_template(&format!("{}/{t}", p.role)).and_then(|tpl| tpl.render(ctx))
+                        self.cx.env.get_template(&format!("{}/{t}", p.role)).and_then(|tpl| tpl.render(ctx))
                     }
-                    Source::Inline(text) => self.env.render_str(text, ctx),
+                    Source::Inline(text) => self.cx.env.render_str(text, ctx),
                 }
                 .map_err(|e| format!("template: {e:#}"))?;
                 let current = self.path_fact(dirty, facts, p.at[0], &f.dest, false).await?;
-                file::decide(f, content.as_bytes(), &current, &self.run)?
+                file::decide(f, content.as_bytes(), &current, &self.cx.run)?
             }
             Step::Directory(d) => {
                 let current = self.path_fact(dirty, facts, p.at[0], &d.path, true).await?;
@@ -415,7 +312,7 @@ impl<'a> HostRun<'a> {
                 command::decide(c, &codes)
             }
             Step::Service(s) => {
-                let fact = if dirty || self.dry_run && notified.contains(&s.name) {
+                let fact = if dirty || self.cx.dry_run && notified.contains(&s.name) {
                     let mut probe = Probe::default();
                     probe.service(&s.name);
                     self.live(&probe).await?.services.remove(&s.name)
@@ -434,7 +331,7 @@ impl<'a> HostRun<'a> {
                 } else {
                     facts.zones[p.at[0]].clone()
                 };
-                zone::decide(z, &fact, &self.run, self.dry_run)?
+                zone::decide(z, &fact, &self.cx.run, self.cx.dry_run)?
             }
         };
         self.carry_out(&decision, notified).await
@@ -455,8 +352,8 @@ impl<'a> HostRun<'a> {
             }
             _ => None,
         };
-        let (status, detail) = d.outcome(self.dry_run, live.as_deref());
-        if self.dry_run {
+        let (status, detail) = d.outcome(self.cx.dry_run, live.as_deref());
+        if self.cx.dry_run {
             notified.extend(d.notify.iter().cloned());
             return Ok((status, detail));
         }
@@ -466,8 +363,8 @@ impl<'a> HostRun<'a> {
         for n in &d.notify {
             if notified.insert(n.clone()) {
                 fresh.push(n);
-                if let Some(j) = self.journal {
-                    j.write(&Entry::Notify { run: self.run.clone(), host: self.host.clone(), service: n.clone() });
+                if let Some(j) = self.cx.journal {
+                    j.write(&Entry::Notify { run: self.cx.run.clone(), host: self.name.clone(), service: n.clone() });
                 }
             }
         }
@@ -498,8 +395,12 @@ impl<'a> HostRun<'a> {
 
     fn handled(&self, service: &str, notified: &mut HashSet<String>) {
         notified.remove(service);
-        if let Some(j) = self.journal {
-            j.write(&Entry::Handled { run: self.run.clone(), host: self.host.clone(), service: service.to_string() });
+        if let Some(j) = self.cx.journal {
+            j.write(&Entry::Handled {
+                run: self.cx.run.clone(),
+                host: self.name.clone(),
+                service: service.to_string(),
+            });
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The engine: for every host in parallel, one SSH session, facts in one round trip, then the
-//! steps of its roles in plan order, changing only what differs. A dry run (`plan --live`)
-//! does the same up to the point of changing anything.
+//! The engine: a run prepares (secrets, log, journal, resume point), runs the list of
+//! [`phases`] on every host in parallel (connect, facts in one round trip, packages, the steps
+//! of its roles in plan order, disconnect), changing only what differs, then sums up. A dry run
+//! (`plan --live`) runs the same phases up to the point of changing anything.
 
 pub mod board;
 pub mod context;
@@ -8,6 +9,7 @@ pub mod facts;
 pub mod host;
 pub mod journal;
 pub mod packages;
+pub mod phases;
 pub mod report;
 pub mod steps;
 
@@ -20,12 +22,12 @@ use sha2::{Digest, Sha256};
 
 use crate::answers::model::Answers;
 use crate::playbook::catalog::{Catalog, RoleSpec, hex};
-use crate::ssh::{Session, SshOptions, Target};
+use crate::ssh::{SshOptions, Target};
 use crate::state::{Secrets, StateDir};
 
 use board::Board;
 use context::Redactor;
-use host::HostRun;
+use host::{Host, RunContext};
 use journal::{Entry, Journal, Resume};
 use report::Reporter;
 
@@ -170,6 +172,19 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
     }
     let ssh_opts = SshOptions { known_hosts: state.root.join("known_hosts"), ..SshOptions::default() };
 
+    let cx = RunContext {
+        run: run.clone(),
+        reporter: &reporter,
+        journal: journal.as_ref(),
+        resume: resume.as_ref(),
+        board: &board,
+        cancel: &cancel,
+        dry_run: opts.dry_run,
+        env: &env,
+        site_ctx: &site_ctx,
+        ssh: &ssh_opts,
+    };
+    let phases = phases::apply();
     let jobs = selected.iter().map(|hp| {
         let host = a.hosts.iter().find(|h| h.name == hp.name).expect("plan hosts come from answers");
         let roles: Vec<&RoleSpec> = hp.roles.iter().filter_map(|r| catalog.get(r)).collect();
@@ -180,39 +195,14 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
             user: host.ssh_user.clone(),
             key_path: expand_home(host.ssh_key.as_deref().unwrap_or(std::path::Path::new("~/.ssh/id_ed25519"))),
         };
-        let (reporter, board, env, site_ctx, journal, resume, cancel, ssh_opts, run) =
-            (&reporter, &board, &env, &site_ctx, journal.as_ref(), resume.as_ref(), &cancel, &ssh_opts, &run);
+        let (cx, phases) = (&cx, &phases);
         async move {
             let started = Instant::now();
-            reporter.host_started(&target.name, roles.iter().map(|r| r.steps.len()).sum::<usize>() + 1);
-            let result = async {
-                let t = Instant::now();
-                let session = Session::connect(&target, ssh_opts).await.map_err(|e| e.to_string())?;
-                reporter.connected(&target.name, session.host_key_fingerprint(), session.first_contact(), t.elapsed());
-                let name = target.name.clone();
-                let full = move |f: &facts::Facts| context::host_context(site_ctx, &name, f);
-                let base_ctx = context::host_context(site_ctx, &target.name, &facts::Facts::default());
-                let hr = HostRun {
-                    host: target.name.clone(),
-                    run: run.clone(),
-                    session: &session,
-                    reporter,
-                    journal,
-                    resume,
-                    board,
-                    cancel,
-                    dry_run: opts.dry_run,
-                    env,
-                    base_ctx,
-                    full_ctx: &full,
-                };
-                let r = hr.run(&roles).await;
-                session.close().await;
-                r
-            }
-            .await;
-            board.host_done(&target.name);
-            reporter.host_finished(&target.name, result.as_ref().err().map(String::as_str), started.elapsed());
+            cx.reporter.host_started(&target.name, roles.iter().map(|r| r.steps.len()).sum::<usize>() + 1);
+            let mut h = Host::new(target, roles, cx);
+            let result = phases::run(phases, &mut h).await;
+            cx.board.host_done(&h.name);
+            cx.reporter.host_finished(&h.name, result.as_ref().err().map(String::as_str), started.elapsed());
             result.is_ok()
         }
     });

@@ -284,18 +284,20 @@ pub fn decide(z: &Zone, fact: &ZoneFact, run: &str, dry_run: bool) -> Result<Dec
             soa: changes.soa.is_some(),
         });
     }
-    // The record of managed names is replaced whole (a candidate, then a move).
-    let record = file::File {
-        dest: z.applied_path(),
-        source: Source::Inline(String::new()),
-        validate: None,
-        notify: Vec::new(),
-        mode: 0o644,
-        owner: "root:root".into(),
-        secret: false,
-    };
-    let content = applied_file(&z.zone, &want);
-    actions.push(Action::MakeDir { path: APPLIED.into(), mode: 0o755, owner: "root:root".into() });
-    actions.extend(file::decide(&record, content.as_bytes(), &PathFact::Absent, run)?.actions);
+    if changes.applied_differs {
+        // The record of managed names is replaced whole (a candidate, then a move).
+        let record = file::File {
+            dest: z.applied_path(),
+            source: Source::Inline(String::new()),
+            validate: None,
+            notify: Vec::new(),
+            mode: 0o644,
+            owner: "root:root".into(),
+            secret: false,
+        };
+        let content = applied_file(&z.zone, &want);
+        actions.push(Action::MakeDir { path: APPLIED.into(), mode: 0o755, owner: "root:root".into() });
+        actions.extend(file::decide(&record, content.as_bytes(), &PathFact::Absent, run)?.actions);
+    }
     Ok(Decision { actions, detail: Some(Detail::Text(describe(&z.zone, &changes))), ..Decision::default() })
 }

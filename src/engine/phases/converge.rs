@@ -1,0 +1,52 @@
+//! The steps of the host's roles in plan order, each role after the roles it needs (on any
+//! host) have converged.
+
+use std::sync::atomic::Ordering;
+
+use futures::future::LocalBoxFuture;
+
+use super::Phase;
+use crate::engine::host::{Host, INTERRUPTED, Work};
+use crate::engine::report::Status;
+
+pub struct Converge;
+
+impl Phase for Converge {
+    fn title(&self) -> &'static str {
+        "converge"
+    }
+
+    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
+        Box::pin(async move {
+            let Some(mut work) = h.work.take() else { return Err("no facts".into()) };
+            let result = roles(h, &mut work).await;
+            h.work = Some(work);
+            result
+        })
+    }
+}
+
+async fn roles<'a>(h: &Host<'a>, work: &mut Work<'a>) -> Result<(), String> {
+    for role in &h.roles {
+        if !h.cx.dry_run {
+            let waited = tokio::select! {
+                w = h.cx.board.wait_for_needs(&role.name) => w,
+                () = h.interrupted() => return Err(INTERRUPTED.into()),
+            };
+            if let Err(blocker) = waited {
+                return Err(format!("role {} not started: {blocker}", role.name));
+            }
+        }
+        for p in work.prepared.iter().filter(|p| p.role == role.name) {
+            if h.cx.cancel.load(Ordering::SeqCst) {
+                return Err(INTERRUPTED.into());
+            }
+            let status = h.run_step(p, &work.facts, &work.ctx, work.dirty, work.resumable, &mut work.notified).await?;
+            if status == Status::Changed {
+                work.dirty = true;
+            }
+        }
+        h.cx.board.finished_on(&role.name, &h.name, true);
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Close the host's SSH session once its work is done.
+
+use futures::future::LocalBoxFuture;
+
+use super::Phase;
+use crate::engine::host::Host;
+
+pub struct Disconnect;
+
+impl Phase for Disconnect {
+    fn title(&self) -> &'static str {
+        "disconnect"
+    }
+
+    fn has_work(&self, h: &Host<'_>) -> bool {
+        h.session.is_some()
+    }
+
+    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
+        Box::pin(async move {
+            if let Some(s) = h.session.take() {
+                s.close().await;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! Render the steps of the host's roles, gather what they need to know in one round trip, and
+//! learn which machine this is.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use futures::future::LocalBoxFuture;
+
+use super::Phase;
+use crate::engine::facts::Probe;
+use crate::engine::host::{Host, Prepared, Work};
+use crate::engine::journal::Entry;
+use crate::engine::steps::Step;
+
+pub struct Facts;
+
+impl Phase for Facts {
+    fn title(&self) -> &'static str {
+        "facts"
+    }
+
+    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
+        Box::pin(gather(h))
+    }
+}
+
+/// The facts phase: render the steps of the host's roles, gather what they need to know in
+/// one round trip, and learn which machine this is (a resume applies only to the same one).
+async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
+    let mut probe = Probe::default();
+    let mut prepared: Vec<Prepared<'a>> = Vec::new();
+    let mut packages: Vec<String> = Vec::new();
+    let mut preseed: Vec<String> = Vec::new();
+    let roles = h.roles.clone();
+    for role in roles {
+        for p in &role.packages {
+            if !packages.contains(p) {
+                packages.push(p.clone());
+            }
+        }
+        for line in &role.preseed {
+            preseed.push(h.render(line)?);
+        }
+        for step in &role.steps {
+            let rendered = Step::render(&step.kind, &|s| h.render(s))?;
+            prepared.push(Prepared {
+                role: &role.name,
+                name: &step.name,
+                when: step.when.as_deref(),
+                at: rendered.ask(&mut probe),
+                step: rendered,
+            });
+        }
+    }
+    probe.packages = packages.clone();
+    h.cx.reporter.set_length(&h.name, prepared.len() + 1);
+
+    let t = Instant::now();
+    let facts = h.gather(&probe).await?;
+    h.cx.reporter.log(
+        &h.name,
+        &format!(
+            "facts in {} ms: {} ({}), {} packages, {} files, {} checks, {} services, {} zones",
+            t.elapsed().as_millis(),
+            facts.os_pretty,
+            facts.virtualization,
+            probe.packages.len(),
+            probe.files.len(),
+            probe.checks.len(),
+            probe.services.len(),
+            probe.zones.len()
+        ),
+    );
+    if facts.os_id != "debian" && facts.os_id != "ubuntu" {
+        return Err(format!("{} is not a Debian-family system; groundwork's playbooks use apt", facts.os_pretty));
+    }
+    let ctx = crate::engine::context::host_context(h.cx.site_ctx, &h.name, &facts);
+    // Which machine this name reached: resume skips and restarts only for the same one.
+    let identity = format!("{} {}", h.session()?.host_key_fingerprint(), facts.machine_id);
+    if let Some(j) = h.cx.journal {
+        j.write(&Entry::Host { run: h.cx.run.clone(), host: h.name.clone(), identity: identity.clone() });
+    }
+    let resumable = h.cx.resume.is_some_and(|r| r.done_for(&h.name, &identity));
+    if let Some(r) = h.cx.resume.filter(|r| r.same_inputs && !resumable && r.identities.contains_key(&h.name)) {
+        h.cx.reporter.note(
+            &h.name,
+            &format!(
+                "is not the machine run {} reached (new host key or machine-id): every step is checked again",
+                r.run
+            ),
+        );
+    }
+    let notified: HashSet<String> = h.cx.resume.map(|r| r.pending_for(&h.name, &identity)).unwrap_or_default();
+    if !notified.is_empty() {
+        let mut list: Vec<&String> = notified.iter().collect();
+        list.sort();
+        h.cx.reporter.note(
+            &h.name,
+            &format!(
+                "an earlier run changed files that {} watch(es) and stopped before restarting; restarting now",
+                list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    h.work = Some(Work { prepared, packages, preseed, facts, ctx, dirty: false, resumable, notified });
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! One apt transaction for every package of the host's roles; a dry run says what it would
+//! install.
+
+use std::time::Instant;
+
+use futures::future::LocalBoxFuture;
+
+use super::Phase;
+use crate::engine::host::Host;
+use crate::engine::packages;
+use crate::engine::report::Status;
+
+pub struct Packages;
+
+impl Phase for Packages {
+    fn title(&self) -> &'static str {
+        "packages"
+    }
+
+    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
+        Box::pin(install(h))
+    }
+}
+
+/// The packages phase: one apt transaction for every role of this host.
+async fn install(h: &mut Host<'_>) -> Result<(), String> {
+    let Some(work) = h.work.as_ref() else { return Err("no facts".into()) };
+    let t = Instant::now();
+    let missing: Vec<String> =
+        work.packages.iter().filter(|p| work.facts.packages.get(*p) != Some(&true)).cloned().collect();
+    if missing.is_empty() {
+        h.finish_step("packages", "install", Status::Ok, t.elapsed(), None);
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if h.cx.dry_run {
+        h.finish_step(
+            "packages",
+            "install",
+            Status::WouldChange,
+            t.elapsed(),
+            Some(&format!("apt-get install {list}")),
+        );
+        return Ok(());
+    }
+    h.cx.reporter.step_started(&h.name, "packages", "install");
+    let script = packages::script(&missing, &work.preseed);
+    match h.packages(&script).await {
+        Ok(()) => {
+            if let Some(w) = h.work.as_mut() {
+                w.dirty = true;
+            }
+            h.finish_step("packages", "install", Status::Changed, t.elapsed(), Some(&format!("installed {list}")));
+            Ok(())
+        }
+        Err(e) => {
+            h.finish_step("packages", "install", Status::Failed, t.elapsed(), Some(&e));
+            Err(format!("packages: {e}"))
+        }
+    }
+}
