@@ -8,7 +8,8 @@
 # OUT_TARBALL.sha256, still matches; otherwise it is rebuilt.  LAB_REBUILD=1 forces a rebuild.
 # The lab SSH key is generated once at $LAB_CACHE/id_ed25519 (default /var/cache/groundwork-lab).
 #
-# The image: minbase + systemd, sshd, ifupdown/dhclient, sudo, python3-minimal; root and the
+# The image: minbase + systemd, sshd, ifupdown/dhclient, sudo (no python3: what a minimal Debian
+# target has, so nothing of groundwork may need it); root and the
 # passwordless-sudo user `ops` accept the lab key; no ssh host keys and an empty machine-id (every
 # host gets its own identity: a drop-in for ssh.service runs ssh-keygen -A before sshd -t);
 # apt-daily timers masked; apt goes through the lab proxy http://10.77.0.1:3142; dpkg unsafe-io.
@@ -20,7 +21,7 @@ KEY=$LAB_CACHE/id_ed25519
 SUITE=bookworm
 PROXY_URL=http://10.77.0.1:3142
 SOURCES=/etc/apt/sources.list.d/debian.sources
-INCLUDE=systemd-sysv,systemd,dbus,openssh-server,iproute2,ifupdown,isc-dhcp-client,ca-certificates,sudo,procps,iputils-ping,netbase,python3-minimal
+INCLUDE=systemd-sysv,systemd,dbus,openssh-server,iproute2,ifupdown,isc-dhcp-client,ca-certificates,sudo,procps,iputils-ping,netbase
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
@@ -169,6 +170,11 @@ chroot "$ROOT" chown -R ops:ops /home/ops/.ssh
 printf 'ops ALL=(ALL) NOPASSWD:ALL\n' >"$ROOT/etc/sudoers.d/90-groundwork-lab-ops"
 chmod 440 "$ROOT/etc/sudoers.d/90-groundwork-lab-ops"
 chroot "$ROOT" visudo -c >/dev/null || die "sudoers check failed"
+
+# A minimal Debian target has no python3: the lab must not either, or it would hide a need.
+if [ -n "$(find "$ROOT/usr/bin" -maxdepth 1 -name 'python3*' -print -quit)" ]; then
+	die "python3 is in the image; something in INCLUDE pulls it in"
+fi
 
 # --- slim down --------------------------------------------------------------------------------
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb
