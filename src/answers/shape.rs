@@ -11,9 +11,8 @@ use serde_json::Value as Json;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::load::nearest;
 use super::model::{Answers, MacAddr, SECTIONS, Subnet};
-use super::report::{Problem, shown};
+use super::report::{Problem, nearest, shown};
 use super::rules::{self, MAX_PATH};
 
 /// A string without a field check of its own (an address, a role) is refused past this.

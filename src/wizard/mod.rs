@@ -259,7 +259,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             a.hosts[i].roles = list(v)
                 .iter()
                 .map(|r| {
-                    r.parse::<Role>().map_err(|e| match crate::answers::load::nearest(r, &all_roles) {
+                    r.parse::<Role>().map_err(|e| match crate::answers::report::nearest(r, &all_roles) {
                         Some(s) => format!("{e}; did you mean `{s}`?"),
                         None => e,
                     })
