@@ -38,7 +38,10 @@ use std::time::Instant;
 
 use common::lab;
 use common::run::{self, Run, fresh, groundwork, on, rt};
-use groundwork::answers::{self, model::Answers};
+use groundwork::answers::{
+    self,
+    model::{Answers, TlsPair},
+};
 use groundwork::engine::{context, facts::Facts};
 use groundwork::playbook::catalog::Catalog;
 use groundwork::state::{Secrets, StateDir};
@@ -241,8 +244,7 @@ fn settings_admit_the_site_subnet_and_name_the_directory() {
     // With tls-cert/tls-key the site's pair is used instead.
     let mut b = a.clone();
     let l = b.ldap.as_mut().unwrap();
-    l.tls_cert = Some(PathBuf::from("/etc/ssl/ldap.pem"));
-    l.tls_key = Some(PathBuf::from("/etc/ssl/private/ldap.key"));
+    l.tls = Some(TlsPair { cert: PathBuf::from("/etc/ssl/ldap.pem"), key: PathBuf::from("/etc/ssl/private/ldap.key") });
     let id = render(&b, "ld1");
     let cfg = &id.files["/etc/groundwork/ldap/config.ldif"].0;
     assert!(cfg.contains("olcTLSCertificateFile: /etc/ldap/tls/site.crt"), "{cfg}");
@@ -263,8 +265,10 @@ fn hostile_answers(marker: &str) -> Answers {
     let l = a.ldap.as_mut().unwrap();
     l.organisation = format!("Org'; : >{marker}; echo '$(: >{marker})\ndn: cn=evil \\ }}");
     l.extra_ous = vec!["a,b=c+d".into(), format!("q'$(: >{marker})`: >{marker}`;"), "x\ny: z".into(), "#lead ".into()];
-    l.tls_cert = Some(PathBuf::from(format!("/x'; : >{marker}; echo '")));
-    l.tls_key = Some(PathBuf::from(format!("/k\"$(: >{marker})`: >{marker}`;\n}}")));
+    l.tls = Some(TlsPair {
+        cert: PathBuf::from(format!("/x'; : >{marker}; echo '")),
+        key: PathBuf::from(format!("/k\"$(: >{marker})`: >{marker}`;\n}}")),
+    });
     a.databases.postgresql = vec![
         groundwork::answers::model::Database { name: "all".into(), user: "sameuser".into() },
         groundwork::answers::model::Database {
@@ -424,7 +428,7 @@ fn hostile_answer_values_land_quoted_in_every_command_sql_ldif_and_option_file()
 
     let ld = render_with(&a, "ld1", hostile_secrets(&a, dir.path()));
     let l = a.ldap.as_ref().unwrap();
-    let cert = l.tls_cert.as_ref().unwrap().to_str().unwrap();
+    let cert = l.tls.as_ref().unwrap().cert.to_str().unwrap();
     let sh_word = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
     let install = ld.shell.iter().find(|(s, _)| s.contains("from the answers")).map(|(_, c)| c.as_str()).unwrap();
     assert!(

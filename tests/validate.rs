@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use groundwork::answers::model::{TlsPair, TokenSecret};
 use groundwork::answers::{self, Report};
 use groundwork::playbook::catalog::Catalog;
 
@@ -39,6 +40,11 @@ const EXPECT: &[(&str, usize, &str, &str)] = &[
     ("gitops-http", 31, "gitops.repository", "uses plain http"),
     ("proxmox-not-https", 22, "proxmox.api-url", "is not an https:// URL"),
     ("proxmox-inline-secret", 24, "proxmox.token-secret", "written in plain text"),
+    ("proxmox-no-secret", 21, "proxmox", "one of `token-secret-file`, `token-secret-env` or `token-secret` is needed"),
+    ("proxmox-secret-two-ways", 17, "host[0].name", "has uppercase letters"),
+    ("proxmox-secret-two-ways", 23, "proxmox.token-id", "is not an API token id"),
+    ("proxmox-secret-two-ways", 25, "proxmox.token-secret-file", "given besides `token-secret-env`"),
+    ("ldap-tls-cert-without-key", 23, "ldap.tls-cert", "`tls-cert` is given without `tls-key`"),
     ("unknown-key", 14, "network.dhcp-range[0].edn", "unknown key `edn`"),
     ("unknown-section", 21, "databses", "unknown section `databses`"),
     ("unknown-role", 19, "host[0].roles[1]", "`dchp` is not one of the allowed values"),
@@ -158,6 +164,8 @@ fn typos_get_a_suggestion() {
 #[test]
 fn several_sections_report_together() {
     assert_eq!(fixture("many-problems").problems.len(), 3);
+    // A secret given two ways, with a bad token id beside it and a bad host name elsewhere.
+    assert_eq!(fixture("proxmox-secret-two-ways").problems.len(), 3);
     assert_eq!(fixture("host-typo-and-section-typo").problems.len(), 2);
     // Missing keys are not one per run (nor one per section): all seven at once.
     assert_eq!(fixture("missing-keys").problems.len(), 7);
@@ -511,9 +519,10 @@ fn full_base() -> serde_json::Value {
         address: "10.20.1.50".parse().unwrap(),
         name: "printer".into(),
     });
-    let ldap = a.ldap.as_mut().unwrap();
-    ldap.tls_cert = Some("/etc/ssl/certs/ldap.pem".into());
-    ldap.tls_key = Some("/etc/ssl/private/ldap.key".into());
+    a.ldap.as_mut().unwrap().tls = Some(answers::model::TlsPair {
+        cert: "/etc/ssl/certs/ldap.pem".into(),
+        key: "/etc/ssl/private/ldap.key".into(),
+    });
     a.proxmox.as_mut().unwrap().fingerprint = Some(vec!["ab"; 32].join(":"));
     let mut v = serde_json::to_value(&a).unwrap();
     v["proxmox"]["token-secret-file"] = "/etc/groundwork/pve-token".into();
@@ -605,10 +614,96 @@ fn an_inline_secret_is_never_shown() {
     let text = std::fs::read_to_string("tests/fixtures/bad/proxmox-inline-secret.toml").unwrap();
     let wrong_type = text.replace(&format!("\"{secret}\""), "31415926535");
     let bad_neighbour = text.replace("root@pam!groundwork", "root pam");
-    for (text, value) in [(&text, secret), (&wrong_type, "31415926535"), (&bad_neighbour, secret)] {
+    // Given two ways: the problem is on the secret's own line.
+    let two_ways = text.replace("node = ", "token-secret-file = \"/etc/groundwork/pve-token\"\nnode = ");
+    let cases = [(&text, secret), (&wrong_type, "31415926535"), (&bad_neighbour, secret), (&two_ways, secret)];
+    for (text, value) in cases {
         let r = answers::load_str("secret.toml", text).unwrap_err();
-        let out = format!("{}{}", r.render(false), r.one_line_each().join("\n"));
+        let out = format!("{}{}{r:?}", r.render(false), r.one_line_each().join("\n"));
         assert!(!out.contains(value), "{out}");
         assert!(!r.problems.is_empty());
+    }
+    // Accepted inline, it is in the model but not in the model's Debug form.
+    let accepted = text.replace("node = ", "insecure-inline-secret = true\nnode = ");
+    let loaded = answers::load_str("secret.toml", &accepted).unwrap();
+    let debug = format!("{loaded:?}");
+    assert!(!debug.contains(secret) && debug.contains("Inline(Secret(********))"), "{debug}");
+    match &loaded.answers.proxmox.as_ref().unwrap().token_secret {
+        TokenSecret::Inline(s) => assert_eq!(s.expose(), secret),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The "one of" keys reach the code as one typed value: for every combination of the keys in
+/// the file, `validate` refuses exactly the ones the type cannot hold, naming the key (all of
+/// them in one run, with a problem elsewhere in the file), and what it accepts is written back
+/// with the same keys.
+#[test]
+fn alternatives_in_the_file_are_one_typed_value_in_the_model() {
+    let base = std::fs::read_to_string("tests/fixtures/bad/proxmox-inline-secret.toml").unwrap();
+    let base: String = base.lines().filter(|l| !l.starts_with("token-secret")).map(|l| format!("{l}\n")).collect();
+    let sources = [
+        ("token-secret-file", "\"/etc/groundwork/pve-token\""),
+        ("token-secret-env", "\"PVE_TOKEN\""),
+        ("token-secret", "\"0b5a3c2e-1111-2222-3333-444455556666\""),
+    ];
+    for mask in 0..8u8 {
+        let given: Vec<_> = sources.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, s)| s).collect();
+        let lines: String = given.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        let text = base.replace("node = ", &format!("{lines}insecure-inline-secret = true\nnode = "));
+        let names: Vec<&str> = given.iter().map(|(k, _)| *k).collect();
+        match answers::load_str("alt.toml", &text) {
+            Ok(loaded) => {
+                assert_eq!(names.len(), 1, "{names:?} accepted");
+                let p = loaded.answers.proxmox.as_ref().unwrap();
+                let kind = match &p.token_secret {
+                    TokenSecret::File(f) => (sources[0].0, f.to_str().unwrap() == "/etc/groundwork/pve-token"),
+                    TokenSecret::Env(e) => (sources[1].0, e == "PVE_TOKEN"),
+                    TokenSecret::Inline(s) => (sources[2].0, s.expose().starts_with("0b5a3c2e")),
+                };
+                assert_eq!(kind, (names[0], true));
+                let back = toml::to_string(&loaded.answers).unwrap();
+                assert!(back.contains(&format!("{} = ", names[0])), "{back}");
+                assert_eq!(answers::load_str("back.toml", &back).unwrap().answers, loaded.answers);
+            }
+            Err(r) => {
+                assert_ne!(names.len(), 1, "{names:?} refused: {r:?}");
+                let want = if names.is_empty() { "proxmox".to_string() } else { format!("proxmox.{}", names[1]) };
+                assert!(r.problems.iter().any(|p| p.field == want), "{names:?}: {r:?}");
+                // The walk reports it with the rest of the file.
+                let with_other = text.replace("name = \"ns1\"", "name = \"Ns1\"");
+                let r = answers::load_str("alt.toml", &with_other).unwrap_err();
+                assert!(r.problems.iter().any(|p| p.field == want), "{r:?}");
+                assert!(r.problems.iter().any(|p| p.field == "host[0].name"), "{r:?}");
+            }
+        }
+    }
+
+    let base = std::fs::read_to_string("tests/fixtures/bad/ldap-tls-key-relative.toml").unwrap();
+    let base: String = base.lines().filter(|l| !l.starts_with("tls-")).map(|l| format!("{l}\n")).collect();
+    let pair = [("tls-cert", "/etc/ssl/certs/ldap.pem"), ("tls-key", "/etc/ssl/private/ldap.key")];
+    for mask in 0..4u8 {
+        let given: Vec<_> = pair.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, s)| s).collect();
+        let text = format!("{base}{}", given.iter().map(|(k, v)| format!("{k} = \"{v}\"\n")).collect::<String>());
+        match answers::load_str("tls.toml", &text) {
+            Ok(loaded) => {
+                let tls = &loaded.answers.ldap.as_ref().unwrap().tls;
+                match tls {
+                    Some(TlsPair { cert, key }) => {
+                        assert_eq!(given.len(), 2);
+                        assert_eq!((cert.to_str().unwrap(), key.to_str().unwrap()), (pair[0].1, pair[1].1));
+                    }
+                    None => assert!(given.is_empty()),
+                }
+                let back = toml::to_string(&loaded.answers).unwrap();
+                assert_eq!(back.contains("tls-cert = ") && back.contains("tls-key = "), tls.is_some(), "{back}");
+                assert_eq!(answers::load_str("back.toml", &back).unwrap().answers, loaded.answers);
+            }
+            Err(r) => {
+                assert_eq!(given.len(), 1, "{r:?}");
+                let want = format!("ldap.{}", given[0].0);
+                assert!(r.problems.iter().any(|p| p.field == want && p.message.contains("is given without")), "{r:?}");
+            }
+        }
     }
 }

@@ -7,7 +7,6 @@
 //! Size is bounded before any of it: a file past [`MAX_FILE`] is refused after reading that
 //! much, each string by its field's limit, and the text is shared, never copied per problem.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
@@ -18,102 +17,12 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::model::{Answers, Databases};
-use super::report::{Problem, Report};
+use super::report::{Problem, Report, nearest};
+use super::span::SpanIndex;
 use super::{rules, shape};
 
 /// The largest answer file read. A site of a thousand hosts is about 100 KiB.
 pub const MAX_FILE: usize = 4 << 20;
-
-/// Where each key and value of a document sits, by dotted path (`network.dhcp-range[0].start`).
-#[derive(Debug, Default, Clone)]
-pub struct SpanIndex {
-    entries: Vec<SpanEntry>,
-    by_path: HashMap<String, usize>,
-}
-
-#[derive(Debug, Clone)]
-struct SpanEntry {
-    path: String,
-    key: Option<Range<usize>>,
-    value: Range<usize>,
-}
-
-impl SpanIndex {
-    fn build(root: &Spanned<DeTable<'_>>) -> Self {
-        let mut index = SpanIndex::default();
-        index.add(String::new(), None, root.span());
-        index.walk_table("", root.get_ref());
-        index
-    }
-
-    fn add(&mut self, path: String, key: Option<Range<usize>>, value: Range<usize>) {
-        self.by_path.entry(path.clone()).or_insert(self.entries.len());
-        self.entries.push(SpanEntry { path, key, value });
-    }
-
-    fn walk_table(&mut self, prefix: &str, table: &DeTable<'_>) {
-        for (key, value) in table.iter() {
-            let path =
-                if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
-            self.add(path.clone(), Some(key.span()), value.span());
-            self.walk_value(&path, value.get_ref());
-        }
-    }
-
-    fn walk_value(&mut self, path: &str, value: &DeValue<'_>) {
-        match value {
-            DeValue::Table(t) => self.walk_table(path, t),
-            DeValue::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let p = format!("{path}[{i}]");
-                    self.add(p.clone(), None, item.span());
-                    self.walk_value(&p, item.get_ref());
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn entry(&self, path: &str) -> Option<&SpanEntry> {
-        self.by_path.get(path).map(|i| &self.entries[*i])
-    }
-
-    /// The span of the value at `path`, or of its nearest ancestor that exists in the file.
-    pub fn value_span(&self, path: &str) -> Range<usize> {
-        let mut p = path;
-        loop {
-            if let Some(e) = self.entry(p) {
-                return e.value.clone();
-            }
-            match p.rfind(['.', '[']) {
-                Some(i) => p = &p[..i],
-                None => return 0..0,
-            }
-        }
-    }
-
-    /// The span of the key at `path` (falls back to the value's span).
-    pub fn key_span(&self, path: &str) -> Range<usize> {
-        self.entry(path).and_then(|e| e.key.clone()).unwrap_or_else(|| self.value_span(path))
-    }
-
-    pub fn contains(&self, path: &str) -> bool {
-        self.by_path.contains_key(path)
-    }
-
-    /// The innermost path whose key is `span` or whose value contains it.
-    fn path_at(&self, span: &Range<usize>) -> Option<&str> {
-        if let Some(e) = self.entries.iter().find(|e| e.key.as_ref() == Some(span)) {
-            return Some(&e.path);
-        }
-        self.entries
-            .iter()
-            .filter(|e| e.value.start <= span.start && span.end <= e.value.end)
-            // Tables span their header only, so `host` and `host[0]` can tie: take the deeper.
-            .min_by_key(|e| (e.value.end - e.value.start, std::cmp::Reverse(e.path.len())))
-            .map(|e| e.path.as_str())
-    }
-}
 
 /// A parsed, checked answer file and the index that maps its fields back to the text.
 #[derive(Debug, Clone)]
@@ -228,7 +137,7 @@ fn load_shared(name: &str, text: Arc<str>, extra: Extra<'_>) -> Result<Loaded, R
         return Err(syntax_problems(report, &errors));
     }
     let index = SpanIndex::build(&root);
-    let secrets = rules::SECRET_FIELDS.iter().filter_map(|f| index.entry(f)).map(|e| e.value.clone());
+    let secrets = rules::SECRET_FIELDS.iter().filter_map(|f| index.exact_value_span(f));
     let report = report.hiding(secrets.collect());
     let mut problems = shape::check(&root);
     let answers = sections(&root, &index, &mut problems);
@@ -402,42 +311,4 @@ fn split_expected(rest: &str) -> (String, Vec<String>) {
     let mut ticks = rest.split('`').skip(1).step_by(2);
     let found = ticks.next().unwrap_or_default().to_string();
     (found, ticks.map(str::to_string).collect())
-}
-
-/// The closest candidate by edit distance, if it is close enough to be a likely typo.
-pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(2);
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_finds_typos_only() {
-        let keys = ["dhcp-range", "reservation", "subnet"];
-        assert_eq!(nearest("dhcp-rang", &keys), Some("dhcp-range"));
-        assert_eq!(nearest("dhcp_range", &keys), Some("dhcp-range"));
-        assert_eq!(nearest("zzz", &keys), None);
-    }
 }

@@ -199,9 +199,31 @@ pub struct Database {
     pub user: String,
 }
 
+// The sections below whose keys hold alternatives are read through a raw form that mirrors
+// the file (`*Keys`, which also gives the schema its keys and the rule, for editors and for
+// the first pass of `validate`) and turned into the checked type by `TryFrom`, so code past the
+// loader cannot see a combination the rule forbids. Each is written back through the same form.
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(try_from = "LdapKeys", into = "LdapKeys")]
 pub struct Ldap {
+    pub organisation: String,
+    pub extra_ous: Vec<String>,
+    /// The site's certificate; `None`: a self-signed one is generated.
+    pub tls: Option<TlsPair>,
+}
+
+/// A PEM certificate and its private key, paths on the LDAP host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[schemars(extend("dependentRequired" = { "tls-cert": ["tls-key"], "tls-key": ["tls-cert"] }))]
+pub struct LdapKeys {
     /// Organisation name of the directory's base entry.
     pub organisation: String,
     /// OUs beyond `people`, `groups` and `services`.
@@ -212,6 +234,25 @@ pub struct Ldap {
     pub tls_cert: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+}
+
+impl TryFrom<LdapKeys> for Ldap {
+    type Error = &'static str;
+    fn try_from(k: LdapKeys) -> Result<Self, Self::Error> {
+        let tls = match (k.tls_cert, k.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsPair { cert, key }),
+            (None, None) => None,
+            _ => return Err("tls-cert and tls-key go together: give both, or neither"),
+        };
+        Ok(Ldap { organisation: k.organisation, extra_ous: k.extra_ous, tls })
+    }
+}
+
+impl From<Ldap> for LdapKeys {
+    fn from(l: Ldap) -> Self {
+        let (tls_cert, tls_key) = l.tls.map(|t| (t.cert, t.key)).unzip();
+        LdapKeys { organisation: l.organisation, extra_ous: l.extra_ous, tls_cert, tls_key }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -276,8 +317,59 @@ pub enum GitOpsEngine {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(try_from = "ProxmoxKeys", into = "ProxmoxKeys")]
 pub struct Proxmox {
+    pub api_url: String,
+    pub token_id: String,
+    pub token_secret: TokenSecret,
+    /// The operator accepts an inline secret (the rules refuse one without this).
+    pub insecure_inline_secret: bool,
+    pub fingerprint: Option<String>,
+    pub node: String,
+    pub storage: String,
+    pub template: Option<String>,
+}
+
+/// Where the Proxmox API token secret comes from: one place, never two.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSecret {
+    /// `token-secret-file`: a file on this machine.
+    File(PathBuf),
+    /// `token-secret-env`: an environment variable of the groundwork process.
+    Env(String),
+    /// `token-secret`: written in the answer file.
+    Inline(Secret),
+}
+
+/// A secret value. Its `Debug` shows none of it, so a model printed whole (a failed test, a
+/// debug log) does not carry it; the value is read with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    { "required": ["token-secret-file"] },
+    { "required": ["token-secret-env"] },
+    { "required": ["token-secret"] },
+]))]
+pub struct ProxmoxKeys {
     /// API endpoint, e.g. `https://pve1.example.org:8006/api2/json`.
     pub api_url: String,
     /// API token id: `user@realm!token-name`.
@@ -301,6 +393,60 @@ pub struct Proxmox {
     /// VM template that new guests are cloned from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+}
+
+impl fmt::Debug for ProxmoxKeys {
+    // Only the checked `Proxmox` should be printed; this keeps the raw form safe all the same.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxmoxKeys").field("token_id", &self.token_id).finish_non_exhaustive()
+    }
+}
+
+impl TryFrom<ProxmoxKeys> for Proxmox {
+    // The messages name keys, never a value: the inline one is a secret.
+    type Error = &'static str;
+    fn try_from(k: ProxmoxKeys) -> Result<Self, Self::Error> {
+        let token_secret = match (k.token_secret_file, k.token_secret_env, k.token_secret) {
+            (Some(path), None, None) => TokenSecret::File(path),
+            (None, Some(name), None) => TokenSecret::Env(name),
+            (None, None, Some(value)) => TokenSecret::Inline(Secret(value)),
+            (None, None, None) => return Err("no token secret is given: set token-secret-file or token-secret-env"),
+            _ => return Err("give the token secret one way only: token-secret-file, token-secret-env or token-secret"),
+        };
+        Ok(Proxmox {
+            api_url: k.api_url,
+            token_id: k.token_id,
+            token_secret,
+            insecure_inline_secret: k.insecure_inline_secret,
+            fingerprint: k.fingerprint,
+            node: k.node,
+            storage: k.storage,
+            template: k.template,
+        })
+    }
+}
+
+impl From<Proxmox> for ProxmoxKeys {
+    fn from(p: Proxmox) -> Self {
+        let (mut file, mut env, mut inline) = (None, None, None);
+        match p.token_secret {
+            TokenSecret::File(path) => file = Some(path),
+            TokenSecret::Env(name) => env = Some(name),
+            TokenSecret::Inline(secret) => inline = Some(secret.0),
+        }
+        ProxmoxKeys {
+            api_url: p.api_url,
+            token_id: p.token_id,
+            token_secret_file: file,
+            token_secret_env: env,
+            token_secret: inline,
+            insecure_inline_secret: p.insecure_inline_secret,
+            fingerprint: p.fingerprint,
+            node: p.node,
+            storage: p.storage,
+            template: p.template,
+        }
+    }
 }
 
 /// An IPv4 subnet in CIDR form whose address is the network address.

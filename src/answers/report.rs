@@ -15,7 +15,7 @@ use miette::{
 };
 use serde::Serialize;
 
-use super::load::SpanIndex;
+use super::span::SpanIndex;
 
 /// A source line longer than this (in bytes) is not shown in a snippet: the one-line form
 /// already says where the problem is, and nobody reads a 50 MB line on a terminal.
@@ -85,6 +85,31 @@ pub fn shown(s: &str) -> String {
         }
     }
     out
+}
+
+/// The closest candidate by edit distance, if it is close enough to be a likely typo.
+pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// The text of a file and where its lines start.
@@ -400,5 +425,13 @@ mod tests {
         assert_eq!(shown("ok"), "ok");
         assert_eq!(shown("a\nb\0"), "a\\nb\\u{0}");
         assert_eq!(shown(&"x".repeat(100)).chars().count(), 41);
+    }
+
+    #[test]
+    fn nearest_finds_typos_only() {
+        let keys = ["dhcp-range", "reservation", "subnet"];
+        assert_eq!(nearest("dhcp-rang", &keys), Some("dhcp-range"));
+        assert_eq!(nearest("dhcp_range", &keys), Some("dhcp-range"));
+        assert_eq!(nearest("zzz", &keys), None);
     }
 }

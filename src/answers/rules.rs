@@ -1033,13 +1033,6 @@ fn ldap(a: &Answers, out: &mut Vec<Problem>) {
             );
         }
     }
-    if l.tls_cert.is_some() != l.tls_key.is_some() {
-        let field = if l.tls_cert.is_some() { "ldap.tls-cert" } else { "ldap.tls-key" };
-        out.push(
-            Problem::new(field, "tls-cert and tls-key go together")
-                .help("give both, or neither for a generated self-signed certificate"),
-        );
-    }
 }
 
 fn k3s(a: &Answers, out: &mut Vec<Problem>) {
@@ -1106,24 +1099,10 @@ fn gitops(a: &Answers, out: &mut Vec<Problem>) {
     }
 }
 
+/// (That the secret comes from exactly one place is the type's rule: see `model::ProxmoxKeys`.)
 fn proxmox(a: &Answers, out: &mut Vec<Problem>) {
     let Some(p) = &a.proxmox else { return };
-    let sources = [p.token_secret_file.is_some(), p.token_secret_env.is_some(), p.token_secret.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
-    if sources == 0 {
-        out.push(
-            Problem::new("proxmox", "no token secret is given")
-                .help("set token-secret-file = \"/path/to/secret\" or token-secret-env = \"PVE_TOKEN\""),
-        );
-    } else if sources > 1 {
-        out.push(Problem::new(
-            "proxmox",
-            "give the token secret one way only: token-secret-file, token-secret-env or token-secret",
-        ));
-    }
-    if p.token_secret.is_some() && !p.insecure_inline_secret {
+    if matches!(p.token_secret, TokenSecret::Inline(_)) && !p.insecure_inline_secret {
         out.push(
             Problem::new("proxmox.token-secret", "the token secret is written in plain text here")
                 .help("keep it in a file (token-secret-file) or the environment (token-secret-env); set insecure-inline-secret = true only if you accept it"),

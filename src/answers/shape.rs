@@ -11,9 +11,8 @@ use serde_json::Value as Json;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::load::nearest;
 use super::model::{Answers, MacAddr, SECTIONS, Subnet};
-use super::report::{Problem, shown};
+use super::report::{Problem, nearest, shown};
 use super::rules::{self, MAX_PATH};
 
 /// A string without a field check of its own (an address, a role) is refused past this.
@@ -63,6 +62,12 @@ struct Walk<'s> {
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+/// The keys of a `oneOf` alternative that is only `{"required": [...]}`; nothing else is read.
+fn keys_of(alt: &Json) -> Option<Vec<&str>> {
+    let required = alt.get("required")?.as_array()?;
+    (alt.as_object()?.len() == 1).then(|| required.iter().filter_map(Json::as_str).collect())
 }
 
 impl<'s> Walk<'s> {
@@ -135,6 +140,66 @@ impl<'s> Walk<'s> {
                     Problem::new(join(path, r), format!("required key `{r}` is missing")).at(span.clone())
                 };
                 self.out.push(p);
+            }
+        }
+        self.alternatives(path, s, t, &present, span);
+    }
+
+    /// The schema's rules between the keys of a table: `oneOf` alternatives (exactly one of
+    /// them given) and `dependentRequired` (a key that needs others). The model turns such
+    /// keys into one typed value (`model::TokenSecret`, `model::TlsPair`) and would stop at the
+    /// first problem of the section; here each is reported with the rest.
+    fn alternatives(
+        &mut self,
+        path: &str,
+        s: &Json,
+        t: &DeTable<'_>,
+        present: &HashSet<&str>,
+        span: std::ops::Range<usize>,
+    ) {
+        let key_span = |name: &str| t.iter().find(|(k, _)| k.get_ref() == name).map(|(k, _)| k.span());
+        if let Some(alts) = s.get("oneOf").and_then(Json::as_array) {
+            let alts: Option<Vec<Vec<&str>>> = alts.iter().map(keys_of).collect();
+            let alts = alts.unwrap_or_default();
+            let named: Vec<String> = alts.iter().map(|a| format!("`{}`", a.join("` + `"))).collect();
+            let choices = match named.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            let mut given: Vec<&Vec<&str>> = alts.iter().filter(|a| a.iter().all(|k| present.contains(k))).collect();
+            // The first one in the file stands; the later ones are the extra.
+            given.sort_by_key(|a| key_span(a[0]).map_or(0, |r| r.start));
+            match given.as_slice() {
+                [] if !alts.is_empty() => {
+                    self.out.push(Problem::new(path, format!("one of {choices} is needed")).at(span.clone()));
+                }
+                [first, others @ ..] => {
+                    for other in others {
+                        let p = Problem::new(
+                            join(path, other[0]),
+                            format!("`{}` is given besides `{}`: they are alternatives", other[0], first[0]),
+                        )
+                        .help(format!("give only one of {choices}"))
+                        .see(join(path, first[0]), "the other one");
+                        self.out.push(p.at(key_span(other[0]).unwrap_or(span.clone())));
+                    }
+                }
+                [] => {}
+            }
+        }
+        if let Some(deps) = s.get("dependentRequired").and_then(Json::as_object) {
+            for (key, needs) in deps {
+                if !present.contains(key.as_str()) {
+                    continue;
+                }
+                for need in needs.as_array().into_iter().flatten().filter_map(Json::as_str) {
+                    if !present.contains(need) {
+                        let p = Problem::new(join(path, key), format!("`{key}` is given without `{need}`"))
+                            .help(format!("`{key}` and `{need}` go together: give both, or neither"));
+                        self.out.push(p.at(key_span(key).unwrap_or(span.clone())));
+                    }
+                }
             }
         }
     }

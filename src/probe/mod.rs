@@ -1,14 +1,17 @@
-//! Facts about the machine groundwork runs on, read from /proc and /sys (sysinfo-style
-//! crates see mounted filesystems only; blank disks matter on a fresh server).
+//! Facts about the machine groundwork runs on. sysinfo gives the host name, the OS, the CPUs,
+//! the memory and the NICs; /sys gives what it has not: the block devices (its disk list holds
+//! mounted filesystems only, and blank disks matter on a fresh server), whether a NIC is a
+//! device; /proc and a few commands give the route, the resolvers and the virtualization.
 
 pub mod preflight;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use serde::Serialize;
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, Networks, RefreshKind, System};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Facts {
@@ -96,13 +99,19 @@ fn read(path: impl AsRef<Path>) -> Option<String> {
 
 /// Read every fact. Nothing here fails: what cannot be read is left empty.
 pub fn probe() -> Facts {
+    let refresh =
+        RefreshKind::nothing().with_cpu(CpuRefreshKind::nothing()).with_memory(MemoryRefreshKind::nothing().with_ram());
+    let sys = System::new_with_specifics(refresh).ok();
     Facts {
-        hostname: hostname(),
+        hostname: System::host_name().ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into()),
         os: os_name(),
-        kernel: read("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        kernel: System::kernel_version().unwrap_or_default(),
         virtualization: virtualization(),
-        cpus: cpus(),
-        memory: memory(),
+        cpus: cpus(sys.as_ref()),
+        memory: Memory {
+            total_bytes: sys.as_ref().map_or(0, System::total_memory),
+            available_bytes: sys.as_ref().map_or(0, System::available_memory),
+        },
         disks: disks(),
         nics: nics(),
         default_route: default_route(),
@@ -111,50 +120,23 @@ pub fn probe() -> Facts {
     }
 }
 
-fn hostname() -> String {
-    read("/proc/sys/kernel/hostname").or_else(|| read("/etc/hostname")).unwrap_or_else(|| "localhost".into())
-}
-
+/// `NAME VERSION_ID` of os-release, e.g. `Debian GNU/Linux 12`.
 fn os_name() -> String {
-    let text = read("/etc/os-release").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn cpus() -> Cpus {
-    let text = read("/proc/cpuinfo").unwrap_or_default();
-    let model = text
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            matches!(k.trim(), "model name" | "Model" | "cpu model").then(|| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let listed = text.lines().filter(|l| l.starts_with("processor")).count();
-    let count = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(listed.max(1));
-    Cpus { model, count }
-}
-
-fn meminfo() -> BTreeMap<String, u64> {
-    read("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            let kib: u64 = v.split_whitespace().next()?.parse().ok()?;
-            Some((k.to_string(), kib * 1024))
-        })
-        .collect()
-}
-
-fn memory() -> Memory {
-    let m = meminfo();
-    Memory {
-        total_bytes: m.get("MemTotal").copied().unwrap_or(0),
-        available_bytes: m.get("MemAvailable").copied().unwrap_or(0),
+    match (System::name(), System::os_version()) {
+        (Ok(name), Ok(version)) => format!("{name} {version}"),
+        (Ok(name), Err(_)) => name,
+        _ => "unknown".into(),
     }
+}
+
+fn cpus(sys: Option<&System>) -> Cpus {
+    let list = sys.map(System::cpus).unwrap_or_default();
+    let model = list.iter().map(|c| c.brand().trim()).find(|b| !b.is_empty()).unwrap_or("unknown").to_string();
+    let count = match list.len() {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    Cpus { model, count }
 }
 
 /// Mount points by device name (`vda1`, `dm-0`), from /proc/self/mounts.
@@ -235,49 +217,41 @@ fn disks() -> Vec<Disk> {
 }
 
 fn nics() -> Vec<Nic> {
-    let mut addrs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for iface in if_addrs::get_if_addrs().unwrap_or_default() {
-        let cidr = match &iface.addr {
-            if_addrs::IfAddr::V4(a) => format!("{}/{}", a.ip, prefix_len(&a.netmask.octets())),
-            if_addrs::IfAddr::V6(a) => format!("{}/{}", a.ip, prefix_len(&a.netmask.octets())),
-        };
-        addrs.entry(iface.name.clone()).or_default().push(cidr);
-    }
-    let Ok(entries) = fs::read_dir("/sys/class/net") else {
+    let Ok(networks) = Networks::new_with_refreshed_list() else {
         return Vec::new();
     };
-    let mut out: Vec<Nic> = entries
-        .flatten()
-        .map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let dir = e.path();
+    let mut out: Vec<Nic> = networks
+        .iter()
+        .map(|(name, data)| {
+            // What sysinfo does not say: whether a device backs the interface.
             let kind = if name == "lo" {
                 "loopback"
-            } else if dir.join("device").exists() {
+            } else if Path::new("/sys/class/net").join(name).join("device").exists() {
                 "physical"
             } else {
                 "virtual"
             };
+            // IPv4 first, then IPv6, each in address order (sysinfo gives them unordered);
+            // not the IPv6 link-local ones, which every interface has and nothing here uses.
+            let mut addresses: Vec<_> = data
+                .ip_networks()
+                .iter()
+                .filter(|n| !matches!(n.addr, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+                .collect();
+            addresses.sort();
             Nic {
-                mac: read(dir.join("address")).unwrap_or_default(),
-                state: read(dir.join("operstate")).unwrap_or_else(|| "unknown".into()),
-                speed_mbps: read(dir.join("speed"))
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .filter(|s| *s > 0)
-                    .map(|s| s as u64),
-                mtu: read(dir.join("mtu")).and_then(|s| s.parse().ok()).unwrap_or(0),
+                name: name.to_string_lossy().into_owned(),
+                mac: data.mac_address().to_string(),
+                state: data.operational_state().to_string(),
+                speed_mbps: data.transmit_link_speed().map(|bps| bps / 1_000_000).filter(|m| *m > 0),
+                mtu: u32::try_from(data.mtu()).unwrap_or(u32::MAX),
                 kind: kind.into(),
-                addresses: addrs.remove(&name).unwrap_or_default(),
-                name,
+                addresses: addresses.iter().map(ToString::to_string).collect(),
             }
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
-}
-
-fn prefix_len(mask: &[u8]) -> u32 {
-    mask.iter().map(|b| b.count_ones()).sum()
 }
 
 fn default_route() -> Option<Route> {
@@ -448,5 +422,66 @@ impl Facts {
             let _ = writeln!(o, "dns      {}", self.nameservers.join(" "));
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What sysinfo reports is what the kernel says in its own files, in the form the probe
+    /// printed before it used sysinfo.
+    #[test]
+    fn facts_from_sysinfo_agree_with_proc_and_sys() {
+        let f = probe();
+        assert_eq!(f.hostname, read("/proc/sys/kernel/hostname").unwrap());
+        assert_eq!(f.kernel, read("/proc/sys/kernel/osrelease").unwrap());
+        let os_release = read("/etc/os-release").unwrap_or_default();
+        let field = |k: &str| {
+            os_release
+                .lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        if let (Some(name), Some(version)) = (field("NAME"), field("VERSION_ID")) {
+            assert_eq!(f.os, format!("{name} {version}"));
+        }
+        let stat = read("/proc/stat").unwrap();
+        let online = stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count();
+        assert_eq!(f.cpus.count, online);
+        assert_ne!(f.cpus.model, "unknown");
+        let meminfo = read("/proc/meminfo").unwrap();
+        let total_kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        assert_eq!(f.memory.total_bytes, total_kib * 1024);
+        assert!(f.memory.available_bytes > 0 && f.memory.available_bytes <= f.memory.total_bytes);
+
+        // Interfaces come and go while the lab runs (veths): those there before and after the
+        // probe must be listed, and nothing else but those that came or went meanwhile.
+        let names = || -> std::collections::BTreeSet<String> {
+            fs::read_dir("/sys/class/net").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into()).collect()
+        };
+        let before = names();
+        let f = probe();
+        let after = names();
+        let listed: std::collections::BTreeSet<String> = f.nics.iter().map(|n| n.name.clone()).collect();
+        assert!(before.intersection(&after).all(|n| listed.contains(n)), "{listed:?} {before:?}");
+        assert!(listed.iter().all(|n| before.contains(n) || after.contains(n)), "{listed:?} {before:?}");
+        assert!(f.nics.windows(2).all(|w| w[0].name < w[1].name));
+        for n in f.nics.iter().filter(|n| n.kind != "virtual") {
+            let dir = Path::new("/sys/class/net").join(&n.name);
+            assert_eq!(n.state, read(dir.join("operstate")).unwrap(), "{}", n.name);
+            assert_eq!(n.mtu.to_string(), read(dir.join("mtu")).unwrap(), "{}", n.name);
+            if read(dir.join("addr_len")).as_deref() == Some("6") {
+                assert_eq!(n.mac, read(dir.join("address")).unwrap(), "{}", n.name);
+            }
+        }
+        assert!(f.nics.iter().all(|n| !n.addresses.iter().any(|a| a.starts_with("fe80:"))), "{:?}", f.nics);
+        let lo = f.nics.iter().find(|n| n.name == "lo").unwrap();
+        assert_eq!(lo.kind, "loopback");
+        assert_eq!(lo.addresses.first().map(String::as_str), Some("127.0.0.1/8"), "IPv4 first: {lo:?}");
     }
 }

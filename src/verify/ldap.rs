@@ -243,7 +243,7 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
         return Vec::new();
     };
     let suffix = ldap_suffix(&a.site.internal_domain);
-    let from_answers = a.ldap.as_ref().is_some_and(|l| l.tls_cert.is_some());
+    let from_answers = a.ldap.as_ref().is_some_and(|l| l.tls.is_some());
     let cert = if from_answers { SITE_CERT } else { SELF_SIGNED_CERT };
     let admin = secrets.get("ldap", "admin");
     let reader = secrets.get("ldap", "service");

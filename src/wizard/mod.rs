@@ -259,7 +259,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             a.hosts[i].roles = list(v)
                 .iter()
                 .map(|r| {
-                    r.parse::<Role>().map_err(|e| match crate::answers::load::nearest(r, &all_roles) {
+                    r.parse::<Role>().map_err(|e| match crate::answers::report::nearest(r, &all_roles) {
                         Some(s) => format!("{e}; did you mean `{s}`?"),
                         None => e,
                     })
@@ -401,9 +401,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
         a.proxmox = Some(Proxmox {
             api_url: String::new(),
             token_id: String::new(),
-            token_secret_file: Some(PathBuf::from("/etc/groundwork/pve-token")),
-            token_secret_env: None,
-            token_secret: None,
+            token_secret: TokenSecret::File(PathBuf::from("/etc/groundwork/pve-token")),
             insecure_inline_secret: false,
             fingerprint: None,
             node: "pve".into(),
@@ -424,7 +422,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
                 match field {
                     "proxmox.api-url" => px.api_url = v.to_string(),
                     "proxmox.token-id" => px.token_id = v.to_string(),
-                    "proxmox.token-secret-file" => px.token_secret_file = Some(PathBuf::from(v)),
+                    "proxmox.token-secret-file" => px.token_secret = TokenSecret::File(PathBuf::from(v)),
                     "proxmox.node" => px.node = v.to_string(),
                     "proxmox.storage" => px.storage = v.to_string(),
                     _ => px.template = (!v.is_empty()).then(|| v.to_string()),
@@ -440,8 +438,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
 /// rules do not complain about questions that come later.
 fn fill_sections(a: &mut Answers, d: &Defaults) {
     if a.has_role(Role::Ldap) && a.ldap.is_none() {
-        a.ldap =
-            Some(Ldap { organisation: capitalise(&a.site.name), extra_ous: Vec::new(), tls_cert: None, tls_key: None });
+        a.ldap = Some(Ldap { organisation: capitalise(&a.site.name), extra_ous: Vec::new(), tls: None });
     }
     if !a.has_role(Role::Ldap) {
         a.ldap = None;
