@@ -336,3 +336,61 @@ fn a_package_transaction_waits_for_another_and_says_so() {
     assert!(parts.contains(&"install") && parts.last() == Some(&"done"), "{parts:?}");
     assert!(run.secs > 12.0, "it waited: {:.1} s", run.secs);
 }
+
+/// A 100 MiB local file: the first apply streams it (sha256 checked on the host before it
+/// replaces anything), the second sends nothing, and a changed local file is sent again.
+#[test]
+fn a_big_local_file_is_streamed_once_and_skipped_while_its_sha256_matches() {
+    let hosts = &HOSTS[..1];
+    let Some(_lab) = lab::exclusive(hosts) else { return };
+    fresh(hosts);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // Incompressible bytes (xorshift), so the transport's compression cannot flatter the rate.
+    let blob = dir.path().join("bundle.bin");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..100usize << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&blob, &bytes).unwrap();
+    let sha = |b: &[u8]| -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    };
+    let dest = "/var/tmp/groundwork-bundle.bin";
+    let pb = base_with_steps(
+        dir.path(),
+        &format!("[[step]]\nname = \"bundle\"\ndest = \"{dest}\"\nupload = \"{}\"\nmode = \"0640\"\n", blob.display()),
+    );
+    let args = ["--host", "b1", "--playbooks", pb.as_str()];
+    let remote_sha = || on("b1", &format!("sha256sum {dest} | cut -d' ' -f1")).trim().to_string();
+
+    let first = apply(&state, &args);
+    assert_eq!(first.code, 0, "{}", first.all_text());
+    let step = first.step("b1", "bundle").expect("the upload step");
+    assert_eq!(step["status"], "changed", "{step}");
+    let ms = step["ms"].as_f64().unwrap().max(1.0);
+    eprintln!("upload of 100 MiB: {:.2} s, {:.1} MiB/s", ms / 1000.0, 100.0 / (ms / 1000.0));
+    assert_eq!(remote_sha(), sha(&bytes));
+    assert_eq!(on("b1", &format!("stat -c %a {dest}")).trim(), "640");
+
+    let second = apply(&state, &args);
+    assert_eq!(second.code, 0, "{}", second.all_text());
+    assert_eq!(second.step("b1", "bundle").unwrap()["status"], "ok");
+    assert_eq!(second.changed("b1"), 0, "{}", second.all_text());
+    eprintln!("second apply (nothing sent): {:.2} s", second.secs);
+
+    let mut changed = bytes;
+    changed[50 << 20] ^= 0xff;
+    std::fs::write(&blob, &changed).unwrap();
+    let third = apply(&state, &args);
+    assert_eq!(third.code, 0, "{}", third.all_text());
+    assert_eq!(third.step("b1", "bundle").unwrap()["status"], "changed");
+    assert_eq!(remote_sha(), sha(&changed));
+    on("b1", &format!("rm -f {dest} /var/backups/groundwork/%2Fvar%2Ftmp%2Fgroundwork-bundle.bin.*"));
+}

@@ -55,6 +55,15 @@ struct Facts {
     notified: Vec<String>,
     /// Zone steps: what the host said about the zone.
     zone: Option<ZoneIn>,
+    /// Upload steps: the local file's size and sha256.
+    local: Option<LocalIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalIn {
+    size: u64,
+    sha256: String,
 }
 
 #[derive(Deserialize)]
@@ -180,12 +189,15 @@ fn rendered(case: &Case) -> Result<Step, String> {
 fn decide(case: &Case, step: &Step) -> Result<Decision, String> {
     let f = &case.facts;
     match step {
-        Step::File(s) => {
-            let Source::Inline(content) = &s.source else {
-                return Err("a file case gives its content inline".into());
-            };
-            file::decide(s, content.as_bytes(), &path_fact(&f.path), &case.run)
-        }
+        Step::File(s) => match &s.source {
+            Source::Inline(content) => file::decide(s, content.as_bytes(), &path_fact(&f.path), &case.run),
+            Source::Local(path) => {
+                let l = f.local.as_ref().expect("an upload case needs [facts] local");
+                let local = file::Local { path: path.clone(), size: l.size, sha256: l.sha256.clone() };
+                file::decide_upload(s, &local, &path_fact(&f.path), &case.run)
+            }
+            Source::Template(_) => Err("a file case gives its content inline or uploads".into()),
+        },
         Step::Directory(s) => Ok(directory::decide(s, &path_fact(&f.path))),
         Step::Command(s) => {
             let codes: Vec<i32> = s
@@ -421,8 +433,13 @@ fn write(dest: &Path, content: &str, backups: &Path, validate: Option<&str>) -> 
     a
 }
 
-/// Runs an action's script with sh, as the runner does over SSH; its verdict.
+/// Runs an action's script with sh, as the runner does over SSH (an upload's local file
+/// streamed to its stdin); its verdict.
 fn run(a: &Action) -> Result<(), String> {
+    let stdin = match a.stdin_file() {
+        Some(l) => std::fs::read(&l.path).unwrap(),
+        None => a.stdin().unwrap_or_default().to_vec(),
+    };
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(a.script())
@@ -431,7 +448,7 @@ fn run(a: &Action) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), a.stdin().unwrap_or_default()).unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &stdin).unwrap();
     let out = child.wait_with_output().unwrap();
     let status = out.status.code().unwrap_or(128) as u32;
     a.verdict(status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr))
@@ -511,5 +528,54 @@ fn a_refused_candidate_leaves_the_live_file_and_no_candidate_behind() {
     let good = write(&dest, "PermitRootLogin no\nX11Forwarding no\n", &backups, Some("grep -q 'Login no' {tmp}"));
     run(&good).unwrap();
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "PermitRootLogin no\nX11Forwarding no\n");
+    assert_eq!(listing(&backups).len(), 1);
+}
+
+/// An upload of `local` to `dest`, checked against `sha256`, with backups under `backups`.
+fn upload(dest: &Path, local: &Path, sha256: &str, backups: &Path) -> Action {
+    let step = file::File {
+        dest: dest.to_str().unwrap().to_string(),
+        source: Source::Local(local.to_str().unwrap().to_string()),
+        validate: None,
+        notify: Vec::new(),
+        mode: 0o640,
+        owner: me(),
+        secret: false,
+    };
+    let l = file::Local {
+        path: local.to_str().unwrap().to_string(),
+        size: std::fs::metadata(local).unwrap().len(),
+        sha256: sha256.to_string(),
+    };
+    let d = file::decide_upload(&step, &l, &PathFact::Absent, "R1").unwrap();
+    let mut a = d.actions.into_iter().next().unwrap();
+    if let Action::Write(w) = &mut a {
+        w.backup = w.backup.replace(file::BACKUPS, backups.to_str().unwrap());
+    }
+    a
+}
+
+#[test]
+fn an_upload_that_arrives_damaged_is_refused_and_the_live_file_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("bundle.tar");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&local, &bytes).unwrap();
+    let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let dest = dir.path().join("live.tar");
+    std::fs::write(&dest, b"old").unwrap();
+    let backups = dir.path().join("backups");
+
+    // What arrives is not what was hashed (a cut stream, a flipped bit): refused, and nothing
+    // of it is left beside the live file.
+    let wrong = format!("{}0", &sha[..63]);
+    let err = run(&upload(&dest, &local, &wrong, &backups)).unwrap_err();
+    assert!(err.contains("arrived damaged") && err.contains(&wrong), "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old");
+    assert_eq!(listing(dir.path()), ["bundle.tar", "live.tar"]);
+
+    // The right sum: in place, the old file kept as a backup.
+    run(&upload(&dest, &local, &sha, &backups)).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
     assert_eq!(listing(&backups).len(), 1);
 }

@@ -33,6 +33,48 @@ pub struct RunContext<'a> {
     /// The template context of the site (answers, derived values, secrets).
     pub site_ctx: &'a serde_json::Value,
     pub ssh: &'a SshOptions,
+    /// Local files to upload, hashed once per run whatever the number of hosts.
+    pub uploads: &'a LocalFiles,
+}
+
+/// The size and sha256 of the local files steps upload, by path.
+#[derive(Default)]
+pub struct LocalFiles(tokio::sync::Mutex<std::collections::HashMap<String, file::Local>>);
+
+impl LocalFiles {
+    /// The file at `path`, hashed on a blocking thread the first time it is asked for.
+    pub async fn get(&self, path: &str) -> Result<file::Local, String> {
+        // Held while hashing: hosts that upload the same file wait for one hash.
+        let mut known = self.0.lock().await;
+        if let Some(l) = known.get(path) {
+            return Ok(l.clone());
+        }
+        let owned = path.to_string();
+        let local = tokio::task::spawn_blocking(move || hash_file(&owned))
+            .await
+            .map_err(|e| format!("hashing {path}: {e}"))?
+            .map_err(|e| format!("cannot read {path} on this machine: {e}"))?;
+        known.insert(path.to_string(), local.clone());
+        Ok(local)
+    }
+}
+
+fn hash_file(path: &str) -> std::io::Result<file::Local> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok(file::Local { path: path.to_string(), size, sha256: crate::playbook::catalog::hex(&h.finalize()) })
 }
 
 /// A step of a role, rendered for this host.
@@ -128,6 +170,30 @@ impl<'a> Host<'a> {
             }
         };
         self.cx.reporter.command(&self.name, cmd, out.status, &out.stdout_str(), &out.stderr_str(), t.elapsed());
+        Ok(out)
+    }
+
+    /// Run `script` with a local file streamed to its stdin; the time limit allows for the
+    /// file's size at a slow 1 MiB/s.
+    async fn upload(&self, script: &str, local: &file::Local) -> Result<Output, String> {
+        let limit = COMMAND_TIMEOUT + Duration::from_secs(local.size >> 20);
+        let t = Instant::now();
+        let session = self.session()?;
+        let out = tokio::time::timeout(limit, session.exec_file(script, std::path::Path::new(&local.path)))
+            .await
+            .map_err(|_| format!("the upload of {} took more than {} s", local.path, limit.as_secs()))?
+            .map_err(|e| e.to_string())?;
+        let secs = t.elapsed().as_secs_f64();
+        self.cx.reporter.command(&self.name, script, out.status, &out.stdout_str(), &out.stderr_str(), t.elapsed());
+        self.cx.reporter.log(
+            &self.name,
+            &format!(
+                "uploaded {} ({}) in {secs:.2} s: {:.1} MiB/s",
+                local.path,
+                file::size(local.size),
+                local.size as f64 / (1u64 << 20) as f64 / secs.max(1e-3)
+            ),
+        );
         Ok(out)
     }
 
@@ -285,12 +351,19 @@ impl<'a> Host<'a> {
         notified: &mut HashSet<String>,
     ) -> StepResult {
         let decision = match &p.step {
+            Step::File(f) if matches!(f.source, Source::Local(_)) => {
+                let Source::Local(path) = &f.source else { unreachable!("matched above") };
+                let local = self.cx.uploads.get(path).await?;
+                let current = self.path_fact(dirty, facts, p.at[0], &f.dest, false).await?;
+                file::decide_upload(f, &local, &current, &self.cx.run)?
+            }
             Step::File(f) => {
                 let content = match &f.source {
                     Source::Template(t) => {
                         self.cx.env.get_template(&format!("{}/{t}", p.role)).and_then(|tpl| tpl.render(ctx))
                     }
                     Source::Inline(text) => self.cx.env.render_str(text, ctx),
+                    Source::Local(_) => unreachable!("uploads are decided above"),
                 }
                 .map_err(|e| format!("template: {e:#}"))?;
                 let current = self.path_fact(dirty, facts, p.at[0], &f.dest, false).await?;
@@ -388,6 +461,10 @@ impl<'a> Host<'a> {
         let script = a.script();
         let out = match a {
             Action::Wait { timeout, .. } => self.look(&script, Duration::from_secs(timeout + 30)).await?,
+            _ if a.stdin_file().is_some() => {
+                let local = a.stdin_file().expect("checked");
+                self.upload(&script, local).await?
+            }
             _ => self.exec(&script, a.stdin()).await?,
         };
         a.verdict(out.status, &out.stdout_str(), &out.stderr_str())

@@ -172,6 +172,7 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
     }
     let ssh_opts = SshOptions { known_hosts: state.root.join("known_hosts"), ..SshOptions::default() };
 
+    let uploads = host::LocalFiles::default();
     let cx = RunContext {
         run: run.clone(),
         reporter: &reporter,
@@ -183,6 +184,7 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
         env: &env,
         site_ctx: &site_ctx,
         ssh: &ssh_opts,
+        uploads: &uploads,
     };
     let phases = phases::apply();
     let jobs = selected.iter().map(|hp| {

@@ -21,6 +21,10 @@ pub struct StepSpec {
     /// Inline content (a template string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// A file on this machine (its path is a template), sent as it is: compared by sha256,
+    /// streamed only when it differs, checked by sha256 on the host before it is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
     /// Check the candidate before it replaces the live file; `{tmp}` is its path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validate: Option<String>,
@@ -160,6 +164,8 @@ pub enum Kind {
 pub enum Source {
     Template(String),
     Inline(String),
+    /// A local file, streamed as it is (the path is rendered).
+    Local(String),
 }
 
 #[derive(Debug, Clone)]
@@ -213,11 +219,12 @@ impl StepSpec {
         }
         let file_only = self.template.is_some()
             || self.content.is_some()
+            || self.upload.is_some()
             || self.validate.is_some()
             || !self.notify.is_empty()
             || self.secret;
         if file_only && self.dest.is_none() {
-            return Err("template/content/validate/notify/secret belong to a file step (dest)".into());
+            return Err("template/content/upload/validate/notify/secret belong to a file step (dest)".into());
         }
         let cmd_only = self.creates.is_some() || self.unless.is_some() || self.onlyif.is_some();
         if cmd_only
@@ -251,15 +258,16 @@ impl StepSpec {
             if !dest.starts_with('/') {
                 return Err(format!("dest `{dest}` must be an absolute path"));
             }
-            let source = match (&self.template, &self.content) {
-                (Some(t), None) => {
+            let source = match (&self.template, &self.content, &self.upload) {
+                (Some(t), None, None) => {
                     if !templates.contains(t) {
                         return Err(format!("template `{t}` is not in the role's templates/"));
                     }
                     Source::Template(t.clone())
                 }
-                (None, Some(c)) => Source::Inline(c.clone()),
-                _ => return Err("a file step has exactly one of template or content".into()),
+                (None, Some(c), None) => Source::Inline(c.clone()),
+                (None, None, Some(u)) => Source::Local(u.clone()),
+                _ => return Err("a file step has exactly one of template, content or upload".into()),
             };
             if let Some(v) = &self.validate
                 && !v.contains("{tmp}")

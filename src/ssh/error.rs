@@ -81,6 +81,9 @@ pub enum SshError {
     /// `upload` ran but the remote `cat > path` failed.
     #[error("host {host} ({address}): cannot write {path} (exit status {status}): {stderr}")]
     Upload { host: String, address: String, path: String, status: u32, stderr: String },
+    /// The local file to stream to the host cannot be read.
+    #[error("host {host}: cannot read the local file {path}: {cause}")]
+    LocalFile { host: String, path: String, cause: String },
 }
 
 impl SshError {
@@ -97,7 +100,8 @@ impl SshError {
             | SshError::NoSudo { host, .. }
             | SshError::Disconnected { host, .. }
             | SshError::Protocol { host, .. }
-            | SshError::Upload { host, .. } => host,
+            | SshError::Upload { host, .. }
+            | SshError::LocalFile { host, .. } => host,
         }
     }
 }

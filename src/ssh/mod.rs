@@ -388,7 +388,7 @@ impl Session {
         };
         let session = Session { target: t.clone(), key_path, handle, shared, fingerprint, first_contact };
         if t.user != "root" {
-            let out = session.run("sudo -n true", None, &|_| {}).await?;
+            let out = session.run("sudo -n true", Input::Nothing, &|_| {}).await?;
             if !out.ok() {
                 let said = out.stderr_str().trim().to_string();
                 let said = if said.is_empty() { format!("exit status {}", out.status) } else { said };
@@ -436,11 +436,27 @@ impl Session {
         stdin: Option<&[u8]>,
         on_line: &(dyn Fn(&str) + Sync),
     ) -> Result<Output, SshError> {
-        if self.target.user == "root" {
-            self.run(cmd, stdin, on_line).await
-        } else {
-            self.run(&format!("sudo -n -- sh -c {}", sh_quote(cmd)), stdin, on_line).await
-        }
+        let input = match stdin {
+            Some(bytes) => Input::Bytes(bytes),
+            None => Input::Nothing,
+        };
+        self.run(&self.as_root(cmd), input, on_line).await
+    }
+
+    /// [`Session::exec`] with the local file at `path` as standard input, streamed in the
+    /// channel's window-sized chunks (never read into memory whole).
+    pub async fn exec_file(&self, cmd: &str, path: &Path) -> Result<Output, SshError> {
+        let file = tokio::fs::File::open(path).await.map_err(|e| SshError::LocalFile {
+            host: self.target.name.clone(),
+            path: path.display().to_string(),
+            cause: e.to_string(),
+        })?;
+        let cmd = self.as_root(cmd);
+        self.run(&cmd, Input::File(file), &|_| {}).await
+    }
+
+    fn as_root(&self, cmd: &str) -> String {
+        if self.target.user == "root" { cmd.to_string() } else { format!("sudo -n -- sh -c {}", sh_quote(cmd)) }
     }
 
     /// Writes `bytes` to the remote `path` as root (`umask 077; cat > path`).
@@ -483,7 +499,7 @@ impl Session {
     }
 
     /// Runs `cmd` exactly as given on a new channel.
-    async fn run(&self, cmd: &str, stdin: Option<&[u8]>, on_line: &(dyn Fn(&str) + Sync)) -> Result<Output, SshError> {
+    async fn run(&self, cmd: &str, stdin: Input<'_>, on_line: &(dyn Fn(&str) + Sync)) -> Result<Output, SshError> {
         let channel = match self.handle.channel_open_session().await {
             Ok(c) => c,
             Err(e) if self.handle.is_closed() => return Err(self.lost(e.to_string())),
@@ -504,8 +520,14 @@ impl Session {
         // stdin is written while output is read (a command like `cat` needs both); write errors
         // are ignored: a command may exit without reading, and a lost connection shows in `read`.
         let write = async {
-            if let Some(bytes) = stdin {
-                let _ = tx.data(bytes).await;
+            match stdin {
+                Input::Nothing => {}
+                Input::Bytes(bytes) => {
+                    let _ = tx.data(bytes).await;
+                }
+                Input::File(file) => {
+                    let _ = tx.data(file).await;
+                }
             }
             let _ = tx.eof().await;
             std::future::pending::<()>().await
@@ -556,6 +578,13 @@ impl Session {
             () = write => unreachable!("the stdin writer never completes"),
         }
     }
+}
+
+/// What a command reads on standard input.
+enum Input<'a> {
+    Nothing,
+    Bytes(&'a [u8]),
+    File(tokio::fs::File),
 }
 
 #[cfg(test)]

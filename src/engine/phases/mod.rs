@@ -132,6 +132,7 @@ mod tests {
             env: &env,
             site_ctx: &site,
             ssh: &ssh,
+            uploads: &Default::default(),
         };
         let target = Target {
             name: "h1".into(),

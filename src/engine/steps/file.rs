@@ -41,8 +41,21 @@ pub struct Write {
     pub owner: String,
     pub validate: Option<String>,
     pub content: Vec<u8>,
+    /// Instead of `content`: a local file streamed as it is, then checked on the host.
+    pub local: Option<Local>,
     pub secret: bool,
 }
+
+/// A file on this machine, with what its upload is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The exit status of the write script when an upload arrived damaged.
+pub const DAMAGED: u32 = 98;
 
 // The content stays out of debug output (it may be a secret file).
 impl std::fmt::Debug for Write {
@@ -55,6 +68,7 @@ impl std::fmt::Debug for Write {
             .field("owner", &self.owner)
             .field("validate", &self.validate)
             .field("content", &format_args!("<{} bytes>", self.content.len()))
+            .field("local", &self.local)
             .field("secret", &self.secret)
             .finish()
     }
@@ -63,7 +77,25 @@ impl std::fmt::Debug for Write {
 /// Decide a file step from its new `content` and the state of its path. `run` names the
 /// candidate file.
 pub fn decide(f: &File, content: &[u8], current: &PathFact, run: &str) -> Result<Decision, String> {
-    let sha = hex(&Sha256::digest(content));
+    decide_new(f, New::Content(content), current, run)
+}
+
+/// Decide an upload (a file step whose source is a local file) from the local file's size
+/// and sha256: nothing is sent when the host's file has the same sha256.
+pub fn decide_upload(f: &File, local: &Local, current: &PathFact, run: &str) -> Result<Decision, String> {
+    decide_new(f, New::Local(local), current, run)
+}
+
+enum New<'a> {
+    Content(&'a [u8]),
+    Local(&'a Local),
+}
+
+fn decide_new(f: &File, new: New<'_>, current: &PathFact, run: &str) -> Result<Decision, String> {
+    let sha = match &new {
+        New::Content(content) => hex(&Sha256::digest(content)),
+        New::Local(l) => l.sha256.clone(),
+    };
     let (content_differs, meta_differs) = match current {
         PathFact::File(c) => (c.sha256 != sha, c.mode != f.mode || c.owner != f.owner),
         PathFact::Absent => (true, false),
@@ -74,7 +106,27 @@ pub fn decide(f: &File, content: &[u8], current: &PathFact, run: &str) -> Result
     if !content_differs && !meta_differs {
         return Ok(Decision::converged());
     }
-    let (action, detail) = if content_differs {
+    let (action, detail) = if content_differs && let New::Local(l) = &new {
+        let detail = Detail::Text(format!(
+            "{}: upload {} ({}, sha256 {})",
+            f.dest,
+            l.path,
+            size(l.size),
+            &l.sha256[..l.sha256.len().min(16)]
+        ));
+        let write = Write {
+            dest: f.dest.clone(),
+            candidate: candidate(&f.dest, run),
+            backup: backup_name(&f.dest),
+            mode: f.mode,
+            owner: f.owner.clone(),
+            validate: f.validate.clone(),
+            content: Vec::new(),
+            local: Some((*l).clone()),
+            secret: f.secret,
+        };
+        (Action::Write(write), detail)
+    } else if content_differs && let New::Content(content) = new {
         let detail = if f.secret {
             Detail::Text(format!("{}: content changed (secret file: not shown)", f.dest))
         } else {
@@ -92,6 +144,7 @@ pub fn decide(f: &File, content: &[u8], current: &PathFact, run: &str) -> Result
             owner: f.owner.clone(),
             validate: f.validate.clone(),
             content: content.to_vec(),
+            local: None,
             secret: f.secret,
         };
         (Action::Write(write), detail)
@@ -137,6 +190,12 @@ pub fn write_script(w: &Write) -> String {
         u = sh_quote(user),
         g = sh_quote(group),
     );
+    if let Some(l) = &w.local {
+        s.push_str(&format!(
+            "if [ \"$(sha256sum < \"$tmp\" | cut -d' ' -f1)\" != {sha} ]; then rm -f \"$tmp\"; exit {DAMAGED}; fi\n",
+            sha = sh_quote(&l.sha256)
+        ));
+    }
     if let Some(v) = &w.validate {
         let cmd = v.replace("{tmp}", &sh_quote(&w.candidate));
         s.push_str(&format!(
@@ -164,9 +223,21 @@ pub fn meta_script(path: &str, mode: u32, owner: &str) -> String {
     format!("chmod {mode:o} {d} && chown {}:{} {d}", sh_quote(user), sh_quote(group), d = sh_quote(path))
 }
 
+/// A size for people.
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    }
+}
+
 /// A write for people: where, mode and owner, and whether a validator checks it.
 pub fn show(w: &Write) -> String {
-    let mut s = format!("write {} (mode {:o}, {}", w.dest, w.mode, w.owner);
+    let mut s = match &w.local {
+        Some(l) => format!("upload {} ({}) to {} (mode {:o}, {}", l.path, size(l.size), w.dest, w.mode, w.owner),
+        None => format!("write {} (mode {:o}, {}", w.dest, w.mode, w.owner),
+    };
     if let Some(v) = &w.validate {
         s.push_str(&format!(", checked by `{v}`"));
     }
@@ -186,6 +257,14 @@ pub fn verdict(w: &Write, status: u32, stderr: &str) -> Result<(), String> {
             msg.push_str(&format!("\n  {l}"));
         }
         return Err(msg);
+    }
+    if status == DAMAGED
+        && let Some(l) = &w.local
+    {
+        return Err(format!(
+            "the upload of {} to {} arrived damaged (its sha256 is not {}); the live file is unchanged",
+            l.path, w.dest, l.sha256
+        ));
     }
     if status != 0 {
         return Err(format!("writing {} failed (exit {status}): {}", w.dest, stderr.trim()));

@@ -14,7 +14,7 @@ pub mod zone;
 
 use super::facts::Probe;
 use super::report::Status;
-use crate::playbook::step::Kind;
+use crate::playbook::step::{Kind, Source};
 
 /// A step with its paths, commands and checks rendered for one host.
 #[derive(Debug, Clone)]
@@ -34,7 +34,10 @@ impl Step {
         Ok(match kind {
             Kind::File { dest, source, validate, notify, mode, owner, secret } => Step::File(file::File {
                 dest: render(dest)?,
-                source: source.clone(),
+                source: match source {
+                    Source::Local(path) => Source::Local(render(path)?),
+                    other => other.clone(),
+                },
                 validate: validate.as_deref().map(render).transpose()?,
                 notify: notify.clone(),
                 mode: u32::from_str_radix(mode, 8).unwrap_or(0o644),
@@ -120,6 +123,14 @@ impl Action {
             Action::Systemctl { unit, verbs, then_active } => service::script(unit, verbs, *then_active),
             Action::Wait { check, timeout, .. } => wait::script(check, *timeout),
             Action::Update { key, .. } => zone::nsupdate_script(key),
+        }
+    }
+
+    /// The local file the script reads on stdin, streamed (an upload).
+    pub fn stdin_file(&self) -> Option<&file::Local> {
+        match self {
+            Action::Write(w) => w.local.as_ref(),
+            _ => None,
         }
     }
 
