@@ -109,6 +109,11 @@ fn a_template_that_fails_its_validator_leaves_the_live_file_untouched() {
     assert!(detail.contains("refused the new /etc/ssh/sshd_config.d/50-groundwork.conf"), "{detail}");
     assert!(detail.contains("live file is unchanged"), "{detail}");
     assert!(detail.contains("unsupported option \"sometimes\""), "the validator's words: {detail}");
+    // --json consumers match on the failure's fields, not its words.
+    let failure = &run.finished()["hosts"]["b1"]["failure"];
+    assert_eq!(failure["phase"], "step", "{failure}");
+    assert_eq!((failure["role"].as_str(), failure["step"].as_str()), (Some("base"), Some("ssh hardening")));
+    assert!(failure["cause"].as_str().unwrap_or("").contains("refused the new"), "{failure}");
     assert_eq!(on("b1", &format!("sha256sum {live}")), before, "live file changed");
     assert_eq!(on("b1", "ls -a /etc/ssh/sshd_config.d/ | grep -c groundwork-new || true").trim(), "0");
     assert_eq!(on("b1", "systemctl is-active ssh").trim(), "active");

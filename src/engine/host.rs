@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use minijinja::{Environment, Value};
 
 use super::board::Board;
+use super::error::RunError;
 use super::facts::{Facts, PathFact, Probe, sh_quote};
 use super::journal::{Entry, Journal, Resume};
 use super::packages;
@@ -251,7 +252,13 @@ impl<'a> Host<'a> {
         dirty: bool,
         resumable: bool,
         notified: &mut HashSet<String>,
-    ) -> Result<Status, String> {
+    ) -> Result<Status, RunError> {
+        let failed = |cause: String| RunError::Step {
+            host: self.name.clone(),
+            role: p.role.to_string(),
+            step: p.name.to_string(),
+            cause,
+        };
         let key = (self.name.clone(), p.role.to_string(), p.name.to_string());
         if resumable && self.cx.resume.is_some_and(|r| r.done.contains(&key)) {
             self.finish_step(p.role, p.name, Status::Skipped, Duration::ZERO, Some("done by the interrupted run"));
@@ -275,7 +282,7 @@ impl<'a> Host<'a> {
                 .env
                 .compile_expression(cond)
                 .and_then(|e| e.eval(ctx))
-                .map_err(|e| format!("{} / {}: `when = {cond}`: {e}", p.role, p.name))?;
+                .map_err(|e| failed(format!("`when = {cond}`: {e}")))?;
             if !keep.is_true() {
                 self.finish_step(p.role, p.name, Status::Skipped, t.elapsed(), Some(&format!("when: {cond}")));
                 return Ok(Status::Skipped);
@@ -288,13 +295,16 @@ impl<'a> Host<'a> {
             }
             Err(e) => {
                 self.finish_step(p.role, p.name, Status::Failed, t.elapsed(), Some(&e));
+                if e == INTERRUPTED {
+                    return Err(RunError::Interrupted { host: self.name.clone() });
+                }
                 // The run's one-line error: what failed, and the last thing it said.
                 let first = e.lines().next().unwrap_or("");
                 let last = e.lines().skip(1).map(str::trim).filter(|l| !l.is_empty()).last();
-                Err(match last {
-                    Some(l) => format!("{} / {}: {first}: {l}", p.role, p.name),
-                    None => format!("{} / {}: {first}", p.role, p.name),
-                })
+                Err(failed(match last {
+                    Some(l) => format!("{first}: {l}"),
+                    None => first.to_string(),
+                }))
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod board;
 pub mod context;
+pub mod error;
 pub mod facts;
 pub mod host;
 pub mod journal;
@@ -204,7 +205,7 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
             let mut h = Host::new(target, roles, cx);
             let result = phases::run(phases, &mut h).await;
             cx.board.host_done(&h.name);
-            cx.reporter.host_finished(&h.name, result.as_ref().err().map(String::as_str), started.elapsed());
+            cx.reporter.host_finished(&h.name, result.as_ref().err(), started.elapsed());
             result.is_ok()
         }
     });

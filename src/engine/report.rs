@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::context::Redactor;
+use super::error::RunError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -47,6 +48,9 @@ pub struct HostSummary {
     pub ms: u128,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The same, typed: the phase it stopped in, and the role and step of a failed step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<serde_json::Value>,
 }
 
 pub struct Reporter {
@@ -97,6 +101,14 @@ impl Reporter {
 
     pub fn redact(&self, s: &str) -> String {
         self.redactor.redact(s)
+    }
+
+    fn redact_json(&self, v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::String(s) => serde_json::Value::String(self.redact(&s)),
+            serde_json::Value::Object(m) => m.into_iter().map(|(k, v)| (k, self.redact_json(v))).collect(),
+            other => other,
+        }
     }
 
     /// Write to the log file only.
@@ -261,12 +273,13 @@ impl Reporter {
         }));
     }
 
-    pub fn host_finished(&self, host: &str, error: Option<&str>, took: Duration) {
+    pub fn host_finished(&self, host: &str, error: Option<&RunError>, took: Duration) {
         let summary = {
             let mut sums = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
             let s = sums.entry(host.to_string()).or_default();
             s.ms = took.as_millis();
-            s.error = error.map(|e| self.redactor.redact(e));
+            s.error = error.map(|e| self.redactor.redact(&e.to_string()));
+            s.failure = error.map(|e| self.redact_json(serde_json::to_value(e).expect("errors serialize")));
             s.clone()
         };
         if let Some(bar) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).get(host) {

@@ -4,6 +4,7 @@ use futures::future::LocalBoxFuture;
 use std::time::Instant;
 
 use super::Phase;
+use crate::engine::error::RunError;
 use crate::engine::host::Host;
 use crate::ssh::Session;
 
@@ -14,10 +15,12 @@ impl Phase for Connect {
         "connect"
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
+    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
         Box::pin(async move {
             let t = Instant::now();
-            let session = Session::connect(&h.target, h.cx.ssh).await.map_err(|e| e.to_string())?;
+            let session = Session::connect(&h.target, h.cx.ssh)
+                .await
+                .map_err(|e| RunError::Connect { host: h.name.clone(), cause: e.to_string() })?;
             h.cx.reporter.connected(&h.name, session.host_key_fingerprint(), session.first_contact(), t.elapsed());
             h.session = Some(session);
             Ok(())

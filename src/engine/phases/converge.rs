@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use futures::future::LocalBoxFuture;
 
 use super::Phase;
-use crate::engine::host::{Host, INTERRUPTED, Work};
+use crate::engine::error::RunError;
+use crate::engine::host::{Host, Work};
 use crate::engine::report::Status;
 
 pub struct Converge;
@@ -16,9 +17,11 @@ impl Phase for Converge {
         "converge"
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
+    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
         Box::pin(async move {
-            let Some(mut work) = h.work.take() else { return Err("no facts".into()) };
+            let Some(mut work) = h.work.take() else {
+                return Err(RunError::Facts { host: h.name.clone(), cause: "no facts gathered".into() });
+            };
             let result = roles(h, &mut work).await;
             h.work = Some(work);
             result
@@ -26,20 +29,21 @@ impl Phase for Converge {
     }
 }
 
-async fn roles<'a>(h: &Host<'a>, work: &mut Work<'a>) -> Result<(), String> {
+async fn roles<'a>(h: &Host<'a>, work: &mut Work<'a>) -> Result<(), RunError> {
+    let interrupted = || RunError::Interrupted { host: h.name.clone() };
     for role in &h.roles {
         if !h.cx.dry_run {
             let waited = tokio::select! {
                 w = h.cx.board.wait_for_needs(&role.name) => w,
-                () = h.interrupted() => return Err(INTERRUPTED.into()),
+                () = h.interrupted() => return Err(interrupted()),
             };
             if let Err(blocker) = waited {
-                return Err(format!("role {} not started: {blocker}", role.name));
+                return Err(RunError::Blocked { host: h.name.clone(), role: role.name.clone(), blocker });
             }
         }
         for p in work.prepared.iter().filter(|p| p.role == role.name) {
             if h.cx.cancel.load(Ordering::SeqCst) {
-                return Err(INTERRUPTED.into());
+                return Err(interrupted());
             }
             let status = h.run_step(p, &work.facts, &work.ctx, work.dirty, work.resumable, &mut work.notified).await?;
             if status == Status::Changed {

@@ -3,6 +3,7 @@
 use futures::future::LocalBoxFuture;
 
 use super::Phase;
+use crate::engine::error::RunError;
 use crate::engine::host::Host;
 
 pub struct Disconnect;
@@ -16,7 +17,7 @@ impl Phase for Disconnect {
         h.session.is_some()
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
+    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
         Box::pin(async move {
             if let Some(s) = h.session.take() {
                 s.close().await;

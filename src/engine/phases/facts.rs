@@ -7,6 +7,7 @@ use std::time::Instant;
 use futures::future::LocalBoxFuture;
 
 use super::Phase;
+use crate::engine::error::RunError;
 use crate::engine::facts::Probe;
 use crate::engine::host::{Host, Prepared, Work};
 use crate::engine::journal::Entry;
@@ -19,8 +20,13 @@ impl Phase for Facts {
         "facts"
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
-        Box::pin(gather(h))
+    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
+        Box::pin(async move {
+            let host = h.name.clone();
+            gather(h)
+                .await
+                .map_err(|cause| RunError::in_phase(host, cause, |host, cause| RunError::Facts { host, cause }))
+        })
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 
 use futures::future::LocalBoxFuture;
 
+use super::error::RunError;
 use super::host::Host;
 
 /// One unit of work on one host.
@@ -28,7 +29,7 @@ pub trait Phase {
         true
     }
     /// Do the work (in a dry run: say what would be done, change nothing).
-    fn run<'h>(&'h self, host: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>>;
+    fn run<'h>(&'h self, host: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>>;
     /// Undo what must not outlive a failed run (it runs for the phases that ran, in reverse).
     fn clean_up<'h>(&'h self, _host: &'h mut Host<'_>) -> LocalBoxFuture<'h, ()> {
         Box::pin(async {})
@@ -47,12 +48,12 @@ pub fn apply() -> Vec<Box<dyn Phase>> {
 }
 
 /// Run `phases` on `host`, in order; on a failure, clean up the phases that ran.
-pub async fn run(phases: &[Box<dyn Phase + '_>], host: &mut Host<'_>) -> Result<(), String> {
+pub async fn run(phases: &[Box<dyn Phase + '_>], host: &mut Host<'_>) -> Result<(), RunError> {
     let mut ran: Vec<&dyn Phase> = Vec::new();
     let mut failure = None;
     for phase in phases {
         if host.cx.cancel.load(Ordering::SeqCst) {
-            failure = Some(super::host::INTERRUPTED.to_string());
+            failure = Some(RunError::Interrupted { host: host.name.clone() });
             break;
         }
         if !phase.has_work(host) {
@@ -102,9 +103,12 @@ mod tests {
         fn has_work(&self, _: &Host<'_>) -> bool {
             self.work
         }
-        fn run<'h>(&'h self, _: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
+        fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
             self.log.borrow_mut().push(format!("run {}", self.name));
-            Box::pin(async move { if self.fails { Err(format!("{} broke", self.name)) } else { Ok(()) } })
+            let host = h.name.clone();
+            Box::pin(async move {
+                if self.fails { Err(RunError::Facts { host, cause: format!("{} broke", self.name) }) } else { Ok(()) }
+            })
         }
         fn clean_up<'h>(&'h self, _: &'h mut Host<'_>) -> LocalBoxFuture<'h, ()> {
             self.log.borrow_mut().push(format!("clean {}", self.name));
@@ -161,7 +165,7 @@ mod tests {
         with_host(|h| {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let err = rt.block_on(run(&list, h)).unwrap_err();
-            assert_eq!(err, "c broke");
+            assert_eq!(err.to_string(), "c broke");
         });
         assert_eq!(*log.borrow(), ["run a", "run b", "run c", "clean c", "clean b", "clean a"]);
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use futures::future::LocalBoxFuture;
 
 use super::Phase;
+use crate::engine::error::RunError;
 use crate::engine::host::Host;
 use crate::engine::packages;
 use crate::engine::report::Status;
@@ -17,8 +18,13 @@ impl Phase for Packages {
         "packages"
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), String>> {
-        Box::pin(install(h))
+    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
+        Box::pin(async move {
+            let host = h.name.clone();
+            install(h)
+                .await
+                .map_err(|cause| RunError::in_phase(host, cause, |host, cause| RunError::Packages { host, cause }))
+        })
     }
 }
 
@@ -55,7 +61,7 @@ async fn install(h: &mut Host<'_>) -> Result<(), String> {
         }
         Err(e) => {
             h.finish_step("packages", "install", Status::Failed, t.elapsed(), Some(&e));
-            Err(format!("packages: {e}"))
+            Err(e)
         }
     }
 }
