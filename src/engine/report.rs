@@ -45,6 +45,8 @@ pub struct HostSummary {
     pub changed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Commands run on the host after connecting: its round trips (a no-op costs one).
+    pub commands: usize,
     pub ms: u128,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -122,6 +124,9 @@ impl Reporter {
 
     /// A command and its result, for the log.
     pub fn command(&self, host: &str, cmd: &str, status: u32, stdout: &str, stderr: &str, took: Duration) {
+        if let Some(s) = self.summaries.lock().unwrap_or_else(|p| p.into_inner()).get_mut(host) {
+            s.commands += 1;
+        }
         let mut text = format!("$ {cmd}\n  -> exit {status} in {} ms", took.as_millis());
         for (label, s) in [("stdout", stdout), ("stderr", stderr)] {
             if !s.trim().is_empty() {
