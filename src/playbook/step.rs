@@ -200,11 +200,63 @@ pub fn wait_check(w: &WaitFor) -> Result<(String, String), String> {
     }
 }
 
+/// The first value a shell string interpolates without quoting it: a `{{ ... }}` outside a
+/// `{% filter sh %}` block whose last filter is not `sh`. Quoting at the sink is the rule for
+/// every shell string of a role, whatever the validator allows in the value today.
+pub fn unquoted_value(shell: &str) -> Option<String> {
+    let mut rest = shell;
+    let mut in_filter = 0usize;
+    loop {
+        let next_expr = rest.find("{{");
+        let next_tag = rest.find("{%");
+        match (next_expr, next_tag) {
+            (None, None) => return None,
+            (Some(e), t) if t.is_none_or(|t| e < t) => {
+                let end = rest[e..].find("}}").map(|x| e + x + 2)?;
+                let inner = rest[e + 2..end - 2].trim().trim_start_matches('-').trim_end_matches('-').trim();
+                let last = inner.rsplit('|').next().unwrap_or("").trim();
+                if in_filter == 0 && (!inner.contains('|') || last != "sh") {
+                    return Some(rest[e..end].to_string());
+                }
+                rest = &rest[end..];
+            }
+            (_, Some(t)) => {
+                let end = rest[t..].find("%}").map(|x| t + x + 2)?;
+                let tag: Vec<&str> = rest[t + 2..end - 2]
+                    .trim_matches(|c: char| c == '-' || c.is_whitespace())
+                    .split_whitespace()
+                    .collect();
+                match tag.as_slice() {
+                    ["filter", "sh"] => in_filter += 1,
+                    ["endfilter"] => in_filter = in_filter.saturating_sub(1),
+                    _ => {}
+                }
+                rest = &rest[end..];
+            }
+            (Some(_), None) => unreachable!("matched above"),
+        }
+    }
+}
+
 impl StepSpec {
     /// Check the spec and turn it into a [`Step`]. `templates` lists the role's template files.
     pub fn check(&self, templates: &[String]) -> Result<Step, String> {
         if self.name.trim().is_empty() {
             return Err("every step needs a name".into());
+        }
+        let shell = [
+            ("command", self.command.as_deref()),
+            ("unless", self.unless.as_deref()),
+            ("onlyif", self.onlyif.as_deref()),
+            ("validate", self.validate.as_deref()),
+            ("wait.command", self.wait.as_ref().and_then(|w| w.command.as_deref())),
+        ];
+        for (key, text) in shell {
+            if let Some(v) = text.and_then(unquoted_value) {
+                return Err(format!(
+                    "`{key}` interpolates {v} without the shell filter: write `{{{{ ... | sh }}}}` (values are quoted where the command is built)"
+                ));
+            }
         }
         let kinds = [
             self.dest.is_some(),
@@ -318,5 +370,34 @@ impl StepSpec {
             Kind::Wait { check, what, timeout: self.timeout.unwrap_or(30) }
         };
         Ok(Step { name: self.name.clone(), when: self.when.clone(), kind })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shell_string_quotes_every_value_it_interpolates() {
+        assert_eq!(unquoted_value("echo {{ host.name | sh }}"), None);
+        assert_eq!(unquoted_value("echo {{ (a ~ b) | upper | sh }}"), None);
+        assert_eq!(unquoted_value("test -S {% filter sh %}/run/{{ x }}/s{% endfilter %}"), None);
+        assert_eq!(unquoted_value("{% for d in ds %} x{{ loop.index | sh }}{% endfor %}"), None);
+        assert_eq!(unquoted_value("echo {{ host.name }}").as_deref(), Some("{{ host.name }}"));
+        assert_eq!(unquoted_value("echo '{{ branch | lower }}'").as_deref(), Some("{{ branch | lower }}"));
+        assert_eq!(unquoted_value("{% filter sh %}{{ a }}{% endfilter %} {{ b }}").as_deref(), Some("{{ b }}"));
+        assert_eq!(unquoted_value("plain text, no values"), None);
+    }
+
+    #[test]
+    fn a_step_whose_command_interpolates_a_raw_value_is_refused() {
+        let spec = StepSpec {
+            name: "checkout".into(),
+            command: Some("git clone -b {{ gitops.branch }} repo".into()),
+            creates: Some("/srv/repo".into()),
+            ..Default::default()
+        };
+        let err = spec.check(&[]).unwrap_err();
+        assert!(err.contains("`command` interpolates {{ gitops.branch }} without the shell filter"), "{err}");
     }
 }
