@@ -114,18 +114,7 @@ fn decide_new(f: &File, new: New<'_>, current: &PathFact, run: &str) -> Result<D
             size(l.size),
             &l.sha256[..l.sha256.len().min(16)]
         ));
-        let write = Write {
-            dest: f.dest.clone(),
-            candidate: candidate(&f.dest, run),
-            backup: backup_name(&f.dest),
-            mode: f.mode,
-            owner: f.owner.clone(),
-            validate: f.validate.clone(),
-            content: Vec::new(),
-            local: Some((*l).clone()),
-            secret: f.secret,
-        };
-        (Action::Write(write), detail)
+        (Action::Write(write(f, run, Vec::new(), Some((*l).clone()))), detail)
     } else if content_differs && let New::Content(content) = new {
         let detail = if f.secret {
             Detail::Text(format!("{}: content changed (secret file: not shown)", f.dest))
@@ -136,23 +125,27 @@ fn decide_new(f: &File, new: New<'_>, current: &PathFact, run: &str) -> Result<D
                 live: matches!(current, PathFact::File(_)),
             }
         };
-        let write = Write {
-            dest: f.dest.clone(),
-            candidate: candidate(&f.dest, run),
-            backup: backup_name(&f.dest),
-            mode: f.mode,
-            owner: f.owner.clone(),
-            validate: f.validate.clone(),
-            content: content.to_vec(),
-            local: None,
-            secret: f.secret,
-        };
-        (Action::Write(write), detail)
+        (Action::Write(write(f, run, content.to_vec(), None)), detail)
     } else {
         let detail = Detail::Text(format!("{}: mode {:o}, owner {}", f.dest, f.mode, f.owner));
         (Action::SetMeta { path: f.dest.clone(), mode: f.mode, owner: f.owner.clone() }, detail)
     };
     Ok(Decision { actions: vec![action], detail: Some(detail), notify: f.notify.clone(), settles: None })
+}
+
+/// The write of new content (or of a local file) for `f`.
+fn write(f: &File, run: &str, content: Vec<u8>, local: Option<Local>) -> Write {
+    Write {
+        dest: f.dest.clone(),
+        candidate: candidate(&f.dest, run),
+        backup: backup_name(&f.dest),
+        mode: f.mode,
+        owner: f.owner.clone(),
+        validate: f.validate.clone(),
+        content,
+        local,
+        secret: f.secret,
+    }
 }
 
 /// The directory a path is in (`/` for a file at the root).
