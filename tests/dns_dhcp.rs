@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::lab;
 use common::run::{self, Run, fresh, on, rt};
 use groundwork::answers::{self, model::Answers};
@@ -152,8 +151,6 @@ fn service_names_and_forwarders_follow_the_answers() {
     let opts = &ns1["named.conf.options.j2"];
     assert!(opts.contains("\t\t192.0.2.53;\n\t\t192.0.2.54;\n"), "{opts}");
     assert!(opts.contains("forward only;") && opts.contains("dnssec-validation auto;"), "{opts}");
-    // The probe is a plain program: templating leaves it untouched.
-    assert_eq!(ns1["dhcp-probe.py"], std::fs::read_to_string("playbooks/dhcp/templates/dhcp-probe.py").unwrap());
 }
 
 // ------------------------------------------------------------------ the lab
@@ -231,25 +228,10 @@ fn broken_dns_role(dir: &Path) -> PathBuf {
     root
 }
 
-/// A DHCP server that offers 10.77.0.250 to every DISCOVER, as 10.77.0.33.
-const FAKE_DHCP: &str = r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-s.bind(("0.0.0.0", 67))
-me = socket.inet_aton("10.77.0.33")
-while True:
-    data, src = s.recvfrom(4096)
-    if len(data) < 240 or data[0] != 1 or b"\x35\x01\x01" not in data[240:]:
-        continue
-    reply = bytearray(data[:240])
-    reply[0] = 2
-    reply[16:20] = socket.inet_aton("10.77.0.250")
-    reply[20:24] = me
-    reply += b"\x35\x01\x02\x36\x04" + me + b"\x01\x04\xff\xff\xff\x00\x33\x04\x00\x00\x0e\x10\xff"
-    s.sendto(bytes(reply), ("255.255.255.255", 68))
-"#;
+/// busybox's udhcpd on dn2 (installed by the test): it offers 10.77.0.250, the one address of
+/// its range, with dn2's address (10.77.0.33) as its server identifier; ARP check cut to 100 ms.
+const FAKE_DHCP_CONF: &str = "interface eth0\nstart 10.77.0.250\nend 10.77.0.250\nmax_leases 1\n\
+                              lease_file /run/gw-fake-dhcp.leases\noption subnet 255.255.255.0\noption lease 600\n";
 
 #[test]
 fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
@@ -338,7 +320,7 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
         ("dn1", "kea-dhcp4 status"),
         ("dn1", "kea-dhcp4 configuration"),
         ("dn1", "kea-dhcp-ddns status"),
-        ("dn1", "DHCPDISCOVER from dn2"),
+        ("dn1", verify::dhcp::DISCOVER_CHECK),
     ] {
         assert_eq!(row(host, check).result, Outcome::Ok, "{host} / {check}");
     }
@@ -414,19 +396,48 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     // 6. Another DHCP server on the segment, while Kea does not serve it yet (the probe runs
     //    before Kea is enabled, not on every re-run): the run stops and names it.
     on("dn1", "systemctl stop kea-dhcp4-server");
-    let b64 = base64::engine::general_purpose::STANDARD.encode(FAKE_DHCP);
-    on("dn2", &format!("echo {b64} | base64 -d > /tmp/fake-dhcp.py"));
-    lab::lab(&["ssh", "dn2", "systemd-run --unit gw-fake-dhcp python3 /tmp/fake-dhcp.py"]).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    on(
+        "dn2",
+        "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends busybox >/dev/null",
+    );
+    on("dn2", &format!("printf '{FAKE_DHCP_CONF}' > /run/gw-fake-dhcp.conf"));
+    // Each start forgets earlier offers (its one address is held for a client it offered it to).
+    let fake_dhcp = |up: bool| {
+        let cmd = if up {
+            ": > /run/gw-fake-dhcp.leases; systemd-run --unit gw-fake-dhcp busybox udhcpd -f -a 100 /run/gw-fake-dhcp.conf"
+        } else {
+            "systemctl stop gw-fake-dhcp"
+        };
+        lab::lab(&["ssh", "dn2", cmd]).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    fake_dhcp(true);
     let foreign = apply(&state, &[]);
-    lab::lab(&["ssh", "dn2", "systemctl stop gw-fake-dhcp"]).unwrap();
+    fake_dhcp(false);
+    // verify's DISCOVER from this machine names it too.
+    fake_dhcp(true);
+    let dn1 = a.hosts.iter().find(|h| h.name == "dn1").unwrap();
+    let row = rt().block_on(verify::dhcp::discover_row(dn1, &a));
+    fake_dhcp(false);
+    eprintln!("with another server and Kea stopped:\n{}", verify::render_table(std::slice::from_ref(&row)));
+    assert_eq!(row.result, Outcome::Fail, "{}", row.detail);
+    assert_eq!(
+        row.detail,
+        "no offer from 10.77.0.32 on labbr0 within 2 s; other servers answer: 10.77.0.33 (offers 10.77.0.250)"
+    );
     assert_ne!(foreign.code, 0, "{}", foreign.all_text());
+    let failed = foreign.failed_steps();
+    let probe = failed
+        .iter()
+        .find(|e| e["host"] == "dn1" && e["step"] == "no other DHCP server on the segment")
+        .unwrap_or_else(|| panic!("the probe did not fail: {}", foreign.all_text()));
+    let detail = probe["detail"].as_str().unwrap_or("");
+    eprintln!("the probe's failure on dn1: {detail}");
     assert!(
-        foreign.failed_steps().iter().any(|e| e["host"] == "dn1"
-            && e["step"] == "no other DHCP server on the segment"
-            && e["detail"].as_str().unwrap_or("").contains("server 10.77.0.33 from 10.77.0.33 offers 10.77.0.250")),
-        "{}",
-        foreign.all_text()
+        detail.contains(
+            "another DHCP server answers on the segment of 10.77.0.32 (eth0): server 10.77.0.33 offers 10.77.0.250"
+        ),
+        "{detail}"
     );
 
     // 7. With the other server gone, Kea starts again; then nothing is left to change.

@@ -1,11 +1,13 @@
 //! DHCP, checked on the DHCP host over SSH and on the segment:
 //!
-//! - kea-dhcp4 and kea-dhcp-ddns answer `status-get` on their control sockets, and the subnet,
-//!   pools and reservations kea-dhcp4 runs with (`config-get`) are the answer file's.
-//! - From another host of the site (not the DHCP server itself: Kea's raw socket replies never
-//!   loop back to its own host), a DHCPDISCOVER gets an offer from the DHCP host, with an
-//!   address of a range; any other server answering is named (a failure unless
-//!   allow-foreign-dhcp = true).
+//! - kea-dhcp4 and kea-dhcp-ddns answer `status-get` on their control sockets (read with
+//!   socat, which the dhcp role installs), and the subnet, pools and reservations kea-dhcp4 runs
+//!   with (`config-get`) are the answer file's.
+//! - From this machine, when it sits on the DHCP segment (not on the DHCP server itself: Kea's
+//!   raw socket replies never loop back to its own host), a DHCPDISCOVER ([`super::discover`])
+//!   gets an offer from the DHCP host, with an address of a range; any other server answering
+//!   is named (a failure unless allow-foreign-dhcp = true). Off the segment, or without the
+//!   right to listen on port 68, the row is `skip` and says why.
 //! - Every active lease in Kea's lease file (the newest few) resolves both ways at the primary
 //!   DNS server: the client's name to its address and back.
 
@@ -13,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::discover::{self, Segment};
 use super::dns::{Server, forward_and_reverse};
 use super::{Outcome, Row, connect, timed};
 use crate::answers::model::{Answers, Host, Role};
@@ -20,37 +23,26 @@ use crate::ssh::Session;
 use crate::state::StateDir;
 
 const SERVICE: &str = "dhcp";
-/// The probe the dhcp role installs, run from another host (sent on stdin).
-const PROBE: &str = include_str!("../../playbooks/dhcp/templates/dhcp-probe.py");
 const SOCKET4: &str = "/run/kea/kea4-ctrl-socket";
 const SOCKET_D2: &str = "/run/kea/kea-ddns-ctrl-socket";
 const LEASES: &str = "/var/lib/kea/kea-leases4.csv";
 /// How many leases (the newest) are checked in DNS.
 const MAX_LEASES: usize = 5;
+/// The check of the DISCOVER sent from this machine.
+pub const DISCOVER_CHECK: &str = "DHCPDISCOVER from this machine";
 
-/// Sends one command to a Kea control socket and prints the answer (Kea closes the connection
-/// after it). python3-minimal has no json module: the answer is parsed here.
-const KEA_COMMAND: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.settimeout(3)
-s.connect(sys.argv[1])
-s.sendall(('{"command": "%s"}' % sys.argv[2]).encode())
-buf = b""
-while True:
-    try:
-        chunk = s.recv(65536)
-    except socket.timeout:
-        break
-    if not chunk:
-        break
-    buf += chunk
-sys.stdout.write(buf.decode())
-"#;
+/// The shell command that sends one command (on stdin) to a Kea control socket and prints the
+/// answer; Kea closes the connection after it, which ends socat.
+fn kea_command(socket: &str) -> String {
+    format!(
+        "command -v socat >/dev/null || {{ echo 'socat is not installed (the dhcp role installs it: run apply)' >&2; exit 127; }}; \
+         exec timeout 10 socat -t 5 - UNIX-CONNECT:'{socket}'"
+    )
+}
 
 async fn kea(session: &Session, socket: &str, command: &str) -> Result<serde_json::Value, String> {
     let out = session
-        .exec(&format!("python3 - '{socket}' '{command}'"), Some(KEA_COMMAND.as_bytes()))
+        .exec(&kea_command(socket), Some(format!("{{\"command\": \"{command}\"}}").as_bytes()))
         .await
         .map_err(|e| e.to_string())?;
     if !out.ok() {
@@ -160,81 +152,48 @@ pub fn parse_leases(text: &str, now: u64) -> Vec<Lease> {
     live
 }
 
-async fn discover_from(probe_host: &Host, state: &StateDir, dhcp_host: &Host, a: &Answers) -> Row {
-    let check = format!("DHCPDISCOVER from {}", probe_host.name);
+/// The DISCOVER from this machine: the row, `skip` with the reason where it cannot be sent.
+pub async fn discover_row(dhcp_host: &Host, a: &Answers) -> Row {
     let t = Instant::now();
-    let session = match connect(probe_host, state).await {
-        Ok(s) => s,
-        Err(e) => return Row::new(SERVICE, &dhcp_host.name, check, Outcome::Fail, e, t.elapsed()),
+    let skip = |why: String| Row::new(SERVICE, &dhcp_host.name, DISCOVER_CHECK, Outcome::Skip, why, t.elapsed());
+    let target = dhcp_host.address;
+    let iface = match discover::local_ipv4().map(|l| discover::segment_of(&l, target)) {
+        Err(e) => return skip(format!("not checked: {e}")),
+        Ok(Segment::Off) => {
+            return skip(format!(
+                "not checked: this machine has no address in the subnet of {target}, so it is not on the DHCP segment"
+            ));
+        }
+        Ok(Segment::Itself(i)) => {
+            return skip(format!(
+                "not checked: this machine is the DHCP server ({target} on {i}); its own offers do not loop back to it"
+            ));
+        }
+        Ok(Segment::On(i)) => i,
     };
-    let cmd = format!("command -v python3 >/dev/null || exit 3; python3 - --wait 2 '{}'", probe_host.address);
-    let out = session.exec(&cmd, Some(PROBE.as_bytes())).await;
-    session.close().await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => return Row::new(SERVICE, &dhcp_host.name, check, Outcome::Fail, e.to_string(), t.elapsed()),
-    };
-    if out.status == 3 {
-        return Row::new(
-            SERVICE,
-            &dhcp_host.name,
-            check,
-            Outcome::Skip,
-            format!("no python3 on {}", probe_host.name),
-            t.elapsed(),
-        );
-    }
-    if out.status == 2 {
-        return Row::new(
-            SERVICE,
-            &dhcp_host.name,
-            check,
-            Outcome::Skip,
-            format!("the probe could not run on {}: {}", probe_host.name, out.stderr_str().trim()),
-            t.elapsed(),
-        );
-    }
-    // "server <id> from <source> offers <address>"
-    let mut ours = None;
-    let mut others = Vec::new();
-    for line in out.stdout_str().lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if let ["server", id, "from", src, "offers", addr] = f.as_slice() {
-            let ip: Option<Ipv4Addr> = addr.parse().ok();
-            if *id == dhcp_host.address.to_string() || *src == dhcp_host.address.to_string() {
-                ours = ip;
-            } else {
-                others.push(format!("{id} (from {src}, offers {addr})"));
-            }
+    match discover::listen(&iface).await {
+        Err(e) => skip(format!("not checked: {e}")),
+        Ok(offers) => {
+            let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = a.network.dhcp_ranges.iter().map(|r| (r.start, r.end)).collect();
+            let r = discover::judge(&offers, target, &ranges, a.network.allow_foreign_dhcp, &iface);
+            Row::from_result(SERVICE, &dhcp_host.name, DISCOVER_CHECK, r, t.elapsed())
         }
     }
-    let in_range = |ip: Ipv4Addr| {
-        a.network.dhcp_ranges.iter().any(|r| (u32::from(r.start)..=u32::from(r.end)).contains(&u32::from(ip)))
-    };
-    let r = match ours {
-        None => Err(format!("no offer from {} within 2 s", dhcp_host.address)),
-        Some(ip) if !in_range(ip) && !a.network.dhcp_ranges.is_empty() => {
-            Err(format!("offered {ip}, outside every range"))
-        }
-        Some(ip) if !others.is_empty() && !a.network.allow_foreign_dhcp => Err(format!(
-            "offer of {ip} from {}, but other servers answer too: {}",
-            dhcp_host.address,
-            others.join(", ")
-        )),
-        Some(ip) => Ok(if others.is_empty() {
-            format!("offer of {ip} from {}; no other server answered", dhcp_host.address)
-        } else {
-            format!("offer of {ip} from {}; also answering (allowed): {}", dhcp_host.address, others.join(", "))
-        }),
-    };
-    Row::from_result(SERVICE, &dhcp_host.name, check, r, t.elapsed())
 }
 
-/// Every DHCP check of the site. `down`: hosts that did not answer (not used to probe).
+/// Every DHCP check of the site. `down`: hosts that did not answer (the DNS server among them
+/// is not asked about leases). The DISCOVER goes out while the DHCP host is asked over SSH.
 pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, String>) -> Vec<Row> {
     let Some((_, host)) = a.hosts_with(Role::Dhcp).next() else {
         return Vec::new();
     };
+    let (mut rows, discover) = tokio::join!(on_host(host, a, state, down), discover_row(host, a));
+    rows.push(discover);
+    rows
+}
+
+/// The checks made over SSH on the DHCP host: Kea's sockets and leases, and the leases in DNS.
+async fn on_host(host: &Host, a: &Answers, state: &StateDir, down: &BTreeMap<String, String>) -> Vec<Row> {
     let mut rows = Vec::new();
     let t = Instant::now();
     let session = match connect(host, state).await {
@@ -317,27 +276,6 @@ pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, Strin
         }
     }
 
-    // Another host of the site sends the DISCOVER; the DHCP host itself cannot see Kea's offers.
-    let others = a.hosts.iter().filter(|h| h.name != host.name).count();
-    match a.hosts.iter().find(|h| h.name != host.name && !down.contains_key(&h.name)) {
-        Some(other) => rows.push(discover_from(other, state, host, a).await),
-        None if others > 0 => rows.push(Row::new(
-            SERVICE,
-            &host.name,
-            "DHCPDISCOVER",
-            Outcome::Fail,
-            "every other host of the site is unreachable: no host to send the DISCOVER from",
-            Duration::ZERO,
-        )),
-        None => rows.push(Row::new(
-            SERVICE,
-            &host.name,
-            "DHCPDISCOVER",
-            Outcome::Skip,
-            "the DHCP server is the only host of the site; its own offers do not loop back to it",
-            Duration::ZERO,
-        )),
-    }
     rows
 }
 
@@ -355,6 +293,26 @@ mod tests {
         assert!(e.contains("result 1"), "{e}");
         let v = parse_kea_answer("status-get", r#"[{"result": 0, "arguments": {"pid": 7}}]"#).unwrap();
         assert_eq!(v["arguments"]["pid"], 7);
+    }
+
+    /// Off the DHCP segment the DISCOVER is not sent, and the row says so: `skip`, not a pass.
+    #[tokio::test]
+    async fn off_the_segment_the_discover_row_is_skipped_and_says_why() {
+        let mut a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
+        let target = Ipv4Addr::new(198, 51, 100, 10); // TEST-NET-2
+        if discover::segment_of(&discover::local_ipv4().unwrap(), target) != Segment::Off {
+            eprintln!("SKIPPED: this machine has an address in 198.51.100.0/24");
+            return;
+        }
+        let host = a.hosts.iter_mut().find(|h| h.roles.contains(&Role::Dhcp)).unwrap();
+        host.address = target;
+        let host = host.clone();
+        let row = discover_row(&host, &a).await;
+        assert_eq!((row.check.as_str(), row.result), (DISCOVER_CHECK, Outcome::Skip), "{}", row.detail);
+        assert_eq!(
+            row.detail,
+            "not checked: this machine has no address in the subnet of 198.51.100.10, so it is not on the DHCP segment"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! tested from here, said in its detail) is not a failure; [`all_ok`] is false on any failure.
 
 pub mod dhcp;
+pub mod discover;
 pub mod dns;
 pub mod ldap;
 pub mod sql;
