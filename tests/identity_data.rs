@@ -215,7 +215,7 @@ fn settings_admit_the_site_subnet_and_name_the_directory() {
         "{pg_guard}"
     );
     let my_guard = db.strings.iter().find(|s| s.contains("--defaults-file=")).expect("a MariaDB login guard");
-    assert!(my_guard.contains("--defaults-group-suffix=-gw3 -NBe 'SELECT 1'"), "{my_guard}");
+    assert!(my_guard.contains("--defaults-group-suffix='-gw3' -NBe 'SELECT 1'"), "{my_guard}");
 
     let id = render(&a, "ld1");
     let cfg = &id.files["/etc/groundwork/ldap/config.ldif"].0;
