@@ -43,10 +43,20 @@ impl Probe {
     }
 
     /// The script; it never fails as a whole and prints `end` last, so a cut output shows.
+    /// The checks (guards, waits: a no-op's slowest part, database logins take tens of ms)
+    /// start first, all at once, and report on standard error, one short line each in one
+    /// write; everything else reports in order on standard output meanwhile. Parse both.
     pub fn script(&self) -> String {
-        let mut s = String::from(
-            "exec 2>/dev/null </dev/null\n\
-             . /etc/os-release; printf 'os\\t%s\\t%s\\t%s\\n' \"$ID\" \"$VERSION_CODENAME\" \"$PRETTY_NAME\"\n\
+        let mut s = String::from("exec 3>&2 2>/dev/null </dev/null\n");
+        for (i, c) in self.checks.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "{{ if sh -c {} >/dev/null 2>&1 3>&-; then printf 'check\\t{i}\\t0\\n' >&3; else printf 'check\\t{i}\\t1\\n' >&3; fi; }} &",
+                sh_quote(c)
+            );
+        }
+        s.push_str(
+            ". /etc/os-release; printf 'os\\t%s\\t%s\\t%s\\n' \"$ID\" \"$VERSION_CODENAME\" \"$PRETTY_NAME\"\n\
              printf 'virt\\t%s\\n' \"$(systemd-detect-virt || true)\"\n\
              printf 'machine\\t%s\\n' \"$(cat /etc/machine-id)\"\n\
              if ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then printf 'apt\\tlists\\n'; fi\n",
@@ -82,16 +92,6 @@ impl Probe {
         }
         for (i, z) in self.zones.iter().enumerate() {
             s.push_str(&z.facts_script(i));
-        }
-        // The checks last, all at once: a no-op costs the slowest, not the sum (database logins
-        // take tens of ms each). Each prints one short line with one write, and nothing else
-        // writes meanwhile, so lines never mix.
-        for (i, c) in self.checks.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "{{ if sh -c {} >/dev/null 2>&1; then printf 'check\\t{i}\\t0\\n'; else printf 'check\\t{i}\\t1\\n'; fi; }} &",
-                sh_quote(c)
-            );
         }
         s.push_str("wait\nprintf 'end\\n'\n");
         s
@@ -332,7 +332,10 @@ mod tests {
             p.check(&format!("test {} -eq 0 # {i}", i % 3));
         }
         let out = std::process::Command::new("sh").arg("-c").arg(p.script()).output().unwrap();
-        let f = Facts::parse(&String::from_utf8_lossy(&out.stdout), &p);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        // The checks report apart from the rest, so their lines never cut into another's.
+        assert!(!stdout.contains("check\t") && stderr.lines().all(|l| l.starts_with("check\t")), "{stderr}");
+        let f = Facts::parse(&format!("{stderr}\n{stdout}"), &p);
         assert!(f.complete);
         let want: Vec<i32> = (0..40).map(|i| if i % 3 == 0 { 0 } else { 1 }).collect();
         assert_eq!(f.checks, want);

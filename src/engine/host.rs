@@ -236,9 +236,14 @@ impl<'a> Host<'a> {
 
     pub(crate) async fn gather(&self, probe: &Probe) -> Result<Facts, String> {
         let out = self.look(&probe.script(), COMMAND_TIMEOUT).await?;
-        let facts = Facts::parse(&out.stdout_str(), probe);
+        // Checks report on standard error (see [`Probe::script`]), the rest on standard output.
+        let facts = Facts::parse(&format!("{}\n{}", out.stderr_str(), out.stdout_str()), probe);
         if !facts.complete {
-            return Err(format!("facts are incomplete (exit {}): {}", out.status, out.stderr_str().trim()));
+            return Err(format!(
+                "facts are incomplete (exit {}): {}",
+                out.status,
+                out.stderr_str().trim().lines().last().unwrap_or("")
+            ));
         }
         Ok(facts)
     }
