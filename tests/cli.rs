@@ -99,10 +99,12 @@ fn plan_refuses_an_invalid_file() {
 fn postgresql_needs_ldap(dir: &std::path::Path) -> std::path::PathBuf {
     let root = dir.join("playbooks");
     let pg = root.join("postgresql");
-    std::fs::create_dir_all(pg.join("templates")).unwrap();
-    for entry in std::fs::read_dir("playbooks/postgresql/templates").unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, pg.join("templates").join(path.file_name().unwrap())).unwrap();
+    for sub in ["templates", "files"] {
+        std::fs::create_dir_all(pg.join(sub)).unwrap();
+        for entry in std::fs::read_dir(format!("playbooks/postgresql/{sub}")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, pg.join(sub).join(path.file_name().unwrap())).unwrap();
+        }
     }
     let toml = std::fs::read_to_string("playbooks/postgresql/role.toml").unwrap();
     let extra = "\n[[needs]]\nrole = \"ldap\"\nwhy = \"database accounts are checked against the directory\"\n";

@@ -111,6 +111,10 @@ fn render_with(a: &Answers, host: &str, secrets: Secrets) -> Rendered {
             }
             if let Some(dest) = &s.dest {
                 let text = match (&s.template, &s.content) {
+                    // A helper script of the role's files/: copied as it is.
+                    _ if s.copy.is_some() => {
+                        std::fs::read_to_string(format!("playbooks/{role}/files/{}", s.copy.as_ref().unwrap())).unwrap()
+                    }
                     (Some(t), _) => env
                         .get_template(&format!("{role}/{t}"))
                         .unwrap()

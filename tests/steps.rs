@@ -176,7 +176,7 @@ fn path_fact(p: &Option<PathIn>) -> PathFact {
 fn rendered(case: &Case) -> Result<Step, String> {
     static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
     let env = ENV.get_or_init(|| groundwork::engine::context::environment(&Catalog::load(None).unwrap()));
-    let checked = case.step.check(&case.step.template.iter().cloned().collect::<Vec<_>>())?;
+    let checked = case.step.check(&case.step.template.iter().cloned().collect::<Vec<_>>(), &Default::default())?;
     Step::render(&checked.kind, &|s| {
         if s.contains("{{") || s.contains("{%") {
             env.render_str(s, ()).map_err(|e| e.to_string())
@@ -196,7 +196,7 @@ fn decide(case: &Case, step: &Step) -> Result<Decision, String> {
                 let local = file::Local { path: path.clone(), size: l.size, sha256: l.sha256.clone() };
                 file::decide_upload(s, &local, &path_fact(&f.path), &case.run)
             }
-            Source::Template(_) => Err("a file case gives its content inline or uploads".into()),
+            Source::Template(_) | Source::Copy { .. } => Err("a file case gives its content inline or uploads".into()),
         },
         Step::Directory(s) => Ok(directory::decide(s, &path_fact(&f.path))),
         Step::Command(s) => {

@@ -378,6 +378,7 @@ impl<'a> Host<'a> {
                         self.cx.env.get_template(&format!("{}/{t}", p.role)).and_then(|tpl| tpl.render(ctx))
                     }
                     Source::Inline(text) => self.cx.env.render_str(text, ctx),
+                    Source::Copy { content, .. } => Ok(content.clone()),
                     Source::Local(_) => unreachable!("uploads are decided above"),
                 }
                 .map_err(|e| format!("template: {e:#}"))?;

@@ -131,6 +131,8 @@ struct RoleFiles {
     origin: String,
     role_toml: String,
     templates: BTreeMap<String, String>,
+    /// `files/`: copied to hosts byte for byte, never rendered (helper scripts).
+    files: BTreeMap<String, String>,
 }
 
 /// The role folders of the build: every folder of `playbooks/` with a `role.toml`, by name.
@@ -147,14 +149,21 @@ fn embedded_names() -> Vec<String> {
 fn embedded_role(name: &str) -> Option<RoleFiles> {
     let dir = EMBEDDED.get_dir(name)?;
     let role_toml = dir.get_file(format!("{name}/role.toml"))?.contents_utf8()?.to_string();
-    let mut templates = BTreeMap::new();
-    if let Some(t) = dir.get_dir(format!("{name}/templates")) {
-        for f in t.files() {
-            let file_name = f.path().file_name()?.to_string_lossy().to_string();
-            templates.insert(file_name, f.contents_utf8()?.to_string());
+    let folder = |sub: &str| -> Option<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        if let Some(t) = dir.get_dir(format!("{name}/{sub}")) {
+            for f in t.files() {
+                out.insert(f.path().file_name()?.to_string_lossy().to_string(), f.contents_utf8()?.to_string());
+            }
         }
-    }
-    Some(RoleFiles { origin: format!("playbooks/{name}"), role_toml, templates })
+        Some(out)
+    };
+    Some(RoleFiles {
+        origin: format!("playbooks/{name}"),
+        role_toml,
+        templates: folder("templates")?,
+        files: folder("files")?,
+    })
 }
 
 fn dir_role(dir: &Path, name: &str) -> Result<Option<RoleFiles>, CatalogError> {
@@ -165,18 +174,26 @@ fn dir_role(dir: &Path, name: &str) -> Result<Option<RoleFiles>, CatalogError> {
     }
     let err = |p: &Path, e: std::io::Error| CatalogError { file: p.display().to_string(), message: e.to_string() };
     let role_toml = std::fs::read_to_string(&toml_path).map_err(|e| err(&toml_path, e))?;
-    let mut templates = BTreeMap::new();
-    let tdir = root.join("templates");
-    if tdir.is_dir() {
-        for entry in std::fs::read_dir(&tdir).map_err(|e| err(&tdir, e))? {
-            let path = entry.map_err(|e| err(&tdir, e))?.path();
-            if path.is_file() {
-                let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e))?;
-                templates.insert(path.file_name().unwrap_or_default().to_string_lossy().to_string(), text);
+    let folder = |sub: &str| -> Result<BTreeMap<String, String>, CatalogError> {
+        let mut out = BTreeMap::new();
+        let tdir = root.join(sub);
+        if tdir.is_dir() {
+            for entry in std::fs::read_dir(&tdir).map_err(|e| err(&tdir, e))? {
+                let path = entry.map_err(|e| err(&tdir, e))?.path();
+                if path.is_file() {
+                    let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e))?;
+                    out.insert(path.file_name().unwrap_or_default().to_string_lossy().to_string(), text);
+                }
             }
         }
-    }
-    Ok(Some(RoleFiles { origin: root.display().to_string(), role_toml, templates }))
+        Ok(out)
+    };
+    Ok(Some(RoleFiles {
+        origin: root.display().to_string(),
+        role_toml,
+        templates: folder("templates")?,
+        files: folder("files")?,
+    }))
 }
 
 fn parse_role(name: &str, files: &RoleFiles) -> Result<RoleSpec, CatalogError> {
@@ -190,7 +207,7 @@ fn parse_role(name: &str, files: &RoleFiles) -> Result<RoleSpec, CatalogError> {
     let mut steps = Vec::new();
     for (i, s) in spec.step_specs.iter().enumerate() {
         let step = s
-            .check(&names)
+            .check(&names, &files.files)
             .map_err(|m| CatalogError { file: file.clone(), message: format!("step {} (`{}`): {m}", i + 1, s.name) })?;
         steps.push(step);
     }
@@ -339,6 +356,11 @@ impl Catalog {
                 hasher.update(text.as_bytes());
                 templates.insert(format!("{name}/{t}"), text.clone());
             }
+            for (f, text) in &files.files {
+                hasher.update(b"files/");
+                hasher.update(f.as_bytes());
+                hasher.update(text.as_bytes());
+            }
             compile_templates(name, &files)?;
             specs.push(parse_role(name, &files)?);
             origins.insert(name.clone(), format!("{}/role.toml", files.origin));
@@ -457,10 +479,12 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         let text = embedded_role(name).unwrap().role_toml;
         std::fs::write(root.join("role.toml"), text + extra).unwrap();
-        if let Some(t) = EMBEDDED.get_dir(format!("{name}/templates")) {
-            std::fs::create_dir_all(root.join("templates")).unwrap();
-            for f in t.files() {
-                std::fs::write(root.join("templates").join(f.path().file_name().unwrap()), f.contents()).unwrap();
+        for sub in ["templates", "files"] {
+            if let Some(t) = EMBEDDED.get_dir(format!("{name}/{sub}")) {
+                std::fs::create_dir_all(root.join(sub)).unwrap();
+                for f in t.files() {
+                    std::fs::write(root.join(sub).join(f.path().file_name().unwrap()), f.contents()).unwrap();
+                }
             }
         }
     }

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A step as written in `role.toml`.
+/// A step as written in `role.toml`. `templates` lists the role's template files; `files`
+/// holds its `files/` folder.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct StepSpec {
@@ -21,6 +22,10 @@ pub struct StepSpec {
     /// Inline content (a template string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// A file of the role's `files/` folder, copied byte for byte (never rendered: helper
+    /// scripts, whose `$` and braces are the shell's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
     /// A file on this machine (its path is a template), sent as it is: compared by sha256,
     /// streamed only when it differs, checked by sha256 on the host before it is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +171,11 @@ pub enum Source {
     Inline(String),
     /// A local file, streamed as it is (the path is rendered).
     Local(String),
+    /// A file of the role's `files/` folder: its name and content, never rendered.
+    Copy {
+        name: String,
+        content: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -240,7 +250,11 @@ pub fn unquoted_value(shell: &str) -> Option<String> {
 
 impl StepSpec {
     /// Check the spec and turn it into a [`Step`]. `templates` lists the role's template files.
-    pub fn check(&self, templates: &[String]) -> Result<Step, String> {
+    pub fn check(
+        &self,
+        templates: &[String],
+        files: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Step, String> {
         if self.name.trim().is_empty() {
             return Err("every step needs a name".into());
         }
@@ -272,11 +286,12 @@ impl StepSpec {
         let file_only = self.template.is_some()
             || self.content.is_some()
             || self.upload.is_some()
+            || self.copy.is_some()
             || self.validate.is_some()
             || !self.notify.is_empty()
             || self.secret;
         if file_only && self.dest.is_none() {
-            return Err("template/content/upload/validate/notify/secret belong to a file step (dest)".into());
+            return Err("template/content/copy/upload/validate/notify/secret belong to a file step (dest)".into());
         }
         let cmd_only = self.creates.is_some() || self.unless.is_some() || self.onlyif.is_some();
         if cmd_only
@@ -310,16 +325,20 @@ impl StepSpec {
             if !dest.starts_with('/') {
                 return Err(format!("dest `{dest}` must be an absolute path"));
             }
-            let source = match (&self.template, &self.content, &self.upload) {
-                (Some(t), None, None) => {
+            let source = match (&self.template, &self.content, &self.upload, &self.copy) {
+                (Some(t), None, None, None) => {
                     if !templates.contains(t) {
                         return Err(format!("template `{t}` is not in the role's templates/"));
                     }
                     Source::Template(t.clone())
                 }
-                (None, Some(c), None) => Source::Inline(c.clone()),
-                (None, None, Some(u)) => Source::Local(u.clone()),
-                _ => return Err("a file step has exactly one of template, content or upload".into()),
+                (None, Some(c), None, None) => Source::Inline(c.clone()),
+                (None, None, Some(u), None) => Source::Local(u.clone()),
+                (None, None, None, Some(name)) => match files.get(name) {
+                    Some(content) => Source::Copy { name: name.clone(), content: content.clone() },
+                    None => return Err(format!("copy `{name}` is not in the role's files/")),
+                },
+                _ => return Err("a file step has exactly one of template, content, copy or upload".into()),
             };
             if let Some(v) = &self.validate
                 && !v.contains("{tmp}")
@@ -397,7 +416,7 @@ mod tests {
             creates: Some("/srv/repo".into()),
             ..Default::default()
         };
-        let err = spec.check(&[]).unwrap_err();
+        let err = spec.check(&[], &Default::default()).unwrap_err();
         assert!(err.contains("`command` interpolates {{ gitops.branch }} without the shell filter"), "{err}");
     }
 }
