@@ -409,6 +409,84 @@ mod tests {
     }
 
     #[test]
+    fn bad_zone_copy_and_upload_steps_are_refused_with_what_is_wrong() {
+        let files: std::collections::BTreeMap<String, String> =
+            [("helper.sh".to_string(), "#!/bin/sh\n".to_string())].into();
+        let cases: Vec<(StepSpec, &str)> = vec![
+            (
+                StepSpec { name: "z".into(), zone: Some("site.test".into()), ..Default::default() },
+                "a zone step needs records (the zone file) and tsig-key",
+            ),
+            (
+                StepSpec {
+                    name: "z".into(),
+                    zone: Some("site.test".into()),
+                    records: Some("site.static".into()),
+                    tsig_key: Some("/k".into()),
+                    ..Default::default()
+                },
+                "a zone step's records and tsig-key are absolute paths",
+            ),
+            (
+                StepSpec { name: "z".into(), records: Some("/r".into()), ..Default::default() },
+                "a step has exactly one of dest, directory, command, service, wait, zone",
+            ),
+            (
+                StepSpec {
+                    name: "z".into(),
+                    zone: Some("site.test".into()),
+                    records: Some("/r".into()),
+                    tsig_key: Some("/k".into()),
+                    unless: Some("true".into()),
+                    ..Default::default()
+                },
+                "creates/unless belong to a command step, onlyif to a command or zone step",
+            ),
+            (
+                StepSpec {
+                    name: "c".into(),
+                    dest: Some("/x".into()),
+                    copy: Some("nope.sh".into()),
+                    ..Default::default()
+                },
+                "copy `nope.sh` is not in the role's files/",
+            ),
+            (
+                StepSpec {
+                    name: "c".into(),
+                    dest: Some("/x".into()),
+                    copy: Some("helper.sh".into()),
+                    upload: Some("/srv/x".into()),
+                    ..Default::default()
+                },
+                "a file step has exactly one of template, content, copy or upload",
+            ),
+            (
+                StepSpec {
+                    name: "u".into(),
+                    directory: Some("/d".into()),
+                    upload: Some("/srv/x".into()),
+                    ..Default::default()
+                },
+                "template/content/copy/upload/validate/notify/secret belong to a file step (dest)",
+            ),
+        ];
+        for (spec, want) in cases {
+            match spec.check(&[], &files) {
+                Err(e) => assert!(e.contains(want), "{e}\n  wanted: {want}"),
+                Ok(_) => panic!("accepted: {spec:?}"),
+            }
+        }
+        let ok = StepSpec {
+            name: "c".into(),
+            dest: Some("/x".into()),
+            copy: Some("helper.sh".into()),
+            ..Default::default()
+        };
+        assert!(matches!(ok.check(&[], &files).unwrap().kind, Kind::File { source: Source::Copy { .. }, .. }));
+    }
+
+    #[test]
     fn a_step_whose_command_interpolates_a_raw_value_is_refused() {
         let spec = StepSpec {
             name: "checkout".into(),
