@@ -22,6 +22,9 @@ pub struct Probe {
     pub services: Vec<String>,
     /// Zones whose records are compared (the wanted, live and applied records of each).
     pub zones: Vec<Zone>,
+    /// Only what the steps asked: no OS, virtualization, machine-id or apt lists (a step's
+    /// live re-check after a change, which happens once per step on a first converge).
+    pub steps_only: bool,
 }
 
 impl Probe {
@@ -55,12 +58,14 @@ impl Probe {
                 sh_quote(c)
             );
         }
-        s.push_str(
-            ". /etc/os-release; printf 'os\\t%s\\t%s\\t%s\\n' \"$ID\" \"$VERSION_CODENAME\" \"$PRETTY_NAME\"\n\
+        if !self.steps_only {
+            s.push_str(
+                ". /etc/os-release; printf 'os\\t%s\\t%s\\t%s\\n' \"$ID\" \"$VERSION_CODENAME\" \"$PRETTY_NAME\"\n\
              printf 'virt\\t%s\\n' \"$(systemd-detect-virt || true)\"\n\
              printf 'machine\\t%s\\n' \"$(cat /etc/machine-id)\"\n\
              if ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then printf 'apt\\tlists\\n'; fi\n",
-        );
+            );
+        }
         if !self.packages.is_empty() {
             let list: Vec<String> = self.packages.iter().map(|p| sh_quote(p)).collect();
             let _ = writeln!(s, "dpkg-query -W -f='pkg\\t${{Package}}\\t${{db:Status-Abbrev}}\\n' {}", list.join(" "));
@@ -339,6 +344,17 @@ mod tests {
         assert!(f.complete);
         let want: Vec<i32> = (0..40).map(|i| if i % 3 == 0 { 0 } else { 1 }).collect();
         assert_eq!(f.checks, want);
+    }
+
+    #[test]
+    fn a_live_recheck_asks_only_what_the_step_needs() {
+        let mut p = Probe { steps_only: true, ..Default::default() };
+        p.file("/etc/hostname");
+        let script = p.script();
+        assert!(!script.contains("systemd-detect-virt") && !script.contains("machine-id"), "{script}");
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        let f = Facts::parse(&String::from_utf8_lossy(&out.stdout), &p);
+        assert!(f.complete && matches!(f.files[0], PathFact::File(_) | PathFact::Absent));
     }
 
     #[test]

@@ -330,8 +330,9 @@ impl<'a> Host<'a> {
         }
     }
 
+    /// A step's facts now, after something changed on the host.
     async fn live(&self, probe: &Probe) -> Result<Facts, String> {
-        self.gather(probe).await
+        self.gather(&Probe { steps_only: true, ..probe.clone() }).await
     }
 
     /// A file's or directory's state: from the snapshot, or live once the host has changed.
