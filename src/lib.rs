@@ -6,6 +6,7 @@
 pub mod answers;
 pub mod cli;
 pub mod engine;
+pub mod phase;
 pub mod plan;
 pub mod playbook;
 pub mod probe;

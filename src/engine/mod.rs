@@ -203,7 +203,7 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
             let started = Instant::now();
             cx.reporter.host_started(&target.name, roles.iter().map(|r| r.steps.len()).sum::<usize>() + 1);
             let mut h = Host::new(target, roles, cx);
-            let result = phases::run(phases, &mut h).await;
+            let result = crate::phase::run(phases, &mut h).await;
             cx.board.host_done(&h.name);
             cx.reporter.host_finished(&h.name, result.as_ref().err(), started.elapsed());
             result.is_ok()

@@ -23,10 +23,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures::future::LocalBoxFuture;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::answers::model::{Answers, Host, Role};
+use crate::engine::error::RunError;
+use crate::phase::Phase;
 use crate::ssh::{Session, SshOptions, Target};
 use crate::state::{Secrets, StateDir};
 
@@ -162,6 +165,13 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Clear the spinner: the table follows.
+    fn done(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 impl Drop for Progress {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
@@ -180,11 +190,83 @@ fn down_row(service: &str, host: &str, why: &str, took: Duration) -> Row {
     )
 }
 
-/// Every check that applies to the site. Checks of different services run concurrently;
-/// hosts that do not answer get one "host reachable" row per service instead of their checks.
+/// Every check that applies to the site: the phases [`Reach`] (which hosts answer at all) and
+/// [`Services`] (each service's checks, concurrently). Hosts that do not answer get one "host
+/// reachable" row per service instead of their checks.
 pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row> {
-    let progress = Progress::start(&format!("reaching {} host(s)", a.hosts.len()));
-    let (down, reach_took) = timed(unreachable(&a.hosts)).await;
+    let mut site = Site {
+        a,
+        secrets,
+        state,
+        progress: Progress::start(&format!("reaching {} host(s)", a.hosts.len())),
+        down: BTreeMap::new(),
+        reach_took: Duration::ZERO,
+        rows: Vec::new(),
+        unreachable_rows: Vec::new(),
+    };
+    let phases: Vec<Box<dyn Phase<Site<'_>>>> = vec![Box::new(Reach), Box::new(Services)];
+    // Neither phase fails: a failed check is a row.
+    let _ = crate::phase::run(&phases, &mut site).await;
+    let mut out = std::mem::take(&mut site.rows);
+    // Unreachable hosts last, next to each other.
+    out.append(&mut site.unreachable_rows);
+    out
+}
+
+/// The site as `verify`'s phases see it.
+pub struct Site<'v> {
+    a: &'v Answers,
+    secrets: &'v Secrets,
+    state: &'v StateDir,
+    progress: Progress,
+    /// Hosts that did not answer, with why.
+    down: BTreeMap<String, String>,
+    reach_took: Duration,
+    rows: Vec<Row>,
+    unreachable_rows: Vec<Row>,
+}
+
+impl crate::phase::Stage for Site<'_> {}
+
+/// Which hosts answer on their SSH port (3 s at most, all at once).
+pub struct Reach;
+
+impl<'v> Phase<Site<'v>> for Reach {
+    fn title(&self) -> &'static str {
+        "reach"
+    }
+
+    fn run<'h>(&'h self, site: &'h mut Site<'v>) -> LocalBoxFuture<'h, Result<(), RunError>> {
+        Box::pin(async move {
+            let (down, took) = timed(unreachable(&site.a.hosts)).await;
+            site.down = down;
+            site.reach_took = took;
+            Ok(())
+        })
+    }
+}
+
+/// Each service's checks, concurrently; a service whose host is down gets its row instead.
+pub struct Services;
+
+impl<'v> Phase<Site<'v>> for Services {
+    fn title(&self) -> &'static str {
+        "services"
+    }
+
+    fn run<'h>(&'h self, site: &'h mut Site<'v>) -> LocalBoxFuture<'h, Result<(), RunError>> {
+        Box::pin(async move {
+            let (rows, unreachable_rows) = services(site).await;
+            site.rows = rows;
+            site.unreachable_rows = unreachable_rows;
+            Ok(())
+        })
+    }
+}
+
+/// The services' rows, and the rows of hosts that did not answer.
+async fn services(site: &Site<'_>) -> (Vec<Row>, Vec<Row>) {
+    let (a, secrets, state, down, reach_took) = (site.a, site.secrets, site.state, &site.down, site.reach_took);
     let mut rows = Vec::new();
     let is_down = |h: &Host| down.get(&h.name);
 
@@ -228,7 +310,7 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
     }
     let runs = |r: Role| a.has_role(r) && first_down(r).is_none();
 
-    let p = &progress;
+    let p = &site.progress;
     // Each service's checks are a large future: boxed, they live on the heap, not the stack.
     let (dns_rows, dhcp_rows, ldap_rows, pg_rows, maria_rows) = tokio::join!(
         async {
@@ -238,7 +320,7 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
             }
         },
         async {
-            if runs(Role::Dhcp) { p.track("dhcp", Box::pin(dhcp::verify(a, state, &down))).await } else { Vec::new() }
+            if runs(Role::Dhcp) { p.track("dhcp", Box::pin(dhcp::verify(a, state, down))).await } else { Vec::new() }
         },
         async {
             if runs(Role::Ldap) { p.track("ldap", Box::pin(ldap::verify(a, secrets, state))).await } else { Vec::new() }
@@ -258,15 +340,13 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
             }
         },
     );
-    drop(progress);
+    site.progress.done();
     let mut out = dns_rows;
     out.extend(dhcp_rows);
     out.extend(ldap_rows);
     out.extend(pg_rows);
     out.extend(maria_rows);
-    // Unreachable hosts last, next to each other.
-    out.extend(rows);
-    out
+    (out, rows)
 }
 
 /// No check failed.

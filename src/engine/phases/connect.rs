@@ -10,12 +10,12 @@ use crate::ssh::Session;
 
 pub struct Connect;
 
-impl Phase for Connect {
+impl<'a> Phase<Host<'a>> for Connect {
     fn title(&self) -> &'static str {
         "connect"
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
+    fn run<'h>(&'h self, h: &'h mut Host<'a>) -> LocalBoxFuture<'h, Result<(), RunError>> {
         Box::pin(async move {
             let t = Instant::now();
             let session = Session::connect(&h.target, h.cx.ssh)
@@ -27,7 +27,7 @@ impl Phase for Connect {
         })
     }
 
-    fn clean_up<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, ()> {
+    fn clean_up<'h>(&'h self, h: &'h mut Host<'a>) -> LocalBoxFuture<'h, ()> {
         Box::pin(async move {
             if let Some(s) = h.session.take() {
                 s.close().await;

@@ -12,12 +12,12 @@ use crate::engine::report::Status;
 
 pub struct Converge;
 
-impl Phase for Converge {
+impl<'a> Phase<Host<'a>> for Converge {
     fn title(&self) -> &'static str {
         "converge"
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
+    fn run<'h>(&'h self, h: &'h mut Host<'a>) -> LocalBoxFuture<'h, Result<(), RunError>> {
         Box::pin(async move {
             let Some(mut work) = h.work.take() else {
                 return Err(RunError::Facts { host: h.name.clone(), cause: "no facts gathered".into() });

@@ -8,16 +8,16 @@ use crate::engine::host::Host;
 
 pub struct Disconnect;
 
-impl Phase for Disconnect {
+impl<'a> Phase<Host<'a>> for Disconnect {
     fn title(&self) -> &'static str {
         "disconnect"
     }
 
-    fn has_work(&self, h: &Host<'_>) -> bool {
+    fn has_work(&self, h: &Host<'a>) -> bool {
         h.session.is_some()
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
+    fn run<'h>(&'h self, h: &'h mut Host<'a>) -> LocalBoxFuture<'h, Result<(), RunError>> {
         Box::pin(async move {
             if let Some(s) = h.session.take() {
                 s.close().await;

@@ -15,12 +15,12 @@ use crate::engine::steps::Step;
 
 pub struct Facts;
 
-impl Phase for Facts {
+impl<'a> Phase<Host<'a>> for Facts {
     fn title(&self) -> &'static str {
         "facts"
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
+    fn run<'h>(&'h self, h: &'h mut Host<'a>) -> LocalBoxFuture<'h, Result<(), RunError>> {
         Box::pin(async move {
             let host = h.name.clone();
             gather(h)

@@ -13,12 +13,12 @@ use crate::engine::report::Status;
 
 pub struct Packages;
 
-impl Phase for Packages {
+impl<'a> Phase<Host<'a>> for Packages {
     fn title(&self) -> &'static str {
         "packages"
     }
 
-    fn run<'h>(&'h self, h: &'h mut Host<'_>) -> LocalBoxFuture<'h, Result<(), RunError>> {
+    fn run<'h>(&'h self, h: &'h mut Host<'a>) -> LocalBoxFuture<'h, Result<(), RunError>> {
         Box::pin(async move {
             let host = h.name.clone();
             install(h)
