@@ -393,6 +393,33 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     assert_eq!(dig(&["@10.77.0.32", "+short", &name, "A"]), addr, "DNS stopped answering");
     assert!(dig(&["@10.77.0.32", "+norecurse", DOMAIN, "SOA"]).contains("status: NOERROR"));
 
+    // 5b. A zone that cannot load, in a file groundwork does not manage, and a managed file
+    //     changed by hand: apply rewrites the file, and before named reloads,
+    //     `named-checkconf -z` (the service step's validate) refuses the whole configuration.
+    //     named keeps serving what it served; once the zone is gone, the pending reload happens.
+    on(
+        "dn2",
+        "cp -a /etc/bind/named.conf.default-zones /root/default-zones.keep && \
+         echo 'zone \"broken.test\" { type master; file \"/nonexistent/db.broken\"; };' >> /etc/bind/named.conf.default-zones && \
+         echo '# by hand' >> /etc/bind/named.conf.options",
+    );
+    let refused = apply(&state, &[]);
+    assert_ne!(refused.code, 0, "{}", refused.all_text());
+    assert!(
+        refused.failed_steps().iter().any(|e| e["host"] == "dn2"
+            && e["step"] == "named"
+            && e["detail"].as_str().unwrap_or("").contains("refuses the configuration: named was left as it was")),
+        "{}",
+        refused.all_text()
+    );
+    assert_eq!(on("dn2", "systemctl is-active named").trim(), "active");
+    assert!(dig(&["@10.77.0.33", "+norecurse", DOMAIN, "SOA"]).contains("status: NOERROR"), "dn2 stopped answering");
+    on("dn2", "mv /root/default-zones.keep /etc/bind/named.conf.default-zones");
+    let reloaded = apply(&state, &[]);
+    assert_eq!(reloaded.code, 0, "{}", reloaded.all_text());
+    let named = reloaded.step("dn2", "named").expect("the named step");
+    assert_eq!(named["status"], "changed", "the pending reload: {named}");
+
     // 6. Another DHCP server on the segment, while Kea does not serve it yet (the probe runs
     //    before Kea is enabled, not on every re-run): the run stops and names it.
     on("dn1", "systemctl stop kea-dhcp4-server");

@@ -215,11 +215,12 @@ fn settings_admit_the_site_subnet_and_name_the_directory() {
     let pg_guard = db.strings.iter().find(|s| s.contains("PGPASSFILE")).expect("a PostgreSQL login guard");
     assert!(
         pg_guard.contains("PGHOST='10.77.0.53'")
-            && pg_guard.contains("PGUSER='synapse' PGDATABASE='matrix_synapse' psql -X -w"),
+            && pg_guard
+                .contains("PGUSER='synapse' PGDATABASE='matrix_synapse' /usr/local/sbin/groundwork-pg psql -X -w"),
         "{pg_guard}"
     );
     let my_guard = db.strings.iter().find(|s| s.contains("--defaults-file=")).expect("a MariaDB login guard");
-    assert!(my_guard.contains("--defaults-group-suffix='-gw3' -NBe 'SELECT 1'"), "{my_guard}");
+    assert!(my_guard.contains("--defaults-group-suffix='-gw3' --skip-ssl -NBe 'SELECT 1'"), "{my_guard}");
 
     let id = render(&a, "ld1");
     let cfg = &id.files["/etc/groundwork/ldap/config.ldif"].0;

@@ -48,8 +48,9 @@ struct Facts {
     onlyif: Option<i32>,
     /// Service steps: the unit's state (absent: systemctl said nothing about it).
     service: Option<ServiceIn>,
-    /// Wait steps: the exit status of the check (absent: not known, the host changed since).
-    check: Option<i32>,
+    /// Wait steps: something changed (or, in a dry run, would change) on the host before it.
+    #[serde(default)]
+    changed_before: bool,
     /// Services notified so far on the host.
     #[serde(default)]
     notified: Vec<String>,
@@ -219,7 +220,7 @@ fn decide(case: &Case, step: &Step) -> Result<Decision, String> {
             let notified: HashSet<String> = f.notified.iter().cloned().collect();
             service::decide(s, fact.as_ref(), &notified)
         }
-        Step::Wait(s) => Ok(wait::decide(s, f.check)),
+        Step::Wait(s) => Ok(wait::decide(s, f.changed_before)),
         Step::Zone(s) => {
             let z = f.zone.as_ref().expect("this kind needs [facts] zone");
             let lines = |t: &str| t.lines().map(str::to_string).collect::<Vec<_>>();

@@ -58,32 +58,29 @@ impl Probe {
                 sh_quote(c)
             );
         }
+        // The container type is in /run/systemd/container where systemd runs (what
+        // systemd-detect-virt reads first): one process less per host there.
         if !self.steps_only {
             s.push_str(
                 ". /etc/os-release; printf 'os\\t%s\\t%s\\t%s\\n' \"$ID\" \"$VERSION_CODENAME\" \"$PRETTY_NAME\"\n\
-             printf 'virt\\t%s\\n' \"$(systemd-detect-virt || true)\"\n\
-             printf 'machine\\t%s\\n' \"$(cat /etc/machine-id)\"\n\
-             if ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then printf 'apt\\tlists\\n'; fi\n",
+             v=; [ -r /run/systemd/container ] && read -r v </run/systemd/container; [ -n \"$v\" ] || v=$(systemd-detect-virt || true); printf 'virt\\t%s\\n' \"$v\"\n\
+             read -r m </etc/machine-id; printf 'machine\\t%s\\n' \"$m\"\n\
+             for p in /var/lib/apt/lists/*_Packages; do [ -e \"$p\" ] && printf 'apt\\tlists\\n'; break; done\n",
             );
         }
         if !self.packages.is_empty() {
             let list: Vec<String> = self.packages.iter().map(|p| sh_quote(p)).collect();
             let _ = writeln!(s, "dpkg-query -W -f='pkg\\t${{Package}}\\t${{db:Status-Abbrev}}\\n' {}", list.join(" "));
         }
-        for (i, f) in self.files.iter().enumerate() {
-            let q = sh_quote(f);
-            let _ = writeln!(
-                s,
-                "if [ -f {q} ]; then printf 'file\\t{i}\\t%s\\t%s\\n' \"$(stat -c '%a %U:%G' -- {q})\" \"$(sha256sum -- {q} | cut -d' ' -f1)\"; \
-                 elif [ -e {q} ]; then printf 'file\\t{i}\\tnot-a-file\\n'; else printf 'file\\t{i}\\tabsent\\n'; fi"
-            );
+        // Files and directories in one stat (and one sha256sum) for all of them: a stat and a
+        // sha256sum per path cost 4 ms each on a small host. Lines come back in argument
+        // order and are paired with the indexes of the paths that exist; a count that does
+        // not match (a path removed meanwhile) prints no `end`, so the facts count as cut.
+        if !self.files.is_empty() {
+            s.push_str(&batch_stat("file", "-f", "not-a-file", &self.files, true));
         }
-        for (i, d) in self.dirs.iter().enumerate() {
-            let q = sh_quote(d);
-            let _ = writeln!(
-                s,
-                "if [ -d {q} ]; then printf 'dir\\t{i}\\t%s\\n' \"$(stat -c '%a %U:%G' -- {q})\"; else printf 'dir\\t{i}\\tabsent\\n'; fi"
-            );
+        if !self.dirs.is_empty() {
+            s.push_str(&batch_stat("dir", "-d", "absent", &self.dirs, false));
         }
         if !self.services.is_empty() {
             // One systemctl for every service: a block of properties per unit, in argument order.
@@ -101,6 +98,26 @@ impl Probe {
         s.push_str("wait\nprintf 'end\\n'\n");
         s
     }
+}
+
+/// The facts lines of KIND (`file`, `dir`) for PATHS: `KIND<TAB>i<TAB>absent`, or OTHER when
+/// something else is in the way (OTHER is `absent` for a directory: the step then says what
+/// is there), or `KIND<TAB>i<TAB>MODE OWNER:GROUP[<TAB>SHA256]` for each path that passes TEST.
+fn batch_stat(kind: &str, test: &str, other: &str, paths: &[String], hash: bool) -> String {
+    let list: Vec<String> = paths.iter().map(|p| sh_quote(p)).collect();
+    let hash_part = if hash { "; printf '%s\\n' --; sha256sum -- \"$@\"" } else { "" };
+    format!(
+        "i=0; found=; set --\n\
+         for p in {list}; do if [ {test} \"$p\" ]; then set -- \"$@\" \"$p\"; found=\"$found $i\"; \
+         elif [ -e \"$p\" ]; then printf '{kind}\\t%s\\t{other}\\n' $i; else printf '{kind}\\t%s\\tabsent\\n' $i; fi; i=$((i+1)); done\n\
+         if [ $# -gt 0 ]; then {{ stat -c '%a %U:%G' -- \"$@\"{hash_part}; }} | awk -v idx=\"$found\" -v kind={kind} -v hash={h} \
+         'BEGIN {{ n = split(idx, I, \" \") }} $0 == \"--\" {{ part = 2; next }} part == 2 {{ h[++k] = $1; next }} {{ m[++j] = $0 }} \
+         END {{ if (j != n || (hash && k != n)) {{ print \"facts: a path changed while it was read\" > \"/dev/stderr\"; exit 1 }} \
+         for (x = 1; x <= n; x++) {{ sub(/^\\\\/, \"\", h[x]); printf \"%s\\t%s\\t%s%s\\n\", kind, I[x], m[x], hash ? \"\\t\" h[x] : \"\" }} }}' \
+         || exit 1; fi\n",
+        list = list.join(" "),
+        h = u8::from(hash),
+    )
 }
 
 fn index_of(list: &mut Vec<String>, item: &str) -> usize {
@@ -285,6 +302,7 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn script_output_parses_back() {
@@ -360,5 +378,39 @@ mod tests {
     #[test]
     fn quoting_survives_quotes() {
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
+    }
+    #[test]
+    fn files_and_directories_are_read_in_one_stat_and_one_sha256sum() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Names sha256sum escapes (a backslash, a newline), a quote, something in the way.
+        let names = ["plain", "it's", "back\\slash", "new\nline"];
+        for (k, n) in names.iter().enumerate() {
+            std::fs::write(d.join(n), format!("content {k}")).unwrap();
+        }
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let mut p = Probe { steps_only: true, ..Default::default() };
+        let path = |n: &str| d.join(n).to_string_lossy().into_owned();
+        for n in names {
+            p.file(&path(n));
+        }
+        let (absent, in_the_way) = (p.file(&path("absent")), p.file(&path("sub")));
+        let (sub, no_dir) = (p.dir(&path("sub")), p.dir(&path("plain")));
+        let script = p.script();
+        assert_eq!(script.matches("sha256sum").count(), 1, "{script}");
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        let f = Facts::parse(&String::from_utf8_lossy(&out.stdout), &p);
+        assert!(f.complete);
+        for (k, n) in names.iter().enumerate() {
+            let PathFact::File(ff) = &f.files[k] else { panic!("{n}: {:?}", f.files[k]) };
+            let want: String = Sha256::digest(format!("content {k}")).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(ff.sha256, want, "{n}");
+            assert_eq!(ff.mode & 0o777, std::fs::metadata(d.join(n)).unwrap().permissions().mode() & 0o777, "{n}");
+        }
+        assert_eq!(f.files[absent], PathFact::Absent);
+        assert_eq!(f.files[in_the_way], PathFact::Other);
+        assert!(matches!(f.dirs[sub], PathFact::Dir { .. }));
+        assert_eq!(f.dirs[no_dir], PathFact::Absent);
     }
 }

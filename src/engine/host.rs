@@ -97,12 +97,30 @@ pub struct Work<'c> {
     pub facts: Facts,
     /// The template context with the facts.
     pub ctx: Value,
-    /// Something changed on the host: later steps are checked live.
-    pub dirty: bool,
+    /// What this run did to the host so far.
+    pub before: Before,
     /// An interrupted run on this same machine: its finished steps are skipped.
     pub resumable: bool,
     /// Services to restart or reload (from this run, or one that stopped before it could).
     pub notified: HashSet<String>,
+}
+
+/// What a run did to a host before a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Before {
+    /// Nothing changed on the host.
+    Nothing,
+    /// Changes a wait must still allow for that this run's facts already show: what a dry run
+    /// would change, or the steps an interrupted run finished before this one resumed it.
+    Unsettled,
+    /// This run changed the host: its facts are stale, later steps are checked live.
+    Changed,
+}
+
+impl Before {
+    pub fn dirty(self) -> bool {
+        self == Before::Changed
+    }
 }
 
 /// One host of a run, as its phases see it.
@@ -254,7 +272,7 @@ impl<'a> Host<'a> {
         p: &Prepared<'_>,
         facts: &Facts,
         ctx: &Value,
-        dirty: bool,
+        before: Before,
         resumable: bool,
         notified: &mut HashSet<String>,
     ) -> Result<Status, RunError> {
@@ -264,8 +282,7 @@ impl<'a> Host<'a> {
             step: p.name.to_string(),
             cause,
         };
-        let key = (self.name.clone(), p.role.to_string(), p.name.to_string());
-        if resumable && self.cx.resume.is_some_and(|r| r.done.contains(&key)) {
+        if self.done_before(p, resumable) {
             self.finish_step(p.role, p.name, Status::Skipped, Duration::ZERO, Some("done by the interrupted run"));
             // Carried into this run's journal: a resume of this run still knows it.
             if let Some(j) = self.cx.journal {
@@ -293,7 +310,7 @@ impl<'a> Host<'a> {
                 return Ok(Status::Skipped);
             }
         }
-        match self.step(p, facts, ctx, dirty, notified).await {
+        match self.step(p, facts, ctx, before, notified).await {
             Ok((status, detail)) => {
                 self.finish_step(p.role, p.name, status, t.elapsed(), detail.as_deref());
                 Ok(status)
@@ -312,6 +329,12 @@ impl<'a> Host<'a> {
                 }))
             }
         }
+    }
+
+    /// Whether the interrupted run this one resumes finished the step.
+    pub(crate) fn done_before(&self, p: &Prepared<'_>, resumable: bool) -> bool {
+        let key = (self.name.clone(), p.role.to_string(), p.name.to_string());
+        resumable && self.cx.resume.is_some_and(|r| r.done.contains(&key))
     }
 
     pub(crate) fn finish_step(&self, role: &str, step: &str, status: Status, took: Duration, detail: Option<&str>) {
@@ -363,9 +386,10 @@ impl<'a> Host<'a> {
         p: &Prepared<'_>,
         facts: &Facts,
         ctx: &Value,
-        dirty: bool,
+        before: Before,
         notified: &mut HashSet<String>,
     ) -> StepResult {
+        let dirty = before.dirty();
         let decision = match &p.step {
             Step::File(f) if matches!(f.source, Source::Local(_)) => {
                 let Source::Local(path) = &f.source else { unreachable!("matched above") };
@@ -412,7 +436,9 @@ impl<'a> Host<'a> {
                 service::decide(s, fact.as_ref(), notified)?
             }
             // Once the host changed the snapshot says nothing: the wait itself looks.
-            Step::Wait(w) => wait::decide(w, (!dirty).then(|| facts.checks[p.at[0]])),
+            // A wait is for what changed before it; on a host where nothing did, it has nothing to
+            // wait for (and a no-op asks nothing for it).
+            Step::Wait(w) => wait::decide(w, before != Before::Nothing),
             Step::Zone(z) => {
                 let fact = if dirty {
                     let mut probe = Probe::default();

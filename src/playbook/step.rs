@@ -151,6 +151,8 @@ pub enum Kind {
         state: ServiceState,
         enabled: bool,
         on_notify: OnNotify,
+        /// Checks the unit's whole configuration before a start, restart or reload.
+        validate: Option<String>,
     },
     Wait {
         check: String,
@@ -287,11 +289,16 @@ impl StepSpec {
             || self.content.is_some()
             || self.upload.is_some()
             || self.copy.is_some()
-            || self.validate.is_some()
             || !self.notify.is_empty()
             || self.secret;
         if file_only && self.dest.is_none() {
-            return Err("template/content/copy/upload/validate/notify/secret belong to a file step (dest)".into());
+            return Err("template/content/copy/upload/notify/secret belong to a file step (dest)".into());
+        }
+        if self.validate.is_some() && self.dest.is_none() && self.service.is_none() {
+            return Err(
+                "validate belongs to a file step (checks the candidate) or a service step (checks before a start, restart or reload)"
+                    .into(),
+            );
         }
         let cmd_only = self.creates.is_some() || self.unless.is_some() || self.onlyif.is_some();
         if cmd_only
@@ -374,6 +381,7 @@ impl StepSpec {
                 state: self.state.unwrap_or(ServiceState::Started),
                 enabled: self.enabled.unwrap_or(true),
                 on_notify: self.on_notify.unwrap_or(OnNotify::Restart),
+                validate: self.validate.clone(),
             }
         } else if let Some(zone) = &self.zone {
             let (Some(records), Some(key)) = (&self.records, &self.tsig_key) else {
@@ -468,7 +476,16 @@ mod tests {
                     upload: Some("/srv/x".into()),
                     ..Default::default()
                 },
-                "template/content/copy/upload/validate/notify/secret belong to a file step (dest)",
+                "template/content/copy/upload/notify/secret belong to a file step (dest)",
+            ),
+            (
+                StepSpec {
+                    name: "v".into(),
+                    command: Some("true".into()),
+                    validate: Some("named-checkconf -z".into()),
+                    ..Default::default()
+                },
+                "validate belongs to a file step (checks the candidate) or a service step",
             ),
         ];
         for (spec, want) in cases {

@@ -7,7 +7,7 @@ use futures::future::LocalBoxFuture;
 
 use super::Phase;
 use crate::engine::error::RunError;
-use crate::engine::host::{Host, Work};
+use crate::engine::host::{Before, Host, Work};
 use crate::engine::report::Status;
 
 pub struct Converge;
@@ -45,10 +45,14 @@ async fn roles<'a>(h: &Host<'a>, work: &mut Work<'a>) -> Result<(), RunError> {
             if h.cx.cancel.load(Ordering::SeqCst) {
                 return Err(interrupted());
             }
-            let status = h.run_step(p, &work.facts, &work.ctx, work.dirty, work.resumable, &mut work.notified).await?;
-            if status == Status::Changed {
-                work.dirty = true;
-            }
+            let resumed = h.done_before(p, work.resumable);
+            let status = h.run_step(p, &work.facts, &work.ctx, work.before, work.resumable, &mut work.notified).await?;
+            work.before = work.before.max(match status {
+                Status::Changed => Before::Changed,
+                Status::WouldChange => Before::Unsettled,
+                Status::Skipped if resumed => Before::Unsettled,
+                _ => Before::Nothing,
+            });
         }
         h.cx.board.finished_on(&role.name, &h.name, true);
     }

@@ -9,7 +9,7 @@ use futures::future::LocalBoxFuture;
 use super::Phase;
 use crate::engine::error::RunError;
 use crate::engine::facts::Probe;
-use crate::engine::host::{Host, Prepared, Work};
+use crate::engine::host::{Before, Host, Prepared, Work};
 use crate::engine::journal::Entry;
 use crate::engine::steps::Step;
 
@@ -108,6 +108,6 @@ async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
             ),
         );
     }
-    h.work = Some(Work { prepared, packages, preseed, facts, ctx, dirty: false, resumable, notified });
+    h.work = Some(Work { prepared, packages, preseed, facts, ctx, before: Before::Nothing, resumable, notified });
     Ok(())
 }

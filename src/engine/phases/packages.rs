@@ -7,7 +7,7 @@ use futures::future::LocalBoxFuture;
 
 use super::Phase;
 use crate::engine::error::RunError;
-use crate::engine::host::Host;
+use crate::engine::host::{Before, Host};
 use crate::engine::packages;
 use crate::engine::report::Status;
 
@@ -40,6 +40,9 @@ async fn install(h: &mut Host<'_>) -> Result<(), String> {
     }
     let list = missing.join(" ");
     if h.cx.dry_run {
+        if let Some(w) = h.work.as_mut() {
+            w.before = w.before.max(Before::Unsettled);
+        }
         h.finish_step(
             "packages",
             "install",
@@ -54,7 +57,7 @@ async fn install(h: &mut Host<'_>) -> Result<(), String> {
     match h.packages(&script).await {
         Ok(()) => {
             if let Some(w) = h.work.as_mut() {
-                w.dirty = true;
+                w.before = Before::Changed;
             }
             h.finish_step("packages", "install", Status::Changed, t.elapsed(), Some(&format!("installed {list}")));
             Ok(())

@@ -57,11 +57,12 @@ impl Step {
                 );
                 Step::Command(command::Command { command: render(command)?, guards })
             }
-            Kind::Service { name, state, enabled, on_notify } => Step::Service(service::Service {
+            Kind::Service { name, state, enabled, on_notify, validate } => Step::Service(service::Service {
                 name: render(name)?,
                 state: *state,
                 enabled: *enabled,
                 on_notify: *on_notify,
+                validate: validate.as_deref().map(render).transpose()?,
             }),
             Kind::Wait { check, what, timeout } => {
                 Step::Wait(wait::Wait { check: render(check)?, what: what.clone(), timeout: *timeout })
@@ -86,7 +87,8 @@ impl Step {
                 probe.service(&s.name);
                 Vec::new()
             }
-            Step::Wait(w) => vec![probe.check(&w.check)],
+            // Asked only after something changed (see wait::decide): never in the facts.
+            Step::Wait(_) => Vec::new(),
             Step::Zone(z) => vec![probe.zone(z)],
         }
     }
@@ -104,8 +106,9 @@ pub enum Action {
     Write(file::Write),
     /// Fix a file's mode and owner (its content is right).
     SetMeta { path: String, mode: u32, owner: String },
-    /// systemctl verbs on one unit, in order; `then_active`: check that it runs afterwards.
-    Systemctl { unit: String, verbs: Vec<service::Verb>, then_active: bool },
+    /// systemctl verbs on one unit, in order, after `validate` when they start, restart or
+    /// reload it; `then_active`: check that it runs afterwards.
+    Systemctl { unit: String, verbs: Vec<service::Verb>, then_active: bool, validate: Option<String> },
     /// Poll a check until it succeeds, for up to `timeout` seconds. Changes nothing.
     Wait { check: String, what: String, timeout: u64 },
     /// A signed dynamic update of a zone: `input` is nsupdate's, on stdin.
@@ -120,7 +123,9 @@ impl Action {
             Action::MakeDir { path, mode, owner } => directory::install_script(path, *mode, owner),
             Action::Write(w) => file::write_script(w),
             Action::SetMeta { path, mode, owner } => file::meta_script(path, *mode, owner),
-            Action::Systemctl { unit, verbs, then_active } => service::script(unit, verbs, *then_active),
+            Action::Systemctl { unit, verbs, then_active, validate } => {
+                service::script(unit, verbs, *then_active, validate.as_deref())
+            }
             Action::Wait { check, timeout, .. } => wait::script(check, *timeout),
             Action::Update { key, .. } => zone::nsupdate_script(key),
         }
@@ -148,7 +153,7 @@ impl Action {
         match self {
             Action::Run { command } => format!("$ {command}"),
             Action::Write(w) => file::show(w),
-            Action::Systemctl { unit, verbs, .. } => service::show(unit, verbs),
+            Action::Systemctl { unit, verbs, validate, .. } => service::show(unit, verbs, validate.as_deref()),
             Action::Wait { what, timeout, .. } => format!("wait up to {timeout} s for {what}"),
             Action::Update { zone, added, deleted, soa, .. } => format!(
                 "nsupdate {zone}: {added} record(s) added, {deleted} deleted{}",

@@ -14,6 +14,9 @@ pub struct Service {
     pub state: ServiceState,
     pub enabled: bool,
     pub on_notify: OnNotify,
+    /// The unit's whole configuration checked before a start, restart or reload (the pieces
+    /// were checked one by one as they were written; this sees them together).
+    pub validate: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +30,11 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// Whether the unit runs its (new) configuration afterwards.
+    pub fn runs_it(self) -> bool {
+        matches!(self, Verb::Start | Verb::Restart | Verb::Reload)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Start => "start",
@@ -71,18 +79,36 @@ pub fn decide(s: &Service, fact: Option<&ServiceFact>, notified: &HashSet<String
         return Ok(Decision { settles, ..Decision::default() });
     }
     Ok(Decision {
-        detail: Some(Detail::Text(show(&s.name, &verbs))),
-        actions: vec![Action::Systemctl { unit: s.name.clone(), verbs, then_active: s.state == ServiceState::Started }],
+        detail: Some(Detail::Text(show(
+            &s.name,
+            &verbs,
+            s.validate.as_deref().filter(|_| verbs.iter().any(|v| v.runs_it())),
+        ))),
+        actions: vec![Action::Systemctl {
+            unit: s.name.clone(),
+            validate: s.validate.clone().filter(|_| verbs.iter().any(|v| v.runs_it())),
+            verbs,
+            then_active: s.state == ServiceState::Started,
+        }],
         notify: Vec::new(),
         settles,
     })
 }
 
 /// The verbs, one after the other; a unit that should run is checked to run afterwards, and
-/// if it does not, its status says why.
-pub fn script(unit: &str, verbs: &[Verb], then_active: bool) -> String {
+/// if it does not, its status says why. A configuration the validator refuses stops before
+/// any verb: the unit keeps running what it runs.
+pub fn script(unit: &str, verbs: &[Verb], then_active: bool, validate: Option<&str>) -> String {
     let q = sh_quote(unit);
-    let mut s = verbs.iter().map(|v| format!("systemctl {} {q}", v.as_str())).collect::<Vec<_>>().join(" && ");
+    let mut s = String::new();
+    if let Some(v) = validate {
+        s.push_str(&format!(
+            "if ! sh -c {} >&2; then echo {} >&2; exit 1; fi; ",
+            sh_quote(v),
+            sh_quote(&format!("`{v}` refuses the configuration: {unit} was left as it was"))
+        ));
+    }
+    s.push_str(&verbs.iter().map(|v| format!("systemctl {} {q}", v.as_str())).collect::<Vec<_>>().join(" && "));
     if then_active {
         s.push_str(&format!(
             " && sleep 0.2 && systemctl is-active --quiet {q} || {{ systemctl status --no-pager -n 15 {q}; exit 1; }}"
@@ -92,7 +118,11 @@ pub fn script(unit: &str, verbs: &[Verb], then_active: bool) -> String {
 }
 
 /// The verbs for people.
-pub fn show(unit: &str, verbs: &[Verb]) -> String {
+pub fn show(unit: &str, verbs: &[Verb], validate: Option<&str>) -> String {
     let q = sh_quote(unit);
-    verbs.iter().map(|v| format!("systemctl {} {q}", v.as_str())).collect::<Vec<_>>().join("; ")
+    let verbs = verbs.iter().map(|v| format!("systemctl {} {q}", v.as_str())).collect::<Vec<_>>().join("; ");
+    match validate {
+        Some(v) => format!("{v} (the whole configuration); {verbs}"),
+        None => verbs,
+    }
 }

@@ -15,10 +15,12 @@ pub struct Wait {
     pub timeout: u64,
 }
 
-/// Decide a wait step from its check's exit status, `None` when it is not known (the host
-/// changed since the facts were gathered).
-pub fn decide(w: &Wait, code: Option<i32>) -> Decision {
-    if code == Some(0) {
+/// Decide a wait step: it waits for what changed before it on the host (a restart, a reload,
+/// a package that started a service), so where nothing changed (or, in a dry run, would
+/// change) there is nothing to wait for and nothing to ask. Otherwise the wait polls, and
+/// returns at once if its check already holds.
+pub fn decide(w: &Wait, changed_before: bool) -> Decision {
+    if !changed_before {
         return Decision::converged();
     }
     Decision {
