@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::discover::{self, Segment};
 use super::dns::{Server, forward_and_reverse};
-use super::{Outcome, Row, connect, timed};
+use super::{Failure, Row, connect, timed};
 use crate::answers::model::{Answers, Host, Role};
 use crate::ssh::Session;
 use crate::state::StateDir;
@@ -40,15 +40,17 @@ fn kea_command(socket: &str) -> String {
     )
 }
 
-async fn kea(session: &Session, socket: &str, command: &str) -> Result<serde_json::Value, String> {
+async fn kea(session: &Session, socket: &str, command: &str) -> Result<serde_json::Value, Failure> {
     let out = session
         .exec(&kea_command(socket), Some(format!("{{\"command\": \"{command}\"}}").as_bytes()))
         .await
         .map_err(|e| e.to_string())?;
     if !out.ok() {
-        return Err(format!("{command} on {socket}: {}", out.stderr_str().trim().lines().last().unwrap_or("failed")));
+        let said = format!("{command} on {socket}: {}", out.stderr_str().trim().lines().last().unwrap_or("failed"));
+        // 124: `timeout` stopped socat, Kea did not answer.
+        return Err(if out.status == 124 { Failure::timeout(said) } else { Failure::error(said) });
     }
-    parse_kea_answer(command, &out.stdout_str())
+    parse_kea_answer(command, &out.stdout_str()).map_err(Failure::error)
 }
 
 /// A control socket's answer: one object, or a list of them (from the agent) of which the
@@ -78,11 +80,11 @@ fn status_detail(v: &serde_json::Value) -> String {
 }
 
 /// The subnet, pools and reservations Kea runs with, against the answers.
-fn config_matches(v: &serde_json::Value, a: &Answers) -> Result<String, String> {
+fn config_matches(v: &serde_json::Value, a: &Answers) -> Result<String, Failure> {
     let subnets = v["arguments"]["Dhcp4"]["subnet4"].as_array().cloned().unwrap_or_default();
     let want = a.network.subnet.to_string();
     let Some(s) = subnets.iter().find(|s| s["subnet"] == want.as_str()) else {
-        return Err(format!("kea-dhcp4 runs without subnet {want}"));
+        return Err(Failure::mismatch(format!("kea-dhcp4 runs without subnet {want}")));
     };
     let norm = |p: &str| p.split('-').map(str::trim).collect::<Vec<_>>().join("-");
     let pools: Vec<String> = s["pools"]
@@ -107,7 +109,7 @@ fn config_matches(v: &serde_json::Value, a: &Answers) -> Result<String, String> 
         }
     }
     if !missing.is_empty() {
-        return Err(format!("kea-dhcp4 runs without {}", missing.join(", ")));
+        return Err(Failure::mismatch(format!("kea-dhcp4 runs without {}", missing.join(", "))));
     }
     Ok(format!("subnet {want}, {} pool(s), {} reservation(s)", pools.len(), reservations.len()))
 }
@@ -155,7 +157,7 @@ pub fn parse_leases(text: &str, now: u64) -> Vec<Lease> {
 /// The DISCOVER from this machine: the row, `skip` with the reason where it cannot be sent.
 pub async fn discover_row(dhcp_host: &Host, a: &Answers) -> Row {
     let t = Instant::now();
-    let skip = |why: String| Row::new(SERVICE, &dhcp_host.name, DISCOVER_CHECK, Outcome::Skip, why, t.elapsed());
+    let skip = |why: String| Row::skipped(SERVICE, &dhcp_host.name, DISCOVER_CHECK, why, t.elapsed());
     let target = dhcp_host.address;
     let iface = match discover::local_ipv4().map(|l| discover::segment_of(&l, target)) {
         Err(e) => return skip(format!("not checked: {e}")),
@@ -198,7 +200,7 @@ async fn on_host(host: &Host, a: &Answers, state: &StateDir, down: &BTreeMap<Str
     let t = Instant::now();
     let session = match connect(host, state).await {
         Ok(s) => s,
-        Err(e) => return vec![Row::new(SERVICE, &host.name, "kea-dhcp4 status", Outcome::Fail, e, t.elapsed())],
+        Err(e) => return vec![Row::failed(SERVICE, &host.name, "kea-dhcp4 status", e.into(), t.elapsed())],
     };
     let (r, took) = timed(kea(&session, SOCKET4, "status-get")).await;
     rows.push(Row::from_result(SERVICE, &host.name, "kea-dhcp4 status", r.map(|v| status_detail(&v)), took));
@@ -222,16 +224,15 @@ async fn on_host(host: &Host, a: &Answers, state: &StateDir, down: &BTreeMap<Str
     session.close().await;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     match leases {
-        Err(e) => rows.push(Row::new(SERVICE, &host.name, "leases", Outcome::Fail, e.to_string(), t.elapsed())),
+        Err(e) => rows.push(Row::failed(SERVICE, &host.name, "leases", Failure::error(e.to_string()), t.elapsed())),
         Ok(text) => {
             let live = parse_leases(&text, now);
             let read = t.elapsed();
             if live.is_empty() {
-                rows.push(Row::new(
+                rows.push(Row::skipped(
                     SERVICE,
                     &host.name,
                     "leases",
-                    Outcome::Skip,
                     "no client holds a lease: nothing to resolve",
                     read,
                 ));
@@ -241,11 +242,10 @@ async fn on_host(host: &Host, a: &Answers, state: &StateDir, down: &BTreeMap<Str
                 // Each lookup would wait for its own timeout.
                 Some(h) if down.contains_key(&h.name) => {
                     if !live.is_empty() {
-                        rows.push(Row::new(
+                        rows.push(Row::skipped(
                             SERVICE,
                             &host.name,
                             "leases",
-                            Outcome::Skip,
                             format!("{} lease(s) not resolved: the DNS server {} is unreachable", live.len(), h.name),
                             read,
                         ));
@@ -259,12 +259,11 @@ async fn on_host(host: &Host, a: &Answers, state: &StateDir, down: &BTreeMap<Str
                 let check = format!("lease {}", l.address);
                 let Some(dns) = &dns else { continue };
                 if l.hostname.is_empty() {
-                    rows.push(Row::new(
+                    rows.push(Row::failed(
                         SERVICE,
                         &host.name,
                         check,
-                        Outcome::Fail,
-                        format!("{} has no name in DNS", l.hwaddr),
+                        Failure::mismatch(format!("{} has no name in DNS", l.hwaddr)),
                         Duration::ZERO,
                     ));
                     continue;
@@ -282,6 +281,7 @@ async fn on_host(host: &Host, a: &Answers, state: &StateDir, down: &BTreeMap<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::{Cause, Outcome};
 
     #[test]
     fn kea_answers_that_are_not_a_result_fail_the_check() {
@@ -293,6 +293,37 @@ mod tests {
         assert!(e.contains("result 1"), "{e}");
         let v = parse_kea_answer("status-get", r#"[{"result": 0, "arguments": {"pid": 7}}]"#).unwrap();
         assert_eq!(v["arguments"]["pid"], 7);
+    }
+
+    /// The configuration Kea runs with must hold the answers' subnet, pools and reservations;
+    /// anything missing is a mismatch, named.
+    #[test]
+    fn kea_without_the_subnet_or_a_pool_is_a_mismatch() {
+        use serde_json::json;
+        let a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
+        assert!(!a.network.dhcp_ranges.is_empty(), "the lab example has DHCP ranges");
+        let subnet = a.network.subnet.to_string();
+        let pools: Vec<_> =
+            a.network.dhcp_ranges.iter().map(|r| json!({"pool": format!("{} - {}", r.start, r.end)})).collect();
+        let reservations: Vec<_> = a
+            .network
+            .reservations
+            .iter()
+            .map(|r| json!({"ip-address": r.address.to_string(), "hw-address": r.mac.to_string()}))
+            .collect();
+        let running = |subnet4: serde_json::Value| json!({"result": 0, "arguments": {"Dhcp4": {"subnet4": subnet4}}});
+
+        let all = running(json!([{"subnet": subnet, "pools": pools, "reservations": reservations}]));
+        assert!(config_matches(&all, &a).is_ok(), "{:?}", config_matches(&all, &a));
+        let other_subnet = running(json!([{"subnet": "10.99.0.0/24", "pools": pools}]));
+        assert_eq!(
+            config_matches(&other_subnet, &a).unwrap_err(),
+            Failure::mismatch(format!("kea-dhcp4 runs without subnet {subnet}"))
+        );
+        let no_pools = running(json!([{"subnet": subnet, "reservations": reservations}]));
+        let e = config_matches(&no_pools, &a).unwrap_err();
+        assert_eq!(e.cause, Cause::Mismatch);
+        assert!(e.message.starts_with("kea-dhcp4 runs without pool "), "{e}");
     }
 
     /// Off the DHCP segment the DISCOVER is not sent, and the row says so: `skip`, not a pass.

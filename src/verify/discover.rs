@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Failure;
+
 /// How long offers are collected; a second DISCOVER goes out after [`RESEND`].
 pub const LISTEN: Duration = Duration::from_secs(2);
 const RESEND: Duration = Duration::from_secs(1);
@@ -104,14 +106,15 @@ pub fn segment_of(ifaces: &[(String, Ipv4Addr, Ipv4Addr)], target: Ipv4Addr) -> 
 }
 
 /// The verdict on what answered: an offer from `dhcp` with an address of `ranges` (when there
-/// are any), and no other server unless `allow_foreign`. One line either way.
+/// are any), and no other server unless `allow_foreign`. One line either way. Silence from
+/// `dhcp` is a timeout even when others answer: that is what failed, allowed or not.
 pub fn judge(
     offers: &[Offer],
     dhcp: Ipv4Addr,
     ranges: &[(Ipv4Addr, Ipv4Addr)],
     allow_foreign: bool,
     iface: &str,
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     let is_ours = |o: &Offer| o.server == dhcp || o.src == dhcp;
     let ours = offers.iter().find(|o| is_ours(o)).map(|o| o.offered);
     let mut others: Vec<String> = Vec::new();
@@ -127,16 +130,21 @@ pub fn judge(
     }
     let in_range = |ip: Ipv4Addr| ranges.iter().any(|(s, e)| (u32::from(*s)..=u32::from(*e)).contains(&u32::from(ip)));
     match ours {
-        None if others.is_empty() => Err(format!("no offer from {dhcp} on {iface} within {} s", LISTEN.as_secs())),
-        None => Err(format!(
+        None if others.is_empty() => {
+            Err(Failure::timeout(format!("no offer from {dhcp} on {iface} within {} s", LISTEN.as_secs())))
+        }
+        None => Err(Failure::timeout(format!(
             "no offer from {dhcp} on {iface} within {} s; other servers answer: {}",
             LISTEN.as_secs(),
             others.join(", ")
-        )),
-        Some(ip) if !ranges.is_empty() && !in_range(ip) => Err(format!("{dhcp} offered {ip}, outside every range")),
-        Some(ip) if !others.is_empty() && !allow_foreign => {
-            Err(format!("offer of {ip} from {dhcp}, but other servers answer too: {}", others.join(", ")))
+        ))),
+        Some(ip) if !ranges.is_empty() && !in_range(ip) => {
+            Err(Failure::mismatch(format!("{dhcp} offered {ip}, outside every range")))
         }
+        Some(ip) if !others.is_empty() && !allow_foreign => Err(Failure::mismatch(format!(
+            "offer of {ip} from {dhcp}, but other servers answer too: {}",
+            others.join(", ")
+        ))),
         Some(ip) if others.is_empty() => {
             Ok(format!("offer of {ip} from {dhcp} (on {iface}); no other server answered"))
         }
@@ -215,6 +223,7 @@ pub async fn listen(iface: &str) -> Result<Vec<Offer>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::Cause;
 
     const MAC: [u8; 6] = [0x02, 0x67, 0x77, 1, 2, 3];
 
@@ -312,19 +321,28 @@ mod tests {
         assert_eq!(ok, "offer of 10.77.0.150 from 10.77.0.32 (on labbr0); no other server answered");
 
         let e = judge(&[], dhcp, &ranges, false, "labbr0").unwrap_err();
-        assert_eq!(e, "no offer from 10.77.0.32 on labbr0 within 2 s");
-        let e = judge(&[foreign], dhcp, &ranges, false, "labbr0").unwrap_err();
-        assert!(e.contains("no offer from 10.77.0.32") && e.contains("10.77.0.33 (offers 10.77.0.250)"), "{e}");
+        assert_eq!(e, Failure::timeout("no offer from 10.77.0.32 on labbr0 within 2 s"));
+        // Our server is silent: that is the failure, whoever else answers.
+        for allow_foreign in [false, true] {
+            let e = judge(&[foreign], dhcp, &ranges, allow_foreign, "labbr0").unwrap_err();
+            assert_eq!(e.cause, Cause::Timeout, "{e}");
+            assert!(
+                e.message.contains("no offer from 10.77.0.32") && e.message.contains("10.77.0.33 (offers 10.77.0.250)"),
+                "{e}"
+            );
+        }
 
         let outside = Offer { offered: ip("10.77.0.20"), ..ours };
         let e = judge(&[outside], dhcp, &ranges, false, "labbr0").unwrap_err();
-        assert_eq!(e, "10.77.0.32 offered 10.77.0.20, outside every range");
+        assert_eq!(e, Failure::mismatch("10.77.0.32 offered 10.77.0.20, outside every range"));
         assert!(judge(&[outside], dhcp, &[], false, "labbr0").is_ok(), "no ranges: any address");
 
         let e = judge(&[ours, foreign, foreign], dhcp, &ranges, false, "labbr0").unwrap_err();
         assert_eq!(
             e,
-            "offer of 10.77.0.150 from 10.77.0.32, but other servers answer too: 10.77.0.33 (offers 10.77.0.250)"
+            Failure::mismatch(
+                "offer of 10.77.0.150 from 10.77.0.32, but other servers answer too: 10.77.0.33 (offers 10.77.0.250)"
+            )
         );
         let relayed = Offer { src: ip("10.77.0.254"), ..foreign };
         let ok = judge(&[foreign, relayed, ours], dhcp, &ranges, true, "labbr0").unwrap();

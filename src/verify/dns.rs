@@ -27,7 +27,7 @@ use hickory_net::proto::rr::{Name, RData, Record, RecordSet, RecordType, TSigner
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 
-use super::{Outcome, Row, timed};
+use super::{Cause, Failure, Row, timed};
 use crate::answers::model::{Answers, Host, Role, reverse_zone};
 use crate::state::Secrets;
 
@@ -53,7 +53,8 @@ impl Server {
         Server { addr: SocketAddr::new(ip, 53), bind: None, signer: None }
     }
 
-    pub async fn send(&self, req: DnsRequest) -> Result<DnsResponse, String> {
+    /// The server's answer; hickory ends the stream without one when its own timeout passes.
+    pub async fn send(&self, req: DnsRequest) -> Result<DnsResponse, Failure> {
         let exchange = UdpClientStream::builder(self.addr, TokioRuntimeProvider::new())
             .with_timeout(Some(TIMEOUT))
             .with_max_retries(1)
@@ -63,19 +64,19 @@ impl Server {
         let mut stream = exchange.send(req);
         match tokio::time::timeout(TIMEOUT * 3, stream.next()).await {
             Ok(Some(Ok(r))) => Ok(r),
-            Ok(Some(Err(e))) => Err(e.to_string()),
-            Ok(None) => Err("no answer".into()),
-            Err(_) => Err(format!("no answer within {} s", (TIMEOUT * 3).as_secs())),
+            Ok(Some(Err(e))) => Err(Failure::error(e.to_string())),
+            Ok(None) => Err(Failure::timeout("no answer")),
+            Err(_) => Err(Failure::timeout(format!("no answer within {} s", (TIMEOUT * 3).as_secs()))),
         }
     }
 
-    pub async fn query(&self, name: &Name, rtype: RecordType, recursion: bool) -> Result<DnsResponse, String> {
+    pub async fn query(&self, name: &Name, rtype: RecordType, recursion: bool) -> Result<DnsResponse, Failure> {
         let mut opts = DnsRequestOptions::default();
         opts.recursion_desired = recursion;
         self.send(DnsRequest::from_query(Query::query(name.clone(), rtype), opts)).await
     }
 
-    pub async fn update(&self, msg: Message) -> Result<ResponseCode, String> {
+    pub async fn update(&self, msg: Message) -> Result<ResponseCode, Failure> {
         self.send(DnsRequest::from(msg)).await.map(|r| r.response_code)
     }
 }
@@ -130,16 +131,24 @@ fn soa_serial(r: &DnsResponse) -> Option<u32> {
     })
 }
 
-/// An authoritative SOA answer: (serial, detail).
-async fn soa(server: &Server, zone: &Name) -> Result<u32, String> {
+/// The serial of an authoritative SOA answer.
+async fn soa(server: &Server, zone: &Name) -> Result<u32, Failure> {
     let r = server.query(zone, RecordType::SOA, false).await?;
-    if r.response_code != ResponseCode::NoError {
-        return Err(format!("{}", r.response_code));
+    match r.response_code {
+        ResponseCode::NoError => {}
+        ResponseCode::Refused => return Err(Failure::refused(format!("{}", r.response_code))),
+        code => return Err(Failure::mismatch(format!("{code}"))),
     }
     if !r.authoritative {
-        return Err("answer is not authoritative (the zone is not loaded here)".into());
+        return Err(Failure::mismatch("answer is not authoritative (the zone is not loaded here)"));
     }
-    soa_serial(&r).ok_or_else(|| "no SOA record in the answer".into())
+    soa_serial(&r).ok_or_else(|| Failure::mismatch("no SOA record in the answer"))
+}
+
+/// One failure for a list of names: the words of each, the cause of the first.
+fn all_failures(bad: Vec<Failure>) -> Failure {
+    let cause = bad.first().map_or(Cause::Error, |f| f.cause);
+    Failure::new(cause, bad.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; "))
 }
 
 /// Names that must resolve to addresses: every host, plus the service names of the roles.
@@ -166,7 +175,7 @@ pub fn expected_addresses(a: &Answers) -> Vec<(String, BTreeSet<Ipv4Addr>)> {
     out
 }
 
-async fn check_a(server: &Server, expected: &[(String, BTreeSet<Ipv4Addr>)]) -> Result<String, String> {
+async fn check_a(server: &Server, expected: &[(String, BTreeSet<Ipv4Addr>)]) -> Result<String, Failure> {
     let mut bad = Vec::new();
     for (name, want) in expected {
         match server.query(&fqdn(name)?, RecordType::A, false).await {
@@ -174,25 +183,25 @@ async fn check_a(server: &Server, expected: &[(String, BTreeSet<Ipv4Addr>)]) -> 
                 let got = a_records(&r);
                 if !want.is_subset(&got) || got.is_empty() {
                     let got: Vec<String> = got.iter().map(|g| g.to_string()).collect();
-                    bad.push(format!(
+                    bad.push(Failure::mismatch(format!(
                         "{name} -> {} ({}), want {}",
                         if got.is_empty() { "nothing".into() } else { got.join(",") },
                         r.response_code,
                         want.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")
-                    ));
+                    )));
                 }
             }
-            Err(e) => bad.push(format!("{name}: {e}")),
+            Err(e) => bad.push(e.prefixed(name)),
         }
     }
     if bad.is_empty() {
         Ok(format!("{} name(s) resolve to the answer file's addresses", expected.len()))
     } else {
-        Err(bad.join("; "))
+        Err(all_failures(bad))
     }
 }
 
-async fn check_ptr(server: &Server, a: &Answers) -> Result<String, String> {
+async fn check_ptr(server: &Server, a: &Answers) -> Result<String, Failure> {
     let mut bad = Vec::new();
     for h in &a.hosts {
         let want = format!("{}.{}.", h.name, a.site.internal_domain).to_lowercase();
@@ -201,16 +210,19 @@ async fn check_ptr(server: &Server, a: &Answers) -> Result<String, String> {
             Ok(r) => {
                 let got = ptr_records(&r);
                 if !got.contains(&want) {
-                    bad.push(format!("{} -> {:?} ({}), want {want}", h.address, got, r.response_code));
+                    bad.push(Failure::mismatch(format!(
+                        "{} -> {:?} ({}), want {want}",
+                        h.address, got, r.response_code
+                    )));
                 }
             }
-            Err(e) => bad.push(format!("{}: {e}", h.address)),
+            Err(e) => bad.push(e.prefixed(h.address)),
         }
     }
     if bad.is_empty() {
         Ok(format!("{} address(es) point back to their names", a.hosts.len()))
     } else {
-        Err(bad.join("; "))
+        Err(all_failures(bad))
     }
 }
 
@@ -240,11 +252,10 @@ async fn recursion_inside(server: &Server, a: &Answers, zone: &Name) -> Row {
     let check = "recursion for the site";
     if !inside {
         let from = src.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
-        return Row::new(
+        return Row::skipped(
             SERVICE,
             &host_label,
             check,
-            Outcome::Skip,
             format!(
                 "this machine reaches the server from {from}, outside {}; not testable from here",
                 a.network.subnet
@@ -258,7 +269,7 @@ async fn recursion_inside(server: &Server, a: &Answers, zone: &Name) -> Row {
         if r.recursion_available {
             Ok(format!("available to {from} (RA set)"))
         } else {
-            Err(format!("not available to {from}, which is inside {} (RA clear)", a.network.subnet))
+            Err(Failure::mismatch(format!("not available to {from}, which is inside {} (RA clear)", a.network.subnet)))
         }
     });
     Row::from_result(SERVICE, &host_label, check, r, took)
@@ -270,11 +281,10 @@ async fn recursion_outside(server: &Server, a: &Answers, zone: &Name) -> Row {
     let t = Instant::now();
     let candidates = outside_addresses(a);
     if candidates.is_empty() {
-        return Row::new(
+        return Row::skipped(
             SERVICE,
             &host_label,
             check,
-            Outcome::Skip,
             format!("this machine has no address outside {}; not testable from here", a.network.subnet),
             t.elapsed(),
         );
@@ -293,24 +303,23 @@ async fn recursion_outside(server: &Server, a: &Answers, zone: &Name) -> Row {
             Ok(r) if r.response_code == ResponseCode::Refused && !first.recursion_available => {
                 Ok(format!("from {ip}: recursive query REFUSED, RA clear"))
             }
-            Ok(r) => Err(format!(
+            Ok(r) => Err(Failure::mismatch(format!(
                 "from {ip}, outside {}: recursive query answered {} (RA {})",
                 a.network.subnet,
                 r.response_code,
                 if r.recursion_available { "set" } else { "clear" }
-            )),
-            Err(e) if e.contains("Refused") || e.contains("refused") => {
+            ))),
+            Err(e) if e.message.contains("Refused") || e.message.contains("refused") => {
                 Ok(format!("from {ip}: recursive query REFUSED"))
             }
-            Err(e) => Err(format!("from {ip}: {e}")),
+            Err(e) => Err(e.prefixed(format!("from {ip}"))),
         };
         return Row::from_result(SERVICE, &host_label, check, result, t.elapsed());
     }
-    Row::new(
+    Row::skipped(
         SERVICE,
         &host_label,
         check,
-        Outcome::Skip,
         format!(
             "no answer to this machine's outside address(es) {} (no route back from the server); not testable from here",
             tried.join(", ")
@@ -326,7 +335,7 @@ async fn update_round_trip(primary: (&Host, &Server), secondaries: &[(&Host, Ser
     let label = format!("_groundwork-verify-{:08x}", rand::random::<u32>());
     let name = match fqdn(&format!("{label}.{}", zone.to_ascii().trim_end_matches('.'))) {
         Ok(n) => n,
-        Err(e) => return vec![Row::new(SERVICE, &ph.name, "signed update", Outcome::Fail, e, Duration::ZERO)],
+        Err(e) => return vec![Row::failed(SERVICE, &ph.name, "signed update", e.into(), Duration::ZERO)],
     };
     let text = format!("groundwork verify {}", humantime::format_rfc3339_seconds(std::time::SystemTime::now()));
     let record = Record::from_rdata(name.clone(), 60, RData::TXT(TXT::new(vec![text.clone()])));
@@ -337,8 +346,8 @@ async fn update_round_trip(primary: (&Host, &Server), secondaries: &[(&Host, Ser
     let (r, took) = timed(unsigned.update(update_message::create(rrset.clone(), zone.clone(), true))).await;
     let r = match r {
         Ok(ResponseCode::Refused) => Ok("REFUSED".to_string()),
-        Ok(code) => Err(format!("answered {code}: the zone accepts updates without the key")),
-        Err(e) if e.to_lowercase().contains("refused") => Ok("REFUSED".to_string()),
+        Ok(code) => Err(Failure::mismatch(format!("answered {code}: the zone accepts updates without the key"))),
+        Err(e) if e.message.to_lowercase().contains("refused") => Ok("REFUSED".to_string()),
         Err(e) => Err(e),
     };
     rows.push(Row::from_result(SERVICE, &ph.name, "unsigned update refused", r, took));
@@ -347,11 +356,13 @@ async fn update_round_trip(primary: (&Host, &Server), secondaries: &[(&Host, Ser
     let added = match ps.update(update_message::create(rrset.clone(), zone.clone(), true)).await {
         Ok(ResponseCode::NoError) => match ps.query(&name, RecordType::TXT, false).await {
             Ok(r) if !r.answers.is_empty() => Ok(()),
-            Ok(r) => Err(format!("update accepted but {name} TXT is not served ({})", r.response_code)),
-            Err(e) => Err(format!("update accepted but the query failed: {e}")),
+            Ok(r) => {
+                Err(Failure::mismatch(format!("update accepted but {name} TXT is not served ({})", r.response_code)))
+            }
+            Err(e) => Err(e.prefixed("update accepted but the query failed")),
         },
-        Ok(code) => Err(format!("signed update answered {code}")),
-        Err(e) => Err(format!("signed update: {e}")),
+        Ok(code) => Err(Failure::refused(format!("signed update answered {code}"))),
+        Err(e) => Err(e.prefixed("signed update")),
     };
     let add_took = t.elapsed();
 
@@ -377,7 +388,11 @@ async fn update_round_trip(primary: (&Host, &Server), secondaries: &[(&Host, Ser
                     t.elapsed().as_secs_f64()
                 ))
             } else {
-                Err(format!("the signed update did not reach {} within {} s", sh.name, CATCH_UP.as_secs()))
+                Err(Failure::mismatch(format!(
+                    "the signed update did not reach {} within {} s",
+                    sh.name,
+                    CATCH_UP.as_secs()
+                )))
             };
             sec_rows.push(Row::from_result(SERVICE, &sh.name, "update reaches the secondary", r, t.elapsed()));
         }
@@ -387,12 +402,18 @@ async fn update_round_trip(primary: (&Host, &Server), secondaries: &[(&Host, Ser
     let deleted = match ps.update(update_message::delete_by_rdata(rrset, zone.clone(), true)).await {
         Ok(ResponseCode::NoError) => match ps.query(&name, RecordType::TXT, false).await {
             Ok(r) if r.answers.is_empty() => Ok(()),
-            Ok(_) => Err(format!("delete accepted but {name} TXT is still served")),
-            Err(e) if e.contains("NXDomain") || e.contains("no records") || e.contains("NoRecords") => Ok(()),
-            Err(e) => Err(format!("delete accepted but the query failed: {e}")),
+            Ok(_) => Err(Failure::mismatch(format!("delete accepted but {name} TXT is still served"))),
+            Err(e)
+                if e.message.contains("NXDomain")
+                    || e.message.contains("no records")
+                    || e.message.contains("NoRecords") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.prefixed("delete accepted but the query failed")),
         },
-        Ok(code) => Err(format!("signed delete answered {code}")),
-        Err(e) => Err(format!("signed delete: {e}")),
+        Ok(code) => Err(Failure::refused(format!("signed delete answered {code}"))),
+        Err(e) => Err(e.prefixed("signed delete")),
     };
     let r = match (added, deleted) {
         (Ok(()), Ok(())) => Ok(format!("TSIG {KEY_NAME}: added and deleted TXT {name}")),
@@ -413,7 +434,7 @@ pub async fn verify(a: &Answers, secrets: &Secrets) -> Vec<Row> {
     let mut rows = Vec::new();
     let forward = match fqdn(&a.site.internal_domain) {
         Ok(n) => n,
-        Err(e) => return vec![Row::new(SERVICE, &primary.name, "zone name", Outcome::Fail, e, Duration::ZERO)],
+        Err(e) => return vec![Row::failed(SERVICE, &primary.name, "zone name", e.into(), Duration::ZERO)],
     };
     let reverse = fqdn(&reverse_zone(&a.network.subnet)).expect("reverse zone names are valid");
     let servers: Vec<(&Host, Server)> = dns_hosts.iter().map(|h| (*h, Server::new(IpAddr::V4(h.address)))).collect();
@@ -443,7 +464,9 @@ pub async fn verify(a: &Answers, secrets: &Secrets) -> Vec<Row> {
                 }
             };
             let r = r.and_then(|serial| match pserial {
-                Some(want) if serial != want => Err(format!("serial {serial}, the primary has {want}")),
+                Some(want) if serial != want => {
+                    Err(Failure::mismatch(format!("serial {serial}, the primary has {want}")))
+                }
                 _ => Ok(format!("authoritative, serial {serial} (secondary, in step)")),
             });
             rows.push(Row::from_result(SERVICE, &h.name, format!("SOA {zone_s}"), r, t.elapsed()));
@@ -469,26 +492,27 @@ pub async fn verify(a: &Answers, secrets: &Secrets) -> Vec<Row> {
             let secs: Vec<(&Host, Server)> = servers[1..].iter().map(|(h, s)| (*h, s.clone())).collect();
             rows.extend(update_round_trip((primary, &ps), &secs, &forward).await);
         }
-        Err(e) => {
-            rows.push(Row::new(SERVICE, &primary.name, "signed update + delete", Outcome::Fail, e, Duration::ZERO))
-        }
+        Err(e) => rows.push(Row::failed(SERVICE, &primary.name, "signed update + delete", e.into(), Duration::ZERO)),
     }
     rows
 }
 
 /// Resolve `name` (A) and `ip` (PTR) at `server`: used for the leases of DHCP clients.
-pub async fn forward_and_reverse(server: &Server, name: &str, ip: Ipv4Addr) -> Result<String, String> {
+pub async fn forward_and_reverse(server: &Server, name: &str, ip: Ipv4Addr) -> Result<String, Failure> {
     let n = fqdn(name)?;
-    let r = server.query(&n, RecordType::A, false).await.map_err(|e| format!("A {name}: {e}"))?;
+    let r = server.query(&n, RecordType::A, false).await.map_err(|e| e.prefixed(format!("A {name}")))?;
     let got = a_records(&r);
     if !got.contains(&ip) {
-        return Err(format!("A {name} -> {:?} ({}), want {ip}", got, r.response_code));
+        return Err(Failure::mismatch(format!("A {name} -> {:?} ({}), want {ip}", got, r.response_code)));
     }
-    let r = server.query(&fqdn(&ptr_name(ip))?, RecordType::PTR, false).await.map_err(|e| format!("PTR {ip}: {e}"))?;
+    let r = server
+        .query(&fqdn(&ptr_name(ip))?, RecordType::PTR, false)
+        .await
+        .map_err(|e| e.prefixed(format!("PTR {ip}")))?;
     let want = n.to_ascii().to_lowercase();
     let got = ptr_records(&r);
     if !got.contains(&want) {
-        return Err(format!("PTR {ip} -> {:?} ({}), want {want}", got, r.response_code));
+        return Err(Failure::mismatch(format!("PTR {ip} -> {:?} ({}), want {want}", got, r.response_code)));
     }
     Ok(format!("{name} <-> {ip}"))
 }
@@ -506,5 +530,59 @@ mod tests {
         assert!(names.contains(&"ldap.lab.groundwork.test.".to_string()), "{names:?}");
         assert!(names.contains(&"pg.lab.groundwork.test.".to_string()), "{names:?}");
         assert!(names.contains(&"ns1.lab.groundwork.test.".to_string()), "{names:?}");
+    }
+
+    /// A DNS server on loopback answering each query with what `answer` makes of it (`None`:
+    /// silence).
+    async fn fake_dns(answer: fn(Message) -> Option<Message>) -> Server {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                if let Some(r) = answer(query) {
+                    let _ = sock.send_to(&r.to_vec().unwrap(), from).await;
+                }
+            }
+        });
+        Server { addr, bind: None, signer: None }
+    }
+
+    fn want_a() -> Vec<(String, BTreeSet<Ipv4Addr>)> {
+        vec![("a.example.".to_string(), BTreeSet::from([Ipv4Addr::new(10, 77, 0, 5)]))]
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_a_timeout() {
+        let silent = fake_dns(|_| None).await;
+        let e = check_a(&silent, &want_a()).await.unwrap_err();
+        assert_eq!(e, Failure::timeout("a.example.: no answer"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_query_is_refused_and_a_wrong_address_a_mismatch() {
+        let refusing = fake_dns(|q| {
+            let mut r = q.into_response();
+            r.metadata.response_code = ResponseCode::Refused;
+            Some(r)
+        })
+        .await;
+        let e = soa(&refusing, &fqdn("a.example").unwrap()).await.unwrap_err();
+        assert_eq!(e, Failure::refused("Query Refused"));
+
+        let elsewhere = fake_dns(|q| {
+            let name = q.queries[0].name().clone();
+            let mut r = q.into_response();
+            r.metadata.authoritative = true;
+            r.answers.push(Record::from_rdata(name, 60, RData::A(Ipv4Addr::new(10, 77, 0, 99).into())));
+            Some(r)
+        })
+        .await;
+        let e = check_a(&elsewhere, &want_a()).await.unwrap_err();
+        assert_eq!(e, Failure::mismatch("a.example. -> 10.77.0.99 (No Error), want 10.77.0.5"));
+        // Not an SOA in the answer: the zone is not what this server serves.
+        let e = soa(&elsewhere, &fqdn("a.example").unwrap()).await.unwrap_err();
+        assert_eq!(e, Failure::mismatch("no SOA record in the answer"));
     }
 }

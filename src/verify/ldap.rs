@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
 
 use super::tls::{PinnedCert, PinnedVerifier, fetch};
-use super::{Row, connect, timed};
+use super::{Cause, Failure, Row, connect, timed};
 use crate::answers::model::{Answers, Host, Role, ldap_suffix};
 use crate::ssh::Session;
 use crate::state::{Secrets, StateDir};
@@ -41,10 +41,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A check that does not finish in time fails (a server that accepts and never answers).
-async fn within(f: impl std::future::Future<Output = Result<String, String>>) -> Result<String, String> {
+async fn within(f: impl std::future::Future<Output = Result<String, Failure>>) -> Result<String, Failure> {
     tokio::time::timeout(CHECK_TIMEOUT, f)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())))
+        .unwrap_or_else(|_| Err(Failure::timeout(format!("no answer within {} s", CHECK_TIMEOUT.as_secs()))))
 }
 
 /// The rootDN the ldap role configures.
@@ -88,22 +88,25 @@ impl Target<'_> {
         }
     }
 
-    async fn connect(&self, t: Transport) -> Result<ldap3::Ldap, String> {
+    async fn connect(&self, t: Transport) -> Result<ldap3::Ldap, Failure> {
         let url = self.url(t);
         let mut settings = LdapConnSettings::new().set_conn_timeout(TIMEOUT).set_starttls(t == Transport::StartTls);
         let verifier = if t == Transport::Plain {
             None
         } else {
-            let v = self.verifier.as_ref().map_err(|e| format!("{url}: not connecting: {e}"))?;
+            let v = self.verifier.as_ref().map_err(|e| Failure::untrusted(format!("{url}: not connecting: {e}")))?;
             settings = settings.set_config(v.client_config()?);
             Some(v)
         };
         let (conn, ldap) = tokio::time::timeout(TIMEOUT, LdapConnAsync::with_settings(settings, &url))
             .await
-            .map_err(|_| format!("{url}: no answer within {} s", TIMEOUT.as_secs()))?
+            .map_err(|_| Failure::timeout(format!("{url}: no answer within {} s", TIMEOUT.as_secs())))?
             .map_err(|e| match verifier.and_then(|v| v.refused()) {
-                Some(r) => format!("{url}: the server presented {}: {}; nothing was sent", r.presented, r.why),
-                None => format!("{url}: {}", describe(&e)),
+                Some(r) => Failure::untrusted(format!(
+                    "{url}: the server presented {}: {}; nothing was sent",
+                    r.presented, r.why
+                )),
+                None => failure(&e).prefixed(&url),
             })?;
         ldap3::drive!(conn);
         Ok(ldap)
@@ -122,31 +125,40 @@ fn describe(e: &LdapError) -> String {
     if s.is_empty() { format!("{e:?}") } else { s }
 }
 
+/// An ldap3 error as a failed check: a result code other than success is the server refusing
+/// the operation; ldap3's own timeout is a timeout; the rest (I/O, TLS, protocol) an error.
+fn failure(e: &LdapError) -> Failure {
+    let cause = match e {
+        LdapError::LdapResult { .. } => Cause::Refused,
+        LdapError::Timeout { .. } => Cause::Timeout,
+        _ => Cause::Error,
+    };
+    Failure::new(cause, describe(e))
+}
+
 /// Bind with `dn` / `password`; `Ok(())` on success (result code 0).
-async fn bind(ldap: &mut ldap3::Ldap, dn: &str, password: &str) -> Result<(), String> {
-    let r = ldap.simple_bind(dn, password).await.map_err(|e| format!("bind as {dn}: {}", describe(&e)))?;
+async fn bind(ldap: &mut ldap3::Ldap, dn: &str, password: &str) -> Result<(), Failure> {
+    let r = ldap.simple_bind(dn, password).await.map_err(|e| failure(&e).prefixed(format!("bind as {dn}")))?;
     if r.rc == 0 {
         Ok(())
     } else {
         let text = if r.text.is_empty() { String::new() } else { format!(": {}", r.text) };
-        Err(format!("bind as {dn} refused (result {}{text})", r.rc))
+        Err(Failure::refused(format!("bind as {dn} refused (result {}{text})", r.rc)))
     }
 }
 
-async fn starttls_handshake(t: &Target<'_>, transport: Transport) -> Result<String, String> {
+async fn starttls_handshake(t: &Target<'_>, transport: Transport) -> Result<String, Failure> {
     let mut ldap = t.connect(transport).await?;
     // The root DSE is readable by anyone: one round trip through the encrypted channel.
-    let r = ldap
-        .search("", Scope::Base, "(objectClass=*)", vec!["supportedLDAPVersion"])
-        .await
-        .map_err(|e| describe(&e))?;
+    let r =
+        ldap.search("", Scope::Base, "(objectClass=*)", vec!["supportedLDAPVersion"]).await.map_err(|e| failure(&e))?;
     let _ = ldap.unbind().await;
-    r.success().map_err(|e| format!("root DSE: {}", describe(&e)))?;
+    r.success().map_err(|e| failure(&e).prefixed("root DSE"))?;
     let what = if transport == Transport::Ldaps { "LDAPS on 636" } else { "StartTLS on 389" };
     Ok(format!("{what}: TLS up ({})", t.cert_note()))
 }
 
-async fn bind_as(t: &Target<'_>, who: &str, dn: &str, password: Option<&str>) -> Result<String, String> {
+async fn bind_as(t: &Target<'_>, who: &str, dn: &str, password: Option<&str>) -> Result<String, Failure> {
     let password = password.ok_or_else(|| format!("no {who} password in the secrets file (run apply first)"))?;
     let mut ldap = t.connect(Transport::StartTls).await?;
     let r = bind(&mut ldap, dn, password).await;
@@ -170,28 +182,32 @@ async fn bind_as(t: &Target<'_>, who: &str, dn: &str, password: Option<&str>) ->
 
 /// The admin password, proven on the host: a simple bind over ldapi:/// with the password on
 /// stdin (never an argument), through the SSH session.
-async fn admin_on_host(session: &Session, host: &str, dn: &str, password: Option<&str>) -> Result<String, String> {
-    let password = password.ok_or("no admin password in the secrets file (run apply first)")?;
+async fn admin_on_host(session: &Session, host: &str, dn: &str, password: Option<&str>) -> Result<String, Failure> {
+    let password = password.ok_or_else(|| Failure::error("no admin password in the secrets file (run apply first)"))?;
     let cmd = format!("ldapwhoami -x -H ldapi:/// -D {} -y /dev/stdin", crate::engine::facts::sh_quote(dn));
     let out = session.exec(&cmd, Some(password.as_bytes())).await.map_err(|e| e.to_string())?;
     if !out.ok() {
         let said = out.stderr_str();
         let said = said.lines().rfind(|l| !l.trim().is_empty() && !l.starts_with("Warning")).unwrap_or("").trim();
-        return Err(format!("bind as {dn} over ldapi:/// on {host} refused (exit {}): {said}", out.status));
+        let said = format!("bind as {dn} over ldapi:/// on {host} refused (exit {}): {said}", out.status);
+        // ldapwhoami exits with slapd's result code (49: invalid credentials); 127 is no
+        // ldapwhoami, 255 no slapd to ask.
+        return Err(if out.status < 127 { Failure::refused(said) } else { Failure::error(said) });
     }
     Ok(format!("bound as {dn} over ldapi:/// on {host}, through SSH (the admin password does not cross the network)"))
 }
 
-async fn search_ous(t: &Target<'_>, a: &Answers, suffix: &str, password: Option<&str>) -> Result<String, String> {
-    let password = password.ok_or("no service account password in the secrets file (run apply first)")?;
+async fn search_ous(t: &Target<'_>, a: &Answers, suffix: &str, password: Option<&str>) -> Result<String, Failure> {
+    let password =
+        password.ok_or_else(|| Failure::error("no service account password in the secrets file (run apply first)"))?;
     let mut ldap = t.connect(Transport::StartTls).await?;
     bind(&mut ldap, &reader_dn(suffix), password).await?;
     let r = ldap
         .search(suffix, Scope::OneLevel, "(objectClass=organizationalUnit)", vec!["ou"])
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| failure(&e))?;
     let _ = ldap.unbind().await;
-    let (entries, _) = r.success().map_err(|e| format!("search {suffix}: {}", describe(&e)))?;
+    let (entries, _) = r.success().map_err(|e| failure(&e).prefixed(format!("search {suffix}")))?;
     let found: Vec<String> = entries
         .into_iter()
         .map(SearchEntry::construct)
@@ -202,19 +218,23 @@ async fn search_ous(t: &Target<'_>, a: &Answers, suffix: &str, password: Option<
     if missing.is_empty() {
         Ok(format!("as the service account: {} OUs under {suffix} ({})", found.len(), found.join(", ")))
     } else {
-        Err(format!("missing OU(s) {} under {suffix}; found: {}", missing.join(", "), found.join(", ")))
+        Err(Failure::mismatch(format!(
+            "missing OU(s) {} under {suffix}; found: {}",
+            missing.join(", "),
+            found.join(", ")
+        )))
     }
 }
 
-async fn anonymous_refused(t: &Target<'_>, suffix: &str) -> Result<String, String> {
+async fn anonymous_refused(t: &Target<'_>, suffix: &str) -> Result<String, Failure> {
     let mut ldap = t.connect(Transport::StartTls).await?;
-    let r = ldap.search(suffix, Scope::Subtree, "(objectClass=*)", vec!["1.1"]).await.map_err(|e| describe(&e))?;
+    let r = ldap.search(suffix, Scope::Subtree, "(objectClass=*)", vec!["1.1"]).await.map_err(|e| failure(&e))?;
     let _ = ldap.unbind().await;
     let n = r.0.len();
     match (r.1.rc, n) {
         // 32 (no such object): the suffix is invisible to anonymous clients.
         (32, _) | (_, 0) => Ok(format!("anonymous search of {suffix}: nothing visible (result {})", r.1.rc)),
-        _ => Err(format!("an anonymous client sees {n} entries under {suffix}")),
+        _ => Err(Failure::mismatch(format!("an anonymous client sees {n} entries under {suffix}"))),
     }
 }
 
@@ -225,11 +245,11 @@ async fn on_host(
     cert: &str,
     admin_dn: &str,
     admin: Option<&str>,
-) -> (Result<PinnedCert, String>, Result<String, String>, Duration) {
+) -> (Result<PinnedCert, String>, Result<String, Failure>, Duration) {
     let t = Instant::now();
     let session = match connect(host, state).await {
         Ok(s) => s,
-        Err(e) => return (Err(e.clone()), Err(e), t.elapsed()),
+        Err(e) => return (Err(e.clone()), Err(Failure::error(e)), t.elapsed()),
     };
     let pin = fetch(&session, &host.name, cert).await;
     let (admin, took) = timed(admin_on_host(&session, &host.name, admin_dn, admin)).await;
@@ -253,7 +273,7 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
     let (pin, admin_bind, admin_took) =
         tokio::time::timeout(CHECK_TIMEOUT, on_host(host, state, cert, &admin_dn, admin)).await.unwrap_or_else(|_| {
             let e = format!("ssh to {name}: no answer within {} s", CHECK_TIMEOUT.as_secs());
-            (Err(e.clone()), Err(e), CHECK_TIMEOUT)
+            (Err(e.clone()), Err(Failure::timeout(e)), CHECK_TIMEOUT)
         });
     let verifier = match pin {
         Ok(p) => Ok(PinnedVerifier::new(Some(p), from_answers)),
@@ -285,9 +305,9 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
     let (plain, took) = timed(within(async {
         let mut ldap = t.connect(Transport::Plain).await?;
         let r =
-            ldap.search("", Scope::Base, "(objectClass=*)", vec!["namingContexts"]).await.map_err(|e| describe(&e))?;
+            ldap.search("", Scope::Base, "(objectClass=*)", vec!["namingContexts"]).await.map_err(|e| failure(&e))?;
         let _ = ldap.unbind().await;
-        let (entries, _) = r.success().map_err(|e| describe(&e))?;
+        let (entries, _) = r.success().map_err(|e| failure(&e))?;
         let contexts: Vec<String> = entries
             .into_iter()
             .map(SearchEntry::construct)
@@ -296,7 +316,7 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
         if contexts.iter().any(|c| c.eq_ignore_ascii_case(&suffix)) {
             Ok(format!("ldap:// on 389 serves {suffix}"))
         } else {
-            Err(format!("naming contexts {contexts:?}, expected {suffix}"))
+            Err(Failure::mismatch(format!("naming contexts {contexts:?}, expected {suffix}")))
         }
     }))
     .await;
@@ -313,5 +333,37 @@ mod tests {
         let s = ldap_suffix("id.example.org");
         assert_eq!(admin_dn(&s), "cn=admin,dc=id,dc=example,dc=org");
         assert_eq!(reader_dn(&s), "cn=groundwork-reader,ou=services,dc=id,dc=example,dc=org");
+    }
+
+    /// Without the certificate to pin, no TLS connection is even attempted.
+    #[tokio::test]
+    async fn without_a_pinned_certificate_tls_checks_are_untrusted() {
+        let a = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
+        let (_, host) = a.hosts_with(Role::Ldap).next().unwrap();
+        let t = Target { host, verifier: Err("the certificate groundwork generated could not be read".into()) };
+        for transport in [Transport::StartTls, Transport::Ldaps] {
+            let e = starttls_handshake(&t, transport).await.unwrap_err();
+            assert_eq!(e.cause, Cause::Untrusted, "{e}");
+            assert_eq!(
+                e.message,
+                format!("{}: not connecting: the certificate groundwork generated could not be read", t.url(transport))
+            );
+        }
+    }
+
+    #[test]
+    fn a_result_code_from_the_server_is_a_refusal() {
+        let insufficient = ldap3::LdapResult {
+            rc: 50,
+            matched: String::new(),
+            text: "no read access".into(),
+            refs: Vec::new(),
+            ctrls: Vec::new(),
+        };
+        let e = insufficient.success().map_err(|e| failure(&e).prefixed("search dc=example")).unwrap_err();
+        assert_eq!(e.cause, Cause::Refused, "{e}");
+        assert!(e.message.starts_with("search dc=example: "), "{e}");
+        let io = LdapError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(failure(&io).cause, Cause::Error);
     }
 }

@@ -5,8 +5,8 @@
 //! not are replaced by one failed "host reachable" row, instead of each waiting for its own
 //! timeout. Then it runs what applies to the answer file ([`dns`] for the dns role, [`dhcp`] for the
 //! dhcp role, [`ldap`] and [`sql`] for the directory and the databases), showing which services
-//! are still being checked when stderr is a terminal, and returns rows `service / host / check / result / detail / time`;
-//! [`render_table`] and [`to_json`] present them. A skipped check (something that cannot be
+//! are still being checked when stderr is a terminal, and returns rows `service / host / check / result / detail / time`
+//! (a failed row also has its [`Cause`]); [`render_table`] and [`to_json`] present them. A skipped check (something that cannot be
 //! tested from here, said in its detail) is not a failure; [`all_ok`] is false on any failure.
 
 pub mod dhcp;
@@ -53,23 +53,99 @@ impl Outcome {
     }
 }
 
-/// One check of one service on one host.
+/// Why a check failed, for programs (`cause` in a --json row); the detail says it for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// The host did not answer on its SSH port (the reach phase).
+    Unreachable,
+    /// The service did not answer within the time allowed.
+    Timeout,
+    /// It answered and refused: a bind, a login, an update, a transfer.
+    Refused,
+    /// It answered, but not what the site's answers expect (a record, a serial, an offer, a
+    /// subnet, missing OUs, a second DHCP server...).
+    Mismatch,
+    /// TLS: the certificate is not the pinned/trusted one, or could not be read to pin it.
+    Untrusted,
+    /// Anything else on the way: I/O, SSH, a tool on the host, a secret missing locally.
+    Error,
+}
+
+/// A failed check: its cause and its words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub cause: Cause,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(cause: Cause, message: impl Into<String>) -> Failure {
+        Failure { cause, message: message.into() }
+    }
+
+    pub fn unreachable(message: impl Into<String>) -> Failure {
+        Failure::new(Cause::Unreachable, message)
+    }
+
+    pub fn timeout(message: impl Into<String>) -> Failure {
+        Failure::new(Cause::Timeout, message)
+    }
+
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure::new(Cause::Refused, message)
+    }
+
+    pub fn mismatch(message: impl Into<String>) -> Failure {
+        Failure::new(Cause::Mismatch, message)
+    }
+
+    pub fn untrusted(message: impl Into<String>) -> Failure {
+        Failure::new(Cause::Untrusted, message)
+    }
+
+    pub fn error(message: impl Into<String>) -> Failure {
+        Failure::new(Cause::Error, message)
+    }
+
+    /// The same cause, said after what was being done: `{what}: {message}`.
+    pub fn prefixed(self, what: impl std::fmt::Display) -> Failure {
+        Failure { message: format!("{what}: {}", self.message), ..self }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Helpers that only have words fail with [`Cause::Error`]; a site that knows better says so.
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::error(message)
+    }
+}
+
+/// One check of one service on one host. `cause` is there exactly when the check failed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub service: String,
     pub host: String,
     pub check: String,
     pub result: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     pub detail: String,
     pub ms: u64,
 }
 
 impl Row {
-    pub fn new(
+    /// A passed check.
+    pub fn passed(
         service: &str,
         host: &str,
         check: impl Into<String>,
-        result: Outcome,
         detail: impl Into<String>,
         took: Duration,
     ) -> Row {
@@ -77,23 +153,38 @@ impl Row {
             service: service.to_string(),
             host: host.to_string(),
             check: check.into(),
-            result,
+            result: Outcome::Ok,
+            cause: None,
             detail: detail.into(),
             ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
-    /// A row from a result: `Ok(detail)` passes, `Err(detail)` fails.
+    /// A check that cannot be made from here; `why` says so.
+    pub fn skipped(service: &str, host: &str, check: impl Into<String>, why: impl Into<String>, took: Duration) -> Row {
+        Row { result: Outcome::Skip, ..Row::passed(service, host, check, why, took) }
+    }
+
+    /// A failed check: its cause, and its message as the detail.
+    pub fn failed(service: &str, host: &str, check: impl Into<String>, failure: Failure, took: Duration) -> Row {
+        Row {
+            result: Outcome::Fail,
+            cause: Some(failure.cause),
+            ..Row::passed(service, host, check, failure.message, took)
+        }
+    }
+
+    /// A row from a result: `Ok(detail)` passes, `Err(failure)` fails.
     pub fn from_result(
         service: &str,
         host: &str,
         check: impl Into<String>,
-        r: Result<String, String>,
+        r: Result<String, Failure>,
         took: Duration,
     ) -> Row {
         match r {
-            Ok(d) => Row::new(service, host, check, Outcome::Ok, d, took),
-            Err(d) => Row::new(service, host, check, Outcome::Fail, d, took),
+            Ok(d) => Row::passed(service, host, check, d, took),
+            Err(f) => Row::failed(service, host, check, f, took),
         }
     }
 
@@ -180,12 +271,11 @@ impl Drop for Progress {
 
 /// The row that stands for the checks of a host that did not answer.
 fn down_row(service: &str, host: &str, why: &str, took: Duration) -> Row {
-    Row::new(
+    Row::failed(
         service,
         host,
         "host reachable",
-        Outcome::Fail,
-        format!("unreachable ({why}): its {service} checks were not run"),
+        Failure::unreachable(format!("unreachable ({why}): its {service} checks were not run")),
         took,
     )
 }
@@ -278,11 +368,10 @@ async fn services(site: &Site<'_>) -> (Vec<Row>, Vec<Row>) {
             for h in &dns_hosts {
                 match is_down(h) {
                     Some(why) => rows.push(down_row("dns", &h.name, why, reach_took)),
-                    None => rows.push(Row::new(
+                    None => rows.push(Row::skipped(
                         "dns",
                         &h.name,
                         "host reachable",
-                        Outcome::Skip,
                         format!("not checked: the primary ({}) is unreachable", primary.name),
                         Duration::ZERO,
                     )),
@@ -473,6 +562,7 @@ mod tests {
         assert_eq!(got_sorted, want, "{}", render_table(&rows));
         for r in &rows {
             assert_eq!((r.check.as_str(), r.result), ("host reachable", Outcome::Fail), "{}", render_table(&rows));
+            assert_eq!(r.cause, Some(Cause::Unreachable), "{}", r.detail);
             assert!(
                 r.detail.starts_with("unreachable (")
                     && r.detail.contains(&format!("its {} checks were not run", r.service)),
@@ -499,9 +589,9 @@ mod tests {
     #[test]
     fn table_and_json_count_failures_but_not_skips() {
         let rows = vec![
-            Row::new("dns", "ns1", "SOA a.example", Outcome::Ok, "serial 3", Duration::from_millis(2)),
-            Row::new("dns", "ns1", "recursion refused outside", Outcome::Skip, "no outside address", Duration::ZERO),
-            Row::new("dhcp", "ns1", "kea-dhcp4 status", Outcome::Fail, "no socket", Duration::from_millis(40)),
+            Row::passed("dns", "ns1", "SOA a.example", "serial 3", Duration::from_millis(2)),
+            Row::skipped("dns", "ns1", "recursion refused outside", "no outside address", Duration::ZERO),
+            Row::failed("dhcp", "ns1", "kea-dhcp4 status", Failure::error("no socket"), Duration::from_millis(40)),
         ];
         let t = render_table(&rows);
         assert!(t.contains("FAIL"), "{t}");
@@ -511,5 +601,39 @@ mod tests {
         assert_eq!(j["failed"], 1);
         assert_eq!(j["rows"][1]["result"], "skip");
         assert!(all_ok(&rows[..2]));
+    }
+
+    #[test]
+    fn a_failed_row_carries_its_cause_in_json_and_other_rows_none() {
+        let took = Duration::from_millis(5);
+        let rows = vec![
+            Row::from_result("ldap", "ld1", "StartTLS (389)", Ok("TLS up".into()), took),
+            Row::skipped("dns", "ns1", "recursion refused outside", "no outside address", took),
+            Row::from_result("ldap", "ld1", "search the OUs", Err(Failure::timeout("no answer within 10 s")), took),
+            Row::failed("dhcp", "dn1", "kea-dhcp4 configuration", Failure::mismatch("runs without"), took),
+        ];
+        let causes: Vec<Option<Cause>> = rows.iter().map(|r| r.cause).collect();
+        assert_eq!(causes, [None, None, Some(Cause::Timeout), Some(Cause::Mismatch)]);
+        let j = to_json(&rows);
+        for ok_or_skip in &j["rows"].as_array().unwrap()[..2] {
+            assert!(ok_or_skip.get("cause").is_none(), "{ok_or_skip}");
+        }
+        assert_eq!(j["rows"][2]["cause"], "timeout");
+        assert_eq!(j["rows"][2]["detail"], "no answer within 10 s");
+        assert_eq!(j["rows"][3]["cause"], "mismatch");
+        assert_eq!(j["failed"], 2);
+    }
+
+    #[test]
+    fn causes_are_kebab_case_and_words_become_an_error() {
+        let names: Vec<serde_json::Value> =
+            [Cause::Unreachable, Cause::Timeout, Cause::Refused, Cause::Mismatch, Cause::Untrusted, Cause::Error]
+                .iter()
+                .map(|c| serde_json::to_value(c).unwrap())
+                .collect();
+        assert_eq!(names, ["unreachable", "timeout", "refused", "mismatch", "untrusted", "error"]);
+        let f = Failure::from("ssh: connection reset".to_string());
+        assert_eq!((f.cause, f.to_string()), (Cause::Error, "ssh: connection reset".to_string()));
+        assert_eq!(Failure::refused("REFUSED").prefixed("signed update"), Failure::refused("signed update: REFUSED"));
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable as _;
 
 use super::tls::{PgTls, PinnedCert, PinnedVerifier, fetch};
-use super::{Outcome, Row, connect, timed};
+use super::{Cause, Failure, Row, connect, timed};
 use crate::answers::model::{Answers, Database, Host, Role};
 use crate::state::{Secrets, StateDir};
 
@@ -29,8 +29,10 @@ pub const POSTGRESQL_CERT: &str = "/etc/groundwork/postgresql/server.crt";
 /// The certificate the mariadb role generates.
 pub const MARIADB_CERT: &str = "/etc/mysql/tls/groundwork.crt";
 
-async fn within(f: impl std::future::Future<Output = Result<String, String>>) -> Result<String, String> {
-    tokio::time::timeout(TIMEOUT, f).await.unwrap_or_else(|_| Err(format!("no answer within {} s", TIMEOUT.as_secs())))
+async fn within(f: impl std::future::Future<Output = Result<String, Failure>>) -> Result<String, Failure> {
+    tokio::time::timeout(TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| Err(Failure::timeout(format!("no answer within {} s", TIMEOUT.as_secs()))))
 }
 
 fn password<'s>(secrets: &'s Secrets, engine: &str, user: &str) -> Result<&'s str, String> {
@@ -46,16 +48,15 @@ pub async fn postgresql_select_1(
     d: &Database,
     password: &str,
     pin: &PinnedCert,
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     let verifier = PinnedVerifier::new(Some(pin.clone()), false);
     let (client, conn) = pg_connect(&host.address.to_string(), 5432, &d.user, &d.name, password, &verifier).await?;
     let driver = tokio::spawn(conn);
     let result = async {
-        let one: i32 =
-            client.query_one("select 1", &[]).await.map_err(|e| format!("select 1: {}", pg_error(&e)))?.get(0);
+        let one: i32 = client.query_one("select 1", &[]).await.map_err(|e| pg_failure(&e).prefixed("select 1"))?.get(0);
         let version: String = client.query_one("show server_version", &[]).await.map(|r| r.get(0)).unwrap_or_default();
         if one != 1 {
-            return Err(format!("select 1 returned {one}"));
+            return Err(Failure::mismatch(format!("select 1 returned {one}")));
         }
         let version = version.split_whitespace().next().unwrap_or("").to_string();
         Ok(format!(
@@ -83,7 +84,7 @@ async fn pg_connect(
     dbname: &str,
     password: &str,
     verifier: &Arc<PinnedVerifier>,
-) -> Result<(tokio_postgres::Client, PgConnection), String> {
+) -> Result<(tokio_postgres::Client, PgConnection), Failure> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(address)
         .port(port)
@@ -97,14 +98,35 @@ async fn pg_connect(
     cfg.connect(PgTls::new(verifier)?).await.map_err(|e| {
         let to = format!("{address}:{port}");
         match verifier.refused() {
-            Some(r) => format!("{to}: the server presented {}: {}; no password was sent", r.presented, r.why),
-            None if pg_error(&e).contains("channel binding") => format!(
+            Some(r) => {
+                Failure::untrusted(format!("{to}: the server presented {}: {}; no password was sent", r.presented, r.why))
+            }
+            None if pg_error(&e).contains("channel binding") => Failure::mismatch(format!(
                 "{to} as {user}: the server did not offer SCRAM with channel binding over TLS ({}); no password was sent",
                 pg_error(&e)
-            ),
-            None => format!("connect to {to} as {user}: {}", pg_error(&e)),
+            )),
+            None => pg_failure(&e).prefixed(format!("connect to {to} as {user}")),
         }
     })
+}
+
+/// A tokio-postgres error as a failed check: a login the server refused (SQLSTATE class 28:
+/// password, pg_hba), a server without TLS, a connect that timed out, or else an error.
+fn pg_failure(e: &tokio_postgres::Error) -> Failure {
+    let said = pg_error(e);
+    let timed_out = std::iter::successors(std::error::Error::source(e), |inner| inner.source()).any(|inner| {
+        inner.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    });
+    let cause = if e.code().is_some_and(|c| c.code().starts_with("28")) {
+        Cause::Refused
+    } else if said.contains("server does not support TLS") {
+        Cause::Mismatch
+    } else if timed_out {
+        Cause::Timeout
+    } else {
+        Cause::Error
+    };
+    Failure::new(cause, said)
 }
 
 /// The server's message (e.g. `password authentication failed for user "x"`), not only
@@ -126,13 +148,14 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
 
 /// `select 1` on MariaDB as `d.user` in `d.name`, over TLS with the pinned certificate as the
 /// only trusted root.
-pub async fn mariadb_select_1(host: &Host, d: &Database, password: &str, pin: &PinnedCert) -> Result<String, String> {
+pub async fn mariadb_select_1(host: &Host, d: &Database, password: &str, pin: &PinnedCert) -> Result<String, Failure> {
     let mut conn = mariadb_connect(&host.address.to_string(), 3306, &d.user, &d.name, password, pin).await?;
     let result = async {
-        let one: Option<i64> = conn.query_first("SELECT 1").await.map_err(|e| format!("SELECT 1: {e}"))?;
+        let one: Option<i64> =
+            conn.query_first("SELECT 1").await.map_err(|e| mariadb_failure(&e).prefixed("SELECT 1"))?;
         let me: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.unwrap_or(None);
         if one != Some(1) {
-            return Err(format!("SELECT 1 returned {one:?}"));
+            return Err(Failure::mismatch(format!("SELECT 1 returned {one:?}")));
         }
         let (ma, mi, pa) = conn.server_version();
         Ok(format!(
@@ -157,7 +180,7 @@ async fn mariadb_connect(
     db: &str,
     password: &str,
     pin: &PinnedCert,
-) -> Result<mysql_async::Conn, String> {
+) -> Result<mysql_async::Conn, Failure> {
     let ssl =
         mysql_async::SslOpts::default().with_root_certs(vec![pin.pem.clone().into()]).with_disable_built_in_roots(true);
     let opts = mysql_async::OptsBuilder::default()
@@ -174,19 +197,28 @@ async fn mariadb_connect(
         let to = format!("{address}:{port}");
         match &e {
             Error::Driver(DriverError::NoClientSslFlagFromServer) => {
-                format!("{to} does not offer TLS; no password was sent")
+                Failure::mismatch(format!("{to} does not offer TLS; no password was sent"))
             }
             Error::Driver(DriverError::CleartextPluginDisabled) => {
-                format!("{to} asked for the password in clear (mysql_clear_password): refused")
+                Failure::mismatch(format!("{to} asked for the password in clear (mysql_clear_password): refused"))
             }
-            Error::Io(_) if e.to_string().to_lowercase().contains("certificate") => format!(
+            Error::Io(_) if e.to_string().to_lowercase().contains("certificate") => Failure::untrusted(format!(
                 "{to}: TLS refused, the server's certificate is not {} from {} ({e}); no password was sent",
                 pin.fingerprint(),
                 pin.source
-            ),
-            _ => format!("connect to {to} as {user}: {e}"),
+            )),
+            _ => mariadb_failure(&e).prefixed(format!("connect to {to} as {user}")),
         }
     })
+}
+
+/// A mysql_async error as a failed check: the server refusing the login or the database
+/// (1044 database, 1045 password, 1130 host, 1698 no password), or else an error.
+fn mariadb_failure(e: &mysql_async::Error) -> Failure {
+    match e {
+        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1045 | 1130 | 1698) => Failure::refused(e.to_string()),
+        _ => Failure::error(e.to_string()),
+    }
 }
 
 /// The certificate at `path` on `host`, read over SSH.
@@ -211,21 +243,21 @@ async fn per_database<'a, F, Fut>(
 ) -> Vec<Row>
 where
     F: Fn(&'a Host, &'a Database, &'a str, Arc<PinnedCert>) -> Fut,
-    Fut: std::future::Future<Output = Result<String, String>>,
+    Fut: std::future::Future<Output = Result<String, Failure>>,
 {
     let engine = role.as_str();
     let Some((_, host)) = a.hosts_with(role).next() else {
         return Vec::new();
     };
     if dbs.is_empty() {
-        return vec![Row::new(engine, &host.name, check, Outcome::Skip, "no databases in the answers", Duration::ZERO)];
+        return vec![Row::skipped(engine, &host.name, check, "no databases in the answers", Duration::ZERO)];
     }
     let t = Instant::now();
     let pin = tokio::time::timeout(TIMEOUT, read_pin(host, state, cert))
         .await
         .unwrap_or_else(|_| Err(format!("ssh to {}: no answer within {} s", host.name, TIMEOUT.as_secs())))
         .map(Arc::new)
-        .map_err(|e| format!("not connecting: the certificate groundwork generated could not be read, so no server can be trusted ({e})"));
+        .map_err(|e| Failure::untrusted(format!("not connecting: the certificate groundwork generated could not be read, so no server can be trusted ({e})")));
     let pin_took = t.elapsed();
     let (select, pin) = (&select, &pin);
     let checks = dbs.iter().map(|d| async move {
@@ -356,7 +388,7 @@ mod tests {
         (port, task)
     }
 
-    async fn login(server: Server, pin: &str) -> (Result<(), String>, Vec<(u8, Vec<u8>)>) {
+    async fn login(server: Server, pin: &str) -> (Result<(), Failure>, Vec<(u8, Vec<u8>)>) {
         let (port, task) = fake_pg(server).await;
         let pin = PinnedCert::from_pem(pin.as_bytes(), "db:/server.crt").unwrap();
         let verifier = PinnedVerifier::new(Some(pin), false);
@@ -381,7 +413,8 @@ mod tests {
         {
             let (r, seen) = login(Server::Asks(auth), CERT_A).await;
             let e = r.expect_err(what);
-            assert!(e.contains("channel binding") && e.contains("no password was sent"), "{what}: {e}");
+            assert!(e.message.contains("channel binding") && e.message.contains("no password was sent"), "{what}: {e}");
+            assert_eq!(e.cause, Cause::Mismatch, "{what}: {e}");
             no_password(&seen);
         }
         // The control: offered SCRAM-SHA-256-PLUS, the client starts the exchange (a 'p'
@@ -454,7 +487,10 @@ mod tests {
             let r = mariadb_connect("127.0.0.1", port, "app_user", "app", PASSWORD, &pin).await;
             let (clear, inside) = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
             let Err(e) = r else { panic!("the login must fail") };
-            assert!(e.contains("no password was sent"), "TLS offered: {offer_tls}: {e}");
+            assert!(e.message.contains("no password was sent"), "TLS offered: {offer_tls}: {e}");
+            // Without TLS the server is not what the site set up; with it, not the pinned one.
+            let cause = if offer_tls { Cause::Untrusted } else { Cause::Mismatch };
+            assert_eq!(e.cause, cause, "TLS offered: {offer_tls}: {e}");
             let user = b"app_user";
             assert!(!clear.windows(user.len()).any(|w| w == user), "a login in clear: {clear:?}");
             assert!(inside.is_empty(), "the impostor received {inside:?}");
@@ -471,12 +507,54 @@ mod tests {
     #[tokio::test]
     async fn postgresql_without_tls_or_with_another_certificate_gets_nothing() {
         let (r, seen) = login(Server::NoTls, CERT_A).await;
-        assert!(r.is_err());
+        let e = r.unwrap_err();
+        assert_eq!(e.cause, Cause::Mismatch, "{e}");
+        assert!(e.message.contains("server does not support TLS"), "{e}");
         assert!(seen.is_empty(), "{seen:?}");
         let cleartext: &[u8] = b"R\0\0\0\x08\0\0\0\x03";
         let (r, seen) = login(Server::Asks(cleartext), CERT_B).await;
         let e = r.unwrap_err();
-        assert!(e.contains("not the certificate groundwork generated") && e.contains("no password was sent"), "{e}");
+        assert!(
+            e.message.contains("not the certificate groundwork generated")
+                && e.message.contains("no password was sent"),
+            "{e}"
+        );
+        assert_eq!(e.cause, Cause::Untrusted, "{e}");
         assert!(seen.is_empty(), "{seen:?}");
+    }
+
+    /// The pinned server says the password is wrong (SQLSTATE 28P01): the login is refused.
+    #[tokio::test]
+    async fn postgresql_login_refused_by_the_server_is_refused() {
+        let mut fields = Vec::new();
+        for (code, value) in
+            [(b'S', "FATAL"), (b'C', "28P01"), (b'M', "password authentication failed for user \"app\"")]
+        {
+            fields.push(code);
+            fields.extend_from_slice(value.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut error_response = vec![b'E'];
+        error_response.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+        error_response.extend_from_slice(&fields);
+        let (r, seen) = login(Server::Asks(Box::leak(error_response.into_boxed_slice())), CERT_A).await;
+        let e = r.unwrap_err();
+        assert_eq!(e.cause, Cause::Refused, "{e}");
+        assert!(e.message.ends_with("as app: FATAL: password authentication failed for user \"app\""), "{e}");
+        no_password(&seen);
+    }
+
+    /// Nobody listens: an error on the way, not a verdict about the server.
+    #[tokio::test]
+    async fn postgresql_with_nobody_listening_is_an_error() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let pin = PinnedCert::from_pem(CERT_A.as_bytes(), "db:/server.crt").unwrap();
+        let verifier = PinnedVerifier::new(Some(pin), false);
+        let e = pg_connect("127.0.0.1", port, "app", "app", PASSWORD, &verifier).await.map(|_| ()).unwrap_err();
+        assert_eq!(e.cause, Cause::Error, "{e}");
+        assert!(e.message.starts_with(&format!("connect to 127.0.0.1:{port} as app: ")), "{e}");
     }
 }
