@@ -447,7 +447,7 @@ fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
     let row = rt().block_on(verify::dhcp::discover_row(dn1, &a));
     fake_dhcp(false);
     eprintln!("with another server and Kea stopped:\n{}", verify::render_table(std::slice::from_ref(&row)));
-    assert_eq!(row.result, Outcome::Fail, "{}", row.detail);
+    assert_eq!((row.result, row.cause), (Outcome::Fail, Some(verify::Cause::Timeout)), "{}", row.detail);
     assert_eq!(
         row.detail,
         "no offer from 10.77.0.32 on labbr0 within 2 s; other servers answer: 10.77.0.33 (offers 10.77.0.250)"

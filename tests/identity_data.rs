@@ -812,6 +812,7 @@ fn drifted_passwords_converge(state: &Path, a: &Answers, secrets: &Secrets) -> (
     for check in ["keycloak@keycloak select 1", "nextcloud@nextcloud SELECT 1"] {
         let r = rows.iter().find(|r| r.check == check).unwrap();
         assert_eq!(r.result, Outcome::Fail, "the drifted password must fail verify:\n{}", verify::render_table(&rows));
+        assert_eq!(r.cause, Some(verify::Cause::Refused), "{}", r.detail);
     }
     let fix = apply(state, TWO_ANSWERS);
     assert_eq!(fix.code, 0, "{}", fix.all_text());
@@ -892,7 +893,7 @@ fn an_impostor_certificate_gets_no_password(state: &Path, a: &Answers, secrets: 
         ["StartTLS (389)", "LDAPS (636)", "bind as service account", "search the OUs", "anonymous read refused"]
     {
         let r = row(&rows, "ldap", check);
-        assert_eq!(r.result, Outcome::Fail, "{check}: {}", r.detail);
+        assert_eq!((r.result, r.cause), (Outcome::Fail, Some(verify::Cause::Untrusted)), "{check}: {}", r.detail);
         assert!(
             r.detail.contains(&impostor)
                 && r.detail.contains(&pinned)
