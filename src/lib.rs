@@ -5,6 +5,7 @@
 
 pub mod answers;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod phase;
 pub mod plan;
