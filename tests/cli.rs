@@ -215,7 +215,7 @@ ssh-key = "/nonexistent/groundwork-test-key"
 roles = ["k3s-agent"]
 
 [k3s]
-version = "v1.31.4+k3s1"
+version = "v1.35.6+k3s1"
 mode = "single"
 
 [gitops]

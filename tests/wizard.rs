@@ -13,7 +13,7 @@ fn defaults() -> Defaults {
         gateway: Some("10.77.0.1".parse().unwrap()),
         address: Some("10.77.0.10".parse().unwrap()),
         forwarders: vec![],
-        k3s_version: "v1.31.4+k3s1".into(),
+        k3s_version: "v1.35.6+k3s1".into(),
     }
 }
 

@@ -258,7 +258,7 @@ impl From<Ldap> for LdapKeys {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct K3s {
-    /// k3s release, e.g. `v1.31.4+k3s1`.
+    /// k3s release, e.g. `v1.35.6+k3s1`.
     pub version: String,
     /// Directory with the air-gap artifacts (k3s binary, images tarball, install script).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,6 +270,47 @@ pub struct K3s {
     pub cluster_cidr: Subnet,
     #[serde(default = "default_service_cidr")]
     pub service_cidr: Subnet,
+    /// The name or address clients and agents reach the API at, put in every server's
+    /// certificate. Default: `k3s.<internal-domain>`, which the site's DNS answers with every
+    /// server's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_endpoint: Option<String>,
+    /// Packaged components k3s should not deploy (the same on every server).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<K3sComponent>,
+    /// Nodes share container images with each other (k3s's embedded registry mirror).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub embedded_registry: bool,
+}
+
+impl K3s {
+    /// Where clients and agents reach the API (see `api_endpoint`).
+    pub fn api_endpoint(&self, internal_domain: &str) -> String {
+        self.api_endpoint.clone().unwrap_or_else(|| format!("k3s.{internal_domain}"))
+    }
+}
+
+/// A component k3s deploys unless told not to (`disable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum K3sComponent {
+    Coredns,
+    Servicelb,
+    Traefik,
+    LocalStorage,
+    MetricsServer,
+}
+
+impl K3sComponent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            K3sComponent::Coredns => "coredns",
+            K3sComponent::Servicelb => "servicelb",
+            K3sComponent::Traefik => "traefik",
+            K3sComponent::LocalStorage => "local-storage",
+            K3sComponent::MetricsServer => "metrics-server",
+        }
+    }
 }
 
 fn default_cluster_cidr() -> Subnet {

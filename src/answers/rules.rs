@@ -107,6 +107,7 @@ pub fn field_check(pattern: &str) -> Option<Check> {
         "ldap.extra-ous[]" => check_ou,
         "ldap.tls-cert" | "ldap.tls-key" => check_host_path,
         "k3s.version" => check_k3s_version,
+        "k3s.api-endpoint" => check_api_endpoint,
         "gitops.repository" => check_git_url,
         "gitops.branch" => check_branch,
         "gitops.path" => check_repo_path,
@@ -468,8 +469,17 @@ pub fn check_local_path(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A DNS name or an IPv4 address: what agents and kubectl connect to, and a SAN of the API
+/// certificate.
+pub fn check_api_endpoint(s: &str) -> Result<(), String> {
+    if s.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    check_fqdn(s).map_err(|e| format!("{e} (the API endpoint is a DNS name or an IPv4 address)"))
+}
+
 pub fn check_k3s_version(s: &str) -> Result<(), String> {
-    let bad = || format!("`{}` is not a k3s release (e.g. v1.31.4+k3s1)", shown(s));
+    let bad = || format!("`{}` is not a k3s release (e.g. v1.35.6+k3s1)", shown(s));
     if s.len() > 64 {
         return Err(bad());
     }
@@ -1043,7 +1053,7 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
             let role = if servers.is_empty() { Role::K3sAgent } else { Role::K3sServer };
             out.push(
                 Problem::new(role_field(a, *i, role), format!("role `{role}` needs a [k3s] section"))
-                    .help("add [k3s] with version = \"v1.31.4+k3s1\""),
+                    .help("add [k3s] with version = \"v1.35.6+k3s1\""),
             );
         }
         return;
@@ -1060,6 +1070,11 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
             Problem::new("k3s.mode", format!("mode is single but {n} hosts have the k3s-server role"))
                 .help("set mode = \"ha\" (embedded etcd) or keep one k3s-server"),
         ),
+        K3sMode::Ha if n == 1 => {
+            out.push(Problem::new("k3s.mode", "mode is ha but only one host has the k3s-server role").help(
+                "HA runs embedded etcd on 3 or 5 servers: add k3s-server to two more hosts, or set mode = \"single\"",
+            ))
+        }
         K3sMode::Ha if n > 1 && n.is_multiple_of(2) => out.push(
             Problem::new(
                 role_field(a, servers[n - 1], Role::K3sServer),
@@ -1081,6 +1096,14 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
                     .see("network.subnet", "site subnet"),
             );
         }
+    }
+    if let Some(ip) = k.api_endpoint.as_deref().and_then(|e| e.parse::<Ipv4Addr>().ok())
+        && let Some(i) = a.network.dhcp_ranges.iter().position(|r| r.start <= ip && ip <= r.end)
+    {
+        out.push(
+            Problem::new("k3s.api-endpoint", format!("{ip} is inside a DHCP range: a client could be given it"))
+                .see(format!("network.dhcp-range[{i}]"), "the range"),
+        );
     }
     if k.cluster_cidr.overlaps(&k.service_cidr) {
         out.push(Problem::new(

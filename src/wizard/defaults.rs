@@ -60,7 +60,7 @@ impl Defaults {
                 .filter(|n| n.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback()))
                 .cloned()
                 .collect(),
-            k3s_version: "v1.31.4+k3s1".into(),
+            k3s_version: "v1.35.6+k3s1".into(),
         }
     }
 

@@ -451,6 +451,9 @@ fn fill_sections(a: &mut Answers, d: &Defaults) {
             mode: K3sMode::Single,
             cluster_cidr: "10.42.0.0/16".parse().expect("valid"),
             service_cidr: "10.43.0.0/16".parse().expect("valid"),
+            api_endpoint: None,
+            disable: Vec::new(),
+            embedded_registry: false,
         });
     }
     if let Some(k) = a.k3s.as_mut() {
