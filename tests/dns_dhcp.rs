@@ -68,6 +68,32 @@ fn kea_json(text: &str) -> Value {
     serde_json::from_str(&plain).unwrap_or_else(|e| panic!("not JSON: {e}\n{plain}"))
 }
 
+/// The k3s API endpoint resolves in the site's zone, with every server's address, when it is a
+/// name the site serves; an address, or a name elsewhere, is the operator's to publish.
+#[test]
+fn the_k3s_api_endpoint_name_resolves_to_every_server() {
+    let mut a = load("wizard/examples/proxmox-k3s.toml");
+    let ns1 = a.hosts.iter().find(|h| h.roles.iter().any(|r| r.as_str() == "dns")).unwrap().name.clone();
+    let servers = "k3s\tIN\tA\t10.20.1.11\nk3s\tIN\tA\t10.20.1.12\nk3s\tIN\tA\t10.20.1.13";
+    let fwd = render(&a, &ns1).0["forward.zone.j2"].clone();
+    assert!(
+        fwd.contains(&format!("; the k3s API (k3s.cluster.example.org): every server (round robin)\n{servers}")),
+        "{fwd}"
+    );
+    let k = a.k3s.as_mut().unwrap();
+    k.api_endpoint = Some("api.cluster.example.org".into());
+    let fwd = render(&a, &ns1).0["forward.zone.j2"].clone();
+    assert!(fwd.contains("api\tIN\tA\t10.20.1.11\napi\tIN\tA\t10.20.1.12") && !fwd.contains("\nk3s\t"), "{fwd}");
+    for elsewhere in ["10.20.1.5", "k3s.example.net"] {
+        a.k3s.as_mut().unwrap().api_endpoint = Some(elsewhere.into());
+        let fwd = render(&a, &ns1).0["forward.zone.j2"].clone();
+        assert!(!fwd.contains("the k3s API"), "{elsewhere}: {fwd}");
+    }
+    // Without the field: the default name.
+    a.k3s.as_mut().unwrap().api_endpoint = None;
+    assert!(render(&a, &ns1).0["forward.zone.j2"].contains(servers));
+}
+
 #[test]
 fn templates_render_a_primary_a_secondary_and_the_dhcp_server() {
     let a = load(ANSWERS);

@@ -42,6 +42,17 @@ pub fn site_context(a: &Answers, secrets: &Secrets) -> Json {
     site.insert("subnet_prefix".into(), json!(a.network.subnet.prefix()));
     site.insert("subnet_netmask".into(), json!(a.network.subnet.0.mask().to_string()));
     root["hosts"] = Json::Array(hosts);
+    if let Some(k) = &a.k3s {
+        // `k3s.api_endpoint` always set; `k3s.api_label` when the site's DNS serves it (one
+        // label under the internal domain): the zone answers it with every server's address.
+        let endpoint = k.api_endpoint(domain);
+        let label = endpoint
+            .strip_suffix(&format!(".{domain}"))
+            .filter(|l| !l.is_empty() && !l.contains('.'))
+            .map(str::to_string);
+        root["k3s"]["api_endpoint"] = json!(endpoint);
+        root["k3s"]["api_label"] = json!(label);
+    }
     // role -> names of its hosts, in answer-file order (`role_hosts.dns[0]` is the primary).
     let role_hosts: Map<String, Json> = crate::answers::model::Role::ALL
         .iter()
