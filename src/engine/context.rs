@@ -52,6 +52,9 @@ pub fn site_context(a: &Answers, secrets: &Secrets) -> Json {
             .map(str::to_string);
         root["k3s"]["api_endpoint"] = json!(endpoint);
         root["k3s"]["api_label"] = json!(label);
+        // The token nodes start with (secret: only in 0600 files). A joining server gets the
+        // first server's full token instead, which also pins the cluster's CA.
+        root["k3s_token"] = json!(secrets.get("k3s", "token").unwrap_or_default());
     }
     // role -> names of its hosts, in answer-file order (`role_hosts.dns[0]` is the primary).
     let role_hosts: Map<String, Json> = crate::answers::model::Role::ALL
@@ -265,6 +268,19 @@ mod quoting {
         Ok(out)
     }
 
+    /// A YAML double-quoted scalar: JSON's string escapes, which YAML reads the same (`\"`,
+    /// `\\`, `\n`, `\uXXXX`), so `:`, `#`, quotes, a leading `-` or `*` stay text. A list
+    /// becomes a flow sequence of such scalars.
+    pub fn yaml(v: &Value) -> Result<String, Error> {
+        if v.kind() == minijinja::value::ValueKind::Seq {
+            let items: Result<Vec<String>, Error> = v.try_iter()?.map(|i| yaml(&i)).collect();
+            return Ok(format!("[{}]", items?.join(", ")));
+        }
+        let s = text(v);
+        no_nul("yaml", &s)?;
+        Ok(serde_json::to_string(&s).expect("a string serializes"))
+    }
+
     pub fn register(env: &mut Environment<'_>) {
         env.add_filter("sh", |v: Value| sh(&v));
         env.add_filter("pg_literal", |v: Value| pg_literal(&v));
@@ -275,6 +291,7 @@ mod quoting {
         env.add_filter("ldif", |v: Value, attr: String| ldif(&v, &attr));
         env.add_filter("pgpass", |v: Value| pgpass(&v));
         env.add_filter("cnf_value", |v: Value| cnf_value(&v));
+        env.add_filter("yaml", |v: Value| yaml(&v));
     }
 
     #[cfg(test)]
@@ -316,6 +333,14 @@ mod quoting {
             assert_eq!(pgpass(&v(r"a:b\c")).unwrap(), r"a\:b\\c");
             assert!(pgpass(&v("a\nb")).is_err());
             assert_eq!(cnf_value(&v(r#"p#w"'\"#)).unwrap(), r#""p#w\"\'\\""#);
+        }
+
+        #[test]
+        fn yaml_scalars_and_lists() {
+            assert_eq!(yaml(&v("k3s.example.org")).unwrap(), r#""k3s.example.org""#);
+            assert_eq!(yaml(&v("a: b # c\n- \"d\"\\")).unwrap(), r#""a: b # c\n- \"d\"\\""#);
+            assert_eq!(yaml(&Value::from(vec!["traefik", "x\"y"])).unwrap(), r#"["traefik", "x\"y"]"#);
+            assert!(yaml(&v("a\0b")).is_err());
         }
     }
 }
