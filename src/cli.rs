@@ -97,6 +97,19 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Before k3s is installed: each cluster node's CPUs and memory against its role, and
+    /// whether every node reaches every other on the ports k3s needs (listeners opened for a
+    /// few seconds, nothing installed). Exit 1 on a failure.
+    Preflight {
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// One JSON document: {"ok", "fits": [...], "paths": [...]}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Check every service the way a client would; a table, or --json. Exit 1 on a failure.
     Verify {
         /// Answer file; without it, the bundled lab example.
@@ -230,6 +243,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
             }
         }
         Command::Verify { file, json, state: s } => verify_cmd(out, file.as_deref(), state(s).as_deref(), json),
+        Command::Preflight { file, json, state: s } => preflight_cmd(out, file.as_deref(), state(s).as_deref(), json),
         Command::Apply { file, yes, json, engine, state: s } => {
             let opts = engine_options(&engine, false, json);
             engine_cmd(file.as_deref(), state(s).as_deref(), engine.playbooks.as_deref(), opts, yes)
@@ -557,6 +571,45 @@ fn engine_cmd(
             2
         }
     }
+}
+
+fn preflight_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
+    let (catalog, loaded) = match load_site(file, None) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    let dir = StateDir::for_site(state, &a.site.name);
+    // Exclusive: first contact writes known_hosts, as apply does.
+    let _lock = match dir.lock(Access::Exclusive) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            say!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    let report = match rt.block_on(crate::cluster::reach::run(a, &catalog, &dir)) {
+        Ok(r) => r,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    if json {
+        let mut doc = serde_json::to_value(&report).unwrap_or_default();
+        doc["ok"] = serde_json::json!(report.ok());
+        out.println(&to_json_pretty(&doc));
+    } else {
+        out.print(&report.render());
+    }
+    i32::from(!report.ok())
 }
 
 fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {

@@ -1,8 +1,15 @@
 //! The k3s roles' rendered configuration, per node, against golden files in
-//! `tests/golden/k3s/` (single server, HA first and joining servers, an agent). No host, no
-//! root. `GROUNDWORK_UPDATE_GOLDEN=1` rewrites the files; review the diff.
+//! `tests/golden/k3s/` (single server, HA first and joining servers, an agent): no host, no
+//! root. `GROUNDWORK_UPDATE_GOLDEN=1` rewrites the files; review the diff. And the cluster
+//! preflight on lab hosts (listeners really opened, paths really cut).
+
+mod common;
 
 use std::path::Path;
+
+use common::lab;
+use common::run::{fresh, groundwork, on};
+use serde_json::Value;
 
 use groundwork::answers::{self, model::Answers};
 use groundwork::engine::context;
@@ -90,4 +97,113 @@ fn values_land_as_yaml_scalars() {
     a.k3s.as_mut().unwrap().api_endpoint = Some("k3s.cluster.example.org\": x #".into());
     let got = config(&a, "k3s-server", "k3s-s1");
     assert!(got.contains(r#"tls-san: ["k3s.cluster.example.org\": x #", "k3s-s1.cluster.example.org"]"#), "{got}");
+}
+
+/// Three lab hosts as an HA control plane (never started: only the ports k3s would use are
+/// opened, by the preflight, for a few seconds).
+const NODES: &[(&str, &str)] = &[("kr1", "10.77.0.84"), ("kr2", "10.77.0.85"), ("kr3", "10.77.0.86")];
+
+fn preflight_answers(dir: &Path) -> String {
+    let hosts: String = NODES
+        .iter()
+        .map(|(n, ip)| {
+            format!(
+                "[[host]]\nname = \"{n}\"\naddress = \"{ip}\"\nssh-key = \"{}\"\nroles = [\"k3s-server\"]\n\n",
+                lab::key().display()
+            )
+        })
+        .collect();
+    let text = format!(
+        "[site]\nname = \"reach\"\ninternal-domain = \"reach.groundwork.test\"\nexternal-domain = \"groundwork.test\"\n\
+         admin-email = \"ops@groundwork.test\"\n\n[network]\nsubnet = \"10.77.0.0/24\"\ngateway = \"10.77.0.1\"\n\n{hosts}\
+         [k3s]\nversion = \"v1.35.6+k3s1\"\nmode = \"ha\"\nembedded-registry = true\n"
+    );
+    let path = dir.join("reach.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn preflight(answers: &str, state: &Path) -> (i32, Value) {
+    let run = groundwork(state, &["preflight", "--json", answers]);
+    let doc: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
+    (run.code, doc)
+}
+
+fn failed_paths(doc: &Value) -> Vec<String> {
+    doc["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["result"] != "ok")
+        .map(|p| {
+            format!(
+                "{}->{} {}/{} {}",
+                p["from"].as_str().unwrap(),
+                p["to"].as_str().unwrap(),
+                p["port"],
+                p["proto"].as_str().unwrap(),
+                p["result"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_preflight_opens_the_ports_between_nodes_and_names_what_is_cut_or_taken() {
+    let Some(_lab) = lab::exclusive(NODES) else { return };
+    let t = std::time::Instant::now();
+    fresh(NODES);
+    eprintln!("hosts up in {:.1} s", t.elapsed().as_secs_f64());
+    let dir = tempfile::tempdir().unwrap();
+    let answers = preflight_answers(dir.path());
+    let state = dir.path().join("state");
+
+    // 1. Every path open: 3 servers, HA, the embedded registry: per ordered pair 6443, 2379,
+    //    2380, 10250, 5001 (tcp) and 8472 (udp).
+    let t = std::time::Instant::now();
+    let (code, doc) = preflight(&answers, &state);
+    eprintln!("preflight in {:.1} s: {} paths", t.elapsed().as_secs_f64(), doc["paths"].as_array().unwrap().len());
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["paths"].as_array().unwrap().len(), 6 * 6, "{doc:#}");
+    assert!(failed_paths(&doc).is_empty(), "{:?}", failed_paths(&doc));
+    assert_eq!(doc["fits"].as_array().unwrap().len(), 3);
+    for (n, _) in NODES {
+        // Nothing is left: no listener, no marker directory.
+        let left = on(n, "ls -d /run/groundwork-reach-* 2>/dev/null; pgrep -f '[s]ystemd-socket-activate' || true");
+        assert!(left.trim().is_empty(), "{n} kept {left}");
+    }
+
+    // 2. kr3 cannot reach kr1 (a blackhole route: the answers never get back either way), and
+    //    something already listens on kr2's kubelet port.
+    let t = std::time::Instant::now();
+    on("kr3", "ip route add blackhole 10.77.0.84/32");
+    on(
+        "kr2",
+        "setsid timeout 60 systemd-socket-activate -l 0.0.0.0:10250 --accept cat </dev/null >/dev/null 2>&1 &",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    eprintln!("path cut and port taken in {:.1} s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    let (code, doc) = preflight(&answers, &state);
+    eprintln!("preflight with failures in {:.1} s", t.elapsed().as_secs_f64());
+    assert_eq!(code, 1, "{doc:#}");
+    let failed = failed_paths(&doc);
+    eprintln!("with a cut path and a taken port:\n  {}", failed.join("\n  "));
+    for want in [
+        "kr3->kr1 6443/tcp unreachable",
+        "kr1->kr3 2380/tcp unreachable",
+        "kr3->kr1 8472/udp unreachable",
+        "kr1->kr2 10250/tcp busy",
+        "kr3->kr2 10250/tcp busy",
+    ] {
+        assert!(failed.iter().any(|f| f == want), "missing {want} in {failed:?}");
+    }
+    // Only those: kr1<->kr3 (5 TCP ports each way), kr3's datagrams to kr1 (kr1's to kr3
+    // arrive: UDP needs no way back), and the taken port (from 2 nodes).
+    assert_eq!(failed.len(), 10 + 1 + 2, "{failed:?}");
+    let busy = doc["paths"].as_array().unwrap().iter().find(|p| p["result"] == "busy").unwrap();
+    assert!(busy["detail"].as_str().unwrap().contains("systemd-socket"), "{busy}");
+    on("kr3", "ip route del blackhole 10.77.0.84/32");
+    on("kr2", "pkill -f '[s]ystemd-socket-activate -l 0.0.0.0:10250' || true");
 }

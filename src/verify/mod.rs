@@ -500,16 +500,29 @@ fn expand_home(p: &Path) -> PathBuf {
     }
 }
 
-/// An SSH session to a host of the answer file, checked against the state directory's
-/// known_hosts (as `apply` left it).
-pub(crate) async fn connect(h: &Host, state: &StateDir) -> Result<Session, String> {
-    let target = Target {
+/// The SSH target of a host of the answer file.
+fn target(h: &Host) -> Target {
+    Target {
         name: h.name.clone(),
         address: h.address.to_string(),
         port: h.ssh_port,
         user: h.ssh_user.clone(),
         key_path: expand_home(h.ssh_key.as_deref().unwrap_or(Path::new("~/.ssh/id_ed25519"))),
-    };
+    }
+}
+
+/// An SSH session as `apply` opens one (first contact learns the host key, connecting is
+/// retried), for a check that may run before any apply (the cluster preflight).
+pub(crate) async fn connect_learning(h: &Host, state: &StateDir) -> Result<Session, String> {
+    state.ensure().map_err(|e| e.to_string())?;
+    let opts = SshOptions { known_hosts: state.root.join("known_hosts"), ..SshOptions::default() };
+    Session::connect(&target(h), &opts).await.map_err(|e| format!("ssh: {e}"))
+}
+
+/// An SSH session to a host of the answer file, checked against the state directory's
+/// known_hosts (as `apply` left it).
+pub(crate) async fn connect(h: &Host, state: &StateDir) -> Result<Session, String> {
+    let target = target(h);
     // The host answered the reachability probe: one attempt, a short limit.
     let opts = SshOptions {
         known_hosts: state.root.join("known_hosts"),
