@@ -23,6 +23,11 @@ fn load(path: &str) -> Answers {
 
 /// `role/config.yaml.j2` rendered for `host`, with a known token.
 fn config(a: &Answers, role: &str, host: &str) -> String {
+    template(a, role, "config.yaml.j2", host)
+}
+
+/// `role/name` rendered for `host`, with a known token.
+fn template(a: &Answers, role: &str, name: &str, host: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("secrets.toml");
     std::fs::write(&file, "[k3s]\ntoken = \"golden-token-not-a-secret\"\n").unwrap();
@@ -33,7 +38,7 @@ fn config(a: &Answers, role: &str, host: &str) -> String {
     let env = context::environment(&catalog);
     let site = context::site_context(a, &secrets);
     let ctx = context::host_context(&site, host, &Facts::default());
-    env.get_template(&format!("{role}/config.yaml.j2"))
+    env.get_template(&format!("{role}/{name}"))
         .unwrap()
         .render(&ctx)
         .unwrap_or_else(|e| panic!("{role} for {host}: {e:#}"))
@@ -89,6 +94,20 @@ fn an_agent_joins_through_the_api_endpoint() {
     let got = config(&a, "k3s-agent", &agent.name);
     assert!(got.contains("\nserver: \"https://k3s.cluster.example.org:6443\"\n"), "{got}");
     golden("agent.yaml", &got);
+}
+
+#[test]
+fn the_units_start_k3s_with_no_flags_and_no_start_timeout() {
+    let a = load("wizard/examples/proxmox-k3s.toml");
+    let server = template(&a, "k3s-server", "k3s.service.j2", "k3s-s1");
+    assert!(
+        server.contains("\nExecStart=/usr/local/bin/k3s server\n") && server.contains("\nTimeoutStartSec=0\n"),
+        "{server}"
+    );
+    golden("k3s.service", &server);
+    let agent = template(&a, "k3s-agent", "k3s-agent.service.j2", "k3s-a1");
+    assert!(agent.contains("\nExecStart=/usr/local/bin/k3s agent\n"), "{agent}");
+    golden("k3s-agent.service", &agent);
 }
 
 #[test]
@@ -178,10 +197,7 @@ fn the_preflight_opens_the_ports_between_nodes_and_names_what_is_cut_or_taken() 
     //    something already listens on kr2's kubelet port.
     let t = std::time::Instant::now();
     on("kr3", "ip route add blackhole 10.77.0.84/32");
-    on(
-        "kr2",
-        "setsid timeout 60 systemd-socket-activate -l 0.0.0.0:10250 --accept cat </dev/null >/dev/null 2>&1 &",
-    );
+    on("kr2", "setsid timeout 60 systemd-socket-activate -l 0.0.0.0:10250 --accept cat </dev/null >/dev/null 2>&1 &");
     std::thread::sleep(std::time::Duration::from_millis(300));
     eprintln!("path cut and port taken in {:.1} s", t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
