@@ -12,6 +12,7 @@
 pub mod dhcp;
 pub mod discover;
 pub mod dns;
+pub mod k3s;
 pub mod ldap;
 pub mod sql;
 pub mod tls;
@@ -397,11 +398,19 @@ async fn services(site: &Site<'_>) -> (Vec<Row>, Vec<Row>) {
             rows.push(down_row(service, &h.name, why, reach_took));
         }
     }
+    // Every cluster node counts: each one that does not answer gets its row.
+    if a.k3s.is_some() {
+        for h in a.hosts.iter().filter(|h| h.roles.iter().any(|r| matches!(r, Role::K3sServer | Role::K3sAgent))) {
+            if let Some(why) = is_down(h) {
+                rows.push(down_row("k3s", &h.name, why, reach_took));
+            }
+        }
+    }
     let runs = |r: Role| a.has_role(r) && first_down(r).is_none();
 
     let p = &site.progress;
     // Each service's checks are a large future: boxed, they live on the heap, not the stack.
-    let (dns_rows, dhcp_rows, ldap_rows, pg_rows, maria_rows) = tokio::join!(
+    let (dns_rows, dhcp_rows, ldap_rows, pg_rows, maria_rows, k3s_rows) = tokio::join!(
         async {
             match &dns_answers {
                 Some(b) => p.track("dns", Box::pin(dns::verify(b, secrets))).await,
@@ -428,6 +437,13 @@ async fn services(site: &Site<'_>) -> (Vec<Row>, Vec<Row>) {
                 Vec::new()
             }
         },
+        async {
+            if a.k3s.is_some() && a.has_role(Role::K3sServer) {
+                p.track("k3s", Box::pin(k3s::verify(a, state, down))).await
+            } else {
+                Vec::new()
+            }
+        },
     );
     site.progress.done();
     let mut out = dns_rows;
@@ -435,6 +451,7 @@ async fn services(site: &Site<'_>) -> (Vec<Row>, Vec<Row>) {
     out.extend(ldap_rows);
     out.extend(pg_rows);
     out.extend(maria_rows);
+    out.extend(k3s_rows);
     (out, rows)
 }
 
