@@ -43,6 +43,12 @@ pub struct RunContext<'a> {
 pub struct LocalFiles(tokio::sync::Mutex<std::collections::HashMap<String, file::Local>>);
 
 impl LocalFiles {
+    /// Starting with files hashed before the run.
+    pub fn known(files: &[file::Local]) -> LocalFiles {
+        let known = files.iter().map(|l| (l.path.clone(), l.clone())).collect();
+        LocalFiles(tokio::sync::Mutex::new(known))
+    }
+
     /// The file at `path`, hashed on a blocking thread the first time it is asked for.
     pub async fn get(&self, path: &str) -> Result<file::Local, String> {
         // Held while hashing: hosts that upload the same file wait for one hash.
