@@ -530,3 +530,19 @@ impl<'a> Host<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_known_before_the_run_are_not_read_again() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bundle = file::Local { path: "/nonexistent/bundle/k3s/k3s".into(), size: 7, sha256: "ab".repeat(32) };
+        let files = LocalFiles::known(std::slice::from_ref(&bundle));
+        // The path does not exist: only the known sum can answer.
+        assert_eq!(rt.block_on(files.get(&bundle.path)).unwrap(), bundle);
+        let err = rt.block_on(files.get("/nonexistent/other")).unwrap_err();
+        assert!(err.contains("cannot read /nonexistent/other"), "{err}");
+    }
+}
