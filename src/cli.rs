@@ -1,5 +1,5 @@
 //! The command line: `groundwork validate | schema | probe | wizard | plan | apply | verify |
-//! forget-host`.
+//! forget-host | bundle`.
 //!
 //! Nothing here prints with `print!`/`println!` (they panic when standard output is closed or
 //! full): standard output goes through [`Out`], which keeps the first write error and turns it
@@ -152,6 +152,43 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Download the k3s air-gap files (and a GitOps install manifest) into a directory,
+    /// checked against their sums, with a manifest; or check such a directory (--check).
+    ///
+    /// Run it on a machine with Internet access; `[k3s] airgap-bundle` then names the
+    /// directory. A re-run requests nothing that is already there and right.
+    Bundle(BundleArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BundleArgs {
+    /// The k3s release, as tagged: v1.35.6+k3s1.
+    #[arg(long = "k3s", value_name = "VERSION", required_unless_present = "check")]
+    pub k3s: Option<String>,
+    /// Also the GitOps engine's install.yaml: `--gitops flux 2.4.0` or `--gitops argocd 2.13.2`.
+    #[arg(long, num_args = 2, value_names = ["ENGINE", "VERSION"], conflicts_with = "check")]
+    pub gitops: Option<Vec<String>>,
+    /// The bundle directory (made if missing): k3s/, gitops/, manifest.json.
+    #[arg(long, value_name = "DIR", required_unless_present = "check", conflicts_with = "check")]
+    pub out: Option<PathBuf>,
+    /// The architecture of the k3s nodes.
+    #[arg(long, value_enum, default_value_t = crate::bundle::Arch::Amd64)]
+    pub arch: crate::bundle::Arch,
+    /// Where k3s releases are: BASE/<tag>/<file>.
+    #[arg(long = "k3s-url", value_name = "BASE", default_value = crate::bundle::K3S_URL)]
+    pub k3s_url: String,
+    /// Where Flux releases are: BASE/v<version>/install.yaml.
+    #[arg(long = "flux-url", value_name = "BASE", default_value = crate::bundle::FLUX_URL)]
+    pub flux_url: String,
+    /// Where Argo CD's manifests are: BASE/v<version>/manifests/install.yaml.
+    #[arg(long = "argocd-url", value_name = "BASE", default_value = crate::bundle::ARGOCD_URL)]
+    pub argocd_url: String,
+    /// Check DIR against its manifest (every file's size and sha256) instead of downloading.
+    #[arg(long, value_name = "DIR", conflicts_with = "k3s")]
+    pub check: Option<PathBuf>,
+    /// One JSON object at the end instead of a line per file (files, bytes downloaded, seconds).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -230,6 +267,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         Command::Validate { .. } if cli.state.is_some() => no_state("validate"),
         Command::Schema { .. } if cli.state.is_some() => no_state("schema"),
         Command::Probe { .. } if cli.state.is_some() => no_state("probe"),
+        Command::Bundle(_) if cli.state.is_some() => no_state("bundle"),
         Command::Validate { files, json } => validate(out, &files, json),
         Command::Schema { out: file } => schema(out, file.as_deref()),
         Command::Probe { json, for_file } => probe_cmd(out, json, for_file.as_deref()),
@@ -251,6 +289,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         Command::ForgetHost { host, file, state: s } => {
             forget_host_cmd(out, &host, file.as_deref(), state(s).as_deref())
         }
+        Command::Bundle(args) => bundle_cmd(out, args),
     }
 }
 
@@ -270,7 +309,7 @@ fn validate(out: &mut Out, files: &[PathBuf], json: bool) -> i32 {
     let mut failed = 0;
     let mut docs = Vec::new();
     for f in files {
-        match crate::plan::load_file(f, &catalog) {
+        match crate::plan::validate_file(f, &catalog) {
             Ok(l) => {
                 let roles: usize = l.answers.hosts.iter().map(|h| h.roles.len()).sum();
                 if json {
@@ -486,7 +525,7 @@ fn load_or_lab(file: Option<&Path>, catalog: &Catalog) -> Result<answers::Loaded
 }
 
 fn engine_options(e: &EngineArgs, dry_run: bool, json: bool) -> crate::engine::Options {
-    crate::engine::Options { dry_run, json, hosts: e.hosts.clone() }
+    crate::engine::Options { dry_run, json, hosts: e.hosts.clone(), local_files: Vec::new() }
 }
 
 /// The role catalog of a command: the embedded roles, with those of a `--playbooks` directory
@@ -516,6 +555,24 @@ fn engine_cmd(
     if let Err(e) = crate::plan::build(a, &catalog).refuse_roles_without_steps(&opts.hosts) {
         say!("error: {e}");
         return 2;
+    }
+    let mut opts = opts;
+    match crate::bundle::check::verify_for_run(a, &opts.hosts) {
+        Ok(Some((checked, files))) => {
+            say!(
+                "air-gap bundle {}: {} files ({}) match the manifest ({:.2} s)",
+                checked.dir.display(),
+                checked.files.len(),
+                crate::bundle::size(checked.bytes()),
+                checked.seconds
+            );
+            opts.local_files = files;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
     }
     let dir = StateDir::for_site(state, &a.site.name);
     // An apply holds the directory from its preview to its end; a dry run only reads secrets
@@ -664,9 +721,21 @@ fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bo
 }
 
 fn plan_cmd(out: &mut Out, file: Option<&Path>, json: bool, engine: &EngineArgs) -> i32 {
-    let (catalog, loaded) = match load_site(file, engine.playbooks.as_deref()) {
-        Ok(site) => site,
+    let catalog = match load_catalog(engine.playbooks.as_deref()) {
+        Ok(c) => c,
         Err(code) => return code,
+    };
+    // As `validate` reads it (the bundle too); the lab example names no bundle.
+    let loaded = match file {
+        Some(f) => crate::plan::validate_file(f, &catalog),
+        None => crate::plan::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1, &catalog),
+    };
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(r) => {
+            print_report(&r);
+            return 1;
+        }
     };
     let plan = crate::plan::build(&loaded.answers, &catalog);
     if json {
@@ -678,6 +747,90 @@ fn plan_cmd(out: &mut Out, file: Option<&Path>, json: bool, engine: &EngineArgs)
         out.print(&plan.render());
     }
     0
+}
+
+/// `bundle --k3s ... --out DIR`, or `bundle --check DIR`.
+fn bundle_cmd(out: &mut Out, args: BundleArgs) -> i32 {
+    if let Some(dir) = &args.check {
+        return bundle_check_cmd(out, dir, args.json);
+    }
+    let (Some(k3s), Some(dir)) = (args.k3s, args.out) else {
+        say!("error: bundle needs --k3s VERSION and --out DIR (or --check DIR)");
+        return 2;
+    };
+    let gitops = match args.gitops.as_deref() {
+        None => None,
+        Some([engine, version]) => match crate::bundle::parse_gitops(engine, version) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                say!("error: {e}");
+                return 2;
+            }
+        },
+        Some(_) => unreachable!("clap takes exactly two values for --gitops"),
+    };
+    let req = crate::bundle::Request {
+        k3s_version: k3s,
+        gitops,
+        out: dir,
+        arch: args.arch,
+        k3s_url: args.k3s_url,
+        flux_url: args.flux_url,
+        argocd_url: args.argocd_url,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            say!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    let json = args.json;
+    let result = rt.block_on(crate::bundle::make(&req, &mut |f| {
+        if !json {
+            out.println(&f.line());
+        }
+    }));
+    match result {
+        Ok(done) => {
+            if json {
+                out.println(&to_json_pretty(&done.to_json()));
+            } else {
+                out.println(&done.total_line());
+            }
+            0
+        }
+        Err(e) => {
+            say!("error: {e}");
+            if json {
+                out.println(&to_json_pretty(&serde_json::json!({"ok": false, "error": e.to_string()})));
+            }
+            match e {
+                crate::bundle::Error::Input(_) => 2,
+                _ => 1,
+            }
+        }
+    }
+}
+
+fn bundle_check_cmd(out: &mut Out, dir: &Path, json: bool) -> i32 {
+    match crate::bundle::check::check_dir(dir, crate::bundle::check::Depth::Sha256) {
+        Ok(checked) => {
+            if json {
+                out.println(&to_json_pretty(&checked.to_json()));
+            } else {
+                out.print(&checked.render());
+            }
+            i32::from(!checked.ok())
+        }
+        Err(e) => {
+            say!("error: {e}");
+            if json {
+                out.println(&to_json_pretty(&serde_json::json!({"ok": false, "error": e})));
+            }
+            1
+        }
+    }
 }
 
 /// Which known_hosts entry `host` means: `[addr]:port`; a host name (or address) of the

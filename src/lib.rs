@@ -4,6 +4,7 @@
 //! graph) -> engine over SSH -> verify. [`probe`] feeds the wizard's defaults and preflight.
 
 pub mod answers;
+pub mod bundle;
 pub mod cli;
 pub mod cluster;
 pub mod engine;

@@ -260,7 +260,8 @@ impl From<Ldap> for LdapKeys {
 pub struct K3s {
     /// k3s release, e.g. `v1.35.6+k3s1`.
     pub version: String,
-    /// Directory with the air-gap artifacts (k3s binary, images tarball, install script).
+    /// Directory on this machine made by `groundwork bundle`: the k3s binary, the air-gap
+    /// image tarball, the release's sha256 list and manifest.json.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub airgap_bundle: Option<PathBuf>,
     /// `single`: one server; `ha`: embedded etcd on an odd number of servers.

@@ -43,6 +43,12 @@ pub struct RunContext<'a> {
 pub struct LocalFiles(tokio::sync::Mutex<std::collections::HashMap<String, file::Local>>);
 
 impl LocalFiles {
+    /// Starting with files hashed before the run.
+    pub fn known(files: &[file::Local]) -> LocalFiles {
+        let known = files.iter().map(|l| (l.path.clone(), l.clone())).collect();
+        LocalFiles(tokio::sync::Mutex::new(known))
+    }
+
     /// The file at `path`, hashed on a blocking thread the first time it is asked for.
     pub async fn get(&self, path: &str) -> Result<file::Local, String> {
         // Held while hashing: hosts that upload the same file wait for one hash.
@@ -522,5 +528,21 @@ impl<'a> Host<'a> {
                 service: service.to_string(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_known_before_the_run_are_not_read_again() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bundle = file::Local { path: "/nonexistent/bundle/k3s/k3s".into(), size: 7, sha256: "ab".repeat(32) };
+        let files = LocalFiles::known(std::slice::from_ref(&bundle));
+        // The path does not exist: only the known sum can answer.
+        assert_eq!(rt.block_on(files.get(&bundle.path)).unwrap(), bundle);
+        let err = rt.block_on(files.get("/nonexistent/other")).unwrap_err();
+        assert!(err.contains("cannot read /nonexistent/other"), "{err}");
     }
 }

@@ -38,6 +38,9 @@ pub struct Options {
     pub json: bool,
     /// Only these hosts (all when empty).
     pub hosts: Vec<String>,
+    /// Local files whose size and sha256 are known already (the air-gap bundle, verified
+    /// before the run): uploads of them are not hashed again.
+    pub local_files: Vec<steps::file::Local>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,7 +176,7 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
     }
     let ssh_opts = SshOptions { known_hosts: state.root.join("known_hosts"), ..SshOptions::default() };
 
-    let uploads = host::LocalFiles::default();
+    let uploads = host::LocalFiles::known(&opts.local_files);
     let cx = RunContext {
         run: run.clone(),
         reporter: &reporter,

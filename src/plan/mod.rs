@@ -62,6 +62,17 @@ pub fn load_str(name: &str, text: &str, catalog: &Catalog) -> Result<Loaded, Rep
     crate::answers::load::load_str_with(name, text, &|a| needs_problems(a, catalog))
 }
 
+/// `validate`'s and `plan`'s reading: [`load_file`], and the air-gap bundle the answers name
+/// where it exists on this machine (its manifest and sizes; `apply` refuses a missing or
+/// damaged bundle itself, with every sum, before it connects).
+pub fn validate_file(path: &Path, catalog: &Catalog) -> Result<Loaded, Report> {
+    crate::answers::load::load_file_with(path, &|a| {
+        let mut out = needs_problems(a, catalog);
+        out.extend(crate::bundle::check::answer_problems(a));
+        out
+    })
+}
+
 /// The hard needs (`[[needs]]` without `optional`) of the roles the site has that no host
 /// of the site fills, at the first host with the role that needs it.
 pub fn needs_problems(a: &Answers, catalog: &Catalog) -> Vec<Problem> {

@@ -244,7 +244,8 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn expand_tilde(p: &Path) -> PathBuf {
+/// `~/...` under $HOME (a path on this machine, as the answer file may write it).
+pub fn expand_tilde(p: &Path) -> PathBuf {
     let Ok(rest) = p.strip_prefix("~") else {
         return p.to_path_buf();
     };

@@ -1,0 +1,699 @@
+//! `groundwork bundle`, `bundle --check`, and the bundle as `validate` and `apply` see it,
+//! against a small HTTP/1.1 server on 127.0.0.1 that serves bytes the test made and counts
+//! the requests per path. No network beyond loopback, no root.
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+const VERSION: &str = "v1.35.6+k3s1";
+/// The tag as it appears in a request path.
+const TAG: &str = "v1.35.6%2Bk3s1";
+const FLUX: &str = "2.4.0";
+
+// ------------------------------------------------------------------ the fake release server
+
+#[derive(Clone)]
+enum Reply {
+    Body(Vec<u8>),
+    Status(u16, &'static str),
+    /// Claims `claimed` bytes in Content-Length, sends `body`, then closes.
+    Short {
+        body: Vec<u8>,
+        claimed: usize,
+    },
+}
+
+/// Serves `routes` on 127.0.0.1:<free port> until dropped, one connection per thread.
+struct Server {
+    port: u16,
+    routes: Arc<Mutex<HashMap<String, Reply>>>,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    fn start(routes: HashMap<String, Reply>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let routes = Arc::new(Mutex::new(routes));
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, h, s) = (routes.clone(), hits.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (r, h) = (r.clone(), h.clone());
+                std::thread::spawn(move || serve(conn, &r, &h));
+            }
+        });
+        Server { port, routes, hits, stop }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    fn total_hits(&self) -> usize {
+        self.hits.lock().unwrap().values().sum()
+    }
+
+    fn set(&self, path: &str, reply: Reply) {
+        self.routes.lock().unwrap().insert(path.to_string(), reply);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag and ends.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// One request per connection (`Connection: close`), as HTTP/1.1 allows.
+fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Reply>>, hits: &Mutex<HashMap<String, usize>>) {
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut first = String::new();
+    if reader.read_line(&mut first).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line == "\r\n" => break,
+            Ok(_) => {}
+        }
+    }
+    let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+    *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let reply = routes.lock().unwrap().get(&path).cloned().unwrap_or(Reply::Status(404, "Not Found"));
+    let mut conn = conn;
+    let head = |status: &str, len: usize| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let _ = match reply {
+        Reply::Body(body) => conn.write_all(head("200 OK", body.len()).as_bytes()).and_then(|_| conn.write_all(&body)),
+        Reply::Status(code, text) => {
+            let body = format!("{code} {text}\n");
+            conn.write_all(head(&format!("{code} {text}"), body.len()).as_bytes())
+                .and_then(|_| conn.write_all(body.as_bytes()))
+        }
+        Reply::Short { body, claimed } => {
+            conn.write_all(head("200 OK", claimed).as_bytes()).and_then(|_| conn.write_all(&body))
+        }
+    };
+    let _ = conn.flush();
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+}
+
+// ------------------------------------------------------------------ the release it serves
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes that do not compress or repeat (xorshift), `n` of them.
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+struct Release {
+    binary: Vec<u8>,
+    images: Vec<u8>,
+    sums: String,
+    install: String,
+}
+
+const INSTALL_YAML: &str = r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: source-controller
+spec:
+  template:
+    spec:
+      containers:
+        - name: manager
+          image: ghcr.io/fluxcd/source-controller:v1.4.1
+          imagePullPolicy: IfNotPresent
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: kustomize-controller
+spec:
+  template:
+    spec:
+      containers:
+      - image: "ghcr.io/fluxcd/kustomize-controller:v1.4.0"
+        name: manager
+      initContainers:
+      - image: ghcr.io/fluxcd/source-controller:v1.4.1
+"#;
+
+fn release() -> Release {
+    let binary = random_bytes(300 * 1024, 7);
+    let images = random_bytes(1024 * 1024, 11);
+    // As the k3s release writes it: `<sha256>  <name>`, other files listed too.
+    let sums = format!(
+        "{}  k3s\n{}  k3s-airgap-images-amd64.tar\n{}  k3s-airgap-images-amd64.tar.zst\n{}  k3s-images.txt\n",
+        sha256(&binary),
+        sha256(b"not served"),
+        sha256(&images),
+        sha256(b"images list")
+    );
+    Release { binary, images, sums, install: INSTALL_YAML.to_string() }
+}
+
+fn k3s_path(file: &str) -> String {
+    format!("/k3s/{TAG}/{file}")
+}
+
+const FLUX_PATH: &str = "/flux/v2.4.0/install.yaml";
+
+fn routes(r: &Release) -> HashMap<String, Reply> {
+    HashMap::from([
+        (k3s_path("sha256sum-amd64.txt"), Reply::Body(r.sums.clone().into_bytes())),
+        (k3s_path("k3s"), Reply::Body(r.binary.clone())),
+        (k3s_path("k3s-airgap-images-amd64.tar.zst"), Reply::Body(r.images.clone())),
+        (FLUX_PATH.to_string(), Reply::Body(r.install.clone().into_bytes())),
+    ])
+}
+
+// ------------------------------------------------------------------ running groundwork
+
+fn groundwork() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_groundwork"));
+    c.env("NO_COLOR", "1");
+    // The fake server is on loopback: no proxy from the environment may stand in between.
+    for v in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
+        c.env_remove(v);
+    }
+    c.env("NO_PROXY", "127.0.0.1");
+    c
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = groundwork().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn bundle(server: &Server, out: &Path, extra: &[&str]) -> (i32, String, String) {
+    let k3s_url = format!("{}/k3s", server.base());
+    let flux_url = format!("{}/flux", server.base());
+    let mut args = vec![
+        "bundle",
+        "--k3s",
+        VERSION,
+        "--gitops",
+        "flux",
+        FLUX,
+        "--out",
+        out.to_str().unwrap(),
+        "--k3s-url",
+        &k3s_url,
+        "--flux-url",
+        &flux_url,
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// Every `.part` file under `dir`.
+fn part_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.to_string_lossy().ends_with(".part") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// A finished bundle in `tmp/bundle`, and the release it holds.
+fn made_bundle(tmp: &Path) -> (PathBuf, Release) {
+    let r = release();
+    let server = Server::start(routes(&r));
+    let dir = tmp.join("bundle");
+    let (code, _, err) = bundle(&server, &dir, &[]);
+    assert_eq!(code, 0, "{err}");
+    (dir, r)
+}
+
+fn flip_a_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+// ------------------------------------------------------------------ 1, 2: make and re-make
+
+#[test]
+fn a_bundle_holds_the_files_their_sums_and_a_manifest() {
+    let r = release();
+    let server = Server::start(routes(&r));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let (code, out, err) = bundle(&server, &dir, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    // the files, byte for byte, where the layout says
+    assert_eq!(std::fs::read(dir.join("k3s/k3s")).unwrap(), r.binary);
+    assert_eq!(std::fs::read(dir.join("k3s/k3s-airgap-images-amd64.tar.zst")).unwrap(), r.images);
+    assert_eq!(std::fs::read_to_string(dir.join("k3s/sha256sum-amd64.txt")).unwrap(), r.sums);
+    assert_eq!(std::fs::read_to_string(dir.join("gitops/flux-install.yaml")).unwrap(), r.install);
+    assert!(part_files(&dir).is_empty());
+    // the tag's + went into the path as %2B, and the list was asked for once
+    assert_eq!(server.hits(&k3s_path("sha256sum-amd64.txt")), 1);
+    assert_eq!(server.total_hits(), 4);
+
+    let m = manifest(&dir);
+    assert_eq!(m["format"], 1);
+    assert_eq!(m["arch"], "amd64");
+    assert_eq!(m["k3s"]["version"], VERSION);
+    assert_eq!(m["gitops"]["engine"], "flux");
+    assert_eq!(m["gitops"]["version"], FLUX);
+    assert_eq!(
+        m["gitops"]["images"],
+        serde_json::json!(["ghcr.io/fluxcd/kustomize-controller:v1.4.0", "ghcr.io/fluxcd/source-controller:v1.4.1"])
+    );
+    assert!(m["notes"][0].as_str().unwrap().contains("image archives are not made yet"), "{m}");
+    let files = m["files"].as_array().unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["k3s/k3s", "k3s/k3s-airgap-images-amd64.tar.zst", "k3s/sha256sum-amd64.txt", "gitops/flux-install.yaml"]
+    );
+    for (f, bytes) in
+        files.iter().zip([&r.binary, &r.images, &r.sums.clone().into_bytes(), &r.install.clone().into_bytes()])
+    {
+        assert_eq!(f["sha256"], sha256(bytes), "{f}");
+        assert_eq!(f["size"], bytes.len(), "{f}");
+    }
+    assert_eq!(files[0]["what"], "k3s binary");
+    assert_eq!(files[0]["version"], VERSION);
+    assert_eq!(files[0]["source"], format!("{}/k3s/{TAG}/k3s", server.base()));
+    assert_eq!(files[3]["source"], format!("{}{FLUX_PATH}", server.base()));
+
+    // the output names each file, how it came, and the total
+    for p in paths {
+        assert!(out.lines().any(|l| l.starts_with("downloaded") && l.contains(p)), "{p}: {out}");
+    }
+    assert!(out.contains("total: 4 files") && out.contains("4 downloaded"), "{out}");
+}
+
+#[test]
+fn a_rerun_requests_nothing_that_is_already_there() {
+    let r = release();
+    let server = Server::start(routes(&r));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let (code, _, err) = bundle(&server, &dir, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.total_hits(), 4);
+    let first = manifest(&dir);
+
+    let (code, out, err) = bundle(&server, &dir, &["--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.total_hits(), 4, "no request on the re-run: {:?}", server.hits.lock().unwrap());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["files_downloaded"], 0);
+    assert_eq!(v["bytes_downloaded"], 0);
+    assert!(v["seconds"].is_number());
+    assert!(v["files"].as_array().unwrap().iter().all(|f| f["status"] == "already there"), "{v}");
+    assert_eq!(manifest(&dir), first);
+
+    // a damaged binary is fetched again, and only it
+    flip_a_byte(&dir.join("k3s/k3s"), 1000);
+    let (code, out, err) = bundle(&server, &dir, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.hits(&k3s_path("k3s")), 2);
+    assert_eq!(server.total_hits(), 5);
+    assert!(out.lines().any(|l| l.starts_with("downloaded") && l.contains("k3s/k3s ")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("already there") && l.contains("k3s/k3s-airgap-images")), "{out}");
+    assert_eq!(std::fs::read(dir.join("k3s/k3s")).unwrap(), r.binary);
+}
+
+// ------------------------------------------------------------------ 3, 4, 5: refused downloads
+
+/// A run that failed on the image tarball left the earlier files, no trace of the tarball
+/// and no manifest.
+fn assert_failed_on_images(dir: &Path, r: &Release) {
+    assert!(!dir.join("k3s/k3s-airgap-images-amd64.tar.zst").exists());
+    assert!(part_files(dir).is_empty(), "{:?}", part_files(dir));
+    assert!(!dir.join("manifest.json").exists());
+    assert_eq!(std::fs::read(dir.join("k3s/k3s")).unwrap(), r.binary, "the good file before it stays");
+}
+
+#[test]
+fn a_file_that_does_not_match_the_sha256_list_is_refused() {
+    let r = release();
+    let server = Server::start(routes(&r));
+    let other = random_bytes(r.images.len(), 99);
+    server.set(&k3s_path("k3s-airgap-images-amd64.tar.zst"), Reply::Body(other.clone()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let (code, _, err) = bundle(&server, &dir, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("k3s/k3s-airgap-images-amd64.tar.zst"), "{err}");
+    assert!(err.contains(&sha256(&other)) && err.contains(&sha256(&r.images)), "both sums: {err}");
+    assert!(err.contains("k3s/sha256sum-amd64.txt says"), "{err}");
+    assert_failed_on_images(&dir, &r);
+}
+
+#[test]
+fn a_truncated_body_is_refused_with_how_much_came() {
+    let r = release();
+    let server = Server::start(routes(&r));
+    let half = r.images[..r.images.len() / 2].to_vec();
+    let claimed = r.images.len();
+    server.set(&k3s_path("k3s-airgap-images-amd64.tar.zst"), Reply::Short { body: half.clone(), claimed });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let (code, _, err) = bundle(&server, &dir, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("k3s/k3s-airgap-images-amd64.tar.zst"), "{err}");
+    assert!(err.contains(&format!("got {} of {claimed} bytes", half.len())), "{err}");
+    assert_failed_on_images(&dir, &r);
+}
+
+#[test]
+fn a_missing_file_is_refused_with_its_url_and_status() {
+    let r = release();
+    let server = Server::start(routes(&r));
+    server.set(&k3s_path("k3s-airgap-images-amd64.tar.zst"), Reply::Status(404, "Not Found"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let (code, _, err) = bundle(&server, &dir, &[]);
+    assert_ne!(code, 0);
+    let url = format!("{}{}", server.base(), k3s_path("k3s-airgap-images-amd64.tar.zst"));
+    assert!(err.contains(&format!("{url} returned 404 Not Found")), "{err}");
+    assert_failed_on_images(&dir, &r);
+    // the GitOps manifest, after the failure, was never asked for
+    assert_eq!(server.hits(FLUX_PATH), 0);
+}
+
+#[test]
+fn a_version_that_is_no_k3s_tag_is_refused_before_any_request() {
+    let r = release();
+    let server = Server::start(routes(&r));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let k3s_url = format!("{}/k3s", server.base());
+    for bad in ["1.35.6+k3s1", "v1.35.6", "v1.35+k3s1", "v1.35.6-k3s1", "latest", "v1.35.6+k3s1/../x"] {
+        let (code, _, err) = run(&["bundle", "--k3s", bad, "--out", dir.to_str().unwrap(), "--k3s-url", &k3s_url]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("--k3s:") && err.contains("is not a k3s release (e.g. v1.35.6+k3s1)"), "{bad}: {err}");
+    }
+    let (code, _, err) = run(&[
+        "bundle",
+        "--k3s",
+        VERSION,
+        "--gitops",
+        "flux",
+        FLUX,
+        "--out",
+        dir.to_str().unwrap(),
+        "--k3s-url",
+        &k3s_url,
+        "--flux-url",
+        "ftp://example.org",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--flux-url `ftp://example.org` is not an http:// or https:// URL"), "{err}");
+    let (code, _, err) = run(&["bundle", "--k3s", VERSION, "--gitops", "fluxcd", "2", "--out", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`fluxcd` is not a GitOps engine"), "{err}");
+    assert_eq!(server.total_hits(), 0);
+    assert!(!dir.exists(), "nothing made either");
+}
+
+// ------------------------------------------------------------------ 7: --check
+
+#[test]
+fn check_names_a_file_changed_after_the_fact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, r) = made_bundle(tmp.path());
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = run(&["bundle", "--check", d]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("checked 4 files") && out.contains("every size and sha256 as the manifest says"), "{out}");
+    println!("bundle --check of the test bundle: {}", out.lines().last().unwrap_or_default());
+
+    let images = dir.join("k3s/k3s-airgap-images-amd64.tar.zst");
+    flip_a_byte(&images, 4096);
+    let mut flipped = r.images.clone();
+    flipped[4096] ^= 0x01;
+    let (code, out, _) = run(&["bundle", "--check", d]);
+    assert_eq!(code, 1, "{out}");
+    let line = out.lines().find(|l| l.contains("k3s-airgap-images")).unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "DAMAGED  k3s/k3s-airgap-images-amd64.tar.zst: sha256 is {}, the manifest says {}",
+            sha256(&flipped),
+            sha256(&r.images)
+        )
+    );
+    assert!(out.lines().any(|l| l.starts_with("ok") && l.contains("k3s/k3s ")), "the others are fine: {out}");
+    assert!(out.contains("1 problem"), "{out}");
+
+    std::fs::remove_file(dir.join("gitops/flux-install.yaml")).unwrap();
+    let (code, out, _) = run(&["bundle", "--check", d, "--json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    let bad: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| !f["problem"].is_null())
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(bad, ["k3s/k3s-airgap-images-amd64.tar.zst", "gitops/flux-install.yaml"]);
+
+    let (code, _, err) = run(&["bundle", "--check", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no manifest.json"), "{err}");
+}
+
+// ------------------------------------------------------------------ 8: validate
+
+/// wizard/examples/single-server.toml with `[k3s]` version and airgap-bundle set.
+fn answer_file(tmp: &Path, version: &str, bundle: &Path) -> (PathBuf, usize) {
+    let text = std::fs::read_to_string("wizard/examples/single-server.toml").unwrap();
+    let text = text
+        .replace("version = \"v1.35.6+k3s1\"", &format!("version = \"{version}\""))
+        .replace("\"/srv/groundwork/bundles/k3s-v1.35.6\"", &format!("{:?}", bundle.to_str().unwrap()));
+    let line = text.lines().position(|l| l.starts_with("airgap-bundle = ")).unwrap() + 1;
+    let file = tmp.join("site.toml");
+    std::fs::write(&file, text).unwrap();
+    (file, line)
+}
+
+#[test]
+fn validate_checks_the_bundle_the_answer_file_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = made_bundle(tmp.path());
+
+    // another k3s version than the bundle's: the problem points at the line of airgap-bundle
+    let (file, line) = answer_file(tmp.path(), "v1.32.1+k3s1", &dir);
+    let f = file.to_str().unwrap();
+    let (code, _, err) = run(&["validate", f]);
+    assert_eq!(code, 1, "{err}");
+    let want = format!(
+        "{f}:{line}:17: k3s.airgap-bundle: the bundle {} holds k3s {VERSION}, but [k3s] version is v1.32.1+k3s1",
+        dir.display()
+    );
+    assert!(err.contains(&want), "{want}\n{err}");
+    let (_, out, _) = run(&["validate", "--json", f]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["problems"][0]["field"], "k3s.airgap-bundle");
+    assert_eq!(v[0]["problems"][0]["line"], line);
+
+    // the same version: fine
+    let (file, _) = answer_file(tmp.path(), VERSION, &dir);
+    let (code, out, err) = run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // a file of the bundle with another size (sizes only: validate hashes nothing)
+    let images = dir.join("k3s/k3s-airgap-images-amd64.tar.zst");
+    let f = std::fs::OpenOptions::new().append(true).open(&images).unwrap();
+    f.set_len(1000).unwrap();
+    let (code, _, err) = run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("k3s/k3s-airgap-images-amd64.tar.zst: is 1000 bytes, the manifest says 1048576"), "{err}");
+
+    // a bundle that is not there yet is no problem for validate
+    let (file, _) = answer_file(tmp.path(), VERSION, &tmp.path().join("not-made-yet"));
+    let (code, out, err) = run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // a directory without a manifest is
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (file, line) = answer_file(tmp.path(), VERSION, &empty);
+    let (code, _, err) = run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!(":{line}:17: k3s.airgap-bundle: {} has no manifest.json", empty.display())), "{err}");
+}
+
+// ------------------------------------------------------------------ 9: apply
+
+/// A one-host k3s site on 127.0.0.1 at a port nothing listens on, and roles where k3s-server
+/// has a step (the built-in one has none yet, and apply refuses that first).
+fn k3s_site(tmp: &Path, bundle: &Path) -> (PathBuf, PathBuf) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = format!(
+        r#"
+[site]
+name = "loop"
+internal-domain = "loop.example.org"
+external-domain = "example.org"
+admin-email = "it@example.org"
+
+[network]
+subnet = "127.0.0.0/24"
+gateway = "127.0.0.254"
+
+[[host]]
+name = "k1"
+address = "127.0.0.1"
+ssh-port = {port}
+ssh-key = "/nonexistent/groundwork-test-key"
+roles = ["k3s-server"]
+
+[k3s]
+version = "{VERSION}"
+airgap-bundle = {:?}
+"#,
+        bundle.to_str().unwrap()
+    );
+    let file = tmp.join("loop.toml");
+    std::fs::write(&file, text).unwrap();
+    let roles = tmp.join("playbooks");
+    std::fs::create_dir_all(roles.join("k3s-server")).unwrap();
+    let role = std::fs::read_to_string("playbooks/k3s-server/role.toml").unwrap()
+        + "\n[[step]]\nname = \"images directory\"\ndirectory = \"/var/lib/rancher/k3s/agent/images\"\n";
+    std::fs::write(roles.join("k3s-server/role.toml"), role).unwrap();
+    (file, roles)
+}
+
+#[test]
+fn apply_refuses_a_damaged_bundle_before_it_connects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, r) = made_bundle(tmp.path());
+    let (file, roles) = k3s_site(tmp.path(), &dir);
+    let state = tmp.path().join("state");
+    let args = |cmd: &[&'static str]| {
+        let mut a: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        a.extend(
+            ["--playbooks", roles.to_str().unwrap(), file.to_str().unwrap(), "--state", state.to_str().unwrap()]
+                .map(String::from),
+        );
+        a
+    };
+    let run_owned = |a: Vec<String>| run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    flip_a_byte(&dir.join("k3s/k3s"), 10);
+    let mut flipped = r.binary.clone();
+    flipped[10] ^= 0x01;
+    for cmd in [&["apply", "--yes"][..], &["plan", "--live"]] {
+        let (code, _, err) = run_owned(args(cmd));
+        assert_eq!(code, 2, "{cmd:?}: {err}");
+        assert!(
+            err.contains(&format!("the air-gap bundle {} (k3s.airgap-bundle) does not match", dir.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("k3s/k3s: sha256 is {}, the manifest says {}", sha256(&flipped), sha256(&r.binary))),
+            "{err}"
+        );
+        assert!(err.contains("nothing was connected") && !err.contains("k1:"), "{err}");
+        assert!(!state.exists(), "refused before the state directory is made");
+    }
+
+    // a file of another size: refused the same way, with both sums
+    flip_a_byte(&dir.join("k3s/k3s"), 10);
+    let images = dir.join("k3s/k3s-airgap-images-amd64.tar.zst");
+    std::fs::write(&images, &r.images[..1000]).unwrap();
+    let (code, _, err) = run_owned(args(&["apply", "--yes"]));
+    assert_eq!(code, 2, "{err}");
+    let want = format!(
+        "k3s/k3s-airgap-images-amd64.tar.zst: is 1000 bytes, the manifest says {}; sha256 is {}, the manifest says {}",
+        r.images.len(),
+        sha256(&r.images[..1000]),
+        sha256(&r.images)
+    );
+    assert!(err.contains(&want), "{want}\n{err}");
+    assert!(!err.contains("k3s/k3s:"), "the binary is fine again: {err}");
+    std::fs::write(&images, &r.images).unwrap();
+
+    // a bundle that is not there is refused too (validate lets it pass: it may be made later)
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let nowhere = tmp.path().join("nowhere");
+    let (file2, roles2) = k3s_site(&other, &nowhere);
+    let (code, _, err) = run(&[
+        "apply",
+        "--yes",
+        "--playbooks",
+        roles2.to_str().unwrap(),
+        file2.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("the air-gap bundle {} (k3s.airgap-bundle) does not exist", nowhere.display())),
+        "{err}"
+    );
+    assert!(!state.exists());
+
+    // the control: with the bundle repaired, the same apply goes on to connect and fails there
+    let (code, _, err) = run_owned(args(&["apply", "--yes"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("files (1.3 MiB) match the manifest"), "{err}");
+    assert!(!err.contains("does not match"), "{err}");
+}
