@@ -581,8 +581,8 @@ fn validate_checks_the_bundle_the_answer_file_names() {
 
 // ------------------------------------------------------------------ 9: apply
 
-/// A one-host k3s site on 127.0.0.1 at a port nothing listens on, and roles where k3s-server
-/// has a step (the built-in one has none yet, and apply refuses that first).
+/// A one-host k3s site on 127.0.0.1 at a port nothing listens on, and the shipped roles read
+/// from their folder (`--playbooks`).
 fn k3s_site(tmp: &Path, bundle: &Path) -> (PathBuf, PathBuf) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let text = format!(
@@ -612,12 +612,8 @@ airgap-bundle = {:?}
     );
     let file = tmp.join("loop.toml");
     std::fs::write(&file, text).unwrap();
-    let roles = tmp.join("playbooks");
-    std::fs::create_dir_all(roles.join("k3s-server")).unwrap();
-    let role = std::fs::read_to_string("playbooks/k3s-server/role.toml").unwrap()
-        + "\n[[step]]\nname = \"images directory\"\ndirectory = \"/var/lib/rancher/k3s/agent/images\"\n";
-    std::fs::write(roles.join("k3s-server/role.toml"), role).unwrap();
-    (file, roles)
+    // The shipped roles, given as an override directory (the same roles, from the folder).
+    (file, std::path::PathBuf::from("playbooks"))
 }
 
 #[test]

@@ -223,3 +223,94 @@ fn the_preflight_opens_the_ports_between_nodes_and_names_what_is_cut_or_taken() 
     on("kr3", "ip route del blackhole 10.77.0.84/32");
     on("kr2", "pkill -f '[s]ystemd-socket-activate -l 0.0.0.0:10250' || true");
 }
+
+/// A test-made bundle: a "k3s binary" and an "image tarball" of random bytes (never started:
+/// this machine cannot have a real k3s, see the SKIPPED test below), with the sum list and a
+/// manifest as `groundwork bundle` writes them.
+fn fake_bundle(dir: &Path, version: &str) -> (Vec<u8>, Vec<u8>) {
+    use sha2::{Digest, Sha256};
+    let k = dir.join("k3s");
+    std::fs::create_dir_all(&k).unwrap();
+    let random = |n: usize| (0..n).map(|_| rand::random::<u8>()).collect::<Vec<u8>>();
+    let (binary, images) = (random(3 << 20), random(5 << 20));
+    let hex = |b: &[u8]| Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
+    std::fs::write(k.join("k3s"), &binary).unwrap();
+    std::fs::write(k.join("k3s-airgap-images-amd64.tar.zst"), &images).unwrap();
+    let sums = format!("{}  k3s\n{}  k3s-airgap-images-amd64.tar.zst\n", hex(&binary), hex(&images));
+    std::fs::write(k.join("sha256sum-amd64.txt"), &sums).unwrap();
+    let entry = |path: &str, what: &str, bytes: &[u8]| {
+        serde_json::json!({"path": path, "what": what, "version": version, "source": "test-made",
+                           "sha256": hex(bytes), "size": bytes.len()})
+    };
+    let manifest = serde_json::json!({
+        "format": 1, "arch": "amd64", "k3s": {"version": version}, "gitops": null,
+        "files": [entry("k3s/k3s", "k3s binary", &binary),
+                  entry("k3s/k3s-airgap-images-amd64.tar.zst", "air-gap images", &images),
+                  entry("k3s/sha256sum-amd64.txt", "sha256 list", sums.as_bytes())],
+    });
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    (binary, images)
+}
+
+/// A k3s server and an agent on lab hosts: the bundle's files reach both, a re-run sends
+/// nothing, and the cluster phase refuses to start a binary that does not run (the test-made
+/// one) before anything starts.
+#[test]
+fn the_bundles_files_reach_the_nodes_once_and_a_binary_that_does_not_run_is_never_started() {
+    const HOSTS: &[(&str, &str)] = &[("kf1", "10.77.0.87"), ("kf2", "10.77.0.88")];
+    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    fresh(HOSTS);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let (binary, images) = fake_bundle(&bundle, "v1.35.6+k3s1");
+    let key = lab::key();
+    let text = format!(
+        "[site]\nname = \"kfiles\"\ninternal-domain = \"kf.groundwork.test\"\nexternal-domain = \"groundwork.test\"\n\
+         admin-email = \"ops@groundwork.test\"\n\n[network]\nsubnet = \"10.77.0.0/24\"\ngateway = \"10.77.0.1\"\n\n\
+         [[host]]\nname = \"kf1\"\naddress = \"10.77.0.87\"\nssh-key = \"{k}\"\nroles = [\"k3s-server\"]\n\n\
+         [[host]]\nname = \"kf2\"\naddress = \"10.77.0.88\"\nssh-key = \"{k}\"\nroles = [\"k3s-agent\"]\n\n\
+         [k3s]\nversion = \"v1.35.6+k3s1\"\nairgap-bundle = \"{b}\"\n",
+        k = key.display(),
+        b = bundle.display()
+    );
+    let answers = dir.path().join("kfiles.toml");
+    std::fs::write(&answers, text).unwrap();
+    let state = dir.path().join("state");
+    let answers = answers.to_str().unwrap();
+
+    let first = common::run::apply(answers, &state, &[]);
+    eprintln!("first apply: {:.1} s, exit {}", first.secs, first.code);
+    assert_eq!(first.code, 1, "{}", first.all_text());
+    for h in ["kf1", "kf2"] {
+        for step in ["k3s binary (from the bundle)", "air-gap images (from the bundle)"] {
+            let s = first.step(h, step).unwrap_or_else(|| panic!("{h}: {step}: {}", first.all_text()));
+            assert_eq!(s["status"], "changed", "{h}: {s}");
+        }
+        use sha2::{Digest, Sha256};
+        let hex = |b: &[u8]| Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let on_host =
+            on(h, "sha256sum /usr/local/bin/k3s /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst");
+        assert!(on_host.contains(&hex(&binary)) && on_host.contains(&hex(&images)), "{h}: {on_host}");
+        assert_eq!(on(h, "stat -c %a /etc/rancher/k3s/config.yaml").trim(), "600");
+        assert!(on(h, "grep -c token: /etc/rancher/k3s/config.yaml").trim() == "1");
+    }
+    assert!(on("kf1", "cat /etc/systemd/system/k3s.service").contains("ExecStart=/usr/local/bin/k3s server"));
+    assert!(on("kf2", "cat /etc/systemd/system/k3s-agent.service").contains("ExecStart=/usr/local/bin/k3s agent"));
+    // The cluster phase looked at the binary first and started nothing.
+    let failure = &first.finished()["hosts"]["kf1"]["failure"];
+    assert_eq!(failure["phase"], "cluster", "{}", first.all_text());
+    assert!(failure["cause"].as_str().unwrap().starts_with("the k3s binary on kf1 does not run"), "{failure}");
+    for (h, unit) in [("kf1", "k3s"), ("kf2", "k3s-agent")] {
+        assert_ne!(on(h, &format!("systemctl is-active {unit} || true")).trim(), "active", "{h} started {unit}");
+        assert!(on(h, "ls /var/lib/groundwork/k3s.started 2>&1 || true").contains("No such file"));
+    }
+
+    // Again: nothing is sent (the sums match), the same refusal.
+    let again = common::run::apply(answers, &state, &[]);
+    eprintln!("second apply: {:.1} s, exit {}", again.secs, again.code);
+    assert_eq!(again.code, 1, "{}", again.all_text());
+    for h in ["kf1", "kf2"] {
+        assert_eq!(again.changed(h), 0, "{h}: {:?}", again.changed_steps(h));
+    }
+    assert_eq!(again.finished()["hosts"]["kf1"]["failure"]["phase"], "cluster");
+}

@@ -4,3 +4,4 @@
 pub mod reach;
 pub mod ready;
 pub mod rollout;
+pub mod start;

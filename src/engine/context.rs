@@ -52,6 +52,19 @@ pub fn site_context(a: &Answers, secrets: &Secrets) -> Json {
             .map(str::to_string);
         root["k3s"]["api_endpoint"] = json!(endpoint);
         root["k3s"]["api_label"] = json!(label);
+        // The bundle's files for the nodes' architecture (the manifest says which; amd64
+        // names have no suffix on the binary).
+        let bundle = k.airgap_bundle.as_deref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let arch = std::fs::read(std::path::Path::new(&bundle).join("manifest.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+            .and_then(|m| m["arch"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "amd64".into());
+        let binary = if arch == "amd64" { "k3s".to_string() } else { format!("k3s-{arch}") };
+        let images = format!("k3s-airgap-images-{arch}.tar.zst");
+        root["k3s"]["bundle_binary"] = json!(format!("{bundle}/k3s/{binary}"));
+        root["k3s"]["bundle_images"] = json!(format!("{bundle}/k3s/{images}"));
+        root["k3s"]["images_name"] = json!(images);
         // The token nodes start with (secret: only in 0600 files). A joining server gets the
         // first server's full token instead, which also pins the cluster's CA.
         root["k3s_token"] = json!(secrets.get("k3s", "token").unwrap_or_default());

@@ -23,6 +23,9 @@ pub enum RunError {
     /// A role waited for a role it needs, which failed on another host.
     #[error("role {role} not started: {blocker}")]
     Blocked { host: String, role: String, blocker: String },
+    /// The cluster phase stopped at this node: its binary, a start, or a gate after it.
+    #[error("cluster: {cause}")]
+    Cluster { host: String, cause: String },
     /// Ctrl-C: the next apply resumes from here.
     #[error("interrupted; the next apply continues from here")]
     Interrupted { host: String },
@@ -42,6 +45,7 @@ impl RunError {
             | RunError::Packages { host, .. }
             | RunError::Step { host, .. }
             | RunError::Blocked { host, .. }
+            | RunError::Cluster { host, .. }
             | RunError::Interrupted { host } => host,
         }
     }

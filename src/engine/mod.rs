@@ -65,6 +65,82 @@ fn inputs_digest(a: &Answers, catalog: &Catalog) -> String {
     hex(&h.finalize())
 }
 
+fn target_of(host: &crate::answers::model::Host) -> Target {
+    Target {
+        name: host.name.clone(),
+        address: host.address.to_string(),
+        port: host.ssh_port,
+        user: host.ssh_user.clone(),
+        key_path: expand_home(host.ssh_key.as_deref().unwrap_or(std::path::Path::new("~/.ssh/id_ed25519"))),
+    }
+}
+
+/// After every host has its files: the k3s nodes started or restarted in rollout order
+/// (src/cluster/). It needs every node of the cluster in the run; `false` when it failed.
+async fn cluster_phase(
+    a: &Answers,
+    in_run: &[String],
+    reporter: &Reporter,
+    ssh_opts: &SshOptions,
+    state: &StateDir,
+    dry_run: bool,
+) -> bool {
+    use crate::answers::model::Role;
+    use crate::cluster::rollout::Kind;
+    let nodes: Vec<(&crate::answers::model::Host, Kind)> = a
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            if h.roles.contains(&Role::K3sServer) {
+                Some((h, Kind::Server))
+            } else if h.roles.contains(&Role::K3sAgent) {
+                Some((h, Kind::Agent))
+            } else {
+                None
+            }
+        })
+        .collect();
+    if nodes.is_empty() || a.k3s.is_none() {
+        return true;
+    }
+    let left_out: Vec<&str> =
+        nodes.iter().filter(|(h, _)| !in_run.contains(&h.name)).map(|(h, _)| h.name.as_str()).collect();
+    if !left_out.is_empty() {
+        reporter.note("-", &format!("cluster: not started or restarted: {} left out of this run", left_out.join(", ")));
+        return true;
+    }
+    let targets: Vec<Target> = nodes.iter().map(|(h, _)| target_of(h)).collect();
+    let sessions = futures::future::join_all(targets.iter().map(|t| crate::ssh::Session::connect(t, ssh_opts))).await;
+    let mut held = Vec::new();
+    for ((h, _), s) in nodes.iter().zip(sessions) {
+        match s {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                let err = error::RunError::Cluster { host: h.name.clone(), cause: format!("ssh: {e}") };
+                reporter.late_failure(&h.name, &err);
+                return false;
+            }
+        }
+    }
+    let members: Vec<crate::cluster::start::Member<'_>> = nodes
+        .iter()
+        .zip(&held)
+        .map(|((h, kind), s)| crate::cluster::start::Member { name: h.name.clone(), kind: *kind, session: s })
+        .collect();
+    let result = crate::cluster::start::run(a, &members, reporter, dry_run, state).await;
+    drop(members);
+    for s in held {
+        s.close().await;
+    }
+    match result {
+        Ok(()) => true,
+        Err((host, cause)) => {
+            reporter.late_failure(&host, &error::RunError::Cluster { host: host.clone(), cause });
+            false
+        }
+    }
+}
+
 fn expand_home(p: &std::path::Path) -> PathBuf {
     match p.to_str().and_then(|s| s.strip_prefix("~/")) {
         Some(rest) => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(rest)).unwrap_or_else(|| p.to_path_buf()),
@@ -194,13 +270,7 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
     let jobs = selected.iter().map(|hp| {
         let host = a.hosts.iter().find(|h| h.name == hp.name).expect("plan hosts come from answers");
         let roles: Vec<&RoleSpec> = hp.roles.iter().filter_map(|r| catalog.get(r)).collect();
-        let target = Target {
-            name: host.name.clone(),
-            address: host.address.to_string(),
-            port: host.ssh_port,
-            user: host.ssh_user.clone(),
-            key_path: expand_home(host.ssh_key.as_deref().unwrap_or(std::path::Path::new("~/.ssh/id_ed25519"))),
-        };
+        let target = target_of(host);
         let (cx, phases) = (&cx, &phases);
         async move {
             let started = Instant::now();
@@ -213,7 +283,10 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
         }
     });
     let results = futures::future::join_all(jobs).await;
-    let ok = results.iter().all(|r| *r) && !cancel.load(Ordering::SeqCst);
+    let mut ok = results.iter().all(|r| *r) && !cancel.load(Ordering::SeqCst);
+    if ok || opts.dry_run {
+        ok &= cluster_phase(a, &host_names, &reporter, &ssh_opts, state, opts.dry_run).await;
+    }
     if let Some(j) = &journal {
         j.write(&Entry::End {
             run: run.clone(),

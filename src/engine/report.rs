@@ -278,6 +278,19 @@ impl Reporter {
         }));
     }
 
+    /// A host whose own phases finished, failed in a phase of the site after them (the
+    /// cluster): its summary carries the error.
+    pub fn late_failure(&self, host: &str, error: &RunError) {
+        {
+            let mut sums = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
+            let s = sums.entry(host.to_string()).or_default();
+            s.error = Some(self.redactor.redact(&error.to_string()));
+            s.failure = Some(self.redact_json(serde_json::to_value(error).expect("errors serialize")));
+        }
+        self.say(&format!("{host}: FAILED: {}", self.redactor.redact(&error.to_string())));
+        self.log(host, &format!("failed after its phases: {error}"));
+    }
+
     pub fn host_finished(&self, host: &str, error: Option<&RunError>, took: Duration) {
         let summary = {
             let mut sums = self.summaries.lock().unwrap_or_else(|p| p.into_inner());

@@ -536,7 +536,7 @@ mod tests {
     fn the_roles_without_steps_are_known() {
         let c = Catalog::load(None).unwrap();
         let empty: Vec<&str> = c.roles.iter().filter(|r| r.steps.is_empty()).map(|r| r.name.as_str()).collect();
-        assert_eq!(empty, ["k3s-server", "k3s-agent", "gitops"]);
+        assert_eq!(empty, ["gitops"]);
     }
 
     #[test]
