@@ -110,6 +110,15 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// The path of the cluster's kubeconfig (0600, in the state directory; the API endpoint as
+    /// its server), as `apply` fetched it from the first k3s server.
+    Kubeconfig {
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Check every service the way a client would; a table, or --json. Exit 1 on a failure.
     Verify {
         /// Answer file; without it, the bundled lab example.
@@ -282,6 +291,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         }
         Command::Verify { file, json, state: s } => verify_cmd(out, file.as_deref(), state(s).as_deref(), json),
         Command::Preflight { file, json, state: s } => preflight_cmd(out, file.as_deref(), state(s).as_deref(), json),
+        Command::Kubeconfig { file, state: s } => kubeconfig_cmd(out, file.as_deref(), state(s).as_deref()),
         Command::Apply { file, yes, json, engine, state: s } => {
             let opts = engine_options(&engine, false, json);
             engine_cmd(file.as_deref(), state(s).as_deref(), engine.playbooks.as_deref(), opts, yes)
@@ -628,6 +638,25 @@ fn engine_cmd(
             2
         }
     }
+}
+
+fn kubeconfig_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>) -> i32 {
+    let (_, loaded) = match load_site(file, None) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    if a.k3s.is_none() {
+        say!("error: the answers have no [k3s] section: there is no cluster");
+        return 2;
+    }
+    let path = StateDir::for_site(state, &a.site.name).root.join("kubeconfig");
+    if !path.exists() {
+        say!("error: {} does not exist yet: `groundwork apply` fetches it once the cluster is up", path.display());
+        return 1;
+    }
+    out.println(&path.display().to_string());
+    0
 }
 
 fn preflight_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {

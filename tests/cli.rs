@@ -734,3 +734,20 @@ fn run_logs_are_kept_for_the_last_runs_only() {
     assert!(names.contains(&"20000101T000012Z-0000.log".to_string()), "{names:?}");
     assert_eq!(names.iter().filter(|n| !n.starts_with("2000")).count(), 2, "{names:?}");
 }
+
+#[test]
+fn kubeconfig_prints_the_path_once_apply_fetched_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let s = state.to_str().unwrap();
+    let (code, out, err) = run(&["kubeconfig", "wizard/examples/single-server.toml", "--state", s]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("does not exist yet: `groundwork apply` fetches it once the cluster is up"), "{err}");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("kubeconfig"), "apiVersion: v1\n").unwrap();
+    let (code, out, err) = run(&["kubeconfig", "wizard/examples/single-server.toml", "--state", s]);
+    assert_eq!((code, out.trim()), (0, state.join("kubeconfig").to_str().unwrap()), "{err}");
+    let (code, _, err) = run(&["kubeconfig", "wizard/examples/lab.toml", "--state", s]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no [k3s] section"), "{err}");
+}

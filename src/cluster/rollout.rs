@@ -7,9 +7,9 @@
 //! is how a three-server control plane loses quorum (k3s-ansible #485, which restarts every
 //! node at once). Agents come after the servers, all at once, each until its node is Ready.
 //! A re-run restarts only the nodes whose config, binary or unit changed, with the same gates,
-//! and checks before each server restart that every other server is a ready voter: restarting
-//! a server while another is down would leave an HA cluster without quorum, so that restart
-//! is never made.
+//! and checks before each running server's restart that every other server is a ready voter:
+//! restarting a server while another is down would leave an HA cluster without quorum, so
+//! that restart is never made. Servers that are down start first (a start takes nothing down).
 
 use std::collections::BTreeSet;
 
@@ -113,13 +113,22 @@ pub fn first_start(nodes: &[Node]) -> Result<Vec<Stage>, RolloutError> {
     Ok(stages)
 }
 
-/// The restarts a re-run makes for the nodes in `changed` (their config, binary or unit
-/// changed): each changed server alone, after every other server is checked to be a ready
-/// voter, and then the changed agents at once. Nothing changed: no stage.
-pub fn restarts(nodes: &[Node], changed: &BTreeSet<String>) -> Result<Vec<Stage>, RolloutError> {
+/// The (re)starts a re-run makes for the nodes in `changed` (their config, binary or unit
+/// changed, or k3s does not run there): servers that are down start first, one at a time (a
+/// start takes nothing down; with a majority down it is how quorum comes back); then each
+/// running server that changed restarts alone, after every other server is checked to be a
+/// ready voter; then the changed agents at once. Nothing changed: no stage.
+pub fn restarts(
+    nodes: &[Node],
+    changed: &BTreeSet<String>,
+    running: &BTreeSet<String>,
+) -> Result<Vec<Stage>, RolloutError> {
     let (servers, agents) = split(nodes)?;
     let mut stages = Vec::new();
-    for s in servers.iter().filter(|s| changed.contains(**s)) {
+    for s in servers.iter().filter(|s| changed.contains(**s) && !running.contains(**s)) {
+        stages.push(Stage { nodes: vec![s.to_string()], before: Vec::new(), after: server_up(s, &[s]) });
+    }
+    for s in servers.iter().filter(|s| changed.contains(**s) && running.contains(**s)) {
         // Checked on another server where there is one: this one is about to go down.
         let on = servers.iter().find(|o| *o != s).unwrap_or(s);
         let others: Vec<&str> = servers.iter().copied().filter(|o| o != s).collect();
@@ -198,7 +207,7 @@ mod tests {
     #[test]
     fn an_even_number_of_servers_or_none_is_refused() {
         assert_eq!(first_start(&site(2, 1)), Err(RolloutError::EvenServers(2)));
-        assert_eq!(restarts(&site(4, 0), &set(&["s1"])), Err(RolloutError::EvenServers(4)));
+        assert_eq!(restarts(&site(4, 0), &set(&["s1"]), &set(&["s1"])), Err(RolloutError::EvenServers(4)));
         assert_eq!(first_start(&site(0, 3)), Err(RolloutError::NoServer));
         assert!(RolloutError::EvenServers(2).to_string().contains("odd number"));
     }
@@ -206,8 +215,9 @@ mod tests {
     #[test]
     fn a_rerun_restarts_only_what_changed_and_never_two_servers_at_once() {
         let nodes = site(3, 2);
-        assert!(restarts(&nodes, &BTreeSet::new()).unwrap().is_empty());
-        let stages = restarts(&nodes, &set(&["s2"])).unwrap();
+        let up = set(&["s1", "s2", "s3", "a1", "a2"]);
+        assert!(restarts(&nodes, &BTreeSet::new(), &up).unwrap().is_empty());
+        let stages = restarts(&nodes, &set(&["s2"]), &up).unwrap();
         assert_eq!(stages.len(), 1);
         // Checked on s1 (s2 is about to go down): s1 and s3 answer and vote first.
         assert_eq!(
@@ -225,7 +235,7 @@ mod tests {
 
         // Every node changed (a new k3s binary): three server stages, one agent stage.
         let all = set(&["s1", "s2", "s3", "a1", "a2"]);
-        let stages = restarts(&nodes, &all).unwrap();
+        let stages = restarts(&nodes, &all, &up).unwrap();
         let order: Vec<Vec<String>> = stages.iter().map(|s| s.nodes.clone()).collect();
         assert_eq!(order, [vec!["s1"], vec!["s2"], vec!["s3"], vec!["a1", "a2"]]);
         assert!(stages.iter().all(|s| servers_in(s, &nodes) <= 1));
@@ -233,7 +243,7 @@ mod tests {
         assert_eq!(stages[0].before[0], Gate::ApiReady { on: "s2".into() });
 
         // Only an agent changed: no server is touched.
-        let stages = restarts(&nodes, &set(&["a2"])).unwrap();
+        let stages = restarts(&nodes, &set(&["a2"]), &up).unwrap();
         assert_eq!(stages.len(), 1);
         assert_eq!(stages[0].nodes, ["a2"]);
         assert_eq!(stages[0].before, [Gate::ApiReady { on: "s1".into() }]);
@@ -241,7 +251,20 @@ mod tests {
 
     #[test]
     fn a_single_server_restart_checks_itself() {
-        let stages = restarts(&site(1, 0), &set(&["s1"])).unwrap();
+        let stages = restarts(&site(1, 0), &set(&["s1"]), &set(&["s1"])).unwrap();
         assert_eq!(stages[0].before, [Gate::ApiReady { on: "s1".into() }]);
+    }
+
+    #[test]
+    fn servers_that_are_down_start_first_without_waiting_for_the_others() {
+        // s2 and s3 stopped (quorum lost), s1 runs with a new config: s2 and s3 start first,
+        // each alone and each checked up; only then is s1 restarted, behind both as voters.
+        let nodes = site(3, 0);
+        let stages = restarts(&nodes, &set(&["s1", "s2", "s3"]), &set(&["s1"])).unwrap();
+        let order: Vec<Vec<String>> = stages.iter().map(|s| s.nodes.clone()).collect();
+        assert_eq!(order, [vec!["s2"], vec!["s3"], vec!["s1"]]);
+        assert!(stages[0].before.is_empty() && stages[1].before.is_empty());
+        assert!(stages[0].after.contains(&Gate::ApiReady { on: "s2".into() }));
+        assert_eq!(stages[2].before[1], Gate::Voters { on: "s2".into(), servers: vec!["s2".into(), "s3".into()] });
     }
 }

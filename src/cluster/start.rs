@@ -102,7 +102,9 @@ pub fn plan(nodes: &[Node], looks: &[Look]) -> Result<Vec<Stage>, rollout::Rollo
     }
     let changed: BTreeSet<String> =
         nodes.iter().zip(looks).filter(|(_, l)| !l.settled()).map(|(n, _)| n.name.clone()).collect();
-    rollout::restarts(nodes, &changed)
+    let running: BTreeSet<String> =
+        nodes.iter().zip(looks).filter(|(_, l)| l.active).map(|(n, _)| n.name.clone()).collect();
+    rollout::restarts(nodes, &changed, &running)
 }
 
 /// Polls `gate` on its server until it holds or the deadline passes.
