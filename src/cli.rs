@@ -595,13 +595,7 @@ fn engine_cmd(
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            say!("error: cannot start the async runtime: {e}");
-            return 2;
-        }
-    };
+    let Some(rt) = runtime() else { return 2 };
     if file.is_none() {
         say!("(no FILE given: the bundled lab example, {})", crate::LAB_EXAMPLE.0);
     }
@@ -640,6 +634,17 @@ fn engine_cmd(
     }
 }
 
+/// The async runtime of a command that talks to hosts; `None` after saying why not.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            say!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 fn kubeconfig_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>) -> i32 {
     let (_, loaded) = match load_site(file, None) {
         Ok(site) => site,
@@ -674,13 +679,7 @@ fn preflight_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json:
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            say!("error: cannot start the async runtime: {e}");
-            return 2;
-        }
-    };
+    let Some(rt) = runtime() else { return 2 };
     let report = match rt.block_on(crate::cluster::reach::run(a, &catalog, &dir)) {
         Ok(r) => r,
         Err(e) => {
@@ -731,13 +730,7 @@ fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bo
     for w in crate::ssh::known_hosts_warnings(&dir.known_hosts_path()) {
         say!("warning: {w}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            say!("error: cannot start the async runtime: {e}");
-            return 2;
-        }
-    };
+    let Some(rt) = runtime() else { return 2 };
     let rows = rt.block_on(crate::verify::verify(a, &secrets, &dir));
     let redactor = crate::engine::context::Redactor::new(&secrets);
     if json {
