@@ -236,12 +236,14 @@ fn roles_without_steps_are_shown_by_plan_and_refused_by_apply() {
 
     let (code, out, err) = run(&["plan", file, "--state", st]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.matches("NO STEPS YET").count(), 3, "{out}");
+    assert_eq!(out.matches("NO STEPS YET").count(), 1, "only gitops: {out}");
     let (code, out, _) = run(&["plan", "--json", file]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let k3s = v["steps"].as_array().unwrap().iter().find(|s| s["role"] == "k3s-server").unwrap();
-    assert_eq!(k3s["step_count"], 0, "{k3s}");
+    let step_count =
+        |role: &str| v["steps"].as_array().unwrap().iter().find(|s| s["role"] == role).unwrap()["step_count"].clone();
+    assert_eq!(step_count("gitops"), 0, "{v}");
+    assert!(step_count("k3s-server").as_u64().unwrap() > 0, "{v}");
 
     for cmd in [&["apply", "--yes"][..], &["apply"], &["plan", "--live"], &["apply", "--yes", "--json"]] {
         let mut args = cmd.to_vec();
@@ -249,12 +251,8 @@ fn roles_without_steps_are_shown_by_plan_and_refused_by_apply() {
         let t = std::time::Instant::now();
         let (code, out, err) = run(&args);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
-        for (role, host) in [("k3s-server", "k1"), ("k3s-agent", "w1"), ("gitops", "k1")] {
-            assert!(
-                err.contains(&format!("role {role} has no steps yet: groundwork cannot converge it (on {host})")),
-                "{args:?}: {err}"
-            );
-        }
+        assert!(err.contains("role gitops has no steps yet: groundwork cannot converge it (on k1)"), "{args:?}: {err}");
+        assert!(!err.contains("k3s-server has no steps") && !err.contains("k3s-agent has no steps"), "{args:?}: {err}");
         assert!(!err.contains("converged") && !err.contains("connect"), "{args:?}: {err}");
         assert!(t.elapsed().as_secs() < 10, "{args:?} took {:?}", t.elapsed());
     }
