@@ -749,3 +749,24 @@ fn kubeconfig_prints_the_path_once_apply_fetched_it() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no [k3s] section"), "{err}");
 }
+
+#[test]
+fn k3s_without_an_airgap_bundle_is_refused_before_anything_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("wizard/examples/single-server.toml").unwrap();
+    // Without the bundle, and without [gitops] (the last section: its role has no steps yet).
+    let text = &text[..text.find("[gitops]").unwrap()];
+    let text: String = text.lines().filter(|l| !l.starts_with("airgap-bundle")).map(|l| format!("{l}\n")).collect();
+    let file = dir.path().join("nobundle.toml");
+    std::fs::write(&file, text).unwrap();
+    let state = dir.path().join("state");
+    for cmd in [&["apply", "--yes"][..], &["plan", "--live"]] {
+        let mut args = cmd.to_vec();
+        args.extend([file.to_str().unwrap(), "--state", state.to_str().unwrap()]);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("the k3s roles install from an air-gap bundle: set [k3s] airgap-bundle"), "{err}");
+        assert!(err.contains("nothing was connected"), "{err}");
+    }
+    assert!(!state.exists());
+}

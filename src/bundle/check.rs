@@ -245,8 +245,16 @@ pub fn verify_for_run(a: &Answers, only_hosts: &[String]) -> Result<Option<(Chec
         .iter()
         .filter(|h| only_hosts.is_empty() || only_hosts.contains(&h.name))
         .any(|h| h.roles.iter().any(|r| k3s_roles.contains(r)));
-    let (Some(k3s), Some((written, dir)), true) = (&a.k3s, bundle_dir(a), k3s_in_run) else {
+    let (Some(k3s), true) = (&a.k3s, k3s_in_run) else {
         return Ok(None);
+    };
+    // The k3s roles upload the bundle's binary and images: there is no other source.
+    let Some((written, dir)) = bundle_dir(a) else {
+        return Err(format!(
+            "the k3s roles install from an air-gap bundle: set [k3s] airgap-bundle to a directory made with \
+             `groundwork bundle --k3s {} --out DIR`; nothing was connected",
+            k3s.version
+        ));
     };
     let remake = format!("make it with `groundwork bundle --k3s {} --out {}`", k3s.version, written.display());
     if !dir.is_dir() {
