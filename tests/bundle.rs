@@ -687,9 +687,11 @@ fn apply_refuses_a_damaged_bundle_before_it_connects() {
     );
     assert!(!state.exists());
 
-    // the control: with the bundle repaired, the same apply goes on to connect and fails there
+    // the control: with the bundle repaired, the same apply goes on to connect (the cluster
+    // preflight, the first thing that does) and fails there
     let (code, _, err) = run_owned(args(&["apply", "--yes"]));
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cluster preflight") && err.contains("k1: ssh:"), "{err}");
     assert!(err.contains("files (1.3 MiB) match the manifest"), "{err}");
     assert!(!err.contains("does not match"), "{err}");
 }

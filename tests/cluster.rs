@@ -278,8 +278,24 @@ fn the_bundles_files_reach_the_nodes_once_and_a_binary_that_does_not_run_is_neve
     let state = dir.path().join("state");
     let answers = answers.to_str().unwrap();
 
+    // A path cut between the nodes: the preflight refuses before anything is installed.
+    on("kf2", "ip route add blackhole 10.77.0.87/32");
+    let cut = common::run::apply(answers, &state, &[]);
+    on("kf2", "ip route del blackhole 10.77.0.87/32");
+    assert_eq!(cut.code, 2, "{}", cut.all_text());
+    assert!(cut.stderr.contains("the cluster preflight failed; nothing was installed"), "{}", cut.stderr);
+    assert!(
+        cut.stderr.contains("FAIL  kf2 -> kf1 6443/tcp (the API and the supervisor): no connection within 3 s"),
+        "{}",
+        cut.stderr
+    );
+    for h in ["kf1", "kf2"] {
+        assert!(on(h, "ls /usr/local/bin/k3s 2>&1 || true").contains("No such file"), "{h} got files");
+    }
+
     let first = common::run::apply(answers, &state, &[]);
     eprintln!("first apply: {:.1} s, exit {}", first.secs, first.code);
+    assert!(first.stdout.contains("cluster preflight"), "{}", first.all_text());
     assert_eq!(first.code, 1, "{}", first.all_text());
     for h in ["kf1", "kf2"] {
         for step in ["k3s binary (from the bundle)", "air-gap images (from the bundle)"] {

@@ -75,6 +75,22 @@ fn target_of(host: &crate::answers::model::Host) -> Target {
     }
 }
 
+/// Whether this run builds the cluster for the first time: every k3s node is in it and no
+/// kubeconfig was fetched yet (a re-run, or a run of some hosts, skips the preflight).
+fn first_cluster_build(a: &Answers, in_run: &[String], state: &StateDir) -> bool {
+    use crate::answers::model::Role;
+    let nodes: Vec<&str> = a
+        .hosts
+        .iter()
+        .filter(|h| h.roles.iter().any(|r| matches!(r, Role::K3sServer | Role::K3sAgent)))
+        .map(|h| h.name.as_str())
+        .collect();
+    a.k3s.is_some()
+        && !nodes.is_empty()
+        && nodes.iter().all(|n| in_run.iter().any(|h| h == n))
+        && !state.root.join("kubeconfig").exists()
+}
+
 /// After every host has its files: the k3s nodes started or restarted in rollout order
 /// (src/cluster/). It needs every node of the cluster in the run; `false` when it failed.
 async fn cluster_phase(
@@ -210,6 +226,19 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
         }
     }
     let host_names: Vec<String> = selected.iter().map(|h| h.name.clone()).collect();
+    if !opts.dry_run && first_cluster_build(a, &host_names, state) {
+        // Before anything is installed: can the nodes carry their roles and reach each other
+        // on k3s's ports? (Listeners are opened for seconds: not in a dry run.)
+        reporter.note("-", "cluster preflight: CPUs, memory and the paths between the k3s nodes");
+        let report = crate::cluster::reach::run(a, catalog, state).await?;
+        if !report.ok() {
+            return Err(format!(
+                "the cluster preflight failed; nothing was installed:\n{}(`groundwork preflight` checks again)",
+                report.render()
+            ));
+        }
+        reporter.log("-", &report.render());
+    }
     if let Some(j) = &journal {
         j.write(&Entry::Start {
             run: run.clone(),
