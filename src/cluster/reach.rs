@@ -502,7 +502,9 @@ mod tests {
             return;
         }
         let run = format!("test{}", std::process::id());
-        let (tcp, udp) = (41000 + (std::process::id() % 1000) as u16, 42000 + (std::process::id() % 1000) as u16);
+        // Ports free right now (the system's choice), so parallel runs do not meet.
+        let free_tcp = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (tcp, udp) = (free_tcp(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
         let ports = BTreeSet::from([(Proto::Tcp, tcp), (Proto::Udp, udp)]);
         let sh = |script: &str| {
             let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();

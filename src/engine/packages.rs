@@ -153,12 +153,14 @@ mod tests {
 
     #[test]
     fn a_stalled_command_is_stopped_in_seconds_with_its_whole_group() {
-        let (rc, log, took) = sh("watched 1 sh -c 'echo start; sleep 30 & wait'; echo rc=$?");
+        // A sleep of its own length, so another test run on the machine is not mistaken for it.
+        let nap = format!("30.{:06}", std::process::id() % 1_000_000);
+        let (rc, log, took) = sh(&format!("watched 1 sh -c 'echo start; sleep {nap} & wait'; echo rc=$?"));
         assert_eq!(rc, 0);
         assert!(took < Duration::from_secs(5), "took {took:?}");
         assert!(log.contains("start") && log.contains("no progress for 1 s"), "{log}");
         // the backgrounded sleep was in the same session and went with it
-        let left = Command::new("pgrep").args(["-f", "^sleep 30$"]).output().unwrap();
+        let left = Command::new("pgrep").args(["-f", &format!("^sleep {nap}$")]).output().unwrap();
         assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
     }
 
