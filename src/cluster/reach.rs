@@ -505,6 +505,7 @@ mod tests {
         // Ports free right now (the system's choice), so parallel runs do not meet.
         let free_tcp = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (tcp, udp) = (free_tcp(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+        let closed = free_tcp();
         let ports = BTreeSet::from([(Proto::Tcp, tcp), (Proto::Udp, udp)]);
         let sh = |script: &str| {
             let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
@@ -517,7 +518,7 @@ mod tests {
         let paths = [
             (Path { from: "me".into(), to: "lo".into(), port: tcp, proto: Proto::Tcp, why: "" }, lo),
             (Path { from: "me".into(), to: "lo".into(), port: udp, proto: Proto::Udp, why: "" }, lo),
-            (Path { from: "me".into(), to: "lo".into(), port: tcp + 1, proto: Proto::Tcp, why: "" }, lo),
+            (Path { from: "me".into(), to: "lo".into(), port: closed, proto: Proto::Tcp, why: "" }, lo),
         ];
         heard.read(&sh(&probe_script("me", &paths)));
         // The listener is busy for a second look at the same port.
@@ -526,7 +527,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(300));
         heard.read(&sh(&collect_script(&run)));
         assert_eq!(heard.tcp.get(&("lo".to_string(), tcp)), Some(&true), "{heard:?}");
-        assert_eq!(heard.tcp.get(&("lo".to_string(), tcp + 1)), Some(&false), "{heard:?}");
+        assert_eq!(heard.tcp.get(&("lo".to_string(), closed)), Some(&false), "{heard:?}");
         assert!(heard.udp_from.get(&udp).is_some_and(|s| s.contains("me")), "{heard:?}");
         assert!(again.busy.get(&(Proto::Tcp, tcp)).is_some_and(|w| w.contains("systemd-socket")), "{again:?}");
         assert!(!std::path::Path::new(&run_dir(&run)).exists());
