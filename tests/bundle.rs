@@ -577,6 +577,18 @@ fn validate_checks_the_bundle_the_answer_file_names() {
     let (code, _, err) = run(&["validate", file.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains(&format!(":{line}:17: k3s.airgap-bundle: {} has no manifest.json", empty.display())), "{err}");
+
+    // a manifest that is garbage: named by validate (file:line:field) and by bundle --check
+    for garbage in [&b"\x00\xffnot json"[..], b"{\"format\": 7}", b"{\"format\": 1, \"files\": 3}"] {
+        std::fs::write(empty.join("manifest.json"), garbage).unwrap();
+        let (code, _, err) = run(&["validate", file.to_str().unwrap()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&format!(":{line}:17: k3s.airgap-bundle: ")) && err.contains("manifest.json"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let (code, _, err) = run(&["bundle", "--check", empty.to_str().unwrap()]);
+        assert_ne!(code, 0, "{err}");
+        assert!(err.contains("manifest.json") && !err.contains("panicked"), "{err}");
+    }
 }
 
 // ------------------------------------------------------------------ 9: apply
