@@ -65,13 +65,17 @@ fn inputs_digest(a: &Answers, catalog: &Catalog) -> String {
     hex(&h.finalize())
 }
 
-fn target_of(host: &crate::answers::model::Host) -> Target {
+/// The SSH target of a host of the answer file (its key `~` expanded; default
+/// `~/.ssh/id_ed25519`).
+pub(crate) fn target_of(host: &crate::answers::model::Host) -> Target {
     Target {
         name: host.name.clone(),
         address: host.address.to_string(),
         port: host.ssh_port,
         user: host.ssh_user.clone(),
-        key_path: expand_home(host.ssh_key.as_deref().unwrap_or(std::path::Path::new("~/.ssh/id_ed25519"))),
+        key_path: crate::ssh::expand_tilde(
+            host.ssh_key.as_deref().unwrap_or(std::path::Path::new("~/.ssh/id_ed25519")),
+        ),
     }
 }
 
@@ -154,13 +158,6 @@ async fn cluster_phase(
             reporter.late_failure(&host, &error::RunError::Cluster { host: host.clone(), cause });
             false
         }
-    }
-}
-
-fn expand_home(p: &std::path::Path) -> PathBuf {
-    match p.to_str().and_then(|s| s.strip_prefix("~/")) {
-        Some(rest) => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(rest)).unwrap_or_else(|| p.to_path_buf()),
-        None => p.to_path_buf(),
     }
 }
 

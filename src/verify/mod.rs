@@ -20,7 +20,7 @@ pub mod tls;
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,9 @@ use serde::Serialize;
 
 use crate::answers::model::{Answers, Host, Role};
 use crate::engine::error::RunError;
+use crate::engine::target_of as target;
 use crate::phase::Phase;
-use crate::ssh::{Session, SshOptions, Target};
+use crate::ssh::{Session, SshOptions};
 use crate::state::{Secrets, StateDir};
 
 /// The result of one check.
@@ -508,24 +509,6 @@ pub(crate) async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Dur
     let t = Instant::now();
     let v = f.await;
     (v, t.elapsed())
-}
-
-fn expand_home(p: &Path) -> PathBuf {
-    match p.to_str().and_then(|s| s.strip_prefix("~/")) {
-        Some(rest) => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(rest)).unwrap_or_else(|| p.to_path_buf()),
-        None => p.to_path_buf(),
-    }
-}
-
-/// The SSH target of a host of the answer file.
-fn target(h: &Host) -> Target {
-    Target {
-        name: h.name.clone(),
-        address: h.address.to_string(),
-        port: h.ssh_port,
-        user: h.ssh_user.clone(),
-        key_path: expand_home(h.ssh_key.as_deref().unwrap_or(Path::new("~/.ssh/id_ed25519"))),
-    }
 }
 
 /// An SSH session as `apply` opens one (first contact learns the host key, connecting is
