@@ -390,6 +390,7 @@ fn a_big_local_file_is_streamed_once_and_skipped_while_its_sha256_matches() {
     assert_eq!(second.changed("b1"), 0, "{}", second.all_text());
     eprintln!("second apply (nothing sent): {:.2} s", second.secs);
 
+    let first_sha = sha(&bytes);
     let mut changed = bytes;
     changed[50 << 20] ^= 0xff;
     std::fs::write(&blob, &changed).unwrap();
@@ -397,5 +398,8 @@ fn a_big_local_file_is_streamed_once_and_skipped_while_its_sha256_matches() {
     assert_eq!(third.code, 0, "{}", third.all_text());
     assert_eq!(third.step("b1", "bundle").unwrap()["status"], "changed");
     assert_eq!(remote_sha(), sha(&changed));
+    // One earlier version is kept (an upload keeps one), and it is the first.
+    let kept = on("b1", "sha256sum /var/backups/groundwork/%2Fvar%2Ftmp%2Fgroundwork-bundle.bin.* | cut -d' ' -f1");
+    assert_eq!(kept.trim(), first_sha, "{kept}");
     on("b1", &format!("rm -f {dest} /var/backups/groundwork/%2Fvar%2Ftmp%2Fgroundwork-bundle.bin.*"));
 }

@@ -579,4 +579,16 @@ fn an_upload_that_arrives_damaged_is_refused_and_the_live_file_stays() {
     run(&upload(&dest, &local, &sha, &backups)).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
     assert_eq!(listing(&backups).len(), 1);
+
+    // Another version a second later (backups are named by the second): still one backup
+    // (an upload keeps one, other files five), and it is the version before.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let newer: Vec<u8> = bytes.iter().map(|b| b ^ 0x5a).collect();
+    std::fs::write(&local, &newer).unwrap();
+    let sha2: String = Sha256::digest(&newer).iter().map(|b| format!("{b:02x}")).collect();
+    run(&upload(&dest, &local, &sha2, &backups)).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), newer);
+    let kept = listing(&backups);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(backups.join(&kept[0])).unwrap(), bytes);
 }

@@ -12,6 +12,8 @@ use crate::playbook::step::Source;
 /// Where replaced files are kept, the last [`KEEP`] per file.
 pub const BACKUPS: &str = "/var/backups/groundwork";
 pub const KEEP: usize = 5;
+/// An uploaded file (a binary, an image archive of hundreds of MB) keeps one earlier version.
+pub const KEEP_UPLOADED: usize = 1;
 /// The exit status of the write script when the validator refuses the candidate.
 pub const REFUSED: u32 = 97;
 
@@ -195,14 +197,24 @@ pub fn write_script(w: &Write) -> String {
             "if ! out=$( {cmd} 2>&1 ); then rm -f \"$tmp\"; printf '%s\\n' \"$out\" >&2; exit {REFUSED}; fi\n"
         ));
     }
-    // The backups sort by their timestamp in the name: the glob lists them oldest first.
+    // The backups sort by their timestamp in the name: the glob lists them oldest first. An
+    // upload's backup is a hard link where it can be (the move below gives dest a new inode,
+    // so the link keeps the old file without copying hundreds of MB), a copy elsewhere.
+    let (keep, save) = if w.local.is_some() {
+        (
+            KEEP_UPLOADED,
+            "stamp=$(date +%Y%m%dT%H%M%S)\n  ln -f \"$dest\" \"$backup.$stamp\" 2>/dev/null || cp -a \"$dest\" \"$backup.$stamp\"",
+        )
+    } else {
+        (KEEP, "cp -a \"$dest\" \"$backup.$(date +%Y%m%dT%H%M%S)\"")
+    };
     s.push_str(&format!(
         "if [ -e \"$dest\" ]; then\n  \
          backup={b}\n  \
          mkdir -p {dir}\n  \
-         cp -a \"$dest\" \"$backup.$(date +%Y%m%dT%H%M%S)\"\n  \
+         {save}\n  \
          set -- \"$backup\".{STAMP_GLOB}\n  \
-         while [ $# -gt {KEEP} ]; do rm -f -- \"$1\"; shift; done\n\
+         while [ $# -gt {keep} ]; do rm -f -- \"$1\"; shift; done\n\
          fi\nmv -f \"$tmp\" \"$dest\"\n",
         b = sh_quote(&w.backup),
         dir = sh_quote(parent(&w.backup)),
