@@ -333,20 +333,9 @@ pub async fn run(
     catalog: &crate::playbook::catalog::Catalog,
     state: &crate::state::StateDir,
 ) -> Result<Report, String> {
-    use crate::answers::model::Role;
-    let members: Vec<(Member, &crate::answers::model::Host)> = a
-        .hosts
-        .iter()
-        .filter_map(|h| {
-            let kind = if h.roles.contains(&Role::K3sServer) {
-                Kind::Server
-            } else if h.roles.contains(&Role::K3sAgent) {
-                Kind::Agent
-            } else {
-                return None;
-            };
-            Some((Member { name: h.name.clone(), address: h.address, kind }, h))
-        })
+    let members: Vec<(Member, &crate::answers::model::Host)> = super::nodes(a)
+        .into_iter()
+        .map(|(h, kind)| (Member { name: h.name.clone(), address: h.address, kind }, h))
         .collect();
     if members.is_empty() {
         return Err("no host has the k3s-server or k3s-agent role: there is no cluster to check".into());

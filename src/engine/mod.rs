@@ -82,16 +82,10 @@ pub(crate) fn target_of(host: &crate::answers::model::Host) -> Target {
 /// Whether this run builds the cluster for the first time: every k3s node is in it and no
 /// kubeconfig was fetched yet (a re-run, or a run of some hosts, skips the preflight).
 fn first_cluster_build(a: &Answers, in_run: &[String], state: &StateDir) -> bool {
-    use crate::answers::model::Role;
-    let nodes: Vec<&str> = a
-        .hosts
-        .iter()
-        .filter(|h| h.roles.iter().any(|r| matches!(r, Role::K3sServer | Role::K3sAgent)))
-        .map(|h| h.name.as_str())
-        .collect();
+    let nodes = crate::cluster::nodes(a);
     a.k3s.is_some()
         && !nodes.is_empty()
-        && nodes.iter().all(|n| in_run.iter().any(|h| h == n))
+        && nodes.iter().all(|(h, _)| in_run.contains(&h.name))
         && !state.root.join("kubeconfig").exists()
 }
 
@@ -105,21 +99,7 @@ async fn cluster_phase(
     state: &StateDir,
     dry_run: bool,
 ) -> bool {
-    use crate::answers::model::Role;
-    use crate::cluster::rollout::Kind;
-    let nodes: Vec<(&crate::answers::model::Host, Kind)> = a
-        .hosts
-        .iter()
-        .filter_map(|h| {
-            if h.roles.contains(&Role::K3sServer) {
-                Some((h, Kind::Server))
-            } else if h.roles.contains(&Role::K3sAgent) {
-                Some((h, Kind::Agent))
-            } else {
-                None
-            }
-        })
-        .collect();
+    let nodes = crate::cluster::nodes(a);
     if nodes.is_empty() || a.k3s.is_none() {
         return true;
     }

@@ -401,7 +401,7 @@ async fn services(site: &Site<'_>) -> (Vec<Row>, Vec<Row>) {
     }
     // Every cluster node counts: each one that does not answer gets its row.
     if a.k3s.is_some() {
-        for h in a.hosts.iter().filter(|h| h.roles.iter().any(|r| matches!(r, Role::K3sServer | Role::K3sAgent))) {
+        for (h, _) in crate::cluster::nodes(a) {
             if let Some(why) = is_down(h) {
                 rows.push(down_row("k3s", &h.name, why, reach_took));
             }
