@@ -227,26 +227,28 @@ fn the_preflight_opens_the_ports_between_nodes_and_names_what_is_cut_or_taken() 
 /// A test-made bundle: a "k3s binary" and an "image tarball" of random bytes (never started:
 /// this machine cannot have a real k3s, see the SKIPPED test below), with the sum list and a
 /// manifest as `groundwork bundle` writes them.
-fn fake_bundle(dir: &Path, version: &str) -> (Vec<u8>, Vec<u8>) {
+fn fake_bundle(dir: &Path, version: &str, arch: &str) -> (Vec<u8>, Vec<u8>) {
     use sha2::{Digest, Sha256};
     let k = dir.join("k3s");
     std::fs::create_dir_all(&k).unwrap();
     let random = |n: usize| (0..n).map(|_| rand::random::<u8>()).collect::<Vec<u8>>();
     let (binary, images) = (random(3 << 20), random(5 << 20));
     let hex = |b: &[u8]| Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
-    std::fs::write(k.join("k3s"), &binary).unwrap();
-    std::fs::write(k.join("k3s-airgap-images-amd64.tar.zst"), &images).unwrap();
-    let sums = format!("{}  k3s\n{}  k3s-airgap-images-amd64.tar.zst\n", hex(&binary), hex(&images));
-    std::fs::write(k.join("sha256sum-amd64.txt"), &sums).unwrap();
+    let name = if arch == "amd64" { "k3s".to_string() } else { format!("k3s-{arch}") };
+    let tarball = format!("k3s-airgap-images-{arch}.tar.zst");
+    std::fs::write(k.join(&name), &binary).unwrap();
+    std::fs::write(k.join(&tarball), &images).unwrap();
+    let sums = format!("{}  {name}\n{}  {tarball}\n", hex(&binary), hex(&images));
+    std::fs::write(k.join(format!("sha256sum-{arch}.txt")), &sums).unwrap();
     let entry = |path: &str, what: &str, bytes: &[u8]| {
         serde_json::json!({"path": path, "what": what, "version": version, "source": "test-made",
                            "sha256": hex(bytes), "size": bytes.len()})
     };
     let manifest = serde_json::json!({
-        "format": 1, "arch": "amd64", "k3s": {"version": version}, "gitops": null,
-        "files": [entry("k3s/k3s", "k3s binary", &binary),
-                  entry("k3s/k3s-airgap-images-amd64.tar.zst", "air-gap images", &images),
-                  entry("k3s/sha256sum-amd64.txt", "sha256 list", sums.as_bytes())],
+        "format": 1, "arch": arch, "k3s": {"version": version}, "gitops": null,
+        "files": [entry(&format!("k3s/{name}"), "k3s binary", &binary),
+                  entry(&format!("k3s/{tarball}"), "air-gap images", &images),
+                  entry(&format!("k3s/sha256sum-{arch}.txt"), "sha256 list", sums.as_bytes())],
     });
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
     (binary, images)
@@ -262,7 +264,7 @@ fn the_bundles_files_reach_the_nodes_once_and_a_binary_that_does_not_run_is_neve
     fresh(HOSTS);
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    let (binary, images) = fake_bundle(&bundle, "v1.35.6+k3s1");
+    let (binary, images) = fake_bundle(&bundle, "v1.35.6+k3s1", "amd64");
     let key = lab::key();
     let text = format!(
         "[site]\nname = \"kfiles\"\ninternal-domain = \"kf.groundwork.test\"\nexternal-domain = \"groundwork.test\"\n\
@@ -277,6 +279,22 @@ fn the_bundles_files_reach_the_nodes_once_and_a_binary_that_does_not_run_is_neve
     std::fs::write(&answers, text).unwrap();
     let state = dir.path().join("state");
     let answers = answers.to_str().unwrap();
+
+    // A bundle for another architecture: each node is refused at its facts, before any upload.
+    let arm = dir.path().join("bundle-arm64");
+    fake_bundle(&arm, "v1.35.6+k3s1", "arm64");
+    let arm_answers = dir.path().join("kfiles-arm64.toml");
+    let text = std::fs::read_to_string(answers).unwrap();
+    std::fs::write(&arm_answers, text.replace(&bundle.display().to_string(), &arm.display().to_string())).unwrap();
+    let wrong = common::run::apply(arm_answers.to_str().unwrap(), &dir.path().join("state-arm64"), &[]);
+    assert_eq!(wrong.code, 1, "{}", wrong.all_text());
+    for (h, role) in [("kf1", "k3s-server"), ("kf2", "k3s-agent")] {
+        let failure = &wrong.finished()["hosts"][h]["failure"];
+        assert_eq!(failure["phase"], "facts", "{h}: {}", wrong.all_text());
+        let want = format!("role {role} uploads binaries built for arm64, and this host is amd64");
+        assert!(failure["cause"].as_str().unwrap().contains(&want), "{h}: {failure}");
+        assert!(on(h, "ls /usr/local/bin/k3s 2>&1 || true").contains("No such file"), "{h} got the arm64 binary");
+    }
 
     // A path cut between the nodes: the preflight refuses before anything is installed.
     on("kf2", "ip route add blackhole 10.77.0.87/32");

@@ -65,8 +65,8 @@ pub fn site_context(a: &Answers, secrets: &Secrets) -> Json {
         root["k3s"]["bundle_binary"] = json!(format!("{bundle}/k3s/{binary}"));
         root["k3s"]["bundle_images"] = json!(format!("{bundle}/k3s/{images}"));
         root["k3s"]["images_name"] = json!(images);
-        // The token nodes start with (secret: only in 0600 files). A joining server gets the
-        // first server's full token instead, which also pins the cluster's CA.
+        root["k3s"]["arch"] = json!(arch);
+        // The token nodes start with (secret: only in 0600 files).
         root["k3s_token"] = json!(secrets.get("k3s", "token").unwrap_or_default());
     }
     // role -> names of its hosts, in answer-file order (`role_hosts.dns[0]` is the primary).

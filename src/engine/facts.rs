@@ -22,6 +22,8 @@ pub struct Probe {
     pub services: Vec<String>,
     /// Zones whose records are compared (the wanted, live and applied records of each).
     pub zones: Vec<Zone>,
+    /// Ask for the Debian architecture (a role uploads binaries built for one).
+    pub arch: bool,
     /// Only what the steps asked: no OS, virtualization, machine-id or apt lists (a step's
     /// live re-check after a change, which happens once per step on a first converge).
     pub steps_only: bool,
@@ -67,6 +69,9 @@ impl Probe {
              read -r m </etc/machine-id; printf 'machine\\t%s\\n' \"$m\"\n\
              for p in /var/lib/apt/lists/*_Packages; do [ -e \"$p\" ] && printf 'apt\\tlists\\n'; break; done\n",
             );
+        }
+        if self.arch && !self.steps_only {
+            s.push_str("printf 'arch\\t%s\\n' \"$(dpkg --print-architecture)\"\n");
         }
         if !self.packages.is_empty() {
             let list: Vec<String> = self.packages.iter().map(|p| sh_quote(p)).collect();
@@ -174,6 +179,8 @@ pub struct Facts {
     /// /etc/machine-id: with the SSH host key, which machine a host name reached.
     pub machine_id: String,
     pub apt_lists: bool,
+    /// `dpkg --print-architecture`, when the probe asked.
+    pub arch: String,
     /// Package -> installed (dpkg status `ii`).
     pub packages: HashMap<String, bool>,
     pub files: Vec<PathFact>,
@@ -235,6 +242,7 @@ impl Facts {
                 ["virt", v] => f.virtualization = v.to_string(),
                 ["machine", id] => f.machine_id = id.to_string(),
                 ["apt", "lists"] => f.apt_lists = true,
+                ["arch", a] => f.arch = a.to_string(),
                 ["pkg", name, status] => {
                     f.packages.insert(name.to_string(), status.trim() == "ii");
                 }

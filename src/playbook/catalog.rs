@@ -73,6 +73,11 @@ pub struct RoleSpec {
     /// debconf answers set before the install, `package question type value` (templated).
     #[serde(default)]
     pub preseed: Vec<String>,
+    /// The Debian architecture (`dpkg --print-architecture`) the binaries this role uploads
+    /// are built for (templated; k3s: the bundle's). A host of another one is refused before
+    /// anything is uploaded: a binary that cannot run would only fail at its start.
+    #[serde(default)]
+    pub arch: Option<String>,
     #[serde(default, rename = "step")]
     pub step_specs: Vec<StepSpec>,
     /// Checked steps (filled when the catalog is loaded).

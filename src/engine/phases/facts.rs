@@ -37,8 +37,15 @@ async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
     let mut prepared: Vec<Prepared<'a>> = Vec::new();
     let mut packages: Vec<String> = Vec::new();
     let mut preseed: Vec<String> = Vec::new();
+    let mut built_for: Vec<(&'a str, String)> = Vec::new();
     let roles = h.roles.clone();
     for role in roles {
+        if let Some(arch) = &role.arch {
+            let arch = h.render(arch)?;
+            if !arch.is_empty() {
+                built_for.push((&role.name, arch));
+            }
+        }
         for p in &role.packages {
             if !packages.contains(p) {
                 packages.push(p.clone());
@@ -59,6 +66,7 @@ async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
         }
     }
     probe.packages = packages.clone();
+    probe.arch = !built_for.is_empty();
     h.cx.reporter.set_length(&h.name, prepared.len() + 1);
 
     let t = Instant::now();
@@ -79,6 +87,9 @@ async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
     );
     if facts.os_id != "debian" && facts.os_id != "ubuntu" {
         return Err(format!("{} is not a Debian-family system; groundwork's playbooks use apt", facts.os_pretty));
+    }
+    if let Some(e) = wrong_arch(&built_for, &facts.arch) {
+        return Err(e);
     }
     let ctx = crate::engine::context::host_context(h.cx.site_ctx, &h.name, &facts);
     // Which machine this name reached: resume skips and restarts only for the same one.
@@ -110,4 +121,34 @@ async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
     }
     h.work = Some(Work { prepared, packages, preseed, facts, ctx, before: Before::Nothing, resumable, notified });
     Ok(())
+}
+
+/// Why this host cannot take what its roles upload: their binaries are built for another
+/// architecture (checked before any upload, which would only fail at the program's start).
+fn wrong_arch(built_for: &[(&str, String)], host: &str) -> Option<String> {
+    let (role, arch) = built_for.iter().find(|(_, a)| a != host)?;
+    let host = if host.is_empty() { "unknown (dpkg --print-architecture printed nothing)" } else { host };
+    Some(format!(
+        "role {role} uploads binaries built for {arch}, and this host is {host}; \
+         for k3s, make the air-gap bundle for it (`groundwork bundle --arch {host}`)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrong_arch;
+
+    #[test]
+    fn a_host_of_another_architecture_is_named_with_the_role_and_the_fix() {
+        let k3s = [("k3s-server", "amd64".to_string())];
+        assert_eq!(wrong_arch(&k3s, "amd64"), None);
+        assert_eq!(wrong_arch(&[], "arm64"), None);
+        let e = wrong_arch(&k3s, "arm64").unwrap();
+        assert!(
+            e.contains("role k3s-server") && e.contains("built for amd64") && e.contains("this host is arm64"),
+            "{e}"
+        );
+        assert!(e.contains("--arch arm64"), "{e}");
+        assert!(wrong_arch(&k3s, "").unwrap().contains("unknown"));
+    }
 }
