@@ -88,7 +88,16 @@ pub fn check_version(node: &str, said: &str, want: &str) -> Result<(), String> {
         Some(v) if v == want => Ok(()),
         Some(v) => Err(format!("k3s on {node} is {v}; the answers pin {want}")),
         None => {
-            Err(format!("the k3s binary on {node} does not run: {}", if said.is_empty() { "no output" } else { said }))
+            // A file that is no program makes the shell quote its bytes: the first line, cut.
+            let line = said.lines().next().unwrap_or("").trim();
+            let mut shown: String = line.chars().take(120).collect();
+            if shown.len() < line.len() {
+                shown.push_str("...");
+            }
+            Err(format!(
+                "the k3s binary on {node} does not run: {}",
+                if shown.is_empty() { "no output" } else { &shown }
+            ))
         }
     }
 }
@@ -275,6 +284,10 @@ mod tests {
             check_version("s1", "sh: 1: /usr/local/bin/k3s: Exec format error", "v1.35.6+k3s1"),
             Err("the k3s binary on s1 does not run: sh: 1: /usr/local/bin/k3s: Exec format error".into())
         );
+        let junk =
+            format!("/usr/local/bin/k3s: line 1: syntax error near unexpected token `{}'\nmore", "\\236".repeat(80));
+        let e = check_version("s1", &junk, "v1.35.6+k3s1").unwrap_err();
+        assert!(e.ends_with("...") && e.len() < 200 && !e.contains("more"), "{e}");
     }
 
     #[test]

@@ -138,11 +138,23 @@ pub fn lab(args: &[&str]) -> Result<String, String> {
 
 /// Boots `(name, address)` hosts (address `10.77.0.x` or `dhcp`); running hosts are kept.
 pub fn up(hosts: &[(&str, &str)]) -> Result<(), String> {
+    up_as(hosts, false)
+}
+
+/// Boots hosts as `up`; with `k3s`, fit to run k3s (`LAB_K3S=1`: see tests/lab/lab).
+fn up_as(hosts: &[(&str, &str)], k3s: bool) -> Result<(), String> {
     let _lock = lock();
-    let specs: Vec<String> = hosts.iter().map(|(n, a)| format!("{n}={a}")).collect();
-    let mut args = vec!["up"];
-    args.extend(specs.iter().map(String::as_str));
-    lab(&args).map(|_| ())
+    let mut cmd = Command::new(script());
+    cmd.arg("up").args(hosts.iter().map(|(n, a)| format!("{n}={a}")));
+    if k3s {
+        cmd.env("LAB_K3S", "1");
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run lab up: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("lab up failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
 }
 
 /// Stops hosts (a failure is printed, not raised: this runs in cleanups).
@@ -180,6 +192,15 @@ pub struct Exclusive {
 /// (`None` after printing SKIPPED; a panic under CI) and boots `hosts`. Panics when they do not
 /// come up.
 pub fn exclusive(hosts: &[(&str, &str)]) -> Option<Exclusive> {
+    exclusive_as(hosts, false)
+}
+
+/// `exclusive`, with fresh hosts fit to run k3s.
+pub fn exclusive_k3s(hosts: &[(&str, &str)]) -> Option<Exclusive> {
+    exclusive_as(hosts, true)
+}
+
+fn exclusive_as(hosts: &[(&str, &str)], k3s: bool) -> Option<Exclusive> {
     WAITING.fetch_add(1, Ordering::SeqCst);
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     WAITING.fetch_sub(1, Ordering::SeqCst);
@@ -195,7 +216,11 @@ pub fn exclusive(hosts: &[(&str, &str)]) -> Option<Exclusive> {
             }
         }
     }
-    if let Err(e) = up(hosts) {
+    if k3s {
+        // Hosts booted without the k3s profile would keep running without it.
+        down(&hosts.iter().map(|(n, _)| *n).collect::<Vec<_>>());
+    }
+    if let Err(e) = up_as(hosts, k3s) {
         // The guard's drop takes down whatever did come up.
         drop(guard);
         panic!("lab hosts did not come up: {e}");
