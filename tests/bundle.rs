@@ -557,6 +557,18 @@ fn validate_checks_the_bundle_the_answer_file_names() {
     let (code, out, err) = run(&["validate", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
 
+    // the hand-off installs another engine than the bundle holds
+    let text = std::fs::read_to_string(&file).unwrap();
+    let argo = tmp.path().join("argo.toml");
+    std::fs::write(&argo, text.replace("engine = \"flux\"", "engine = \"argocd\"")).unwrap();
+    let (code, _, err) = run(&["validate", argo.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let want = format!(
+        ":{line}:17: k3s.airgap-bundle: the bundle {} holds the flux install manifest, and the hand-off installs argocd",
+        dir.display()
+    );
+    assert!(err.contains(&want) && err.contains("--gitops argocd VERSION"), "{want}\n{err}");
+
     // a file of the bundle with another size (sizes only: validate hashes nothing)
     let images = dir.join("k3s/k3s-airgap-images-amd64.tar.zst");
     let f = std::fs::OpenOptions::new().append(true).open(&images).unwrap();

@@ -229,6 +229,23 @@ pub fn answer_problems(a: &Answers) -> Vec<Problem> {
             )),
         );
     }
+    if let Some(g) = &a.gitops {
+        let engine = crate::handoff::install::engine_name(g.engine);
+        let has = checked.manifest.gitops.as_ref().map(|p| p.engine);
+        if has != Some(g.engine) {
+            let holds = has.map_or("no GitOps engine".to_string(), |e| {
+                format!("the {} install manifest", crate::handoff::install::engine_name(e))
+            });
+            out.push(
+                Problem::new(
+                    FIELD,
+                    format!("the bundle {} holds {holds}, and the hand-off installs {engine}", dir.display()),
+                )
+                .see("gitops.engine", "the engine the site hands off to")
+                .help(format!("{remake} --gitops {engine} VERSION")),
+            );
+        }
+    }
     for p in checked.all_problems() {
         out.push(Problem::new(FIELD, format!("bundle {}: {p}", dir.display())).help(remake.clone()));
     }

@@ -26,6 +26,9 @@ pub enum RunError {
     /// The cluster phase stopped at this node: its binary, a start, or a gate after it.
     #[error("cluster: {cause}")]
     Cluster { host: String, cause: String },
+    /// The hand-off stopped on the first k3s server: the engine's install, or an object.
+    #[error("hand-off: {cause}")]
+    Handoff { host: String, cause: String },
     /// Ctrl-C: the next apply resumes from here.
     #[error("interrupted; the next apply continues from here")]
     Interrupted { host: String },
@@ -46,6 +49,7 @@ impl RunError {
             | RunError::Step { host, .. }
             | RunError::Blocked { host, .. }
             | RunError::Cluster { host, .. }
+            | RunError::Handoff { host, .. }
             | RunError::Interrupted { host } => host,
         }
     }

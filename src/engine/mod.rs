@@ -17,11 +17,12 @@ pub mod steps;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::answers::model::Answers;
+use crate::answers::model::{Answers, Role};
+use crate::engine::report::Status;
 use crate::playbook::catalog::{Catalog, RoleSpec, hex};
 use crate::ssh::{SshOptions, Target};
 use crate::state::{Secrets, StateDir};
@@ -138,6 +139,85 @@ async fn cluster_phase(
             reporter.late_failure(&host, &error::RunError::Cluster { host: host.clone(), cause });
             false
         }
+    }
+}
+
+/// After the cluster: the GitOps engine installed from the bundle on the first k3s server and
+/// groundwork's objects applied (src/handoff/), unless that server applied exactly these
+/// bytes before. Needs the first server in the run; `false` when it failed.
+async fn handoff_phase(
+    a: &Answers,
+    in_run: &[String],
+    reporter: &Reporter,
+    ssh_opts: &SshOptions,
+    dry_run: bool,
+) -> bool {
+    use crate::handoff::install;
+    let (Some(_), Some(_)) = (&a.gitops, &a.k3s) else { return true };
+    let Some((_, first)) = a.hosts_with(Role::K3sServer).next() else { return true };
+    if !in_run.contains(&first.name) {
+        reporter.note(
+            "-",
+            &format!("hand-off: not applied: {} (the first k3s server) is left out of this run", first.name),
+        );
+        return true;
+    }
+    let host = first.name.clone();
+    let fail = |cause: String| {
+        reporter.late_failure(&host, &error::RunError::Handoff { host: host.clone(), cause });
+        false
+    };
+    let Some((_, bundle)) = crate::bundle::check::bundle_dir(a) else {
+        return fail("[k3s] names no airgap-bundle".into());
+    };
+    let engine = match install::engine_manifest(a, &bundle) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let objects: Vec<String> = Vec::new();
+    let stamp = install::stamp(&engine, &objects);
+    let step = format!("install {} {}", install::engine_name(engine.engine), engine.version);
+    let server = match crate::ssh::Session::connect(&target_of(first), ssh_opts).await {
+        Ok(s) => s,
+        Err(e) => return fail(format!("ssh: {e}")),
+    };
+    let result = async {
+        if install::applied_before(&server, &stamp).await? {
+            reporter.step_finished(&host, "handoff", &step, Status::Ok, Duration::ZERO, None);
+            return Ok(());
+        }
+        if dry_run {
+            reporter.step_finished(&host, "handoff", &step, Status::WouldChange, Duration::ZERO, None);
+            return Ok(());
+        }
+        if engine.patched > 0 {
+            reporter.log(
+                &host,
+                &format!(
+                    "hand-off: {} image pull policies set to IfNotPresent (no registry mirror in the air gap)",
+                    engine.patched
+                ),
+            );
+        }
+        reporter.step_started(&host, "handoff", &step);
+        let t = Instant::now();
+        let progress = |m: &str| reporter.progress(&host, "handoff", m);
+        match install::install(&server, &engine, &progress).await {
+            Ok(_) => {}
+            Err(e) => {
+                reporter.step_finished(&host, "handoff", &step, Status::Failed, t.elapsed(), Some(&e));
+                return Err(e);
+            }
+        }
+        install::record(&server, &stamp).await?;
+        reporter.step_finished(&host, "handoff", &step, Status::Changed, t.elapsed(), None);
+        Ok::<(), String>(())
+    }
+    .await;
+    server.close().await;
+    match result {
+        Ok(()) => true,
+        Err(e) => fail(e),
     }
 }
 
@@ -292,6 +372,9 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
     let mut ok = results.iter().all(|r| *r) && !cancel.load(Ordering::SeqCst);
     if ok || opts.dry_run {
         ok &= cluster_phase(a, &host_names, &reporter, &ssh_opts, state, opts.dry_run).await;
+    }
+    if ok || opts.dry_run {
+        ok &= handoff_phase(a, &host_names, &reporter, &ssh_opts, opts.dry_run).await;
     }
     if let Some(j) = &journal {
         j.write(&Entry::End {
