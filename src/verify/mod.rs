@@ -12,6 +12,7 @@
 pub mod dhcp;
 pub mod discover;
 pub mod dns;
+pub mod gitops;
 pub mod k3s;
 pub mod ldap;
 pub mod sql;
@@ -440,7 +441,21 @@ async fn services(site: &Site<'_>) -> (Vec<Row>, Vec<Row>) {
         },
         async {
             if a.k3s.is_some() && a.has_role(Role::K3sServer) {
-                p.track("k3s", Box::pin(k3s::verify(a, state, down))).await
+                let mut rows = p.track("k3s", Box::pin(k3s::verify(a, state, down))).await;
+                // The hand-off is asked only of a cluster whose API answers.
+                let api = rows.iter().find(|r| r.check == "API ready (/readyz)" && r.result == Outcome::Ok);
+                match (api, &a.gitops) {
+                    (Some(_), Some(_)) => {
+                        rows.extend(p.track("gitops", Box::pin(gitops::verify(a, state, down))).await)
+                    }
+                    (None, Some(_)) => {
+                        let host = rows.first().map(|r| r.host.clone()).unwrap_or_default();
+                        let why = "not checked: the cluster's API is not ready";
+                        rows.push(Row::skipped("gitops", &host, "controllers available", why, Duration::ZERO));
+                    }
+                    _ => {}
+                }
+                rows
             } else {
                 Vec::new()
             }
