@@ -105,6 +105,10 @@ pub fn listen_script(run: &str, address: Ipv4Addr, ports: &BTreeSet<(Proto, u16)
             ),
         };
         let mode = if *proto == Proto::Tcp { "--accept" } else { "--datagram" };
+        // An empty file per UDP port: the collection waits for each to fill (or 2 s).
+        if *proto == Proto::Udp {
+            let _ = writeln!(s, ": > {}", sh_quote(&format!("{dir}/udp-{port}")));
+        }
         let _ = writeln!(
             s,
             "who=$(ss -Hln{flag}p 'sport = :{port}' | head -n 1)\n\
@@ -157,9 +161,11 @@ pub fn probe_script(me: &str, paths: &[(Path, Ipv4Addr)]) -> String {
 /// removes the markers.
 pub fn collect_script(run: &str) -> String {
     let dir = sh_quote(&run_dir(run));
+    // The handler of a datagram starts when it arrives: on a busy host, after the probes end.
     // `timeout` passes the signal on to the listener it runs.
     format!(
-        "for f in {dir}/udp-*; do [ -f \"$f\" ] || continue; p=${{f##*/udp-}}; grep . \"$f\" | sed \"s/^/udp\\t$p\\t/\"; done\n\
+        "for i in $(seq 20); do e=0; for f in {dir}/udp-*; do [ -f \"$f\" ] && ! [ -s \"$f\" ] && e=1; done; [ $e = 0 ] && break; sleep 0.1; done\n\
+         for f in {dir}/udp-*; do [ -f \"$f\" ] || continue; p=${{f##*/udp-}}; grep . \"$f\" | sed \"s/^/udp\\t$p\\t/\"; done\n\
          [ -f {dir}/pids ] && kill $(cat {dir}/pids) 2>/dev/null; rm -rf {dir}; true\n"
     )
 }
@@ -513,7 +519,6 @@ mod tests {
         // The listener is busy for a second look at the same port.
         let mut again = Heard::default();
         again.read(&sh(&listen_script(&run, lo, &BTreeSet::from([(Proto::Tcp, tcp)]), 10)));
-        std::thread::sleep(std::time::Duration::from_millis(300));
         heard.read(&sh(&collect_script(&run)));
         assert_eq!(heard.tcp.get(&("lo".to_string(), tcp)), Some(&true), "{heard:?}");
         assert_eq!(heard.tcp.get(&("lo".to_string(), closed)), Some(&false), "{heard:?}");
