@@ -1,6 +1,7 @@
 //! The real binary, as an operator runs it.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn groundwork() -> Command {
@@ -225,6 +226,17 @@ branch = "main"
 path = "./clusters/k3s"
 "#;
 
+/// A copy of the shipped roles in which `role` lost its steps.
+fn playbooks_without_steps(dir: &Path, role: &str) -> PathBuf {
+    let copy = dir.join("playbooks");
+    let status = Command::new("cp").arg("-r").arg("playbooks").arg(&copy).status().unwrap();
+    assert!(status.success());
+    let path = copy.join(role).join("role.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &text[..text.find("[[step]]").unwrap()]).unwrap();
+    copy
+}
+
 #[test]
 fn roles_without_steps_are_shown_by_plan_and_refused_by_apply() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,25 +246,37 @@ fn roles_without_steps_are_shown_by_plan_and_refused_by_apply() {
     let state = dir.path().join("state");
     let st = state.to_str().unwrap();
 
+    // gitops has no steps: the hand-off phase carries it out, and plan says so.
     let (code, out, err) = run(&["plan", file, "--state", st]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.matches("NO STEPS YET").count(), 1, "only gitops: {out}");
-    let (code, out, _) = run(&["plan", "--json", file]);
+    assert_eq!(out.matches("NO STEPS YET").count(), 0, "{out}");
+    assert!(out.contains("by the hand-off phase"), "{out}");
+
+    let playbooks = playbooks_without_steps(dir.path(), "k3s-agent");
+    let pb = playbooks.to_str().unwrap();
+    let (code, out, err) = run(&["plan", "--playbooks", pb, file, "--state", st]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("NO STEPS YET").count(), 1, "only k3s-agent: {out}");
+    let (code, out, _) = run(&["plan", "--json", "--playbooks", pb, file]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let step_count =
-        |role: &str| v["steps"].as_array().unwrap().iter().find(|s| s["role"] == role).unwrap()["step_count"].clone();
-    assert_eq!(step_count("gitops"), 0, "{v}");
-    assert!(step_count("k3s-server").as_u64().unwrap() > 0, "{v}");
+    let step = |role: &str| v["steps"].as_array().unwrap().iter().find(|s| s["role"] == role).unwrap().clone();
+    assert_eq!(step("k3s-agent")["step_count"], 0, "{v}");
+    assert_eq!(step("gitops")["step_count"], 0, "{v}");
+    assert!(step("gitops")["carried_out_by"].as_str().unwrap().starts_with("the hand-off phase"), "{v}");
+    assert!(step("k3s-server")["step_count"].as_u64().unwrap() > 0, "{v}");
 
     for cmd in [&["apply", "--yes"][..], &["apply"], &["plan", "--live"], &["apply", "--yes", "--json"]] {
         let mut args = cmd.to_vec();
-        args.extend([file, "--state", st]);
+        args.extend(["--playbooks", pb, file, "--state", st]);
         let t = std::time::Instant::now();
         let (code, out, err) = run(&args);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
-        assert!(err.contains("role gitops has no steps yet: groundwork cannot converge it (on k1)"), "{args:?}: {err}");
-        assert!(!err.contains("k3s-server has no steps") && !err.contains("k3s-agent has no steps"), "{args:?}: {err}");
+        assert!(
+            err.contains("role k3s-agent has no steps yet: groundwork cannot converge it (on w1)"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("gitops has no steps") && !err.contains("k3s-server has no steps"), "{args:?}: {err}");
         assert!(!err.contains("converged") && !err.contains("connect"), "{args:?}: {err}");
         assert!(t.elapsed().as_secs() < 10, "{args:?} took {:?}", t.elapsed());
     }
@@ -754,7 +778,7 @@ fn kubeconfig_prints_the_path_once_apply_fetched_it() {
 fn k3s_without_an_airgap_bundle_is_refused_before_anything_connects() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string("wizard/examples/single-server.toml").unwrap();
-    // Without the bundle, and without [gitops] (the last section: its role has no steps yet).
+    // Without the bundle (and without [gitops], the last section, which needs it too).
     let text = &text[..text.find("[gitops]").unwrap()];
     let text: String = text.lines().filter(|l| !l.starts_with("airgap-bundle")).map(|l| format!("{l}\n")).collect();
     let file = dir.path().join("nobundle.toml");

@@ -468,8 +468,10 @@ fn a_real_bundle_builds_single_and_ha_clusters_and_a_rerun_restarts_only_what_ch
     }
     assert_eq!(invocations(HA), before, "a re-run restarted a node");
 
-    // A hand edit on one server: its config is written back and it alone restarts.
-    on("kh2", "printf '# edited by hand\\n' >> /etc/rancher/k3s/config.yaml");
+    // A hand edit on one server, read by a restart by hand: its config is written back and
+    // it alone restarts.
+    on("kh2", "printf '# edited by hand\\n' >> /etc/rancher/k3s/config.yaml && systemctl restart k3s");
+    let before: Vec<String> = invocations(HA);
     let repair = common::run::apply(answers, &state, &[]);
     eprintln!("HA, one server's config changed: {:.1} s", repair.secs);
     assert_eq!(repair.code, 0, "{}", repair.all_text());

@@ -289,6 +289,16 @@ impl K3s {
     pub fn api_endpoint(&self, internal_domain: &str) -> String {
         self.api_endpoint.clone().unwrap_or_else(|| format!("k3s.{internal_domain}"))
     }
+
+    /// The API endpoint's name in the site's zone, when it is one label under the internal
+    /// domain: the zone answers it with every server's address (an address, or a name
+    /// elsewhere, is the operator's to serve).
+    pub fn api_label(&self, internal_domain: &str) -> Option<String> {
+        self.api_endpoint(internal_domain)
+            .strip_suffix(&format!(".{internal_domain}"))
+            .filter(|l| !l.is_empty() && !l.contains('.'))
+            .map(str::to_string)
+    }
 }
 
 /// A component k3s deploys unless told not to (`disable`).

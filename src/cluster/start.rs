@@ -48,7 +48,9 @@ pub fn look_script(kind: Kind) -> String {
         "printf 'version\\t%s\\n' \"$(/usr/local/bin/k3s --version 2>&1 | head -n 1)\"\n\
          printf 'active\\t%s\\n' \"$(systemctl is-active {u} 2>/dev/null)\"\n\
          printf 'stamp\\t%s\\n' \"$( {{ sha256sum /etc/rancher/k3s/config.yaml /etc/systemd/system/{u}.service; stat -c '%s %Y %i' /usr/local/bin/k3s; }} 2>&1 | sha256sum | cut -d' ' -f1)\"\n\
-         printf 'started\\t%s\\n' \"$(cat {STAMP} 2>/dev/null)\"\n"
+         printf 'started\\t%s\\n' \"$(cat {STAMP} 2>/dev/null)\"\n\
+         t=$(systemctl show -p ExecMainStartTimestamp --value {u} 2>/dev/null); p=; [ -n \"$t\" ] && p=$(date -d \"$t\" +%s 2>/dev/null)\n\
+         printf 'times\\t%s\\t%s\\t%s\\n' \"$p\" \"$(stat -c %Y {STAMP} 2>/dev/null)\" \"$(stat -c %Y /etc/rancher/k3s/config.yaml /etc/systemd/system/{u}.service /usr/local/bin/k3s 2>/dev/null | sort -n | tail -n 1)\"\n"
     )
 }
 
@@ -59,6 +61,11 @@ pub struct Look {
     pub active: bool,
     pub stamp: String,
     pub started: String,
+    /// Seconds since the epoch: when the running process started, when groundwork wrote its
+    /// stamp, when the newest of the files was written.
+    pub process_start: Option<u64>,
+    pub stamped: Option<u64>,
+    pub files_written: Option<u64>,
 }
 
 impl Look {
@@ -70,15 +77,28 @@ impl Look {
                 Some(("active", v)) => l.active = v.trim() == "active",
                 Some(("stamp", v)) => l.stamp = v.trim().to_string(),
                 Some(("started", v)) => l.started = v.trim().to_string(),
+                Some(("times", v)) => {
+                    let t: Vec<Option<u64>> = v.split('\t').map(|x| x.trim().parse().ok()).collect();
+                    l.process_start = t.first().copied().flatten();
+                    l.stamped = t.get(1).copied().flatten();
+                    l.files_written = t.get(2).copied().flatten();
+                }
                 _ => {}
             }
         }
         l
     }
 
-    /// k3s runs with the files it has now.
+    /// k3s runs with the files it has now: groundwork started it with these files, and no
+    /// later start (by hand, or after a crash) can have read other ones. A process started
+    /// after the stamp, with files written since it started, read what is gone (a hand edit
+    /// that groundwork has just put back): it must restart. The same second counts as after.
     pub fn settled(&self) -> bool {
-        self.active && !self.stamp.is_empty() && self.stamp == self.started
+        let read_other_files = match (self.process_start, self.stamped, self.files_written) {
+            (Some(p), Some(s), Some(f)) => p > s && f >= p,
+            _ => false,
+        };
+        self.active && !self.stamp.is_empty() && self.stamp == self.started && !read_other_files
     }
 }
 
@@ -262,6 +282,7 @@ mod tests {
             active,
             stamp: stamp.into(),
             started: started.into(),
+            ..Look::default()
         }
     }
 
@@ -271,6 +292,19 @@ mod tests {
         assert!(l.settled());
         assert!(!Look::parse("version\t\nactive\tinactive\nstamp\tabc\nstarted\tabc\n").settled());
         assert!(!Look::parse("active\tactive\nstamp\tabc\nstarted\t\n").settled(), "never started by groundwork");
+        let with = |times: &str| Look::parse(&format!("active\tactive\nstamp\tabc\nstarted\tabc\ntimes\t{times}\n"));
+        // Started by groundwork (stamp after the start), files written before: settled.
+        assert!(with("1000\t1005\t900").settled());
+        // A file rewritten after groundwork's start, same content (a hand edit put back
+        // before anyone restarted): the process read the right one. Settled.
+        assert!(with("1000\t1005\t2000").settled());
+        // Restarted after the stamp (a crash, Restart=always) with files older: settled.
+        assert!(with("3000\t1005\t900").settled());
+        // Restarted after the stamp, files written since: it read what groundwork put back.
+        assert!(!with("3000\t1005\t4000").settled());
+        assert!(!with("3000\t1005\t3000").settled(), "the same second counts as after");
+        // Times unknown (an old node, a parse failure): the stamp decides.
+        assert!(with("\t\t").settled());
     }
 
     #[test]

@@ -45,13 +45,8 @@ pub fn site_context(a: &Answers, secrets: &Secrets) -> Json {
     if let Some(k) = &a.k3s {
         // `k3s.api_endpoint` always set; `k3s.api_label` when the site's DNS serves it (one
         // label under the internal domain): the zone answers it with every server's address.
-        let endpoint = k.api_endpoint(domain);
-        let label = endpoint
-            .strip_suffix(&format!(".{domain}"))
-            .filter(|l| !l.is_empty() && !l.contains('.'))
-            .map(str::to_string);
-        root["k3s"]["api_endpoint"] = json!(endpoint);
-        root["k3s"]["api_label"] = json!(label);
+        root["k3s"]["api_endpoint"] = json!(k.api_endpoint(domain));
+        root["k3s"]["api_label"] = json!(k.api_label(domain));
         // The bundle's files for the nodes' architecture (the manifest says which; amd64
         // names have no suffix on the binary).
         let bundle = k.airgap_bundle.as_deref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();

@@ -31,8 +31,11 @@ pub struct PlanStep {
     pub role: String,
     pub summary: String,
     pub hosts: Vec<String>,
-    /// How many steps the role has; 0: shown here, but refused by `apply` and `plan --live`.
+    /// How many steps the role has; 0: shown here, but refused by `apply` and `plan --live`,
+    /// unless a phase of the run carries it out (this says which).
     pub step_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried_out_by: Option<String>,
     /// Roles this one waits for, each with the reason.
     pub after: Vec<Reason>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,6 +119,7 @@ pub fn build(a: &Answers, catalog: &Catalog) -> Plan {
             summary: spec.summary.clone(),
             hosts: hosts_for(a, spec),
             step_count: spec.steps.len(),
+            carried_out_by: spec.carried_out_by.clone(),
             after: spec
                 .needs
                 .iter()
@@ -210,7 +214,7 @@ impl Plan {
     /// connects.
     pub fn refuse_roles_without_steps(&self, hosts: &[String]) -> Result<(), String> {
         let mut found = Vec::new();
-        for s in self.steps.iter().filter(|s| s.step_count == 0) {
+        for s in self.steps.iter().filter(|s| s.step_count == 0 && s.carried_out_by.is_none()) {
             let on: Vec<&str> =
                 s.hosts.iter().filter(|h| hosts.is_empty() || hosts.contains(h)).map(String::as_str).collect();
             if !on.is_empty() {
@@ -251,8 +255,14 @@ impl Plan {
             }
             let _ = writeln!(out, "  {:>2}. {:<width$}  on {}", s.order, s.role, s.hosts.join(", "));
             let _ = writeln!(out, "      {:<width$}  {}", "", s.summary);
-            if s.step_count == 0 {
-                let _ = writeln!(out, "      {:<width$}  NO STEPS YET: shown here, refused by apply", "");
+            match &s.carried_out_by {
+                Some(by) => {
+                    let _ = writeln!(out, "      {:<width$}  by {by}", "");
+                }
+                None if s.step_count == 0 => {
+                    let _ = writeln!(out, "      {:<width$}  NO STEPS YET: shown here, refused by apply", "");
+                }
+                None => {}
             }
             if let Some(d) = &s.detail {
                 let _ = writeln!(out, "      {:<width$}  {d}", "");
@@ -283,13 +293,19 @@ mod tests {
 
     #[test]
     fn roles_without_steps_are_refused_only_on_the_hosts_of_the_run() {
-        let (a, catalog) = proxmox_k3s();
+        let (a, mut catalog) = proxmox_k3s();
+        // The hand-off phase carries out gitops: it has no steps, and is not refused.
+        assert!(build(&a, &catalog).refuse_roles_without_steps(&[]).is_ok());
+        catalog.roles.iter_mut().find(|r| r.name == "k3s-agent").unwrap().steps.clear();
         let plan = build(&a, &catalog);
         let err = plan.refuse_roles_without_steps(&[]).unwrap_err();
-        assert!(err.contains("role gitops has no steps yet: groundwork cannot converge it (on k3s-s1)"), "{err}");
-        assert!(!err.contains("k3s-server") && !err.contains("k3s-agent"), "{err}");
-        assert!(plan.refuse_roles_without_steps(&["infra1".into(), "k3s-a2".into()]).is_ok());
+        assert!(
+            err.contains("role k3s-agent has no steps yet: groundwork cannot converge it (on k3s-a1, k3s-a2)"),
+            "{err}"
+        );
+        assert!(!err.contains("gitops") && !err.contains("k3s-server"), "{err}");
         assert!(plan.refuse_roles_without_steps(&["infra1".into(), "data1".into()]).is_ok());
+        assert!(plan.refuse_roles_without_steps(&["infra1".into(), "k3s-a2".into()]).is_err());
     }
 
     #[test]

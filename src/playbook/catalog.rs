@@ -78,6 +78,9 @@ pub struct RoleSpec {
     /// anything is uploaded: a binary that cannot run would only fail at its start.
     #[serde(default)]
     pub arch: Option<String>,
+    /// A role whose work is a phase of the run (the hand-off), not steps: what does it.
+    #[serde(default)]
+    pub carried_out_by: Option<String>,
     #[serde(default, rename = "step")]
     pub step_specs: Vec<StepSpec>,
     /// Checked steps (filled when the catalog is loaded).

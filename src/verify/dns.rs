@@ -157,13 +157,15 @@ pub fn expected_addresses(a: &Answers) -> Vec<(String, BTreeSet<Ipv4Addr>)> {
     let mut out: Vec<(String, BTreeSet<Ipv4Addr>)> =
         a.hosts.iter().map(|h| (format!("{}.{domain}.", h.name), BTreeSet::from([h.address]))).collect();
     let taken = |n: &str| a.hosts.iter().any(|h| h.name == n);
+    // The API endpoint's label, when the zone serves it (as the dns role renders it).
+    let k3s_label = a.k3s.as_ref().and_then(|k| k.api_label(domain));
     for (alias, role, all) in [
         ("ldap", Role::Ldap, false),
         ("pg", Role::Postgresql, false),
         ("mariadb", Role::Mariadb, false),
-        ("k3s", Role::K3sServer, true),
+        (k3s_label.as_deref().unwrap_or(""), Role::K3sServer, true),
     ] {
-        if taken(alias) {
+        if alias.is_empty() || taken(alias) {
             continue;
         }
         let addrs: BTreeSet<Ipv4Addr> =
@@ -530,6 +532,26 @@ mod tests {
         assert!(names.contains(&"ldap.lab.groundwork.test.".to_string()), "{names:?}");
         assert!(names.contains(&"pg.lab.groundwork.test.".to_string()), "{names:?}");
         assert!(names.contains(&"ns1.lab.groundwork.test.".to_string()), "{names:?}");
+    }
+
+    #[test]
+    fn the_api_endpoint_is_expected_only_where_the_zone_serves_it() {
+        let text = include_str!("../../wizard/examples/proxmox-k3s.toml");
+        let mut a = crate::answers::load_str("proxmox-k3s.toml", text).unwrap().answers;
+        let domain = a.site.internal_domain.clone();
+        let servers: BTreeSet<Ipv4Addr> = a.hosts_with(Role::K3sServer).map(|(_, h)| h.address).collect();
+        let mut named = |endpoint: Option<&str>| {
+            a.k3s.as_mut().unwrap().api_endpoint = endpoint.map(str::to_string);
+            expected_addresses(&a)
+                .into_iter()
+                .filter(|(_, addrs)| *addrs == servers)
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(named(None), [format!("k3s.{domain}.")]);
+        assert_eq!(named(Some(&format!("api.{domain}"))), [format!("api.{domain}.")]);
+        assert!(named(Some("10.20.1.10")).is_empty());
+        assert!(named(Some("k3s.elsewhere.example")).is_empty());
     }
 
     /// A DNS server on loopback answering each query with what `answer` makes of it (`None`:

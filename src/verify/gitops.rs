@@ -56,6 +56,7 @@ pub fn judge(engine: GitOpsEngine, said: &Said) -> Vec<(String, Verdict)> {
                 .map(|items| {
                     items
                         .iter()
+                        .filter(|o| o["kind"] == "Deployment" || o["kind"] == "StatefulSet")
                         .map(|o| Part {
                             kind: o["kind"].as_str().unwrap_or("").to_string(),
                             namespace: Some(ns.to_string()),
