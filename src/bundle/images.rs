@@ -61,8 +61,11 @@ impl ImageRef {
         if repository.is_empty() || tag.is_empty() || repository.split('/').any(str::is_empty) {
             return Err(format!("`{s}` is not an image reference"));
         }
-        let repository =
-            if first == "docker.io" && !repository.contains('/') { format!("library/{repository}") } else { repository };
+        let repository = if first == "docker.io" && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
         Ok(ImageRef { original: s.to_string(), registry: first, repository, tag })
     }
 
@@ -254,11 +257,10 @@ impl Copy<'_> {
         }
         let meta = std::fs::metadata(part)
             .map_err(|e| fail(format!("skopeo succeeded but left no {}: {e}", part.display())))?;
-        let sha256 = super::check::sha256_file(part, label)
-            .map_err(|e| fail(format!("cannot read {}: {e}", part.display())))?;
-        std::fs::rename(part, self.dest).map_err(|e| {
-            fail(format!("cannot rename {} to {}: {e}", part.display(), self.dest.display()))
-        })?;
+        let sha256 =
+            super::check::sha256_file(part, label).map_err(|e| fail(format!("cannot read {}: {e}", part.display())))?;
+        std::fs::rename(part, self.dest)
+            .map_err(|e| fail(format!("cannot rename {} to {}: {e}", part.display(), self.dest.display())))?;
         Ok(Copied { size: meta.len(), sha256, seconds: started.elapsed().as_secs_f64() })
     }
 }
@@ -270,7 +272,10 @@ mod tests {
     #[test]
     fn references_split_into_registry_repository_and_tag() {
         let r = ImageRef::parse("ghcr.io/fluxcd/source-controller:v1.5.0").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_str()), ("ghcr.io", "fluxcd/source-controller", "v1.5.0"));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("ghcr.io", "fluxcd/source-controller", "v1.5.0")
+        );
         assert_eq!(r.pull(None), "ghcr.io/fluxcd/source-controller:v1.5.0");
         assert_eq!(r.pull(Some("127.0.0.1:5000")), "127.0.0.1:5000/fluxcd/source-controller:v1.5.0");
         assert_eq!(r.archive_name(), "ghcr.io/fluxcd/source-controller:v1.5.0");
@@ -282,7 +287,10 @@ mod tests {
         assert_eq!(r.archive_name(), "redis:7.0.15-alpine", "named as the manifest writes it");
 
         let r = ImageRef::parse("registry.local:5000/team/app").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_str()), ("registry.local:5000", "team/app", "latest"));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("registry.local:5000", "team/app", "latest")
+        );
         assert_eq!(r.archive_name(), "registry.local:5000/team/app:latest");
         assert_eq!(r.file_name(), "registry.local_5000_team_app_latest.tar");
 
@@ -302,7 +310,9 @@ mod tests {
         }
         assert!(is_loopback("127.0.0.1:5000") && is_loopback("127.1.2.3") && is_loopback("localhost:5000"));
         assert!(is_loopback("[::1]:5000"));
-        assert!(!is_loopback("10.77.0.1:5000") && !is_loopback("registry.example.org") && !is_loopback("127.example.org"));
+        assert!(
+            !is_loopback("10.77.0.1:5000") && !is_loopback("registry.example.org") && !is_loopback("127.example.org")
+        );
     }
 
     #[test]

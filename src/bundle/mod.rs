@@ -186,7 +186,10 @@ impl Request {
             }
         }
         if self.registry_insecure && self.registry_mirror.is_none() {
-            return Err("--registry-insecure goes with --registry-mirror (the images' own registries are always verified)".into());
+            return Err(
+                "--registry-insecure goes with --registry-mirror (the images' own registries are always verified)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -397,9 +400,11 @@ impl Run<'_> {
             size,
             image: Some(copy.image.original.clone()),
         };
-        let known = self.previous.as_ref().and_then(|m| m.file(&path)).filter(|e| {
-            e.image.as_deref() == Some(copy.image.original.as_str()) && e.source == source
-        });
+        let known = self
+            .previous
+            .as_ref()
+            .and_then(|m| m.file(&path))
+            .filter(|e| e.image.as_deref() == Some(copy.image.original.as_str()) && e.source == source);
         if let Some(known) = known
             && let Ok(meta) = std::fs::metadata(copy.dest)
             && meta.is_file()
