@@ -161,8 +161,9 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
-    /// Download the k3s air-gap files (and a GitOps install manifest) into a directory,
-    /// checked against their sums, with a manifest; or check such a directory (--check).
+    /// Download the k3s air-gap files (and a GitOps install manifest, with an archive of each
+    /// of its images made by skopeo) into a directory, checked against their sums, with a
+    /// manifest; or check such a directory (--check).
     ///
     /// Run it on a machine with Internet access; `[k3s] airgap-bundle` then names the
     /// directory. A re-run requests nothing that is already there and right.
@@ -192,6 +193,14 @@ pub struct BundleArgs {
     /// Where Argo CD's manifests are: BASE/v<version>/manifests/install.yaml.
     #[arg(long = "argocd-url", value_name = "BASE", default_value = crate::bundle::ARGOCD_URL)]
     pub argocd_url: String,
+    /// Pull the GitOps images from this registry instead of each image's own
+    /// (ghcr.io/fluxcd/x:v1 is pulled as HOST[:PORT]/fluxcd/x:v1 and archived as ghcr.io/fluxcd/x:v1).
+    /// A mirror on 127.0.0.0/8, localhost or [::1] is pulled from without TLS verification.
+    #[arg(long = "registry-mirror", value_name = "HOST[:PORT]", conflicts_with = "check")]
+    pub registry_mirror: Option<String>,
+    /// Pull from a --registry-mirror that is not on loopback without TLS verification (plain http).
+    #[arg(long = "registry-insecure", requires = "registry_mirror")]
+    pub registry_insecure: bool,
     /// Check DIR against its manifest (every file's size and sha256) instead of downloading.
     #[arg(long, value_name = "DIR", conflicts_with = "k3s")]
     pub check: Option<PathBuf>,
@@ -799,6 +808,8 @@ fn bundle_cmd(out: &mut Out, args: BundleArgs) -> i32 {
         k3s_url: args.k3s_url,
         flux_url: args.flux_url,
         argocd_url: args.argocd_url,
+        registry_mirror: args.registry_mirror,
+        registry_insecure: args.registry_insecure,
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

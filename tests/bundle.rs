@@ -1,6 +1,9 @@
 //! `groundwork bundle`, `bundle --check`, and the bundle as `validate` and `apply` see it,
 //! against a small HTTP/1.1 server on 127.0.0.1 that serves bytes the test made and counts
-//! the requests per path. No network beyond loopback, no root.
+//! the requests per path, and (for the GitOps images) Debian's `docker-registry` on
+//! 127.0.0.1 holding tiny images the test wrote as OCI layouts and pushed with skopeo. No
+//! network beyond loopback, no root. Without skopeo or docker-registry (`apt-get install
+//! skopeo docker-registry`; tests/run installs them) the tests that need them say SKIPPED.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -124,6 +127,145 @@ fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Reply>>, hits: &Mutex<H
     let _ = conn.shutdown(std::net::Shutdown::Both);
 }
 
+// ------------------------------------------------------------------ the image registry
+
+/// Debian's docker-registry (distribution 2.8) on 127.0.0.1:<free port>, storage in a temp
+/// dir, killed when dropped. `None` (with SKIPPED said) when skopeo or the registry is missing.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+fn have_skopeo() -> bool {
+    Command::new("skopeo").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+impl Registry {
+    fn start(test: &str) -> Option<Registry> {
+        if !have_skopeo() || !Path::new(REGISTRY_BIN).exists() {
+            println!("SKIPPED: {test}: needs skopeo and {REGISTRY_BIN} (apt-get install -y skopeo docker-registry)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let reg = Registry { child, port, dir };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(reg);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the registry did not listen on {port}: {}", reg.log());
+    }
+
+    fn mirror(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The manifest requests the registry answered for `repo` (what a pull asks first).
+    fn manifest_gets(&self, repo: &str) -> usize {
+        let want = format!("\"GET /v2/{repo}/manifests/");
+        self.log().lines().filter(|l| l.contains(&want)).count()
+    }
+
+    /// A one-layer image (a file `/hello` saying `text`) written by hand as an OCI layout,
+    /// pushed as `repo:tag`.
+    fn push(&self, repo: &str, tag: &str, text: &str) {
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        let blobs = w.join("oci/blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::create_dir(w.join("root")).unwrap();
+        std::fs::write(w.join("root/hello"), text).unwrap();
+        let tar = Command::new("tar")
+            .args(["--mtime=@0", "--owner=0", "--group=0", "-C"])
+            .arg(w.join("root"))
+            .args(["-cf", "-", "hello"])
+            .output()
+            .unwrap();
+        assert!(tar.status.success());
+        let mut gz = Command::new("gzip")
+            .args(["-n", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        gz.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+        let layer = gz.wait_with_output().unwrap().stdout;
+        let blob = |bytes: &[u8]| {
+            let sum = sha256(bytes);
+            std::fs::write(blobs.join(&sum), bytes).unwrap();
+            format!("\"digest\":\"sha256:{sum}\",\"size\":{}", bytes.len())
+        };
+        let config = format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{}},\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[\"sha256:{}\"]}}}}",
+            sha256(&tar.stdout)
+        );
+        let manifest = format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",{}}},\"layers\":[{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",{}}}]}}",
+            blob(config.as_bytes()),
+            blob(&layer)
+        );
+        let index = format!(
+            "{{\"schemaVersion\":2,\"manifests\":[{{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",{},\"annotations\":{{\"org.opencontainers.image.ref.name\":\"{tag}\"}}}}]}}",
+            blob(manifest.as_bytes())
+        );
+        std::fs::write(w.join("oci/index.json"), index).unwrap();
+        std::fs::write(w.join("oci/oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}").unwrap();
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", w.join("oci").display()))
+            .arg(format!("docker://{}/{repo}:{tag}", self.mirror()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "push {repo}:{tag}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The two images of [`INSTALL_YAML`], as the mirror holds them.
+    fn with_flux_images(self) -> Registry {
+        self.push("fluxcd/source-controller", "v1.4.1", "source-controller\n");
+        self.push("fluxcd/kustomize-controller", "v1.4.0", "kustomize-controller\n");
+        self
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The images of [`INSTALL_YAML`], their archives in the bundle, sorted as the manifest lists them.
+const SOURCE_IMAGE: &str = "ghcr.io/fluxcd/source-controller:v1.4.1";
+const KUSTOMIZE_IMAGE: &str = "ghcr.io/fluxcd/kustomize-controller:v1.4.0";
+const SOURCE_ARCHIVE: &str = "gitops/images/ghcr.io_fluxcd_source-controller_v1.4.1.tar";
+const KUSTOMIZE_ARCHIVE: &str = "gitops/images/ghcr.io_fluxcd_kustomize-controller_v1.4.0.tar";
+
 // ------------------------------------------------------------------ the release it serves
 
 fn sha256(bytes: &[u8]) -> String {
@@ -228,9 +370,11 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn bundle(server: &Server, out: &Path, extra: &[&str]) -> (i32, String, String) {
+/// `bundle` of the test release with Flux; `reg` is the registry mirror of its images.
+fn bundle(server: &Server, reg: Option<&Registry>, out: &Path, extra: &[&str]) -> (i32, String, String) {
     let k3s_url = format!("{}/k3s", server.base());
     let flux_url = format!("{}/flux", server.base());
+    let mirror = reg.map(Registry::mirror);
     let mut args = vec![
         "bundle",
         "--k3s",
@@ -245,6 +389,9 @@ fn bundle(server: &Server, out: &Path, extra: &[&str]) -> (i32, String, String) 
         "--flux-url",
         &flux_url,
     ];
+    if let Some(m) = &mirror {
+        args.extend(["--registry-mirror", m]);
+    }
     args.extend_from_slice(extra);
     run(&args)
 }
@@ -270,14 +417,16 @@ fn part_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// A finished bundle in `tmp/bundle`, and the release it holds.
-fn made_bundle(tmp: &Path) -> (PathBuf, Release) {
+/// A finished bundle in `tmp/bundle`, and the release it holds; `None` when the images
+/// cannot be archived on this machine (SKIPPED said).
+fn made_bundle(tmp: &Path, test: &str) -> Option<(PathBuf, Release)> {
+    let reg = Registry::start(test)?.with_flux_images();
     let r = release();
     let server = Server::start(routes(&r));
     let dir = tmp.join("bundle");
-    let (code, _, err) = bundle(&server, &dir, &[]);
+    let (code, _, err) = bundle(&server, Some(&reg), &dir, &[]);
     assert_eq!(code, 0, "{err}");
-    (dir, r)
+    Some((dir, r))
 }
 
 fn flip_a_byte(path: &Path, at: usize) {
@@ -290,11 +439,13 @@ fn flip_a_byte(path: &Path, at: usize) {
 
 #[test]
 fn a_bundle_holds_the_files_their_sums_and_a_manifest() {
+    let Some(reg) = Registry::start("a_bundle_holds_the_files_their_sums_and_a_manifest") else { return };
+    let reg = reg.with_flux_images();
     let r = release();
     let server = Server::start(routes(&r));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
-    let (code, out, err) = bundle(&server, &dir, &[]);
+    let (code, out, err) = bundle(&server, Some(&reg), &dir, &[]);
     assert_eq!(code, 0, "{err}");
 
     // the files, byte for byte, where the layout says
@@ -307,26 +458,61 @@ fn a_bundle_holds_the_files_their_sums_and_a_manifest() {
     assert_eq!(server.hits(&k3s_path("sha256sum-amd64.txt")), 1);
     assert_eq!(server.total_hits(), 4);
 
+    // each image in a docker-archive named by the install manifest's reference, not the mirror's
+    for (archive, image, text) in [
+        (SOURCE_ARCHIVE, SOURCE_IMAGE, "source-controller\n"),
+        (KUSTOMIZE_ARCHIVE, KUSTOMIZE_IMAGE, "kustomize-controller\n"),
+    ] {
+        let path = dir.join(archive);
+        let out = Command::new("tar").arg("-xOf").arg(&path).arg("manifest.json").output().unwrap();
+        assert!(out.status.success(), "{archive}: {}", String::from_utf8_lossy(&out.stderr));
+        let inner: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(inner[0]["RepoTags"], serde_json::json!([image]), "{archive}: {inner}");
+        // and it is the image the registry held: its one layer has the file the test wrote
+        let layer = inner[0]["Layers"][0].as_str().unwrap();
+        let layer = Command::new("tar").arg("-xOf").arg(&path).arg(layer).output().unwrap().stdout;
+        let mut hello = Command::new("tar")
+            .args(["-xOf", "-", "hello"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        hello.stdin.take().unwrap().write_all(&layer).unwrap();
+        assert_eq!(String::from_utf8(hello.wait_with_output().unwrap().stdout).unwrap(), text);
+    }
+    assert_eq!(reg.manifest_gets("fluxcd/source-controller"), 1);
+
     let m = manifest(&dir);
     assert_eq!(m["format"], 1);
     assert_eq!(m["arch"], "amd64");
     assert_eq!(m["k3s"]["version"], VERSION);
     assert_eq!(m["gitops"]["engine"], "flux");
     assert_eq!(m["gitops"]["version"], FLUX);
-    assert_eq!(
-        m["gitops"]["images"],
-        serde_json::json!(["ghcr.io/fluxcd/kustomize-controller:v1.4.0", "ghcr.io/fluxcd/source-controller:v1.4.1"])
-    );
-    assert!(m["notes"][0].as_str().unwrap().contains("image archives are not made yet"), "{m}");
+    assert_eq!(m["gitops"]["images"], serde_json::json!([KUSTOMIZE_IMAGE, SOURCE_IMAGE]));
+    assert!(m.get("notes").is_none(), "no note that images are not archived: {m}");
     let files = m["files"].as_array().unwrap();
     let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert_eq!(
         paths,
-        ["k3s/k3s", "k3s/k3s-airgap-images-amd64.tar.zst", "k3s/sha256sum-amd64.txt", "gitops/flux-install.yaml"]
+        [
+            "k3s/k3s",
+            "k3s/k3s-airgap-images-amd64.tar.zst",
+            "k3s/sha256sum-amd64.txt",
+            "gitops/flux-install.yaml",
+            KUSTOMIZE_ARCHIVE,
+            SOURCE_ARCHIVE
+        ]
     );
-    for (f, bytes) in
-        files.iter().zip([&r.binary, &r.images, &r.sums.clone().into_bytes(), &r.install.clone().into_bytes()])
-    {
+    let archives =
+        [std::fs::read(dir.join(KUSTOMIZE_ARCHIVE)).unwrap(), std::fs::read(dir.join(SOURCE_ARCHIVE)).unwrap()];
+    for (f, bytes) in files.iter().zip([
+        &r.binary,
+        &r.images,
+        &r.sums.clone().into_bytes(),
+        &r.install.clone().into_bytes(),
+        &archives[0],
+        &archives[1],
+    ]) {
         assert_eq!(f["sha256"], sha256(bytes), "{f}");
         assert_eq!(f["size"], bytes.len(), "{f}");
     }
@@ -334,28 +520,51 @@ fn a_bundle_holds_the_files_their_sums_and_a_manifest() {
     assert_eq!(files[0]["version"], VERSION);
     assert_eq!(files[0]["source"], format!("{}/k3s/{TAG}/k3s", server.base()));
     assert_eq!(files[3]["source"], format!("{}{FLUX_PATH}", server.base()));
+    assert!(files[..4].iter().all(|f| f.get("image").is_none()), "{m}");
+    assert_eq!(files[5]["image"], SOURCE_IMAGE);
+    assert_eq!(files[5]["what"], "container image archive");
+    assert_eq!(files[5]["version"], FLUX);
+    assert_eq!(files[5]["source"], format!("docker://{}/fluxcd/source-controller:v1.4.1", reg.mirror()));
 
     // the output names each file, how it came, and the total
-    for p in paths {
+    for p in &paths[..4] {
         assert!(out.lines().any(|l| l.starts_with("downloaded") && l.contains(p)), "{p}: {out}");
     }
-    assert!(out.contains("total: 4 files") && out.contains("4 downloaded"), "{out}");
+    for (p, image) in [(KUSTOMIZE_ARCHIVE, KUSTOMIZE_IMAGE), (SOURCE_ARCHIVE, SOURCE_IMAGE)] {
+        assert!(out.lines().any(|l| l.starts_with("copied") && l.contains(p) && l.contains(image)), "{p}: {out}");
+    }
+    assert!(out.contains("total: 6 files") && out.contains("6 downloaded"), "{out}");
+}
+
+/// (inode, mtime) of a file: the same pair after a re-run means it was not written again.
+fn identity(path: &Path) -> (u64, std::time::SystemTime) {
+    let m = std::fs::metadata(path).unwrap();
+    (std::os::unix::fs::MetadataExt::ino(&m), m.modified().unwrap())
 }
 
 #[test]
 fn a_rerun_requests_nothing_that_is_already_there() {
+    let Some(reg) = Registry::start("a_rerun_requests_nothing_that_is_already_there") else { return };
+    let reg = reg.with_flux_images();
     let r = release();
     let server = Server::start(routes(&r));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
-    let (code, _, err) = bundle(&server, &dir, &[]);
+    let (code, _, err) = bundle(&server, Some(&reg), &dir, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(server.total_hits(), 4);
     let first = manifest(&dir);
+    let archives_before = [identity(&dir.join(SOURCE_ARCHIVE)), identity(&dir.join(KUSTOMIZE_ARCHIVE))];
+    let gets = |reg: &Registry| {
+        (reg.manifest_gets("fluxcd/source-controller"), reg.manifest_gets("fluxcd/kustomize-controller"))
+    };
+    assert_eq!(gets(&reg), (1, 1));
 
-    let (code, out, err) = bundle(&server, &dir, &["--json"]);
+    let (code, out, err) = bundle(&server, Some(&reg), &dir, &["--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(server.total_hits(), 4, "no request on the re-run: {:?}", server.hits.lock().unwrap());
+    assert_eq!(gets(&reg), (1, 1), "no image pulled on the re-run");
+    assert_eq!([identity(&dir.join(SOURCE_ARCHIVE)), identity(&dir.join(KUSTOMIZE_ARCHIVE))], archives_before);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ok"], true);
     assert_eq!(v["files_downloaded"], 0);
@@ -364,15 +573,111 @@ fn a_rerun_requests_nothing_that_is_already_there() {
     assert!(v["files"].as_array().unwrap().iter().all(|f| f["status"] == "already there"), "{v}");
     assert_eq!(manifest(&dir), first);
 
-    // a damaged binary is fetched again, and only it
+    // a damaged binary is fetched again, and a damaged archive copied again, and only they
     flip_a_byte(&dir.join("k3s/k3s"), 1000);
-    let (code, out, err) = bundle(&server, &dir, &[]);
+    let source_archive = std::fs::read(dir.join(SOURCE_ARCHIVE)).unwrap();
+    flip_a_byte(&dir.join(SOURCE_ARCHIVE), 100);
+    let (code, out, err) = bundle(&server, Some(&reg), &dir, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(server.hits(&k3s_path("k3s")), 2);
     assert_eq!(server.total_hits(), 5);
+    assert_eq!(gets(&reg), (2, 1), "only the damaged archive is pulled again");
     assert!(out.lines().any(|l| l.starts_with("downloaded") && l.contains("k3s/k3s ")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("already there") && l.contains("k3s/k3s-airgap-images")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("copied") && l.contains(SOURCE_ARCHIVE)), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("already there") && l.contains(KUSTOMIZE_ARCHIVE)), "{out}");
     assert_eq!(std::fs::read(dir.join("k3s/k3s")).unwrap(), r.binary);
+    assert_eq!(std::fs::read(dir.join(SOURCE_ARCHIVE)).unwrap(), source_archive, "the same image, the same bytes");
+    assert_eq!(manifest(&dir), first);
+}
+
+#[test]
+fn an_image_missing_from_the_registry_is_refused_by_name_and_leaves_nothing() {
+    let Some(reg) = Registry::start("an_image_missing_from_the_registry_is_refused_by_name_and_leaves_nothing") else {
+        return;
+    };
+    let reg = reg.with_flux_images();
+    let r = release();
+    let server = Server::start(routes(&r));
+    // a third image the registry does not hold, after the two it does (images are sorted)
+    let install = format!("{INSTALL_YAML}      - image: ghcr.io/fluxcd/zz-missing-controller:v9.9.9\n");
+    server.set(FLUX_PATH, Reply::Body(install.into_bytes()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let (code, _, err) = bundle(&server, Some(&reg), &dir, &[]);
+    assert_eq!(code, 1, "{err}");
+    let mirror = reg.mirror();
+    assert!(
+        err.contains(&format!(
+            "image archive failed: image ghcr.io/fluxcd/zz-missing-controller:v9.9.9 (pulled as docker://{mirror}/fluxcd/zz-missing-controller:v9.9.9): skopeo copy failed (exit 1)"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("manifest unknown"), "skopeo's own words: {err}");
+    let images: Vec<String> = std::fs::read_dir(dir.join("gitops/images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!images.iter().any(|n| n.contains("zz-missing")), "{images:?}");
+    assert!(part_files(&dir).is_empty(), "{:?}", part_files(&dir));
+    assert!(!dir.join("manifest.json").exists());
+    // the archives before it are whole and stay
+    assert!(dir.join(SOURCE_ARCHIVE).is_file() && dir.join(KUSTOMIZE_ARCHIVE).is_file());
+}
+
+#[test]
+fn without_skopeo_the_bundle_says_how_to_install_it_before_any_request() {
+    let r = release();
+    let server = Server::start(routes(&r));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let k3s_url = format!("{}/k3s", server.base());
+    let flux_url = format!("{}/flux", server.base());
+    let empty = tmp.path().join("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    let out = groundwork()
+        .env("PATH", &empty)
+        .args(["bundle", "--k3s", VERSION, "--gitops", "flux", FLUX, "--out"])
+        .arg(&dir)
+        .args(["--k3s-url", &k3s_url, "--flux-url", &flux_url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("skopeo is not installed") && err.contains("apt-get install skopeo"), "{err}");
+    assert_eq!(server.total_hits(), 0);
+    assert!(!dir.join("manifest.json").exists());
+
+    // without --gitops there are no images, and no need for skopeo
+    let out = groundwork()
+        .env("PATH", &empty)
+        .args(["bundle", "--k3s", VERSION, "--out"])
+        .arg(&dir)
+        .args(["--k3s-url", &k3s_url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_registry_mirror_is_host_and_port_and_insecure_only_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let d = dir.to_str().unwrap();
+    for bad in ["http://127.0.0.1:5000", "127.0.0.1:5000/v2", "h:0"] {
+        let (code, _, err) =
+            run(&["bundle", "--k3s", VERSION, "--gitops", "flux", FLUX, "--out", d, "--registry-mirror", bad]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains(&format!("--registry-mirror `{bad}` is not HOST[:PORT]")), "{err}");
+    }
+    let (code, _, err) = run(&["bundle", "--k3s", VERSION, "--out", d, "--registry-mirror", "127.0.0.1:5000"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no images to pull without --gitops"), "{err}");
+    let (code, _, err) =
+        run(&["bundle", "--k3s", VERSION, "--gitops", "flux", FLUX, "--out", d, "--registry-insecure"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--registry-mirror"), "{err}");
+    assert!(!dir.exists());
 }
 
 // ------------------------------------------------------------------ 3, 4, 5: refused downloads
@@ -394,7 +699,7 @@ fn a_file_that_does_not_match_the_sha256_list_is_refused() {
     server.set(&k3s_path("k3s-airgap-images-amd64.tar.zst"), Reply::Body(other.clone()));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
-    let (code, _, err) = bundle(&server, &dir, &[]);
+    let (code, _, err) = bundle(&server, None, &dir, &[]);
     assert_ne!(code, 0);
     assert!(err.contains("k3s/k3s-airgap-images-amd64.tar.zst"), "{err}");
     assert!(err.contains(&sha256(&other)) && err.contains(&sha256(&r.images)), "both sums: {err}");
@@ -411,7 +716,7 @@ fn a_truncated_body_is_refused_with_how_much_came() {
     server.set(&k3s_path("k3s-airgap-images-amd64.tar.zst"), Reply::Short { body: half.clone(), claimed });
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
-    let (code, _, err) = bundle(&server, &dir, &[]);
+    let (code, _, err) = bundle(&server, None, &dir, &[]);
     assert_ne!(code, 0);
     assert!(err.contains("k3s/k3s-airgap-images-amd64.tar.zst"), "{err}");
     assert!(err.contains(&format!("got {} of {claimed} bytes", half.len())), "{err}");
@@ -425,7 +730,7 @@ fn a_missing_file_is_refused_with_its_url_and_status() {
     server.set(&k3s_path("k3s-airgap-images-amd64.tar.zst"), Reply::Status(404, "Not Found"));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
-    let (code, _, err) = bundle(&server, &dir, &[]);
+    let (code, _, err) = bundle(&server, None, &dir, &[]);
     assert_ne!(code, 0);
     let url = format!("{}{}", server.base(), k3s_path("k3s-airgap-images-amd64.tar.zst"));
     assert!(err.contains(&format!("{url} returned 404 Not Found")), "{err}");
@@ -474,11 +779,11 @@ fn a_version_that_is_no_k3s_tag_is_refused_before_any_request() {
 #[test]
 fn check_names_a_file_changed_after_the_fact() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, r) = made_bundle(tmp.path());
+    let Some((dir, r)) = made_bundle(tmp.path(), "bundle") else { return };
     let d = dir.to_str().unwrap();
     let (code, out, err) = run(&["bundle", "--check", d]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("checked 4 files") && out.contains("every size and sha256 as the manifest says"), "{out}");
+    assert!(out.contains("checked 6 files") && out.contains("every size and sha256 as the manifest says"), "{out}");
     println!("bundle --check of the test bundle: {}", out.lines().last().unwrap_or_default());
 
     let images = dir.join("k3s/k3s-airgap-images-amd64.tar.zst");
@@ -513,6 +818,33 @@ fn check_names_a_file_changed_after_the_fact() {
         .collect();
     assert_eq!(bad, ["k3s/k3s-airgap-images-amd64.tar.zst", "gitops/flux-install.yaml"]);
 
+    // an image archive with a byte flipped: named with both sums, like every file
+    let archive = dir.join(SOURCE_ARCHIVE);
+    let whole = std::fs::read(&archive).unwrap();
+    flip_a_byte(&archive, 2000);
+    let (code, out, _) = run(&["bundle", "--check", d]);
+    assert_eq!(code, 1, "{out}");
+    let want = format!(
+        "DAMAGED  {SOURCE_ARCHIVE}: sha256 is {}, the manifest says {}",
+        sha256(&std::fs::read(&archive).unwrap()),
+        sha256(&whole)
+    );
+    assert!(out.lines().any(|l| l == want), "{want}\n{out}");
+    assert!(out.lines().any(|l| l.starts_with("ok") && l.contains(KUSTOMIZE_ARCHIVE)), "{out}");
+    assert!(out.contains("3 problems"), "{out}");
+
+    // a manifest that lists an image with no archive of it (as bundles before archives did)
+    let mut m = manifest(&dir);
+    let files = m["files"].as_array_mut().unwrap();
+    files.retain(|f| f["path"] != KUSTOMIZE_ARCHIVE);
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let (code, out, _) = run(&["bundle", "--check", d]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("gitops.images lists {KUSTOMIZE_IMAGE}, but the manifest lists no archive of it")),
+        "{out}"
+    );
+
     let (code, _, err) = run(&["bundle", "--check", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("has no manifest.json"), "{err}");
@@ -535,7 +867,7 @@ fn answer_file(tmp: &Path, version: &str, bundle: &Path) -> (PathBuf, usize) {
 #[test]
 fn validate_checks_the_bundle_the_answer_file_names() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, _) = made_bundle(tmp.path());
+    let Some((dir, _)) = made_bundle(tmp.path(), "bundle") else { return };
 
     // another k3s version than the bundle's: the problem points at the line of airgap-bundle
     let (file, line) = answer_file(tmp.path(), "v1.32.1+k3s1", &dir);
@@ -643,7 +975,7 @@ airgap-bundle = {:?}
 #[test]
 fn apply_refuses_a_damaged_bundle_before_it_connects() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, r) = made_bundle(tmp.path());
+    let Some((dir, r)) = made_bundle(tmp.path(), "bundle") else { return };
     let (file, roles) = k3s_site(tmp.path(), &dir);
     let state = tmp.path().join("state");
     let args = |cmd: &[&'static str]| {

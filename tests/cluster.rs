@@ -118,6 +118,85 @@ fn values_land_as_yaml_scalars() {
     assert!(got.contains(r#"tls-san: ["k3s.cluster.example.org\": x #", "k3s-s1.cluster.example.org"]"#), "{got}");
 }
 
+/// The k3s role's steps for `host` as the engine renders them before the facts: one line per
+/// step, `name | dest <- source` for files (with `when`, if any).
+fn role_steps(a: &Answers, role: &str, host: &str) -> String {
+    let catalog = Catalog::load(None).unwrap();
+    let env = context::environment(&catalog);
+    let site = context::site_context(a, &Secrets::default());
+    let ctx = context::host_context(&site, host, &Facts::default());
+    let spec = catalog.get(role).unwrap();
+    let mut out = String::new();
+    for (step, name, rendered) in context::role_steps(&env, &ctx, spec).unwrap() {
+        let when = step.when.as_deref().map(|w| format!("  [when: {w}]")).unwrap_or_default();
+        let what = match &rendered {
+            groundwork::engine::steps::Step::File(f) => match &f.source {
+                groundwork::playbook::step::Source::Local(p) => format!("{} <- {p}", f.dest),
+                _ => f.dest.clone(),
+            },
+            groundwork::engine::steps::Step::Directory(d) => format!("{}/", d.path),
+            _ => String::new(),
+        };
+        out.push_str(&format!("{name} | {what}{when}\n"));
+    }
+    out
+}
+
+/// A bundle directory with a manifest listing two GitOps image archives (no files needed:
+/// the steps are rendered, not run).
+fn bundle_with_archives(dir: &Path) {
+    let file = |path: &str, image: Option<&str>| {
+        let mut f = serde_json::json!({"path": path, "what": "x", "version": "2.4.0", "source": "test", "sha256": "00", "size": 1});
+        if let Some(i) = image {
+            f["image"] = i.into();
+        }
+        f
+    };
+    let manifest = serde_json::json!({
+        "format": 1, "arch": "amd64", "k3s": {"version": "v1.35.6+k3s1"},
+        "gitops": {"engine": "flux", "version": "2.4.0", "images": ["ghcr.io/fluxcd/kustomize-controller:v1.4.0", "ghcr.io/fluxcd/source-controller:v1.4.1"]},
+        "files": [file("k3s/k3s", None), file("k3s/k3s-airgap-images-amd64.tar.zst", None), file("k3s/sha256sum-amd64.txt", None),
+                  file("gitops/flux-install.yaml", None),
+                  file("gitops/images/ghcr.io_fluxcd_kustomize-controller_v1.4.0.tar", Some("ghcr.io/fluxcd/kustomize-controller:v1.4.0")),
+                  file("gitops/images/ghcr.io_fluxcd_source-controller_v1.4.1.tar", Some("ghcr.io/fluxcd/source-controller:v1.4.1"))],
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+#[test]
+fn every_gitops_image_archive_of_the_bundle_is_uploaded_to_the_images_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    bundle_with_archives(&bundle);
+    let mut a = load("wizard/examples/proxmox-k3s.toml");
+    a.k3s.as_mut().unwrap().airgap_bundle = Some(bundle.clone());
+    let b = bundle.display().to_string();
+    let server = role_steps(&a, "k3s-server", "k3s-s1").replace(&b, "BUNDLE");
+    golden("server-steps.txt", &server);
+    let agent = role_steps(&a, "k3s-agent", "k3s-a1").replace(&b, "BUNDLE");
+    golden("agent-steps.txt", &agent);
+    // One upload per archive, into the directory k3s imports from at its first start, before
+    // the configuration and the unit (so before the cluster phase starts anything).
+    for image in ["ghcr.io/fluxcd/kustomize-controller:v1.4.0", "ghcr.io/fluxcd/source-controller:v1.4.1"] {
+        let file = image.replace(['/', ':'], "_");
+        let line = format!(
+            "GitOps image {image} (from the bundle) | /var/lib/rancher/k3s/agent/images/{file}.tar <- BUNDLE/gitops/images/{file}.tar"
+        );
+        let at = server.lines().position(|l| l == line).unwrap_or_else(|| panic!("{line}\n{server}"));
+        assert!(at < server.lines().position(|l| l.starts_with("k3s unit")).unwrap(), "{server}");
+        assert!(
+            agent.lines().any(|l| l.starts_with(&line) && l.ends_with("[when: not k3s.embedded_registry]")),
+            "{agent}"
+        );
+    }
+
+    // no archives in the bundle (no --gitops, or no bundle yet): no such step
+    let mut a = load("wizard/examples/proxmox-k3s.toml");
+    a.k3s.as_mut().unwrap().airgap_bundle = Some(tmp.path().join("not-made"));
+    assert!(!role_steps(&a, "k3s-server", "k3s-s1").contains("GitOps image"));
+}
+
 /// Three lab hosts as an HA control plane (never started: only the ports k3s would use are
 /// opened, by the preflight, for a few seconds).
 const NODES: &[(&str, &str)] = &[("kr1", "10.77.0.84"), ("kr2", "10.77.0.85"), ("kr3", "10.77.0.86")];

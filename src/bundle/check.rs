@@ -40,7 +40,7 @@ pub struct Checked {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub files: Vec<FileCheck>,
-    /// The manifest's own problems (a k3s file it does not list).
+    /// The manifest's own problems (a k3s file it does not list, an image without an archive).
     pub problems: Vec<String>,
     pub seconds: f64,
 }
@@ -126,11 +126,16 @@ pub fn check_dir(dir: &Path, depth: Depth) -> Result<Checked, String> {
         ));
     };
     let files = manifest.files.iter().map(|f| check_file(dir, f, depth)).collect();
-    let problems = manifest
+    let mut problems: Vec<String> = manifest
         .missing_k3s_files()
         .into_iter()
         .map(|p| format!("the manifest does not list {p}, which every k3s node of arch {} needs", manifest.arch))
         .collect();
+    // The engine's pods start from these archives in an air gap; a bundle made before
+    // groundwork archived images lists them only.
+    problems.extend(manifest.images_without_archive().into_iter().map(|i| {
+        format!("gitops.images lists {i}, but the manifest lists no archive of it (the engine could not start offline)")
+    }));
     Ok(Checked { dir: dir.to_path_buf(), manifest, files, problems, seconds: started.elapsed().as_secs_f64() })
 }
 

@@ -51,6 +51,10 @@ pub struct FileEntry {
     pub source: String,
     pub sha256: String,
     pub size: u64,
+    /// An image archive: the image reference it holds (its name in the archive, as the
+    /// install manifest writes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl Manifest {
@@ -99,6 +103,18 @@ impl Manifest {
         [self.arch.k3s_binary_path(), self.arch.images_path(), self.arch.sums_path()]
             .into_iter()
             .filter(|p| self.file(p).is_none())
+            .collect()
+    }
+
+    /// The images of `gitops.images` that no archive of the manifest holds.
+    pub fn images_without_archive(&self) -> Vec<String> {
+        let Some(g) = &self.gitops else {
+            return Vec::new();
+        };
+        g.images
+            .iter()
+            .filter(|i| !self.files.iter().any(|f| f.image.as_deref() == Some(i.as_str())))
+            .cloned()
             .collect()
     }
 }

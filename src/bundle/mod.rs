@@ -1,16 +1,19 @@
 //! `groundwork bundle`: on a machine with Internet access, put what an air-gapped site needs
 //! for k3s into one directory (the k3s binary, the air-gap image tarball and the release's
-//! sha256 list, and optionally the GitOps engine's install.yaml), every file checked, with a
-//! manifest that `validate` reads and `apply` verifies before it connects to any host.
+//! sha256 list, and optionally the GitOps engine's install.yaml and an archive of each image
+//! it names), every file checked, with a manifest that `validate` reads and `apply` verifies
+//! before it connects to any host.
 //!
-//! Layout: `DIR/k3s/<file>`, `DIR/gitops/<engine>-install.yaml`, `DIR/manifest.json`. The
-//! sha256 list comes first and every k3s file is checked against it; the GitOps YAML has no
-//! published sum, so the manifest records the one it had when it was downloaded. A re-run
-//! requests nothing that is already there and right. The manifest is written last, so a run
-//! that fails leaves none (and the bundle is refused until a run finishes).
+//! Layout: `DIR/k3s/<file>`, `DIR/gitops/<engine>-install.yaml`, `DIR/gitops/images/*.tar`,
+//! `DIR/manifest.json`. The sha256 list comes first and every k3s file is checked against it;
+//! the GitOps YAML and the image archives have no published sum, so the manifest records the
+//! one each had when it was made. A re-run requests nothing that is already there and right.
+//! The manifest is written last, so a run that fails leaves none (and the bundle is refused
+//! until a run finishes).
 
 pub mod check;
 pub mod download;
+pub mod images;
 pub mod manifest;
 
 use std::path::{Path, PathBuf};
@@ -26,9 +29,6 @@ use manifest::{FileEntry, GitOpsPart, K3sPart, Manifest};
 pub const K3S_URL: &str = "https://github.com/k3s-io/k3s/releases/download";
 pub const FLUX_URL: &str = "https://github.com/fluxcd/flux2/releases/download";
 pub const ARGOCD_URL: &str = "https://raw.githubusercontent.com/argoproj/argo-cd";
-
-/// Said in the manifest (and the README) until the images are archived too.
-const NO_IMAGE_ARCHIVES: &str = "the GitOps images are listed under gitops.images, not archived: image archives are not made yet (pull them into the site's registry, or archive them with skopeo, until groundwork does)";
 
 /// The architecture of the k3s nodes (not of this machine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -93,6 +93,10 @@ pub struct Request {
     pub k3s_url: String,
     pub flux_url: String,
     pub argocd_url: String,
+    /// Pull the GitOps images from this registry (`HOST[:PORT]`) instead of each image's own.
+    pub registry_mirror: Option<String>,
+    /// Pull without TLS verification from a mirror that is not on loopback.
+    pub registry_insecure: bool,
 }
 
 /// Why a bundle run stopped.
@@ -102,6 +106,8 @@ pub enum Error {
     Input(String),
     /// A download failed; earlier files stay, no manifest is written.
     Download(Failure),
+    /// An image could not be archived; earlier files stay, no manifest is written.
+    Image(images::Failure),
     /// This machine could not do its part (a directory, the manifest).
     Local(String),
 }
@@ -111,6 +117,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Input(e) | Error::Local(e) => f.write_str(e),
             Error::Download(e) => write!(f, "download failed: {e}"),
+            Error::Image(e) => write!(f, "image archive failed: {e}"),
         }
     }
 }
@@ -172,7 +179,25 @@ impl Request {
                 GitOpsEngine::Argocd => base_url("--argocd-url", &self.argocd_url)?,
             };
         }
+        if let Some(m) = &self.registry_mirror {
+            images::check_mirror(m)?;
+            if self.gitops.is_none() {
+                return Err("--registry-mirror: there are no images to pull without --gitops".into());
+            }
+        }
+        if self.registry_insecure && self.registry_mirror.is_none() {
+            return Err(
+                "--registry-insecure goes with --registry-mirror (the images' own registries are always verified)"
+                    .into(),
+            );
+        }
         Ok(())
+    }
+
+    /// Pull without TLS verification: from a mirror on loopback (plain http there is the
+    /// usual test and cache setup), or where `--registry-insecure` says so.
+    fn insecure(&self) -> bool {
+        self.registry_mirror.as_deref().is_some_and(|m| self.registry_insecure || images::is_loopback(m))
     }
 
     fn k3s_spec(&self, path: String, name: &str, what: &str) -> Result<Spec, String> {
@@ -217,6 +242,12 @@ impl FileOutcome {
     /// The line people see when the file is in place.
     pub fn line(&self) -> String {
         let e = &self.entry;
+        if let Some(image) = &e.image {
+            return match self.downloaded {
+                Some(s) => format!("copied         {}  {} in {s:.2} s ({image})", e.path, size(e.size)),
+                None => format!("already there  {}  {} (sha256 checked, not copied)", e.path, size(e.size)),
+            };
+        }
         match self.downloaded {
             Some(s) => format!("downloaded     {}  {} in {s:.2} s ({})", e.path, size(e.size), rate(e.size, s)),
             None => format!("already there  {}  {} (sha256 checked, not requested)", e.path, size(e.size)),
@@ -267,7 +298,12 @@ impl Outcome {
             .iter()
             .map(|f| {
                 let mut v = serde_json::to_value(&f.entry).expect("entries serialize");
-                v["status"] = if f.downloaded.is_some() { "downloaded" } else { "already there" }.into();
+                v["status"] = match (f.downloaded, &f.entry.image) {
+                    (None, _) => "already there",
+                    (Some(_), Some(_)) => "copied",
+                    (Some(_), None) => "downloaded",
+                }
+                .into();
                 v["seconds"] = f.downloaded.unwrap_or(0.0).into();
                 v
             })
@@ -318,6 +354,7 @@ impl Run<'_> {
             source: spec.url.clone(),
             sha256,
             size,
+            image: None,
         };
         if let Some(known) = known
             && let Ok(meta) = std::fs::metadata(&dest)
@@ -328,6 +365,16 @@ impl Run<'_> {
             (self.on_file)(&outcome);
             return Ok(outcome);
         }
+        self.remove_manifest()?;
+        let req = Download { path: &spec.path, dest: &dest, url: &spec.url, expected };
+        let got = download::download(&self.client, &req).await.map_err(Error::Download)?;
+        let outcome = FileOutcome { entry: entry(got.size, got.sha256), downloaded: Some(got.seconds) };
+        (self.on_file)(&outcome);
+        Ok(outcome)
+    }
+
+    /// Before the first change: the old manifest would describe files being replaced.
+    fn remove_manifest(&mut self) -> Result<(), Error> {
         if !self.manifest_removed {
             match std::fs::remove_file(self.dir.join(manifest::MANIFEST)) {
                 Ok(()) => {}
@@ -336,8 +383,39 @@ impl Run<'_> {
             }
             self.manifest_removed = true;
         }
-        let req = Download { path: &spec.path, dest: &dest, url: &spec.url, expected };
-        let got = download::download(&self.client, &req).await.map_err(Error::Download)?;
+        Ok(())
+    }
+
+    /// The archive of `copy.image` in place: kept without a pull where an earlier finished
+    /// run recorded it (same image, same source) and it still hashes to that sum.
+    async fn archive(&mut self, copy: &images::Copy<'_>, version: &str) -> Result<FileOutcome, Error> {
+        let path = copy.image.path();
+        let source = copy.source();
+        let entry = |size, sha256| FileEntry {
+            path: path.clone(),
+            what: "container image archive".into(),
+            version: version.to_string(),
+            source: source.clone(),
+            sha256,
+            size,
+            image: Some(copy.image.original.clone()),
+        };
+        let known = self
+            .previous
+            .as_ref()
+            .and_then(|m| m.file(&path))
+            .filter(|e| e.image.as_deref() == Some(copy.image.original.as_str()) && e.source == source);
+        if let Some(known) = known
+            && let Ok(meta) = std::fs::metadata(copy.dest)
+            && meta.is_file()
+            && check::sha256_file(copy.dest, &path).is_ok_and(|sum| sum == known.sha256)
+        {
+            let outcome = FileOutcome { entry: entry(meta.len(), known.sha256.clone()), downloaded: None };
+            (self.on_file)(&outcome);
+            return Ok(outcome);
+        }
+        self.remove_manifest()?;
+        let got = copy.run(&format!("copying {}", copy.image.original)).await.map_err(Error::Image)?;
         let outcome = FileOutcome { entry: entry(got.size, got.sha256), downloaded: Some(got.seconds) };
         (self.on_file)(&outcome);
         Ok(outcome)
@@ -354,6 +432,11 @@ pub async fn make(req: &Request, on_file: &mut dyn FnMut(&FileOutcome)) -> Resul
     let binary_spec = req.k3s_spec(arch.k3s_binary_path(), arch.k3s_binary(), "k3s binary").map_err(Error::Input)?;
     let images_spec = req.k3s_spec(arch.images_path(), &arch.images(), "k3s air-gap images").map_err(Error::Input)?;
     let gitops_spec = req.gitops_spec().map_err(Error::Input)?;
+    // The images are copied last, by skopeo: missing, it is said before any download.
+    let skopeo = match gitops_spec {
+        Some(_) => Some(images::find_skopeo().map_err(Error::Local)?),
+        None => None,
+    };
 
     for sub in ["k3s"].into_iter().chain(gitops_spec.as_ref().map(|_| "gitops")) {
         let d = dir.join(sub);
@@ -392,14 +475,32 @@ pub async fn make(req: &Request, on_file: &mut dyn FnMut(&FileOutcome)) -> Resul
         done.push(run.obtain(spec, known.as_deref(), None).await?);
         let yaml = std::fs::read_to_string(dir.join(&spec.path))
             .map_err(|e| Error::Local(format!("cannot read {}: {e}", spec.path)))?;
-        gitops = Some(GitOpsPart { engine: *engine, version: version.clone(), images: manifest::images_in(&yaml) });
+        let names = manifest::images_in(&yaml);
+        let refs = image_refs(&names, &spec.path)?;
+        let images_dir = dir.join(images::DIR);
+        std::fs::create_dir_all(&images_dir)
+            .map_err(|e| Error::Local(format!("cannot create {}: {e}", images_dir.display())))?;
+        let skopeo = skopeo.as_deref().expect("found above when there is a GitOps engine");
+        for image in &refs {
+            let dest = dir.join(image.path());
+            let copy = images::Copy {
+                skopeo,
+                image,
+                dest: &dest,
+                arch,
+                mirror: req.registry_mirror.as_deref(),
+                insecure: req.insecure(),
+            };
+            done.push(run.archive(&copy, version).await?);
+        }
+        gitops = Some(GitOpsPart { engine: *engine, version: version.clone(), images: names });
     }
 
     // The manifest lists what a node needs first: binary, images, then the list, then GitOps.
     let first = [&binary_spec.path, &images_spec.path, &sums_spec.path];
     let mut files: Vec<FileEntry> = done.iter().map(|o| o.entry.clone()).collect();
     files.sort_by_key(|e| first.iter().position(|p| **p == e.path).unwrap_or(first.len()));
-    let notes = if gitops.is_some() { vec![NO_IMAGE_ARCHIVES.to_string()] } else { Vec::new() };
+    let notes = Vec::new();
     let m = Manifest {
         format: manifest::FORMAT,
         arch,
@@ -410,4 +511,21 @@ pub async fn make(req: &Request, on_file: &mut dyn FnMut(&FileOutcome)) -> Resul
     };
     m.write(dir).map_err(|e| Error::Local(format!("cannot write {}: {e}", dir.join(manifest::MANIFEST).display())))?;
     Ok(Outcome { dir: dir.to_path_buf(), files: done, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// The install manifest's images, parsed, each with a file name of its own.
+fn image_refs(names: &[String], yaml_path: &str) -> Result<Vec<images::ImageRef>, Error> {
+    let mut refs: Vec<images::ImageRef> = Vec::new();
+    for name in names {
+        let r = images::ImageRef::parse(name).map_err(|e| Error::Local(format!("{yaml_path}: {e}")))?;
+        if let Some(other) = refs.iter().find(|o| o.file_name() == r.file_name()) {
+            return Err(Error::Local(format!(
+                "{yaml_path}: images {} and {name} would share the archive {}",
+                other.original,
+                r.path()
+            )));
+        }
+        refs.push(r);
+    }
+    Ok(refs)
 }

@@ -6,7 +6,11 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use serde_json::{Map, Value as Json, json};
 
 use crate::answers::model::{Answers, ldap_suffix, reverse_zone};
-use crate::playbook::catalog::Catalog;
+use std::borrow::Cow;
+
+use super::steps;
+use crate::playbook::catalog::{Catalog, RoleSpec};
+use crate::playbook::step::Step;
 use crate::state::Secrets;
 
 /// kebab-case keys to snake_case, all the way down (`internal-domain` -> `internal_domain`).
@@ -50,11 +54,25 @@ pub fn site_context(a: &Answers, secrets: &Secrets) -> Json {
         // The bundle's files for the nodes' architecture (the manifest says which; amd64
         // names have no suffix on the binary).
         let bundle = k.airgap_bundle.as_deref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        let arch = std::fs::read(std::path::Path::new(&bundle).join("manifest.json"))
+        let manifest = std::fs::read(std::path::Path::new(&bundle).join("manifest.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
-            .and_then(|m| m["arch"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "amd64".into());
+            .unwrap_or(Json::Null);
+        let arch = manifest["arch"].as_str().map_or_else(|| "amd64".into(), str::to_string);
+        // The GitOps engine's image archives (`groundwork bundle --gitops`): `name` (the file
+        // name on the node), `path` (on this machine), `image` (the reference it holds).
+        let archives: Vec<Json> = manifest["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| {
+                let image = f["image"].as_str()?;
+                let path = f["path"].as_str()?;
+                let name = path.rsplit('/').next()?;
+                Some(json!({"name": name, "path": format!("{bundle}/{path}"), "image": image}))
+            })
+            .collect();
+        root["k3s"]["gitops_archives"] = Json::Array(archives);
         let binary = if arch == "amd64" { "k3s".to_string() } else { format!("k3s-{arch}") };
         let images = format!("k3s-airgap-images-{arch}.tar.zst");
         root["k3s"]["bundle_binary"] = json!(format!("{bundle}/k3s/{binary}"));
@@ -92,6 +110,43 @@ pub fn host_context(site: &Json, host_name: &str, facts: &super::facts::Facts) -
     me["os_codename"] = json!(facts.os_codename);
     root["host"] = me;
     Value::from_serialize(&root)
+}
+
+/// A step of a role, its name (with its item) and its rendered form.
+pub type RoleStep<'r> = (&'r Step, Cow<'r, str>, steps::Step);
+
+/// The steps of `role` with their paths, commands and checks rendered in `ctx` (a host's
+/// context without facts): a step with `each` becomes one step per item of its list, with
+/// `item` in its templates and its name.
+pub fn role_steps<'r>(
+    env: &Environment<'static>,
+    ctx: &Value,
+    role: &'r RoleSpec,
+) -> Result<Vec<RoleStep<'r>>, String> {
+    let render = |s: &str, ctx: &Value| {
+        if !s.contains("{{") && !s.contains("{%") {
+            return Ok(s.to_string());
+        }
+        env.render_str(s, ctx).map_err(|e| format!("cannot render `{s}`: {e}"))
+    };
+    let mut out = Vec::new();
+    for step in &role.steps {
+        let Some(each) = &step.each else {
+            out.push((step, Cow::Borrowed(step.name.as_str()), steps::Step::render(&step.kind, &|s| render(s, ctx))?));
+            continue;
+        };
+        let bad = |e: minijinja::Error| format!("step `{}`: cannot evaluate each `{each}`: {e}", step.name);
+        let list = env.compile_expression(each).map_err(bad)?.eval(ctx).map_err(bad)?;
+        if list.is_undefined() || list.is_none() {
+            continue;
+        }
+        for item in list.try_iter().map_err(bad)? {
+            let ctx = minijinja::context! { item => item, ..ctx.clone() };
+            let name = render(&step.name, &ctx)?;
+            out.push((step, Cow::Owned(name), steps::Step::render(&step.kind, &|s| render(s, &ctx))?));
+        }
+    }
+    Ok(out)
 }
 
 /// A minijinja environment with every template of the catalog, as `role/name`.

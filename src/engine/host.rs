@@ -87,7 +87,8 @@ fn hash_file(path: &str) -> std::io::Result<file::Local> {
 /// A step of a role, rendered for this host.
 pub struct Prepared<'c> {
     pub role: &'c str,
-    pub name: &'c str,
+    /// Rendered with its item for a step with `each`.
+    pub name: std::borrow::Cow<'c, str>,
     pub when: Option<&'c str>,
     pub step: Step,
     /// Where its facts are in the snapshot (see [`Step::ask`]).
@@ -166,6 +167,11 @@ impl<'a> Host<'a> {
             return Ok(s.to_string());
         }
         self.cx.env.render_str(s, &self.base_ctx).map_err(|e| format!("cannot render `{s}`: {e}"))
+    }
+
+    /// The steps of `role` rendered for this host (see [`super::context::role_steps`]).
+    pub(crate) fn role_steps<'r>(&self, role: &'r RoleSpec) -> Result<Vec<super::context::RoleStep<'r>>, String> {
+        super::context::role_steps(self.cx.env, &self.base_ctx, role)
     }
 
     async fn exec(&self, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, String> {
@@ -289,7 +295,7 @@ impl<'a> Host<'a> {
             cause,
         };
         if self.done_before(p, resumable) {
-            self.finish_step(p.role, p.name, Status::Skipped, Duration::ZERO, Some("done by the interrupted run"));
+            self.finish_step(p.role, &p.name, Status::Skipped, Duration::ZERO, Some("done by the interrupted run"));
             // Carried into this run's journal: a resume of this run still knows it.
             if let Some(j) = self.cx.journal {
                 j.write(&Entry::Step {
@@ -302,7 +308,7 @@ impl<'a> Host<'a> {
             }
             return Ok(Status::Skipped);
         }
-        self.cx.reporter.step_started(&self.name, p.role, p.name);
+        self.cx.reporter.step_started(&self.name, p.role, &p.name);
         let t = Instant::now();
         if let Some(cond) = p.when {
             let keep = self
@@ -312,17 +318,17 @@ impl<'a> Host<'a> {
                 .and_then(|e| e.eval(ctx))
                 .map_err(|e| failed(format!("`when = {cond}`: {e}")))?;
             if !keep.is_true() {
-                self.finish_step(p.role, p.name, Status::Skipped, t.elapsed(), Some(&format!("when: {cond}")));
+                self.finish_step(p.role, &p.name, Status::Skipped, t.elapsed(), Some(&format!("when: {cond}")));
                 return Ok(Status::Skipped);
             }
         }
         match self.step(p, facts, ctx, before, notified).await {
             Ok((status, detail)) => {
-                self.finish_step(p.role, p.name, status, t.elapsed(), detail.as_deref());
+                self.finish_step(p.role, &p.name, status, t.elapsed(), detail.as_deref());
                 Ok(status)
             }
             Err(e) => {
-                self.finish_step(p.role, p.name, Status::Failed, t.elapsed(), Some(&e));
+                self.finish_step(p.role, &p.name, Status::Failed, t.elapsed(), Some(&e));
                 if e == INTERRUPTED {
                     return Err(RunError::Interrupted { host: self.name.clone() });
                 }

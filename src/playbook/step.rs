@@ -12,6 +12,11 @@ pub struct StepSpec {
     /// A minijinja expression; the step is skipped when it is false (e.g. `not host.container`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// A minijinja expression giving a list (e.g. `k3s.gitops_archives`): the step is made
+    /// once per item, with `item` in its templates and its name (which must use it, so each
+    /// is a step of its own in the journal). `when` does not see `item`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub each: Option<String>,
 
     // file
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,6 +189,7 @@ pub enum Source {
 pub struct Step {
     pub name: String,
     pub when: Option<String>,
+    pub each: Option<String>,
     pub kind: Kind,
 }
 
@@ -259,6 +265,9 @@ impl StepSpec {
     ) -> Result<Step, String> {
         if self.name.trim().is_empty() {
             return Err("every step needs a name".into());
+        }
+        if self.each.is_some() && !self.name.contains("item") {
+            return Err("a step with `each` names each of its steps by the item: use `{{ item... }}` in name".into());
         }
         let shell = [
             ("command", self.command.as_deref()),
@@ -396,7 +405,7 @@ impl StepSpec {
             let (check, what) = wait_check(w)?;
             Kind::Wait { check, what, timeout: self.timeout.unwrap_or(30) }
         };
-        Ok(Step { name: self.name.clone(), when: self.when.clone(), kind })
+        Ok(Step { name: self.name.clone(), when: self.when.clone(), each: self.each.clone(), kind })
     }
 }
 

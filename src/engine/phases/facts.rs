@@ -11,7 +11,6 @@ use crate::engine::error::RunError;
 use crate::engine::facts::Probe;
 use crate::engine::host::{Before, Host, Prepared, Work};
 use crate::engine::journal::Entry;
-use crate::engine::steps::Step;
 
 pub struct Facts;
 
@@ -54,11 +53,10 @@ async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
         for line in &role.preseed {
             preseed.push(h.render(line)?);
         }
-        for step in &role.steps {
-            let rendered = Step::render(&step.kind, &|s| h.render(s))?;
+        for (step, name, rendered) in h.role_steps(role)? {
             prepared.push(Prepared {
                 role: &role.name,
-                name: &step.name,
+                name,
                 when: step.when.as_deref(),
                 at: rendered.ask(&mut probe),
                 step: rendered,
