@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod cli;
 pub mod cluster;
 pub mod engine;
+pub mod handoff;
 pub mod phase;
 pub mod plan;
 pub mod playbook;

@@ -362,6 +362,11 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
                 repository: "https://git.example.org/platform/cluster.git".into(),
                 branch: "main".into(),
                 path: format!("./clusters/{}", a.site.name),
+                known_hosts: None,
+                token_file: None,
+                token_env: None,
+                token_username: None,
+                contract_namespaces: Vec::new(),
             });
             ask_field(p, &mut a, "gitops.engine", "Engine (flux or argocd)", Some("flux".into()), &|a, v| {
                 let e = match v {
