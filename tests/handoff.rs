@@ -382,7 +382,7 @@ fn gitops_answers_are_checked_at_their_line() {
     let known = text.lines().find(|l| l.starts_with("known-hosts = ")).unwrap().to_string();
     let line_of = |t: &str, needle: &str| t.lines().position(|l| l.contains(needle)).unwrap() + 1;
     let cases: Vec<(String, &str, &str)> = vec![
-        (text.replace(&format!("{known}\n"), ""), "repository = ", "needs the Git host's key"),
+        (text.replace(&format!("{known}\n"), ""), "[gitops]", "needs the Git host's key"),
         (
             text.replace("known-hosts = \"git.example.org", "known-hosts = \"git.other.org"),
             "known-hosts = ",

@@ -1203,7 +1203,7 @@ fn gitops(a: &Answers, out: &mut Vec<Problem>) {
             }
             match &g.known_hosts {
                 None => out.push(
-                    Problem::new("gitops.repository", "an ssh repository needs the Git host's key: the cluster accepts no other")
+                    Problem::new("gitops", "an ssh repository needs the Git host's key (known-hosts): the cluster accepts no other")
                         .help(format!(
                             "add known-hosts = \"{} ssh-ed25519 AAAA...\" ([gitops]); `ssh-keyscan` prints the lines: check them against the Git host",
                             crate::ssh::known_hosts::host_field(&repo.host, repo.ssh_port())
