@@ -184,6 +184,16 @@ pub fn deploy_public_key(secrets: &Secrets) -> Result<String, HandoffError> {
     })
 }
 
+/// What apply prints for an ssh repository: the deploy key's public line, to be added to the
+/// repository (read-only is enough).
+pub fn deploy_key_notice(secrets: &Secrets, repo: &RepoUrl) -> Result<String, HandoffError> {
+    Ok(format!(
+        "add this to your repository {} as a read-only deploy key:\n  {}",
+        repo.url,
+        deploy_public_key(secrets)?
+    ))
+}
+
 /// The https token of `[gitops]`, from its file (trailing line break dropped) or environment
 /// variable; `None` for a public repository. Errors name the source, never the value.
 pub fn read_token(g: &GitOps) -> Result<Option<Sensitive>, HandoffError> {
@@ -448,6 +458,10 @@ mod tests {
         let public = deploy_public_key(&s).unwrap();
         assert!(public.starts_with("ssh-ed25519 AAAA") && public.ends_with(" groundwork@lab"), "{public}");
         assert_ne!(new_deploy_key("lab"), pem);
+        let repo = RepoUrl::parse("git@git.example.org:org/site.git").unwrap();
+        let notice = deploy_key_notice(&s, &repo).unwrap();
+        assert!(notice.contains("add this to your repository ssh://git@git.example.org/org/site.git"), "{notice}");
+        assert!(notice.ends_with(&public) && !notice.contains("PRIVATE"), "{notice}");
         s.insert(DEPLOY_KEY.0, DEPLOY_KEY.1, "-----BEGIN OPENSSH PRIVATE KEY-----\nSup3rS3cret\n");
         let e = deploy_public_key(&s).unwrap_err().to_string();
         assert!(e.contains("[gitops] deploy-key") && !e.contains("Sup3rS3cret"), "{e}");
