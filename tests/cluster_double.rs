@@ -57,7 +57,7 @@ fn double_bundle(dir: &Path) {
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
 }
 
-fn site(bundle: &Path) -> String {
+fn site(bundle: &Path, token: &Path) -> String {
     let key = lab::key();
     let mut text = "[site]\nname = \"kx\"\ninternal-domain = \"kx.groundwork.test\"\nexternal-domain = \"groundwork.test\"\n\
                     admin-email = \"ops@groundwork.test\"\n\n[network]\nsubnet = \"10.77.0.0/24\"\ngateway = \"10.77.0.1\"\n"
@@ -71,10 +71,21 @@ fn site(bundle: &Path) -> String {
     }
     text += &format!(
         "\n[k3s]\nversion = \"{VERSION}\"\nmode = \"ha\"\napi-endpoint = \"10.77.0.103\"\nairgap-bundle = \"{}\"\n\n\
-         [gitops]\nengine = \"flux\"\nrepository = \"https://git.kx.groundwork.test/site.git\"\n",
-        bundle.display()
+         [gitops]\nengine = \"flux\"\nrepository = \"https://git.kx.groundwork.test/site.git\"\ntoken-file = \"{}\"\n",
+        bundle.display(),
+        token.display()
     );
     text
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
 }
 
 /// Each node's starts: `(time, role)` lines the double wrote.
@@ -95,7 +106,9 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
     let bundle = dir.path().join("bundle");
     double_bundle(&bundle);
     let answers = dir.path().join("kx.toml");
-    std::fs::write(&answers, site(&bundle)).unwrap();
+    let token = dir.path().join("git-token");
+    std::fs::write(&token, "kx-test-token-3f9a\n").unwrap();
+    std::fs::write(&answers, site(&bundle, &token)).unwrap();
     let (answers, state) = (answers.to_str().unwrap(), dir.path().join("state"));
     // The double tells systemd it is ready from a child process (systemd-notify): the units
     // groundwork writes accept that only from the main process. Part of the double, not of k3s.
@@ -116,6 +129,13 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
         "kx1",
         &format!("mkdir -p /var/lib/k3s-double && cat > /var/lib/k3s-double/workloads.json <<'EOF'\n{workloads}\nEOF"),
     );
+    // And what Flux's objects answer once reconciled (recorded states).
+    for (file, fixture) in
+        [("gitrepository.json", "gitrepository-ready.json"), ("kustomization.json", "kustomization-ready.json")]
+    {
+        let text = std::fs::read_to_string(format!("tests/fixtures/handoff/{fixture}")).unwrap();
+        on("kx1", &format!("cat > /var/lib/k3s-double/{file} <<'EOF'\n{text}\nEOF"));
+    }
 
     let first = common::run::apply(answers, &state, &[]);
     eprintln!("first apply: {:.1} s, exit {}", first.secs, first.code);
@@ -136,14 +156,31 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
     let applied = on("kx1", "cat /var/lib/k3s-double/applied.yaml");
     assert!(applied.contains("apply --server-side --force-conflicts --field-manager=groundwork -f -"), "{applied}");
     assert!(applied.contains("name: gitrepositories.source.toolkit.fluxcd.io"), "{applied}");
-    assert_eq!(applied.matches("kind: Namespace").count(), 1, "{applied}");
-    assert_eq!(first.step("kx1", "install flux 2.4.0").map(|s| s["status"].clone()), Some("changed".into()));
+    for step in ["install flux 2.4.0", "site contract", "repository access", "sync objects"] {
+        assert_eq!(first.step("kx1", step).map(|s| s["status"].clone()), Some("changed".into()), "{step}");
+    }
+    // Then the site contract, the repository access and the sync objects, in that order.
+    let at = |what: &str| applied.find(what).unwrap_or_else(|| panic!("{what} was not applied: {applied}"));
+    let (crd, contract, access, sync) = (
+        at("name: gitrepositories.source.toolkit.fluxcd.io"),
+        at("name: \"groundwork-site\""),
+        at("kind: \"Secret\"\nmetadata:\n  name: \"flux-system\""),
+        at("kind: \"Kustomization\""),
+    );
+    assert!(crd < contract && contract < access && access < sync, "order: {applied}");
+    assert!(applied.contains("kx-test-token-3f9a"), "the token reaches the cluster's Secret");
+    // ...and nothing else: not the run's log, not its output.
+    assert!(!first.all_text().contains("kx-test-token-3f9a"));
+    let logs: Vec<_> = walk(&state).into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    assert!(!logs.is_empty(), "no run log under {}", state.display());
+    for log in logs {
+        assert!(!std::fs::read_to_string(&log).unwrap().contains("kx-test-token-3f9a"), "{}", log.display());
+    }
     for h in ["kx2", "kx3", "kx4"] {
         assert!(on(h, "ls /var/lib/k3s-double/applied.yaml 2>&1 || true").contains("No such file"));
     }
 
-    // verify: every k3s row passes; the hand-off's controllers too; the sync objects are
-    // not there (the double has none): pending, not failed.
+    // verify: every k3s row passes, and the hand-off's.
     let v = groundwork(&state, &["verify", "--json", answers]);
     let doc: Value = serde_json::from_str(&v.stdout).unwrap_or_else(|e| panic!("{e}: {}", v.all_text()));
     let rows = doc["rows"].as_array().unwrap();
@@ -158,7 +195,15 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
     }
     assert_eq!(row("gitops", "kx1", "controllers available").map(|r| r["result"].clone()), Some("ok".into()), "{doc}");
     let source = row("gitops", "kx1", "source fetched (GitRepository)").expect("a GitRepository row");
-    assert_eq!(source["result"], "skip", "{source}");
+    assert_eq!(source["result"], "ok", "{source}");
+    assert_eq!(source["detail"], "Ready at main@sha1:5d2c8a1e0b7f", "{source}");
+    let applied_row = row("gitops", "kx1", "Kustomization applied").expect("a Kustomization row");
+    assert_eq!(applied_row["result"], "ok", "{applied_row}");
+    assert!(
+        first.all_text().contains("hand-off: GitRepository ready at main@sha1:5d2c8a1e0b7f"),
+        "{}",
+        first.all_text()
+    );
     assert_eq!(v.code, 0, "{}", v.all_text());
 
     // Again: nothing changes, nothing starts, nothing is applied.

@@ -578,6 +578,18 @@ fn every_string_field_refuses_injection_or_is_listed_as_free_text() {
                     doc["proxmox"].as_object_mut().unwrap().remove(k);
                 }
             }
+            // The token keys are for an https repository (the base's is ssh).
+            let token =
+                [("token-file", "/etc/groundwork/git-token"), ("token-env", "GIT_TOKEN"), ("token-username", "git")];
+            if let Some((key, value)) = token.iter().find(|(k, _)| pattern == &format!("gitops.{k}")) {
+                let g = doc["gitops"].as_object_mut().unwrap();
+                g.insert("repository".into(), "https://git.example.org/platform/prod-cluster.git".into());
+                g.remove("known-hosts");
+                g.insert(key.to_string(), (*value).into());
+                if *key == "token-username" {
+                    g.insert("token-file".into(), token[0].1.into());
+                }
+            }
             let slot = at(&mut doc, path);
             let valid = slot.as_str().unwrap_or_else(|| panic!("{path} is not set in the base")).to_string();
             *slot = format!("{valid}{payload}").into();

@@ -112,3 +112,43 @@ fn a_dhcp_host_without_dns_is_caught_before_the_host_list_closes() {
     assert_eq!(a.hosts.len(), 2);
     assert_eq!(a.hosts[1].address.to_string(), "10.77.0.11");
 }
+
+/// k3s with GitOps over ssh: the wizard asks for the Git host's key (refusing none and a key
+/// for another host); over https, for a token file.
+#[test]
+fn gitops_over_ssh_asks_for_the_git_hosts_key_and_https_for_a_token_file() {
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILN9oBt9gGT5IZb+wFF7aklAH5CzIKUIY37008ez0Utd";
+    let other = format!("git.other.org {key}");
+    let right = format!("git.example.org {key}");
+    let mut script = vec![""; 60];
+    script[2] = "example.org";
+    script[12] = "dns, dhcp, k3s-server";
+    script[20] = "git@git.example.org:platform/site.git";
+    script[22] = &other;
+    script[23] = &right;
+    let mut p = ScriptedPrompter::new(script.clone());
+    let a = wizard::run(&mut p, &defaults()).unwrap();
+    let why: Vec<(&str, &str)> = p.rejected.iter().map(|(f, _, e)| (f.as_str(), e.as_str())).collect();
+    assert!(why.iter().any(|(f, e)| *f == "gitops.known-hosts" && e.contains("needs the Git host's key")), "{why:?}");
+    assert!(
+        why.iter().any(|(f, e)| *f == "gitops.known-hosts" && e.contains("not for the repository's host")),
+        "{why:?}"
+    );
+    assert_eq!(why.len(), 2, "{why:?}");
+    assert_eq!(a.gitops.as_ref().unwrap().known_hosts.as_deref(), Some(right.as_str()));
+    answers::load_str("wizard", &wizard::render(&a)).unwrap_or_else(|r| panic!("{}", r.render(false)));
+
+    script[20] = "https://git.example.org/platform/site.git";
+    script[21] = "/etc/groundwork/git-token";
+    script[22] = "";
+    script[23] = "";
+    let mut p = ScriptedPrompter::new(script);
+    let a = wizard::run(&mut p, &defaults()).unwrap();
+    assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+    let g = a.gitops.as_ref().unwrap();
+    assert_eq!(
+        (g.token_file.as_deref(), g.known_hosts.as_deref()),
+        (Some(std::path::Path::new("/etc/groundwork/git-token")), None)
+    );
+    answers::load_str("wizard", &wizard::render(&a)).unwrap_or_else(|r| panic!("{}", r.render(false)));
+}

@@ -351,6 +351,24 @@ pub struct GitOps {
     /// Folder inside the repository that the cluster reconciles.
     #[serde(default = "default_repo_path")]
     pub path: String,
+    /// The Git host's public key(s) as `known_hosts` lines (`git.example.org ssh-ed25519
+    /// AAAA...`; `[host]:port` for another port than 22), for an ssh repository: the cluster
+    /// accepts no other key. `ssh-keyscan git.example.org` prints them; check them first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+    /// File holding an access token for an https repository (none: a public repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding an access token for an https repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// User name sent with the token (default `git`; Bitbucket wants `x-token-auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_username: Option<String>,
+    /// Namespaces that get a copy of the site contract (the `site` ConfigMap and the
+    /// credential Secrets of `groundwork-site`), created if missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contract_namespaces: Vec<String>,
 }
 
 fn default_branch() -> String {

@@ -111,6 +111,11 @@ pub fn field_check(pattern: &str) -> Option<Check> {
         "gitops.repository" => check_git_url,
         "gitops.branch" => check_branch,
         "gitops.path" => check_repo_path,
+        "gitops.known-hosts" => check_known_hosts_text,
+        "gitops.token-file" => check_local_path,
+        "gitops.token-env" => check_env_name,
+        "gitops.token-username" => check_token_username,
+        "gitops.contract-namespaces[]" => check_namespace,
         "proxmox.api-url" => check_https_url,
         "proxmox.token-id" => check_token_id,
         "proxmox.token-secret" => check_inline_secret,
@@ -125,7 +130,7 @@ pub fn field_check(pattern: &str) -> Option<Check> {
 /// Free text that reaches a template as it is: any printable character, quotes included, so
 /// the places that use it must quote it. The injection test lists these; keep them few.
 pub const FREE_TEXT_FIELDS: &[&str] =
-    &["ldap.organisation", "host[].ssh-key", "k3s.airgap-bundle", "proxmox.token-secret-file"];
+    &["ldap.organisation", "host[].ssh-key", "k3s.airgap-bundle", "proxmox.token-secret-file", "gitops.token-file"];
 
 /// Fields whose value is a secret: never quoted in a message nor drawn in a report.
 pub const SECRET_FIELDS: &[&str] = &["proxmox.token-secret"];
@@ -564,6 +569,48 @@ pub fn check_repo_path(s: &str) -> Result<(), String> {
             "`{}` must be a path inside the repository (letters, digits, - . _ and /; e.g. ./clusters/site)",
             shown(s)
         ));
+    }
+    Ok(())
+}
+
+/// `known_hosts` lines for one Git host, at most 64: host patterns, key types, base64 keys,
+/// comments made of letters, digits and `@ . - _`. Whether each line is a key for the
+/// repository's host is a rule across fields.
+pub fn check_known_hosts_text(s: &str) -> Result<(), String> {
+    if s.len() > 65536 || s.lines().count() > 64 {
+        return Err("known-hosts is longer than 64 lines or 64 KiB".into());
+    }
+    if let Some(c) = first_bad(s, |c| c.is_ascii_alphanumeric() || " \t\n[]:*?!,|.-_+/=@#".contains(c)) {
+        return Err(format!(
+            "known-hosts contains {}; it holds known_hosts lines (`host ssh-ed25519 AAAA...`)",
+            named(c)
+        ));
+    }
+    if s.trim().is_empty() {
+        return Err("known-hosts is empty".into());
+    }
+    Ok(())
+}
+
+/// The user name sent with an https token: letters, digits and `- _ . @`.
+pub fn check_token_username(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if ok { Ok(()) } else { Err(format!("`{}` is not a user name (letters, digits and - _ . @)", shown(s))) }
+}
+
+/// A Kubernetes namespace name: a DNS-1123 label, and not one of the cluster's own.
+pub fn check_namespace(s: &str) -> Result<(), String> {
+    if !crate::handoff::contract::is_dns_label(s) {
+        return Err(format!(
+            "`{}` is not a namespace name (1 to 63 lowercase letters, digits and -, not starting or ending with -)",
+            shown(s)
+        ));
+    }
+    if s.starts_with("kube-") || s == "default" {
+        return Err(format!("`{s}` is one of the cluster's own namespaces; name the applications' namespaces"));
+    }
+    if s == crate::handoff::contract::NAMESPACE {
+        return Err(format!("`{s}` holds the contract already"));
     }
     Ok(())
 }
@@ -1114,11 +1161,79 @@ fn k3s(a: &Answers, out: &mut Vec<Problem>) {
 }
 
 fn gitops(a: &Answers, out: &mut Vec<Problem>) {
+    use crate::handoff::sync::{RepoUrl, Scheme};
     if a.gitops.is_some() && (a.k3s.is_none() || !a.has_role(Role::K3sServer)) {
         out.push(
             Problem::new("gitops", "a [gitops] section needs a k3s cluster to hand off to")
                 .help("add a [k3s] section and a host with the k3s-server role, or drop [gitops]"),
         );
+    }
+    let Some(g) = &a.gitops else { return };
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, ns) in g.contract_namespaces.iter().enumerate() {
+        if let Some(j) = first_or_insert(&mut seen, ns.as_str(), i) {
+            out.push(
+                Problem::new(format!("gitops.contract-namespaces[{i}]"), format!("`{}` is listed twice", shown(ns)))
+                    .see(format!("gitops.contract-namespaces[{j}]"), "first here"),
+            );
+        }
+    }
+    if g.token_file.is_some() && g.token_env.is_some() {
+        out.push(
+            Problem::new("gitops.token-env", "the token is given twice")
+                .help("give it one way: token-file (preferred) or token-env")
+                .see("gitops.token-file", "also here"),
+        );
+    }
+    // The URL's own form is the field check's (check_git_url).
+    let Ok(repo) = RepoUrl::parse(&g.repository) else { return };
+    let token = ["token-file", "token-env", "token-username"]
+        .into_iter()
+        .zip([g.token_file.is_some(), g.token_env.is_some(), g.token_username.is_some()])
+        .find(|(_, set)| *set)
+        .map(|(k, _)| k);
+    match repo.scheme {
+        Scheme::Ssh => {
+            if let Some(key) = token {
+                out.push(
+                    Problem::new(format!("gitops.{key}"), "a token is for an https repository")
+                        .help("an ssh repository is read with the deploy key groundwork generates; drop the token keys")
+                        .see("gitops.repository", "the repository"),
+                );
+            }
+            match &g.known_hosts {
+                None => out.push(
+                    Problem::new("gitops", "an ssh repository needs the Git host's key (known-hosts): the cluster accepts no other")
+                        .help(format!(
+                            "add known-hosts = \"{} ssh-ed25519 AAAA...\" ([gitops]); `ssh-keyscan` prints the lines: check them against the Git host",
+                            crate::ssh::known_hosts::host_field(&repo.host, repo.ssh_port())
+                        )),
+                ),
+                Some(text) => {
+                    if let Err(e) = crate::ssh::known_hosts::pinned_lines(text, &repo.host, repo.ssh_port()) {
+                        out.push(
+                            Problem::new("gitops.known-hosts", format!("known-hosts, {e}"))
+                                .see("gitops.repository", "the repository"),
+                        );
+                    }
+                }
+            }
+        }
+        Scheme::Https => {
+            if g.known_hosts.is_some() {
+                out.push(
+                    Problem::new("gitops.known-hosts", "known-hosts is for an ssh repository")
+                        .help("an https repository is checked through its certificate; drop known-hosts")
+                        .see("gitops.repository", "the repository"),
+                );
+            }
+            if g.token_username.is_some() && g.token_file.is_none() && g.token_env.is_none() {
+                out.push(
+                    Problem::new("gitops.token-username", "a user name without a token")
+                        .help("add token-file (or token-env), or drop token-username"),
+                );
+            }
+        }
     }
 }
 

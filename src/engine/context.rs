@@ -190,7 +190,7 @@ impl Redactor {
 /// `pg_literal`, `pg_hba_name`, `mysql_literal`, `mysql_grant_db`, `ldap_dn_value`,
 /// `ldif(attr)`, `pgpass`, `cnf_value`. A value that cannot be written safely at all (a NUL
 /// byte, a line break where none can be represented) fails the render instead of being mangled.
-mod quoting {
+pub(crate) mod quoting {
     use base64::Engine as _;
     use minijinja::{Environment, Error, ErrorKind, Value};
 

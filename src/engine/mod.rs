@@ -142,18 +142,22 @@ async fn cluster_phase(
     }
 }
 
-/// After the cluster: the GitOps engine installed from the bundle on the first k3s server and
-/// groundwork's objects applied (src/handoff/), unless that server applied exactly these
-/// bytes before. Needs the first server in the run; `false` when it failed.
+/// After the cluster: the GitOps engine installed from the bundle on the first k3s server,
+/// then the site contract, the repository access and the sync objects applied, stage by stage
+/// (src/handoff/), unless that server applied exactly these bytes before. How the sync goes
+/// is reported, never a failure of the run: a deploy key just printed is not added yet, an
+/// empty repository is the operator's to fill (`verify` shows both). Needs the first server
+/// in the run; `false` when it failed.
 async fn handoff_phase(
     a: &Answers,
+    secrets: &Secrets,
     in_run: &[String],
     reporter: &Reporter,
     ssh_opts: &SshOptions,
     dry_run: bool,
 ) -> bool {
-    use crate::handoff::install;
-    let (Some(_), Some(_)) = (&a.gitops, &a.k3s) else { return true };
+    use crate::handoff::{self, Stage, install, ready::Sync};
+    let (Some(g), Some(_)) = (&a.gitops, &a.k3s) else { return true };
     let Some((_, first)) = a.hosts_with(Role::K3sServer).next() else { return true };
     if !in_run.contains(&first.name) {
         reporter.note(
@@ -174,20 +178,33 @@ async fn handoff_phase(
         Ok(e) => e,
         Err(e) => return fail(e),
     };
-    let objects: Vec<String> = Vec::new();
-    let stamp = install::stamp(&engine, &objects);
-    let step = format!("install {} {}", install::engine_name(engine.engine), engine.version);
+    let docs = match handoff::documents(a, secrets) {
+        Ok(d) => d,
+        Err(e) => return fail(e.to_string()),
+    };
+    let yamls: Vec<String> = docs.iter().map(|d| d.yaml().to_string()).collect();
+    let stamp = install::stamp(&engine, &yamls);
+    let install_step = format!("install {} {}", install::engine_name(engine.engine), engine.version);
+    let stages =
+        [(Stage::Contract, "site contract"), (Stage::Repository, "repository access"), (Stage::Sync, "sync objects")];
     let server = match crate::ssh::Session::connect(&target_of(first), ssh_opts).await {
         Ok(s) => s,
         Err(e) => return fail(format!("ssh: {e}")),
     };
     let result = async {
+        let all_steps = std::iter::once(install_step.clone()).chain(stages.iter().map(|(_, n)| n.to_string()));
         if install::applied_before(&server, &stamp).await? {
-            reporter.step_finished(&host, "handoff", &step, Status::Ok, Duration::ZERO, None);
+            for step in all_steps {
+                reporter.step_finished(&host, "handoff", &step, Status::Ok, Duration::ZERO, None);
+            }
             return Ok(());
         }
         if dry_run {
-            reporter.step_finished(&host, "handoff", &step, Status::WouldChange, Duration::ZERO, None);
+            for step in all_steps {
+                reporter.step_finished(&host, "handoff", &step, Status::WouldChange, Duration::ZERO, None);
+            }
+            let titles: Vec<String> = docs.iter().map(|d| d.title()).collect();
+            reporter.log(&host, &format!("hand-off would apply: {}", titles.join(", ")));
             return Ok(());
         }
         if engine.patched > 0 {
@@ -199,22 +216,58 @@ async fn handoff_phase(
                 ),
             );
         }
-        reporter.step_started(&host, "handoff", &step);
+        reporter.step_started(&host, "handoff", &install_step);
         let t = Instant::now();
         let progress = |m: &str| reporter.progress(&host, "handoff", m);
-        match install::install(&server, &engine, &progress).await {
-            Ok(_) => {}
-            Err(e) => {
-                reporter.step_finished(&host, "handoff", &step, Status::Failed, t.elapsed(), Some(&e));
-                return Err(e);
+        if let Err(e) = install::install(&server, &engine, &progress).await {
+            reporter.step_finished(&host, "handoff", &install_step, Status::Failed, t.elapsed(), Some(&e));
+            return Err(e);
+        }
+        reporter.step_finished(&host, "handoff", &install_step, Status::Changed, t.elapsed(), None);
+        // Stage by stage: the sync objects' kinds exist once the engine's CRDs do, and the
+        // engine reads the contract and its access the moment they appear.
+        for (stage, name) in stages {
+            let part: Vec<handoff::Document> = docs.iter().filter(|d| d.stage == stage).cloned().collect();
+            if part.is_empty() {
+                continue;
+            }
+            reporter.step_started(&host, "handoff", name);
+            let t = Instant::now();
+            match install::apply(&server, None, &handoff::stream(&part)).await {
+                Ok(()) => reporter.step_finished(&host, "handoff", name, Status::Changed, t.elapsed(), None),
+                Err(e) => {
+                    reporter.step_finished(&host, "handoff", name, Status::Failed, t.elapsed(), Some(&e));
+                    return Err(format!("{name}: {e}"));
+                }
             }
         }
         install::record(&server, &stamp).await?;
-        reporter.step_finished(&host, "handoff", &step, Status::Changed, t.elapsed(), None);
+        let states = install::wait_sync(&server, engine.engine, Duration::from_secs(60), &progress).await;
+        for (what, state) in states {
+            let said = match state {
+                Sync::Ready(rev) => format!(
+                    "hand-off: {what} ready{}",
+                    if rev.is_empty() { String::new() } else { format!(" at {rev}") }
+                ),
+                Sync::Pending(m) => format!("hand-off: {what} not reconciled yet: {m}"),
+                Sync::Failed(m) => {
+                    format!("hand-off: {what} failed: {m} (groundwork verify shows it; fix the repository access)")
+                }
+            };
+            reporter.note("-", &said);
+        }
         Ok::<(), String>(())
     }
     .await;
     server.close().await;
+    // The deploy key's public half, to add to the repository (the private half never leaves
+    // secrets.toml and the cluster's Secret).
+    if let Ok(repo) = handoff::sync::RepoUrl::parse(&g.repository)
+        && repo.scheme == handoff::sync::Scheme::Ssh
+        && let Ok(notice) = handoff::sync::deploy_key_notice(secrets, &repo)
+    {
+        reporter.note("-", &notice);
+    }
     match result {
         Ok(()) => true,
         Err(e) => fail(e),
@@ -374,7 +427,7 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
         ok &= cluster_phase(a, &host_names, &reporter, &ssh_opts, state, opts.dry_run).await;
     }
     if ok || opts.dry_run {
-        ok &= handoff_phase(a, &host_names, &reporter, &ssh_opts, opts.dry_run).await;
+        ok &= handoff_phase(a, &secrets, &host_names, &reporter, &ssh_opts, opts.dry_run).await;
     }
     if let Some(j) = &journal {
         j.write(&Entry::End {

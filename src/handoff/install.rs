@@ -177,15 +177,17 @@ pub async fn record(server: &Session, stamp: &str) -> Result<(), String> {
 }
 
 /// The commands that read the sync objects' state, per engine: `(what, command)`.
-pub fn sync_commands(engine: GitOpsEngine) -> Vec<(&'static str, &'static str)> {
+pub fn sync_commands(engine: GitOpsEngine) -> Vec<(&'static str, String)> {
+    use super::sync::{ARGOCD_APPLICATION, ARGOCD_NAMESPACE, FLUX_NAME, FLUX_NAMESPACE};
+    let get = |ns: &str, kind: &str, name: &str| {
+        format!("k3s kubectl -n {} get {kind} {} -o json 2>&1", sh_quote(ns), sh_quote(name))
+    };
     match engine {
         GitOpsEngine::Flux => vec![
-            ("GitRepository", "k3s kubectl -n flux-system get gitrepository flux-system -o json 2>&1"),
-            ("Kustomization", "k3s kubectl -n flux-system get kustomization flux-system -o json 2>&1"),
+            ("GitRepository", get(FLUX_NAMESPACE, "gitrepository", FLUX_NAME)),
+            ("Kustomization", get(FLUX_NAMESPACE, "kustomization", FLUX_NAME)),
         ],
-        GitOpsEngine::Argocd => {
-            vec![("Application", "k3s kubectl -n argocd get application groundwork-site -o json 2>&1")]
-        }
+        GitOpsEngine::Argocd => vec![("Application", get(ARGOCD_NAMESPACE, "application", ARGOCD_APPLICATION))],
     }
 }
 
@@ -193,7 +195,7 @@ pub fn sync_commands(engine: GitOpsEngine) -> Vec<(&'static str, &'static str)> 
 pub async fn sync_state(server: &Session, engine: GitOpsEngine) -> Vec<(&'static str, Sync)> {
     let mut out = Vec::new();
     for (what, cmd) in sync_commands(engine) {
-        let said = server.exec(cmd, None).await.map(|o| o.stdout_str()).unwrap_or_else(|e| format!("ssh: {e}"));
+        let said = server.exec(&cmd, None).await.map(|o| o.stdout_str()).unwrap_or_else(|e| format!("ssh: {e}"));
         let state = match engine {
             GitOpsEngine::Flux => ready::flux(&said),
             GitOpsEngine::Argocd => ready::argocd(&said),

@@ -303,6 +303,38 @@ pub(crate) fn check(path: &Path, host: &str, port: u16, key: &PublicKey) -> Resu
     Ok(Verdict::Unknown)
 }
 
+/// Checks `known_hosts` text given for one server (a Git host the cluster connects to):
+/// every line that is not blank or a comment must be a plain key line (no marker) that is for
+/// `host`:`port`. Returns the key lines; an error names the line (1-based) and why, never more
+/// of it than its host field.
+pub(crate) fn pinned_lines(text: &str, host: &str, port: u16) -> Result<Vec<String>, String> {
+    let name = lookup_name(host, port);
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        match parse_line(n, line.as_bytes()) {
+            Ok(None) => {}
+            Ok(Some(e)) if e.marker != Marker::None => {
+                return Err(format!("line {n}: a marker (@revoked, @cert-authority) has no use here"));
+            }
+            Ok(Some(e)) if !e.hosts.matches(&name) => {
+                let shown = crate::answers::report::shown;
+                return Err(format!(
+                    "line {n}: `{}` is not for the repository's host `{}`",
+                    shown(&String::from_utf8_lossy(&line.as_bytes()[e.hosts_at.clone()])),
+                    shown(&name)
+                ));
+            }
+            Ok(Some(_)) => keys.push(line.trim().to_string()),
+            Err(b) => return Err(format!("line {n}: {}", b.reason)),
+        }
+    }
+    if keys.is_empty() {
+        return Err("no key line (`host keytype key`)".into());
+    }
+    Ok(keys)
+}
+
 /// Lines of `path` that cannot be read or are not used, for a warning at the start of a run.
 pub(crate) fn notes(path: &Path) -> Result<Vec<Note>, String> {
     Ok(read(path)?.map(|b| parse(&b).notes).unwrap_or_default())

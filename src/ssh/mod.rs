@@ -9,7 +9,7 @@
 //! numbers; 255 for a signal name this module does not know).
 
 mod error;
-mod known_hosts;
+pub(crate) mod known_hosts;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

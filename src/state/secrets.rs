@@ -134,6 +134,11 @@ impl Secrets {
         self.tables.get(table)?.get(key).map(String::as_str)
     }
 
+    /// Sets one value (a test's fixed secrets; a value made elsewhere).
+    pub fn insert(&mut self, table: &str, key: &str, value: &str) {
+        self.tables.entry(table.to_string()).or_default().insert(key.to_string(), value.to_string());
+    }
+
     /// Every value, for redacting logs and plans.
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.tables.values().flat_map(|m| m.values().map(String::as_str))
@@ -166,6 +171,14 @@ impl Secrets {
         }
         if a.k3s.is_some() {
             self.ensure("k3s", "token", || password(48), &mut made);
+        }
+        // The deploy key the cluster reads an ssh repository with (its public half is shown).
+        if let Some(g) = &a.gitops
+            && crate::handoff::sync::RepoUrl::parse(&g.repository)
+                .is_ok_and(|r| r.scheme == crate::handoff::sync::Scheme::Ssh)
+        {
+            let (table, key) = crate::handoff::sync::DEPLOY_KEY;
+            self.ensure(table, key, || crate::handoff::sync::new_deploy_key(&a.site.name), &mut made);
         }
         made
     }

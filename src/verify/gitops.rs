@@ -136,7 +136,7 @@ pub async fn verify(a: &Answers, state: &StateDir, down: &BTreeMap<String, Strin
         ask(format!("k3s kubectl -n {ns} get deployment,statefulset -o json 2>&1")),
         ask("k3s kubectl get crd -o json 2>&1".to_string()),
         futures::future::join_all(
-            sync_commands(g.engine).into_iter().map(|(what, cmd)| async move { (what, ask(cmd.to_string()).await) })
+            sync_commands(g.engine).into_iter().map(|(what, cmd)| async move { (what, ask(cmd).await) })
         ),
     );
     session.close().await;

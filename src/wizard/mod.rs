@@ -362,6 +362,11 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
                 repository: "https://git.example.org/platform/cluster.git".into(),
                 branch: "main".into(),
                 path: format!("./clusters/{}", a.site.name),
+                known_hosts: None,
+                token_file: None,
+                token_env: None,
+                token_username: None,
+                contract_namespaces: Vec::new(),
             });
             ask_field(p, &mut a, "gitops.engine", "Engine (flux or argocd)", Some("flux".into()), &|a, v| {
                 let e = match v {
@@ -380,6 +385,41 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
                 }
                 Ok(())
             })?;
+            let ssh = a.gitops.as_ref().and_then(|g| crate::handoff::sync::RepoUrl::parse(&g.repository).ok());
+            if ssh.is_some_and(|r| r.scheme == crate::handoff::sync::Scheme::Ssh) {
+                ask_field(
+                    p,
+                    &mut a,
+                    "gitops.known-hosts",
+                    "The Git host's key as a known_hosts line (ssh-keyscan HOST prints it; check it)",
+                    None,
+                    &|a, v| {
+                        if v.is_empty() {
+                            return Err(
+                                "an ssh repository needs the Git host's key: the cluster accepts no other".into()
+                            );
+                        }
+                        if let Some(g) = a.gitops.as_mut() {
+                            g.known_hosts = Some(v.to_string());
+                        }
+                        Ok(())
+                    },
+                )?;
+            } else {
+                ask_field(
+                    p,
+                    &mut a,
+                    "gitops.token-file",
+                    "File holding an access token (empty: a public repository)",
+                    Some(String::new()),
+                    &|a, v| {
+                        if let Some(g) = a.gitops.as_mut() {
+                            g.token_file = (!v.is_empty()).then(|| PathBuf::from(v));
+                        }
+                        Ok(())
+                    },
+                )?;
+            }
             ask_field(p, &mut a, "gitops.branch", "Branch", Some("main".into()), &|a, v| {
                 if let Some(g) = a.gitops.as_mut() {
                     g.branch = v.to_string();
