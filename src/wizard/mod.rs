@@ -211,6 +211,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             ssh_key: None,
             ssh_port: 22,
             roles: Vec::new(),
+            provision: None,
         });
         let base = format!("host[{i}]");
         let name_default = if i == 0 { d.hostname.clone() } else { format!("host{}", i + 1) };
@@ -407,6 +408,9 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             node: "pve".into(),
             storage: "local-lvm".into(),
             template: None,
+            ct_template: None,
+            bridge: "vmbr0".into(),
+            task_timeout: 600,
         });
         let fields: [(&str, &str, Option<String>); 6] = [
             ("proxmox.api-url", "API URL (https://host:8006/api2/json)", None),
