@@ -307,3 +307,44 @@ fn not_found(p: &Proxmox, e: &Error, field: &str, what: &str) -> Problem {
         _ => problem_of(p, e, field),
     }
 }
+
+/// The report of online problems on the answer file `file` (its text and index), the secret
+/// value hidden as offline validation hides it.
+pub fn report(
+    file: &str,
+    text: &str,
+    index: &crate::answers::span::SpanIndex,
+    problems: Vec<Problem>,
+) -> crate::answers::Report {
+    let secrets = crate::answers::rules::SECRET_FIELDS.iter().filter_map(|f| index.exact_value_span(f)).collect();
+    crate::answers::Report::new(file, text).hiding(secrets).with_all(problems).located(index).sorted()
+}
+
+/// The online checks of a loaded answer file, run to the end: `Ok(summary line)` or the
+/// report to print. (`file`, `text`: what the report names and shows.)
+pub fn run_blocking(file: &str, text: &str, loaded: &crate::answers::Loaded) -> Result<String, crate::answers::Report> {
+    let a = &loaded.answers;
+    let Some(p) = &a.proxmox else { return Ok("no [proxmox] section: nothing to check online".into()) };
+    let fail = |ps: Vec<Problem>| report(file, text, &loaded.index, ps);
+    let client = Client::new(p).map_err(|e| fail(vec![problem_of(p, &e, "proxmox")]))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(vec![Problem::new("", format!("cannot start the async runtime: {e}"))]))?;
+    let (mut problems, facts) = rt.block_on(online(a, &client));
+    for (i, h) in a.hosts.iter().enumerate() {
+        if h.provision.is_some()
+            && let Err(e) = super::provision::public_key(h)
+        {
+            problems.push(Problem::new(format!("host[{i}].ssh-key"), e));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    let n = a.hosts.iter().filter(|h| h.provision.is_some()).count();
+    Ok(format!(
+        "Proxmox VE {} at {}: node {} online, storage {} ready, templates present, token privileges sufficient for {n} provisioned host(s)",
+        facts.version, p.api_url, p.node, p.storage
+    ))
+}
