@@ -61,6 +61,9 @@ pub struct Guest {
     pub config: BTreeMap<String, String>,
 }
 
+/// Where a start's hook leaves its result.
+type HookSlot = Arc<Mutex<Option<Result<(), String>>>>;
+
 struct Task {
     node: String,
     kind: String,
@@ -68,7 +71,7 @@ struct Task {
     exit: String,
     hang: bool,
     /// A start's hook runs in a thread; the task stops when it is done.
-    waiting: Option<Arc<Mutex<Option<Result<(), String>>>>>,
+    waiting: Option<HookSlot>,
     log: Vec<String>,
 }
 
@@ -345,8 +348,8 @@ fn verify(params: &BTreeMap<String, String>, allowed: &[&str], required: &[&str]
             "rootfs" => v.split_once(':').is_some_and(|(s, size)| !s.is_empty() && int_ok(size)),
             "net0" if params.contains_key("ostemplate") || params.contains_key("hostname") => {
                 let p = props(v);
-                p.get("name").is_some()
-                    && p.get("bridge").is_some()
+                p.contains_key("name")
+                    && p.contains_key("bridge")
                     && p.get("ip").is_some_and(|ip| cidr_ok(ip))
                     && p.get("gw").is_none_or(|g| g.parse::<std::net::Ipv4Addr>().is_ok())
             }
@@ -684,13 +687,7 @@ fn handle(
     }
 }
 
-fn new_task(
-    s: &mut State,
-    node: &str,
-    kind: &str,
-    id: &str,
-    waiting: Option<Arc<Mutex<Option<Result<(), String>>>>>,
-) -> String {
+fn new_task(s: &mut State, node: &str, kind: &str, id: &str, waiting: Option<HookSlot>) -> String {
     s.pid += 1;
     let u = upid(node, s.pid, kind, id);
     let fails = s.fail_task.iter().any(|t| t == kind);
