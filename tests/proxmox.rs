@@ -164,7 +164,7 @@ fn each_online_failure_names_file_line_and_field() {
             "{what}: wanted `{located}... {field}: ...{words}`:\n{}",
             out.stderr
         );
-        assert!(!out.text().contains(pve::SECRET), "{what}: the secret was printed");
+        assert!(!out.text().contains(secret), "{what}: the secret was printed");
     }
 }
 
