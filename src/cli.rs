@@ -56,6 +56,10 @@ pub enum Command {
         /// One JSON document with every problem (file, line, column, field, message).
         #[arg(long)]
         json: bool,
+        /// Also check [proxmox] against its API: version, node, storage, templates, the
+        /// token's privileges for what a run would do.
+        #[arg(long)]
+        online: bool,
     },
     /// Print the JSON Schema of the answer file.
     Schema {
@@ -286,7 +290,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         Command::Schema { .. } if cli.state.is_some() => no_state("schema"),
         Command::Probe { .. } if cli.state.is_some() => no_state("probe"),
         Command::Bundle(_) if cli.state.is_some() => no_state("bundle"),
-        Command::Validate { files, json } => validate(out, &files, json),
+        Command::Validate { files, json, online } => validate(out, &files, json, online),
         Command::Schema { out: file } => schema(out, file.as_deref()),
         Command::Probe { json, for_file } => probe_cmd(out, json, for_file.as_deref()),
         Command::Wizard { out: file, state: s } => wizard_cmd(out, &file, state(s).as_deref()),
@@ -320,7 +324,7 @@ fn print_report(r: &Report) {
     let _ = write!(std::io::stderr(), "{}", r.render(color()));
 }
 
-fn validate(out: &mut Out, files: &[PathBuf], json: bool) -> i32 {
+fn validate(out: &mut Out, files: &[PathBuf], json: bool, online: bool) -> i32 {
     let catalog = match load_catalog(None) {
         Ok(c) => c,
         Err(code) => return code,
@@ -328,8 +332,21 @@ fn validate(out: &mut Out, files: &[PathBuf], json: bool) -> i32 {
     let mut failed = 0;
     let mut docs = Vec::new();
     for f in files {
-        match crate::plan::validate_file(f, &catalog) {
-            Ok(l) => {
+        let checked = crate::plan::validate_file(f, &catalog).and_then(|l| {
+            if !online {
+                return Ok((l, None));
+            }
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            let line = crate::proxmox::check::run_blocking(&f.display().to_string(), &text, &l)?;
+            Ok((l, Some(line)))
+        });
+        match checked {
+            Ok((l, online_line)) => {
+                if let Some(line) = online_line
+                    && !json
+                {
+                    out.println(&format!("{}: online: {line}", f.display()));
+                }
                 let roles: usize = l.answers.hosts.iter().map(|h| h.roles.len()).sum();
                 if json {
                     docs.push(serde_json::json!({"file": f.display().to_string(), "ok": true, "problems": []}));
@@ -574,6 +591,24 @@ fn engine_cmd(
     if let Err(e) = crate::plan::build(a, &catalog).refuse_roles_without_steps(&opts.hosts) {
         say!("error: {e}");
         return 2;
+    }
+    // The first phase when guests are provisioned: the Proxmox API, node, storage, templates
+    // and the token's privileges, each failure on its field of the answers.
+    if a.proxmox.is_some()
+        && a.hosts.iter().any(|h| h.provision.is_some() && (opts.hosts.is_empty() || opts.hosts.contains(&h.name)))
+    {
+        let (name, text) = match file {
+            Some(f) => (f.display().to_string(), std::fs::read_to_string(f).unwrap_or_default()),
+            None => (crate::LAB_EXAMPLE.0.to_string(), crate::LAB_EXAMPLE.1.to_string()),
+        };
+        match crate::proxmox::check::run_blocking(&name, &text, &loaded) {
+            Ok(line) => say!("{line}"),
+            Err(report) => {
+                print_report(&report);
+                say!("error: the Proxmox checks failed; nothing was changed");
+                return 1;
+            }
+        }
     }
     let mut opts = opts;
     match crate::bundle::check::verify_for_run(a, &opts.hosts) {

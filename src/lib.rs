@@ -13,6 +13,7 @@ pub mod phase;
 pub mod plan;
 pub mod playbook;
 pub mod probe;
+pub mod proxmox;
 pub mod ssh;
 pub mod state;
 pub mod verify;

@@ -121,6 +121,62 @@ pub struct Host {
     #[serde(default = "default_ssh_port")]
     pub ssh_port: u16,
     pub roles: Vec<Role>,
+    /// Create this host as a Proxmox VE guest (see `[proxmox]`) before converging it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision: Option<Provision>,
+}
+
+/// A guest groundwork creates on Proxmox VE when it does not exist yet: a container from
+/// `[proxmox] ct-template`, or a VM cloned from `[proxmox] template` (cloud-init).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Provision {
+    /// `ct` (LXC container: dns, dhcp, ldap, databases) or `vm` (QEMU VM: required for k3s).
+    pub kind: GuestKind,
+    /// CPU cores.
+    #[serde(default = "default_cores")]
+    pub cores: u32,
+    /// Memory in MiB.
+    #[serde(default = "default_memory")]
+    pub memory: u32,
+    /// Root disk in GiB (containers; a VM keeps its template's disk).
+    #[serde(default = "default_disk")]
+    pub disk: u32,
+}
+
+fn default_cores() -> u32 {
+    1
+}
+
+fn default_memory() -> u32 {
+    1024
+}
+
+fn default_disk() -> u32 {
+    8
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestKind {
+    Ct,
+    Vm,
+}
+
+impl GuestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestKind::Ct => "ct",
+            GuestKind::Vm => "vm",
+        }
+    }
+    /// The API's name of the guest type (`/nodes/{node}/{api}/...`, `type` in resources).
+    pub fn api(self) -> &'static str {
+        match self {
+            GuestKind::Ct => "lxc",
+            GuestKind::Vm => "qemu",
+        }
+    }
 }
 
 fn default_ssh_user() -> String {
@@ -398,6 +454,9 @@ pub struct Proxmox {
     pub node: String,
     pub storage: String,
     pub template: Option<String>,
+    pub ct_template: Option<String>,
+    pub bridge: String,
+    pub task_timeout: u64,
 }
 
 /// Where the Proxmox API token secret comes from: one place, never two.
@@ -459,10 +518,29 @@ pub struct ProxmoxKeys {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     pub node: String,
+    /// Where new guests' disks go (content `rootdir` for containers, `images` for VMs).
     pub storage: String,
-    /// VM template that new guests are cloned from.
+    /// VM template (by name) that `vm` guests are cloned from; it has cloud-init.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Container template volume that `ct` guests are created from, e.g.
+    /// `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ct_template: Option<String>,
+    /// The bridge new guests are attached to.
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// How long one Proxmox task (create, clone, start) may take, in seconds.
+    #[serde(default = "default_task_timeout")]
+    pub task_timeout: u64,
+}
+
+fn default_bridge() -> String {
+    "vmbr0".into()
+}
+
+fn default_task_timeout() -> u64 {
+    600
 }
 
 impl fmt::Debug for ProxmoxKeys {
@@ -492,6 +570,9 @@ impl TryFrom<ProxmoxKeys> for Proxmox {
             node: k.node,
             storage: k.storage,
             template: k.template,
+            ct_template: k.ct_template,
+            bridge: k.bridge,
+            task_timeout: k.task_timeout,
         })
     }
 }
@@ -515,6 +596,9 @@ impl From<Proxmox> for ProxmoxKeys {
             node: p.node,
             storage: p.storage,
             template: p.template,
+            ct_template: p.ct_template,
+            bridge: p.bridge,
+            task_timeout: p.task_timeout,
         }
     }
 }

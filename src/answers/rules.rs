@@ -123,6 +123,8 @@ pub fn field_check(pattern: &str) -> Option<Check> {
         "proxmox.fingerprint" => check_fingerprint,
         "proxmox.node" => check_proxmox_node,
         "proxmox.storage" | "proxmox.template" => check_proxmox_name,
+        "proxmox.ct-template" => check_ct_template,
+        "proxmox.bridge" => check_bridge,
         _ => return None,
     })
 }
@@ -684,6 +686,32 @@ pub fn check_proxmox_name(s: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("`{}` is not a usable name (letters, digits, - _ and .)", shown(s))) }
 }
 
+/// A container template volume: `storage:vztmpl/file.tar.[gz|xz|zst]`.
+pub fn check_ct_template(s: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "`{}` is not a container template volume (storage:vztmpl/file, e.g. local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst)",
+            shown(s)
+        )
+    };
+    if s.len() > 255 {
+        return Err(bad());
+    }
+    let Some((storage, rest)) = s.split_once(':') else { return Err(bad()) };
+    let Some(file) = rest.strip_prefix("vztmpl/") else { return Err(bad()) };
+    let name_ok = |x: &str| !x.is_empty() && x.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !name_ok(storage) || !name_ok(file) || file.starts_with('.') {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// A Linux bridge (or SDN VNet) name: at most 15 of letters, digits and `- _ .`.
+pub fn check_bridge(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty() && s.len() <= 15 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok { Ok(()) } else { Err(format!("`{}` is not a bridge name (at most 15 letters, digits, - _ .)", shown(s))) }
+}
+
 fn usable_in(subnet: &Subnet, ip: Ipv4Addr) -> Result<(), String> {
     if !subnet.contains(ip) {
         return Err(format!("{ip} is outside network.subnet {subnet}"));
@@ -1237,9 +1265,59 @@ fn gitops(a: &Answers, out: &mut Vec<Problem>) {
     }
 }
 
+/// Hosts created on Proxmox: the section that says where, the template of their kind, a VM
+/// for k3s (it does not run in an unprivileged container), sizes a guest can have.
+fn provisions(a: &Answers, out: &mut Vec<Problem>) {
+    for (i, h) in a.hosts.iter().enumerate() {
+        let Some(pr) = &h.provision else { continue };
+        let base = format!("host[{i}].provision");
+        match &a.proxmox {
+            None => out.push(
+                Problem::new(&base, "this host is to be provisioned, but there is no [proxmox] section")
+                    .help("add [proxmox] (api-url, token-id, token secret, node, storage), or drop provision"),
+            ),
+            Some(px) => match pr.kind {
+                GuestKind::Ct if px.ct_template.is_none() => out.push(
+                    Problem::new(format!("{base}.kind"), "a container needs [proxmox] ct-template")
+                        .help("set ct-template = \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\" (a volume of the node)"),
+                ),
+                GuestKind::Vm if px.template.is_none() => out.push(
+                    Problem::new(format!("{base}.kind"), "a VM needs [proxmox] template (the VM template to clone)")
+                        .help("set template = \"debian-12-cloudinit\" (a VM template with cloud-init)"),
+                ),
+                _ => {}
+            },
+        }
+        if pr.kind == GuestKind::Ct {
+            for role in [Role::K3sServer, Role::K3sAgent] {
+                if h.roles.contains(&role) {
+                    out.push(
+                        Problem::new(format!("{base}.kind"), format!("role `{role}` does not run in a container"))
+                            .help("k3s needs its own kernel features: use kind = \"vm\"")
+                            .see(role_field(a, i, role), "the role"),
+                    );
+                }
+            }
+        }
+        if !(1..=512).contains(&pr.cores) {
+            out.push(Problem::new(format!("{base}.cores"), format!("{} cores: give 1 to 512", pr.cores)));
+        }
+        if !(128..=4_194_304).contains(&pr.memory) {
+            out.push(Problem::new(format!("{base}.memory"), format!("{} MiB: give 128 MiB or more", pr.memory)));
+        }
+        if !(1..=65_536).contains(&pr.disk) {
+            out.push(Problem::new(format!("{base}.disk"), format!("{} GiB: give 1 to 65536 GiB", pr.disk)));
+        }
+    }
+}
+
 /// (That the secret comes from exactly one place is the type's rule: see `model::ProxmoxKeys`.)
 fn proxmox(a: &Answers, out: &mut Vec<Problem>) {
+    provisions(a, out);
     let Some(p) = &a.proxmox else { return };
+    if p.task_timeout == 0 {
+        out.push(Problem::new("proxmox.task-timeout", "a task timeout of 0 seconds lets no task finish"));
+    }
     if matches!(p.token_secret, TokenSecret::Inline(_)) && !p.insecure_inline_secret {
         out.push(
             Problem::new("proxmox.token-secret", "the token secret is written in plain text here")

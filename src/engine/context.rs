@@ -175,6 +175,15 @@ impl Redactor {
         Redactor { values }
     }
 
+    /// Also mask `value` (a secret that is not in the secrets file, e.g. an API token).
+    pub fn also(mut self, value: &str) -> Redactor {
+        if value.len() >= 6 {
+            self.values.push(value.to_string());
+            self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+        self
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for v in &self.values {

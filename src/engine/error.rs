@@ -8,6 +8,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(tag = "phase", rename_all = "kebab-case")]
 pub enum RunError {
+    /// The host's Proxmox guest could not be found, created, changed or started.
+    #[error("proxmox: {cause}")]
+    Provision { host: String, cause: String },
     /// No session: unreachable, refused key, changed host key, no sudo...
     #[error("{cause}")]
     Connect { host: String, cause: String },
@@ -44,6 +47,7 @@ impl RunError {
     pub fn host(&self) -> &str {
         match self {
             RunError::Connect { host, .. }
+            | RunError::Provision { host, .. }
             | RunError::Facts { host, .. }
             | RunError::Packages { host, .. }
             | RunError::Step { host, .. }

@@ -274,6 +274,125 @@ async fn handoff_phase(
     }
 }
 
+/// The hosts of this run (`only`: `--host`, empty for all) that are provisioned on Proxmox.
+fn provisioned<'a>(a: &'a Answers, only: &'a [String]) -> impl Iterator<Item = &'a crate::answers::model::Host> {
+    a.hosts.iter().filter(move |h| h.provision.is_some() && (only.is_empty() || only.contains(&h.name)))
+}
+
+/// The provisioning phase (src/proxmox/provision.rs), before any SSH connection: each
+/// provisioned host of the run is found, created and started, or changed. Returns the hosts
+/// that the later phases leave out: absent ones in a dry run (nothing to connect to yet), and
+/// those whose guest failed (with their error).
+async fn provision_phase(
+    a: &Answers,
+    client: &crate::proxmox::Client,
+    reporter: &Reporter,
+    opts: &Options,
+    in_run: &[String],
+) -> Result<Vec<(String, Option<error::RunError>)>, String> {
+    use crate::proxmox::provision::{self as pv, Action};
+    const ROLE: &str = "proxmox";
+    let p = a.proxmox.as_ref().expect("a client is made only with [proxmox]");
+    let hosts: Vec<&crate::answers::model::Host> =
+        provisioned(a, &opts.hosts).filter(|h| in_run.contains(&h.name)).collect();
+    reporter.note("-", &format!("proxmox: {} guest(s) of this run on node {}", hosts.len(), p.node));
+    let all = pv::guests(client).await.map_err(|e| format!("proxmox: {e}"))?;
+    let vm_template = p
+        .template
+        .as_deref()
+        .and_then(|name| all.iter().find(|g| g.template && g.name == name).map(|g| (g.vmid, g.node.clone())));
+    let vm_template = vm_template.as_ref().map(|(id, node)| (*id, node.as_str()));
+    let mut out = Vec::new();
+    for h in hosts {
+        let name = h.name.as_str();
+        let step = "guest";
+        let started = Instant::now();
+        let fail = |cause: String| {
+            reporter.step_finished(name, ROLE, step, Status::Failed, started.elapsed(), Some(&cause));
+            (name.to_string(), Some(error::RunError::Provision { host: name.to_string(), cause }))
+        };
+        let plan = match pv::compare(a, h, &all, client, vm_template).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                out.push(fail(e));
+                continue;
+            }
+        };
+        if let Some(built) = &plan.outdated {
+            reporter.note(
+                name,
+                &format!(
+                    "proxmox: OUTDATED: the guest was built from template {built}, the answers name {} now; it keeps running as it is (rebuilding it loses what is on its disk)",
+                    pv::template_tag(&pv::template_identity(p, plan.kind, vm_template))
+                ),
+            );
+        }
+        let progress = |m: &str| reporter.progress(name, ROLE, m);
+        let result = match &plan.action {
+            Action::Nothing => {
+                reporter.step_finished(name, ROLE, step, Status::Ok, started.elapsed(), None);
+                Ok(())
+            }
+            Action::Create(what) if opts.dry_run => {
+                reporter.step_finished(name, ROLE, step, Status::WouldChange, started.elapsed(), Some(what));
+                reporter.note(name, "proxmox: its other steps are planned once the guest exists");
+                out.push((name.to_string(), None));
+                continue;
+            }
+            Action::Change { diff, start, .. } if opts.dry_run => {
+                let d = pv::describe(diff, *start);
+                reporter.step_finished(name, ROLE, step, Status::WouldChange, started.elapsed(), Some(&d));
+                if *start {
+                    // Stopped: nothing to connect to in a dry run.
+                    out.push((name.to_string(), None));
+                }
+                continue;
+            }
+            Action::Create(what) => {
+                reporter.step_started(name, ROLE, step);
+                reporter.say(&format!("{name}: proxmox: {what}"));
+                match pv::create(a, h, client, vm_template, &progress).await {
+                    Ok(vmid) => {
+                        reporter.log(name, &format!("proxmox: guest {vmid} created and started"));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Action::Change { vmid, node, diff, start } => {
+                reporter.step_started(name, ROLE, step);
+                let mut r = pv::change(client, node, plan.kind, *vmid, diff).await;
+                if r.is_ok() && *start {
+                    r = pv::start(client, node, plan.kind, *vmid, &progress).await;
+                }
+                r
+            }
+        };
+        let result = match result {
+            Ok(()) if plan.action != Action::Nothing => {
+                let deadline = Duration::from_secs(p.task_timeout);
+                pv::wait_ssh(&h.address.to_string(), h.ssh_port, deadline, &progress).await.map(|took| {
+                    reporter.log(name, &format!("proxmox: SSH answered after {} ms", took.as_millis()));
+                })
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) if plan.action == Action::Nothing => {}
+            Ok(()) => {
+                let d = match &plan.action {
+                    Action::Change { diff, start, .. } => pv::describe(diff, *start),
+                    Action::Create(what) => what.clone(),
+                    Action::Nothing => String::new(),
+                };
+                reporter.step_finished(name, ROLE, step, Status::Changed, started.elapsed(), Some(&d));
+            }
+            Err(e) => out.push(fail(e)),
+        }
+    }
+    Ok(out)
+}
+
 /// Apply (or dry-run) the answers on their hosts, with the roles of `catalog` (the one the
 /// answers were checked and planned with).
 pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Options) -> Result<Outcome, String> {
@@ -290,7 +409,18 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
     }
 
     let run = run_id();
-    let redactor = Redactor::new(&secrets);
+    // The Proxmox client (its token read now) when hosts of this run are provisioned: its
+    // secret is masked in everything the run writes.
+    let proxmox = match &a.proxmox {
+        Some(px) if provisioned(a, &opts.hosts).next().is_some() => {
+            Some(crate::proxmox::Client::new(px).map_err(|e| format!("proxmox: {e}"))?)
+        }
+        _ => None,
+    };
+    let mut redactor = Redactor::new(&secrets);
+    if let Some(c) = &proxmox {
+        redactor = redactor.also(c.secret().expose());
+    }
     // new_log keeps the last state::KEEP_LOGS run logs.
     let log_path = state.new_log(&run).map_err(|e| format!("log file: {e}"))?;
     let reporter = Reporter::new(&log_path, opts.json, redactor).map_err(|e| format!("log file: {e}"))?;
@@ -335,7 +465,15 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
             return Err(format!("--host {h}: no such host in the answer file"));
         }
     }
-    let host_names: Vec<String> = selected.iter().map(|h| h.name.clone()).collect();
+    let mut host_names: Vec<String> = selected.iter().map(|h| h.name.clone()).collect();
+    reporter.run_started(&run, &host_names, opts.dry_run);
+    // Before any SSH connection: the site's guests on Proxmox VE exist and run.
+    let mut not_run: Vec<(String, Option<error::RunError>)> = Vec::new();
+    if let Some(client) = &proxmox {
+        not_run = provision_phase(a, client, &reporter, opts, &host_names).await?;
+        host_names.retain(|h| !not_run.iter().any(|(n, _)| n == h));
+    }
+    let selected: Vec<&crate::plan::HostPlan> = selected.into_iter().filter(|h| host_names.contains(&h.name)).collect();
     if !opts.dry_run && first_cluster_build(a, &host_names, state) {
         // Before anything is installed: can the nodes carry their roles and reach each other
         // on k3s's ports? (Listeners are opened for seconds: not in a dry run.)
@@ -357,17 +495,24 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         });
     }
-    reporter.run_started(&run, &host_names, opts.dry_run);
 
     let env = context::environment(catalog);
     let site_ctx = context::site_context(a, &secrets);
     let board = Board::new(&plan, catalog);
     // Hosts left out by --host count as converged for the roles others wait for.
+    // Hosts not provisioned in this dry run count as converged too; a host whose guest could
+    // not be made fails, and so do the roles waiting for it.
     for h in &plan.hosts {
         if !host_names.contains(&h.name) {
+            let failed = not_run.iter().any(|(n, e)| n == &h.name && e.is_some());
             for r in &h.roles {
-                board.finished_on(r, &h.name, true);
+                board.finished_on(r, &h.name, !failed);
             }
+        }
+    }
+    for (name, err) in &not_run {
+        if let Some(e) = err {
+            reporter.host_finished(name, Some(e), Duration::ZERO);
         }
     }
     let cancel = Arc::new(AtomicBool::new(false));
@@ -422,7 +567,8 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
         }
     });
     let results = futures::future::join_all(jobs).await;
-    let mut ok = results.iter().all(|r| *r) && !cancel.load(Ordering::SeqCst);
+    let mut ok =
+        results.iter().all(|r| *r) && !cancel.load(Ordering::SeqCst) && not_run.iter().all(|(_, e)| e.is_none());
     if ok || opts.dry_run {
         ok &= cluster_phase(a, &host_names, &reporter, &ssh_opts, state, opts.dry_run).await;
     }

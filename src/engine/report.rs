@@ -182,7 +182,8 @@ impl Reporter {
             bar.set_message("connecting");
             self.bars.lock().unwrap_or_else(|p| p.into_inner()).insert(host.to_string(), bar);
         }
-        self.summaries.lock().unwrap_or_else(|p| p.into_inner()).insert(host.to_string(), HostSummary::default());
+        // A host provisioned before its phases keeps what the provisioning counted.
+        self.summaries.lock().unwrap_or_else(|p| p.into_inner()).entry(host.to_string()).or_default();
     }
 
     pub fn set_length(&self, host: &str, steps: usize) {

@@ -211,6 +211,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             ssh_key: None,
             ssh_port: 22,
             roles: Vec::new(),
+            provision: None,
         });
         let base = format!("host[{i}]");
         let name_default = if i == 0 { d.hostname.clone() } else { format!("host{}", i + 1) };
@@ -447,14 +448,22 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             node: "pve".into(),
             storage: "local-lvm".into(),
             template: None,
+            ct_template: None,
+            bridge: "vmbr0".into(),
+            task_timeout: 600,
         });
-        let fields: [(&str, &str, Option<String>); 6] = [
+        let fields: [(&str, &str, Option<String>); 7] = [
             ("proxmox.api-url", "API URL (https://host:8006/api2/json)", None),
             ("proxmox.token-id", "API token id (user@realm!name)", Some("root@pam!groundwork".into())),
             ("proxmox.token-secret-file", "File that holds the token secret", Some("/etc/groundwork/pve-token".into())),
             ("proxmox.node", "Node", Some("pve".into())),
             ("proxmox.storage", "Storage", Some("local-lvm".into())),
-            ("proxmox.template", "Template to clone guests from (empty: none)", Some(String::new())),
+            ("proxmox.template", "VM template to clone VMs from (empty: none)", Some(String::new())),
+            (
+                "proxmox.ct-template",
+                "Container template volume (empty: none)",
+                Some("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into()),
+            ),
         ];
         for (field, prompt, default) in fields {
             ask_field(p, &mut a, field, prompt, default, &|a, v| {
@@ -465,13 +474,45 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
                     "proxmox.token-secret-file" => px.token_secret = TokenSecret::File(PathBuf::from(v)),
                     "proxmox.node" => px.node = v.to_string(),
                     "proxmox.storage" => px.storage = v.to_string(),
+                    "proxmox.ct-template" => px.ct_template = (!v.is_empty()).then(|| v.to_string()),
                     _ => px.template = (!v.is_empty()).then(|| v.to_string()),
                 }
                 Ok(())
             })?;
         }
+        // Which hosts groundwork creates there: a container or a VM, and its size.
+        for i in 0..a.hosts.len() {
+            let name = a.hosts[i].name.clone();
+            let k3s = a.hosts[i].roles.iter().any(|r| matches!(r, Role::K3sServer | Role::K3sAgent));
+            let default = if k3s { "vm 2 4096 32" } else { "ct 1 1024 8" };
+            let prompt = format!("  create {name} on Proxmox as: ct|vm [cores memory-MiB disk-GiB], or none");
+            ask_field(p, &mut a, &format!("host[{i}].provision"), &prompt, Some(default.into()), &|a, v| {
+                a.hosts[i].provision = parse_provision(v)?;
+                Ok(())
+            })?;
+        }
     }
     Ok(a)
+}
+
+/// `ct|vm [cores memory disk]` or `none`, as the wizard asks it.
+fn parse_provision(v: &str) -> Result<Option<Provision>, String> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let kind = match words.first().copied() {
+        None | Some("none") => return Ok(None),
+        Some("ct") => GuestKind::Ct,
+        Some("vm") => GuestKind::Vm,
+        Some(other) => return Err(format!("`{}` is not ct, vm or none", crate::answers::report::shown(other))),
+    };
+    let num = |i: usize, default: u32, what: &str| -> Result<u32, String> {
+        words.get(i).map_or(Ok(default), |w| {
+            w.parse().map_err(|_| format!("`{}` is not a number of {what}", crate::answers::report::shown(w)))
+        })
+    };
+    if words.len() > 4 {
+        return Err("at most: kind cores memory disk".into());
+    }
+    Ok(Some(Provision { kind, cores: num(1, 1, "cores")?, memory: num(2, 1024, "MiB")?, disk: num(3, 8, "GiB")? }))
 }
 
 /// Sections that a role needs get a provisional value as soon as the role is chosen, so the
@@ -538,4 +579,23 @@ pub fn render(a: &Answers) -> String {
         "# groundwork answer file for site `{}`, written by `groundwork wizard`.\n# Check it with `groundwork validate FILE`; see wizard/answer.schema.json for every key.\n\n{body}",
         a.site.name
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provision_answers_read_kind_and_sizes() {
+        assert_eq!(parse_provision("none"), Ok(None));
+        assert_eq!(parse_provision(""), Ok(None));
+        assert_eq!(parse_provision("ct"), Ok(Some(Provision { kind: GuestKind::Ct, cores: 1, memory: 1024, disk: 8 })));
+        assert_eq!(
+            parse_provision("vm 4 8192 32"),
+            Ok(Some(Provision { kind: GuestKind::Vm, cores: 4, memory: 8192, disk: 32 }))
+        );
+        assert!(parse_provision("lxc").is_err());
+        assert!(parse_provision("vm four").is_err());
+        assert!(parse_provision("vm 1 2 3 4").is_err());
+    }
 }

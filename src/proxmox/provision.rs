@@ -1,0 +1,411 @@
+//! The provisioning phase: before anything connects over SSH, each host with `provision` is
+//! found on Proxmox VE by its name and the `groundwork` tag; an absent one is created from the
+//! template of its kind (a container: `POST /nodes/{node}/lxc`; a VM: clone, then its
+//! cloud-init config), started, and waited for until its SSH port answers. A present guest
+//! whose cores, memory or tags differ is changed (`PUT .../config`); a stopped one is started.
+//! A guest is never destroyed. One built from another template than the answers name now is
+//! reported as outdated (its `tpl-` tag says which template it came from).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::client::{Client, Error, seg};
+use crate::answers::model::{Answers, GuestKind, Host, Proxmox, Role};
+
+/// The tag every guest groundwork creates carries.
+pub const TAG: &str = "groundwork";
+
+/// A guest as `/cluster/resources` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guest {
+    pub vmid: u64,
+    pub name: String,
+    pub node: String,
+    pub kind: Option<GuestKind>,
+    pub tags: Vec<String>,
+    pub status: String,
+    pub template: bool,
+}
+
+impl Guest {
+    fn from_json(v: &Value) -> Guest {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        Guest {
+            vmid: v.get("vmid").and_then(Value::as_u64).unwrap_or(0),
+            name: s("name"),
+            node: s("node"),
+            kind: match s("type").as_str() {
+                "lxc" => Some(GuestKind::Ct),
+                "qemu" => Some(GuestKind::Vm),
+                _ => None,
+            },
+            tags: split_tags(&s("tags")),
+            status: s("status"),
+            template: v.get("template").and_then(Value::as_u64) == Some(1),
+        }
+    }
+}
+
+/// A `pve-tag-list` (`;`, `,` or space separated) as its tags, lower case.
+pub fn split_tags(s: &str) -> Vec<String> {
+    s.split([';', ',', ' ']).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// `tpl-<first 8 hex of sha256>` of what a guest is built from: the container template
+/// volume, or the VM template's name and VMID (a template rebuilt under the same name has a
+/// new VMID).
+pub fn template_tag(identity: &str) -> String {
+    let h = Sha256::digest(identity.as_bytes());
+    format!("tpl-{}", h.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// The template identity of a kind, from the answers (and the VM template found online).
+pub fn template_identity(p: &Proxmox, kind: GuestKind, vm_template: Option<(u64, &str)>) -> String {
+    match kind {
+        GuestKind::Ct => p.ct_template.clone().unwrap_or_default(),
+        GuestKind::Vm => format!("{}:{}", p.template.as_deref().unwrap_or(""), vm_template.map_or(0, |t| t.0)),
+    }
+}
+
+/// The tags of a host's guest: groundwork, the site, its roles, its template.
+pub fn tags(a: &Answers, h: &Host, tpl: &str) -> Vec<String> {
+    let mut t = vec![TAG.to_string(), format!("gw-{}", a.site.name)];
+    t.extend(h.roles.iter().map(Role::to_string));
+    t.push(tpl.to_string());
+    t
+}
+
+/// The site's resolvers for a new guest: its DNS hosts, else the forwarders.
+fn nameservers(a: &Answers) -> String {
+    let dns: Vec<String> = a.hosts_with(Role::Dns).map(|(_, h)| h.address.to_string()).collect();
+    if dns.is_empty() {
+        a.network.forwarders.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+    } else {
+        dns.join(" ")
+    }
+}
+
+/// The SSH public key next to the host's private key (`KEY.pub`).
+pub fn public_key(h: &Host) -> Result<String, String> {
+    let key = crate::ssh::expand_tilde(h.ssh_key.as_deref().unwrap_or(std::path::Path::new("~/.ssh/id_ed25519")));
+    let mut pubpath = key.clone().into_os_string();
+    pubpath.push(".pub");
+    let pubpath = std::path::PathBuf::from(pubpath);
+    let text = std::fs::read_to_string(&pubpath)
+        .map_err(|e| format!("the guest gets the public key of ssh-key: cannot read {}: {e}", pubpath.display()))?;
+    let line = text.lines().find(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-")).unwrap_or("").trim();
+    if line.is_empty() {
+        return Err(format!("{} holds no SSH public key", pubpath.display()));
+    }
+    Ok(line.to_string())
+}
+
+/// What the phase decided for one host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Present, running, matching.
+    Nothing,
+    /// Absent: to be created (this text says how).
+    Create(String),
+    /// Present: these differences (lines `key: have -> want`), and whether it is stopped.
+    Change { vmid: u64, node: String, diff: Vec<(String, String, String)>, start: bool },
+}
+
+/// A host's guest state, as read now.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub host: String,
+    pub action: Action,
+    /// `Some(tag)` when the guest was built from another template than the answers name.
+    pub outdated: Option<String>,
+    pub kind: GuestKind,
+}
+
+/// The guests of the site, each found by name and the groundwork tag. A guest of that name
+/// without the tag is not groundwork's: an error, it is never touched.
+pub async fn guests(client: &Client) -> Result<Vec<Guest>, Error> {
+    let items = client.get("/cluster/resources", &[("type", "vm".into())]).await?;
+    Ok(items.as_array().map(|a| a.iter().map(Guest::from_json).collect()).unwrap_or_default())
+}
+
+/// How the guest of `h` compares with the answers.
+pub async fn compare(
+    a: &Answers,
+    h: &Host,
+    all: &[Guest],
+    client: &Client,
+    vm_template: Option<(u64, &str)>,
+) -> Result<Plan, String> {
+    let p = a.proxmox.as_ref().expect("provisioned hosts have [proxmox] (rules)");
+    let pr = h.provision.expect("called for provisioned hosts");
+    let tpl = template_tag(&template_identity(p, pr.kind, vm_template));
+    let named: Vec<&Guest> = all.iter().filter(|g| g.name == h.name && !g.template).collect();
+    let ours: Vec<&&Guest> = named.iter().filter(|g| g.tags.iter().any(|t| t == TAG)).collect();
+    let plan = |action, outdated| Plan { host: h.name.clone(), action, outdated, kind: pr.kind };
+    match ours.as_slice() {
+        [] if !named.is_empty() => Err(format!(
+            "a guest named `{}` exists (VMID {}) without the `{TAG}` tag: groundwork does not take over a guest it did not create; rename one of them, or add the tag if this guest is the one",
+            h.name, named[0].vmid
+        )),
+        [] => {
+            let from = match pr.kind {
+                GuestKind::Ct => p.ct_template.clone().unwrap_or_default(),
+                GuestKind::Vm => format!("VM template {}", p.template.as_deref().unwrap_or("")),
+            };
+            Ok(plan(
+                Action::Create(format!(
+                    "create {} {} on {}: {} cores, {} MiB, {} GiB, {}/{} on {}, from {from}",
+                    pr.kind.as_str(),
+                    h.name,
+                    p.node,
+                    pr.cores,
+                    pr.memory,
+                    pr.disk,
+                    h.address,
+                    a.network.subnet.prefix(),
+                    p.bridge
+                )),
+                None,
+            ))
+        }
+        [g] => {
+            if g.kind != Some(pr.kind) {
+                return Err(format!(
+                    "guest `{}` (VMID {}) is a {}, the answers say {}: groundwork does not convert guests",
+                    h.name,
+                    g.vmid,
+                    g.kind.map_or("guest of another type", |k| k.as_str()),
+                    pr.kind.as_str()
+                ));
+            }
+            let path = format!("/nodes/{}/{}/{}/config", seg(&g.node), pr.kind.api(), g.vmid);
+            let cfg = client.get(&path, &[]).await.map_err(|e| e.to_string())?;
+            let num = |k: &str| cfg.get(k).and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
+            let mut diff = Vec::new();
+            let have_cores = num("cores").unwrap_or(1);
+            if have_cores != u64::from(pr.cores) {
+                diff.push(("cores".into(), have_cores.to_string(), pr.cores.to_string()));
+            }
+            let have_mem = num("memory").unwrap_or(512);
+            if have_mem != u64::from(pr.memory) {
+                diff.push(("memory".into(), have_mem.to_string(), pr.memory.to_string()));
+            }
+            let have_tags = split_tags(cfg.get("tags").and_then(Value::as_str).unwrap_or(""));
+            let built_from = have_tags.iter().find(|t| t.starts_with("tpl-")).cloned();
+            // The template tag records what the guest was built from: it is kept as it is.
+            let mut want = tags(a, h, built_from.as_deref().unwrap_or(&tpl));
+            want.sort();
+            let mut have_sorted = have_tags.clone();
+            have_sorted.sort();
+            if want != have_sorted {
+                diff.push(("tags".into(), have_tags.join(";"), want.join(";")));
+            }
+            let outdated = built_from.filter(|b| *b != tpl);
+            let start = g.status != "running";
+            let action = if diff.is_empty() && !start {
+                Action::Nothing
+            } else {
+                Action::Change { vmid: g.vmid, node: g.node.clone(), diff, start }
+            };
+            Ok(plan(action, outdated))
+        }
+        many => Err(format!(
+            "{} guests are named `{}` and tagged `{TAG}` (VMIDs {}): keep one",
+            many.len(),
+            h.name,
+            many.iter().map(|g| g.vmid.to_string()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// The lines of a change, for the plan.
+pub fn describe(diff: &[(String, String, String)], start: bool) -> String {
+    let mut lines: Vec<String> = diff.iter().map(|(k, have, want)| format!("{k}: {have} -> {want}")).collect();
+    if start {
+        lines.push("status: stopped -> running".into());
+    }
+    lines.join("\n")
+}
+
+/// Creates the guest of `h` (absent) and starts it. `progress` hears each stage.
+pub async fn create(
+    a: &Answers,
+    h: &Host,
+    client: &Client,
+    vm_template: Option<(u64, &str)>,
+    progress: &dyn Fn(&str),
+) -> Result<u64, String> {
+    let p = a.proxmox.as_ref().expect("provisioned hosts have [proxmox]");
+    let pr = h.provision.expect("provisioned");
+    let key = public_key(h)?;
+    let tpl = template_tag(&template_identity(p, pr.kind, vm_template));
+    let tags = tags(a, h, &tpl).join(";");
+    let node = p.node.as_str();
+    let ip = format!("ip={}/{},gw={}", h.address, a.network.subnet.prefix(), a.network.gateway);
+    let ns = nameservers(a);
+    let poll = |what: &'static str| move |d: Duration| progress(&format!("{what} ({} s)", d.as_secs()));
+    let vmid = client.get("/cluster/nextid", &[]).await.map_err(|e| e.to_string())?;
+    let vmid: u64 = vmid.as_u64().or_else(|| vmid.as_str().and_then(|s| s.parse().ok())).ok_or("nextid: no VMID")?;
+    let description = format!("groundwork site {}: host {} ({})", a.site.name, h.name, tpl);
+    match pr.kind {
+        GuestKind::Ct => {
+            let mut form: Vec<(&str, String)> = vec![
+                ("vmid", vmid.to_string()),
+                ("ostemplate", p.ct_template.clone().unwrap_or_default()),
+                ("hostname", h.name.clone()),
+                ("cores", pr.cores.to_string()),
+                ("memory", pr.memory.to_string()),
+                ("rootfs", format!("{}:{}", p.storage, pr.disk)),
+                ("net0", format!("name=eth0,bridge={},{ip}", p.bridge)),
+                ("ssh-public-keys", key),
+                ("searchdomain", a.site.internal_domain.clone()),
+                ("tags", tags),
+                ("unprivileged", "1".into()),
+                ("features", "nesting=1".into()),
+                ("onboot", "1".into()),
+                ("description", description),
+            ];
+            if !ns.is_empty() {
+                form.push(("nameserver", ns));
+            }
+            progress(&format!("creating container {vmid}"));
+            let path = format!("/nodes/{}/lxc", seg(node));
+            client
+                .task(node, reqwest::Method::POST, &path, &form, &poll("creating the container"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        GuestKind::Vm => {
+            let (tid, tnode) = vm_template.ok_or("the VM template was not found (online checks)")?;
+            let mut form: Vec<(&str, String)> = vec![
+                ("newid", vmid.to_string()),
+                ("name", h.name.clone()),
+                ("full", "1".into()),
+                ("storage", p.storage.clone()),
+            ];
+            if tnode != node {
+                form.push(("target", node.to_string()));
+            }
+            progress(&format!("cloning VM template {tid} to {vmid}"));
+            let path = format!("/nodes/{}/qemu/{tid}/clone", seg(tnode));
+            client
+                .task(tnode, reqwest::Method::POST, &path, &form, &poll("cloning the template"))
+                .await
+                .map_err(|e| e.to_string())?;
+            // sshkeys is URL-encoded inside the value (Proxmox decodes it once more).
+            let mut cfg: Vec<(&str, String)> = vec![
+                ("cores", pr.cores.to_string()),
+                ("memory", pr.memory.to_string()),
+                ("net0", format!("virtio,bridge={}", p.bridge)),
+                ("ipconfig0", ip.clone()),
+                ("ciuser", h.ssh_user.clone()),
+                ("sshkeys", super::client::seg(&format!("{key}\n"))),
+                ("searchdomain", a.site.internal_domain.clone()),
+                ("tags", tags),
+                ("onboot", "1".into()),
+                ("description", description),
+            ];
+            if !ns.is_empty() {
+                cfg.push(("nameserver", ns));
+            }
+            progress("setting the VM's cloud-init");
+            let path = format!("/nodes/{}/qemu/{vmid}/config", seg(node));
+            client
+                .task(node, reqwest::Method::POST, &path, &cfg, &poll("configuring the VM"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    start(client, node, pr.kind, vmid, progress).await?;
+    Ok(vmid)
+}
+
+/// Starts a guest and waits for the start task.
+pub async fn start(
+    client: &Client,
+    node: &str,
+    kind: GuestKind,
+    vmid: u64,
+    progress: &dyn Fn(&str),
+) -> Result<(), String> {
+    progress(&format!("starting {vmid}"));
+    let path = format!("/nodes/{}/{}/{vmid}/status/start", seg(node), kind.api());
+    let poll = |d: Duration| progress(&format!("starting {vmid} ({} s)", d.as_secs()));
+    client.task(node, reqwest::Method::POST, &path, &[], &poll).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Changes cores, memory and tags of a present guest (never its disk or network).
+pub async fn change(
+    client: &Client,
+    node: &str,
+    kind: GuestKind,
+    vmid: u64,
+    diff: &[(String, String, String)],
+) -> Result<(), String> {
+    if diff.is_empty() {
+        return Ok(());
+    }
+    let form: Vec<(&str, String)> = diff
+        .iter()
+        .map(|(k, _, want)| {
+            let k: &str = match k.as_str() {
+                "cores" => "cores",
+                "memory" => "memory",
+                _ => "tags",
+            };
+            (k, want.clone())
+        })
+        .collect();
+    let path = format!("/nodes/{}/{}/{vmid}/config", seg(node), kind.api());
+    client.put(&path, &form).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Waits until `address:port` answers with an SSH banner, or the deadline passes.
+pub async fn wait_ssh(
+    address: &str,
+    port: u16,
+    deadline: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<Duration, String> {
+    use tokio::io::AsyncReadExt as _;
+    let started = Instant::now();
+    loop {
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect((address, port)).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            if &buf == b"SSH-" { Ok(()) } else { Err("not an SSH server".to_string()) }
+        };
+        let last = match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+            Ok(Ok(())) => return Ok(started.elapsed()),
+            Ok(Err(e)) => e,
+            Err(_) => "no answer in 3 s".to_string(),
+        };
+        if started.elapsed() >= deadline {
+            return Err(format!(
+                "{address}:{port} did not answer SSH within {} s ({last}): is the address right, and does the template run sshd?",
+                deadline.as_secs()
+            ));
+        }
+        progress(&format!("waiting for SSH on {address}:{port} ({} s)", started.elapsed().as_secs()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_split_on_any_separator_and_template_tags_are_stable() {
+        assert_eq!(split_tags("groundwork;gw-lab, dns tpl-1"), ["groundwork", "gw-lab", "dns", "tpl-1"]);
+        let t = template_tag("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst");
+        assert_eq!(t, template_tag("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"));
+        assert_ne!(t, template_tag("local:vztmpl/debian-12-standard_12.8-1_amd64.tar.zst"));
+        assert!(t.starts_with("tpl-") && t.len() == 12);
+    }
+}
