@@ -137,6 +137,15 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
         on("kx1", &format!("cat > /var/lib/k3s-double/{file} <<'EOF'\n{text}\nEOF"));
     }
 
+    // plan --live: what the hand-off would apply, named, its secrets nowhere.
+    let plan = groundwork(&state, &["plan", "--live", answers]);
+    assert!(
+        plan.all_text().contains("hand-off would apply: Namespace groundwork-site, ConfigMap groundwork-site/site"),
+        "{}",
+        plan.all_text()
+    );
+    assert!(!plan.all_text().contains("kx-test-token-3f9a"));
+
     let first = common::run::apply(answers, &state, &[]);
     eprintln!("first apply: {:.1} s, exit {}", first.secs, first.code);
     assert_eq!(first.code, 0, "{}", first.all_text());

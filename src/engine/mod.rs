@@ -203,8 +203,10 @@ async fn handoff_phase(
             for step in all_steps {
                 reporter.step_finished(&host, "handoff", &step, Status::WouldChange, Duration::ZERO, None);
             }
+            // What would be applied, secrets masked: the titles shown, the documents logged.
             let titles: Vec<String> = docs.iter().map(|d| d.title()).collect();
-            reporter.log(&host, &format!("hand-off would apply: {}", titles.join(", ")));
+            reporter.note(&host, &format!("hand-off would apply: {}", titles.join(", ")));
+            reporter.log(&host, &handoff::masked_stream(&docs));
             return Ok(());
         }
         if engine.patched > 0 {
