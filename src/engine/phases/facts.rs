@@ -35,15 +35,10 @@ impl<'a> Phase<Host<'a>> for Facts {
 async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
     let mut probe = Probe::default();
     let mut prepared: Vec<Prepared<'a>> = Vec::new();
-    let mut packages: Vec<String> = Vec::new();
+    let packages = crate::engine::packages::of_roles(&h.roles);
     let mut preseed: Vec<String> = Vec::new();
     let roles = h.roles.clone();
     for role in roles {
-        for p in &role.packages {
-            if !packages.contains(p) {
-                packages.push(p.clone());
-            }
-        }
         for line in &role.preseed {
             preseed.push(h.render(line)?);
         }
