@@ -166,10 +166,12 @@ pub enum Command {
         state: StateArg,
     },
     /// Download the k3s air-gap files (and a GitOps install manifest, with an archive of each
-    /// of its images made by skopeo) into a directory, checked against their sums, with a
+    /// of its images made by skopeo) and/or the Debian packages of an answer file's roles into
+    /// a directory, checked against their sums, with a
     /// manifest; or check such a directory (--check).
     ///
-    /// Run it on a machine with Internet access; `[k3s] airgap-bundle` then names the
+    /// Run it on a machine with Internet access (for --debs: Debian 12, of the hosts'
+    /// architecture); `[k3s] airgap-bundle` and `[site] package-bundle` then name the
     /// directory. A re-run requests nothing that is already there and right.
     Bundle(BundleArgs),
 }
@@ -177,15 +179,20 @@ pub enum Command {
 #[derive(clap::Args, Debug, Clone)]
 pub struct BundleArgs {
     /// The k3s release, as tagged: v1.35.6+k3s1.
-    #[arg(long = "k3s", value_name = "VERSION", required_unless_present = "check")]
+    #[arg(long = "k3s", value_name = "VERSION", required_unless_present_any = ["check", "debs"])]
     pub k3s: Option<String>,
+    /// Also (or only) the Debian packages every role of this answer file's hosts installs,
+    /// with their dependencies, as an apt repository in DIR/debs (`[site] package-bundle`).
+    /// Uses this machine's apt: it must be Debian 12 of the hosts' architecture (--arch).
+    #[arg(long, value_name = "ANSWERS", conflicts_with = "check")]
+    pub debs: Option<PathBuf>,
     /// Also the GitOps engine's install.yaml: `--gitops flux 2.4.0` or `--gitops argocd 2.13.2`.
     #[arg(long, num_args = 2, value_names = ["ENGINE", "VERSION"], conflicts_with = "check")]
     pub gitops: Option<Vec<String>>,
-    /// The bundle directory (made if missing): k3s/, gitops/, manifest.json.
+    /// The bundle directory (made if missing): k3s/, gitops/, debs/, manifest.json.
     #[arg(long, value_name = "DIR", required_unless_present = "check", conflicts_with = "check")]
     pub out: Option<PathBuf>,
-    /// The architecture of the k3s nodes.
+    /// The architecture of the k3s nodes (and of the hosts, for --debs).
     #[arg(long, value_enum, default_value_t = crate::bundle::Arch::Amd64)]
     pub arch: crate::bundle::Arch,
     /// Where k3s releases are: BASE/<tag>/<file>.
@@ -561,7 +568,7 @@ fn load_or_lab(file: Option<&Path>, catalog: &Catalog) -> Result<answers::Loaded
 }
 
 fn engine_options(e: &EngineArgs, dry_run: bool, json: bool) -> crate::engine::Options {
-    crate::engine::Options { dry_run, json, hosts: e.hosts.clone(), local_files: Vec::new() }
+    crate::engine::Options { dry_run, json, hosts: e.hosts.clone(), local_files: Vec::new(), package_repo: None }
 }
 
 /// The role catalog of a command: the embedded roles, with those of a `--playbooks` directory
@@ -621,6 +628,23 @@ fn engine_cmd(
                 checked.seconds
             );
             opts.local_files = files;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    }
+    match crate::bundle::check::verify_packages_for_run(a, &catalog, &opts.hosts) {
+        Ok(Some((checked, repo))) => {
+            say!(
+                "package bundle {}: {} files ({}) match the manifest ({:.2} s); hosts install from it only",
+                checked.dir.display(),
+                checked.files.len(),
+                crate::bundle::size(checked.bytes()),
+                checked.seconds
+            );
+            opts.package_repo = Some(repo);
         }
         Ok(None) => {}
         Err(e) => {
@@ -820,9 +844,31 @@ fn bundle_cmd(out: &mut Out, args: BundleArgs) -> i32 {
     if let Some(dir) = &args.check {
         return bundle_check_cmd(out, dir, args.json);
     }
-    let (Some(k3s), Some(dir)) = (args.k3s, args.out) else {
-        say!("error: bundle needs --k3s VERSION and --out DIR (or --check DIR)");
+    let Some(dir) = args.out else {
+        say!("error: bundle needs --out DIR with --k3s VERSION and/or --debs ANSWERS (or --check DIR)");
         return 2;
+    };
+    if args.k3s.is_none() && args.debs.is_none() {
+        say!("error: bundle needs --k3s VERSION and/or --debs ANSWERS (or --check DIR)");
+        return 2;
+    }
+    // The roles' packages, from the answer file as `validate` reads it (without its bundles:
+    // the bundle is what is being made).
+    let debs = match &args.debs {
+        None => None,
+        Some(file) => {
+            let catalog = match load_catalog(None) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match crate::plan::load_file(file, &catalog) {
+                Ok(loaded) => Some(crate::bundle::debs::site_packages(&loaded.answers, &catalog)),
+                Err(r) => {
+                    print_report(&r);
+                    return 1;
+                }
+            }
+        }
     };
     let gitops = match args.gitops.as_deref() {
         None => None,
@@ -836,7 +882,7 @@ fn bundle_cmd(out: &mut Out, args: BundleArgs) -> i32 {
         Some(_) => unreachable!("clap takes exactly two values for --gitops"),
     };
     let req = crate::bundle::Request {
-        k3s_version: k3s,
+        k3s_version: args.k3s,
         gitops,
         out: dir,
         arch: args.arch,
@@ -845,6 +891,7 @@ fn bundle_cmd(out: &mut Out, args: BundleArgs) -> i32 {
         argocd_url: args.argocd_url,
         registry_mirror: args.registry_mirror,
         registry_insecure: args.registry_insecure,
+        debs,
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -861,9 +908,15 @@ fn bundle_cmd(out: &mut Out, args: BundleArgs) -> i32 {
     }));
     match result {
         Ok(done) => {
+            for d in &done.dropped {
+                say!("note: the earlier manifest listed {d}; this one does not");
+            }
             if json {
                 out.println(&to_json_pretty(&done.to_json()));
             } else {
+                if let Some(s) = &done.debs_summary {
+                    out.println(s);
+                }
                 out.println(&done.total_line());
             }
             0

@@ -1051,3 +1051,146 @@ fn apply_refuses_a_damaged_bundle_before_it_connects() {
     assert!(err.contains("files (1.3 MiB) match the manifest"), "{err}");
     assert!(!err.contains("does not match"), "{err}");
 }
+
+// ------------------------------------------------------------------ 10: [site] package-bundle
+
+/// A bundle of Debian packages as `bundle --debs` leaves it, made up here: a `.deb` of made-up
+/// bytes per package (validate reads sizes; apply hashes), the two indexes and the manifest.
+fn debs_bundle(dir: &Path, packages: &[&str]) {
+    std::fs::create_dir_all(dir.join("debs")).unwrap();
+    let mut files = Vec::new();
+    for (i, p) in packages.iter().chain(["Packages", "Release"].iter()).enumerate() {
+        let bytes = random_bytes(100 + i, i as u64 + 7);
+        let is_deb = !["Packages", "Release"].contains(p);
+        let path = if is_deb { format!("debs/{p}_1.0_amd64.deb") } else { format!("debs/{p}") };
+        std::fs::write(dir.join(&path), &bytes).unwrap();
+        let mut f = serde_json::json!({
+            "path": path, "what": "Debian package", "version": "1.0", "source": "http://deb.debian.org/x",
+            "sha256": sha256(&bytes), "size": bytes.len(),
+        });
+        if is_deb {
+            f["package"] = (*p).into();
+        }
+        files.push(f);
+    }
+    let m = serde_json::json!({
+        "format": 1, "arch": "amd64", "k3s": null, "gitops": null,
+        "debs": {"release": "bookworm", "roles": ["base", "dns"], "packages": packages},
+        "files": files,
+    });
+    std::fs::write(dir.join("manifest.json"), serde_json::to_string_pretty(&m).unwrap()).unwrap();
+}
+
+/// A one-host dns site on 127.0.0.1 at a port nothing listens on, with `package-bundle`.
+fn dns_site(tmp: &Path, bundle: &Path) -> PathBuf {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = format!(
+        "[site]\nname = \"loop\"\ninternal-domain = \"loop.example.org\"\nexternal-domain = \"example.org\"\n\
+         admin-email = \"it@example.org\"\npackage-bundle = {:?}\n\n\
+         [network]\nsubnet = \"127.0.0.0/24\"\ngateway = \"127.0.0.254\"\n\n\
+         [[host]]\nname = \"n1\"\naddress = \"127.0.0.1\"\nssh-port = {port}\nssh-key = \"/nonexistent/groundwork-test-key\"\nroles = [\"dns\"]\n",
+        bundle.to_str().unwrap()
+    );
+    let file = tmp.join("dns.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+const BASE_AND_DNS: &[&str] =
+    &["ca-certificates", "chrony", "tzdata", "openssh-server", "bind9", "bind9-utils", "bind9-dnsutils", "libc6"];
+
+#[test]
+fn validate_and_apply_refuse_a_package_bundle_without_a_package_a_role_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("debs-bundle");
+    let without: Vec<&str> = BASE_AND_DNS.iter().copied().filter(|p| *p != "bind9" && *p != "chrony").collect();
+    debs_bundle(&dir, &without);
+    let file = dns_site(tmp.path(), &dir);
+    let f = file.to_str().unwrap();
+    let (code, _, err) = run(&["validate", f]);
+    assert_eq!(code, 1, "{err}");
+    let want = format!(
+        "{f}:6:18: site.package-bundle: the bundle {} has no package chrony (base), bind9 (dns), which the site's roles need",
+        dir.display()
+    );
+    assert!(err.contains(&want), "{want}\n{err}");
+    let (_, out, _) = run(&["validate", "--json", f]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["problems"][0]["field"], "site.package-bundle");
+    assert_eq!(v[0]["problems"][0]["line"], 6);
+
+    // apply and plan --live refuse it before they connect (or make the state directory)
+    let state = tmp.path().join("state");
+    for cmd in [&["apply", "--yes"][..], &["plan", "--live"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--playbooks", "playbooks", f, "--state", state.to_str().unwrap()]);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{cmd:?}: {err}");
+        assert!(err.contains("(site.package-bundle) cannot be used"), "{err}");
+        assert!(err.contains("it has no package chrony (base), bind9 (dns), which the roles of the run need"), "{err}");
+        assert!(err.contains("nothing was connected") && !state.exists(), "{err}");
+    }
+
+    // With every package: validate is content; a file of another size is named (sizes only)
+    std::fs::remove_dir_all(&dir).unwrap();
+    debs_bundle(&dir, BASE_AND_DNS);
+    let (code, out, err) = run(&["validate", f]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, plan, err) = run(&["plan", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(plan.contains(&format!("packages: from the package bundle {} only", dir.display())), "{plan}");
+    let deb = dir.join("debs/bind9_1.0_amd64.deb");
+    std::fs::write(&deb, b"short").unwrap();
+    let (code, _, err) = run(&["validate", f]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(":6:18: site.package-bundle: ") && err.contains("debs/bind9_1.0_amd64.deb: is 5 bytes"),
+        "{err}"
+    );
+    // ...and apply names its sum, before it connects
+    let (code, _, err) = run(&["apply", "--yes", "--playbooks", "playbooks", f, "--state", state.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("debs/bind9_1.0_amd64.deb: is 5 bytes") && err.contains("sha256 is"), "{err}");
+    assert!(!state.exists());
+
+    // A k3s bundle is no package bundle.
+    let Some((k3s_dir, _)) = made_bundle(tmp.path(), "bundle") else { return };
+    let file = dns_site(tmp.path(), &k3s_dir);
+    let (code, _, err) = run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(":6:18: site.package-bundle: the bundle") && err.contains("holds no Debian packages"),
+        "{err}"
+    );
+
+    // The control: a complete, intact bundle gets apply as far as connecting.
+    debs_bundle(&dir, BASE_AND_DNS);
+    let file = dns_site(tmp.path(), &dir);
+    let (code, _, err) = run(&[
+        "apply",
+        "--yes",
+        "--playbooks",
+        "playbooks",
+        file.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("files (") && err.contains("hosts install from it only"), "{err}");
+    assert!(err.contains("n1"), "it went on to the host: {err}");
+}
+
+#[test]
+fn bundle_needs_k3s_or_debs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b");
+    let (code, _, err) = run(&["bundle", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--k3s"), "{err}");
+    // --debs reads the answer file as validate does: its problems are named, nothing is made
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[site]\nname = \"x\"\n").unwrap();
+    let (code, _, err) = run(&["bundle", "--debs", bad.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bad.toml") && !out.exists(), "{err}");
+}

@@ -518,6 +518,7 @@ fn string_fields(schema: &serde_json::Value) -> Vec<(String, String)> {
 fn full_base() -> serde_json::Value {
     let mut a = answers::load_file(Path::new("wizard/examples/proxmox-k3s.toml")).unwrap().answers;
     a.hosts[0].ssh_key = Some("/root/.ssh/id_ed25519".into());
+    a.site.package_bundle = Some("/srv/groundwork/bundles/site".into());
     a.network.reservations.push(answers::model::Reservation {
         mac: "52:54:00:00:00:01".parse().unwrap(),
         address: "10.20.1.50".parse().unwrap(),

@@ -52,6 +52,10 @@ pub struct Site {
     pub timezone: String,
     /// Where certificates and alerts go.
     pub admin_email: String,
+    /// Directory on this machine made by `groundwork bundle --debs`: every host installs its
+    /// roles' packages from its Debian packages only (uploaded over SSH), never from a mirror.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_bundle: Option<PathBuf>,
 }
 
 fn default_timezone() -> String {

@@ -98,7 +98,9 @@ pub fn field_check(pattern: &str) -> Option<Check> {
         "site.admin-email" => check_email,
         "host[].name" | "network.reservation[].name" => check_host_name,
         "host[].ssh-user" => check_unix_user,
-        "host[].ssh-key" | "k3s.airgap-bundle" | "proxmox.token-secret-file" => check_local_path,
+        "host[].ssh-key" | "k3s.airgap-bundle" | "site.package-bundle" | "proxmox.token-secret-file" => {
+            check_local_path
+        }
         "databases.postgresql[].name" => check_pg_database,
         "databases.postgresql[].user" => check_pg_user,
         "databases.mariadb[].name" => check_mariadb_database,
@@ -131,8 +133,14 @@ pub fn field_check(pattern: &str) -> Option<Check> {
 
 /// Free text that reaches a template as it is: any printable character, quotes included, so
 /// the places that use it must quote it. The injection test lists these; keep them few.
-pub const FREE_TEXT_FIELDS: &[&str] =
-    &["ldap.organisation", "host[].ssh-key", "k3s.airgap-bundle", "proxmox.token-secret-file", "gitops.token-file"];
+pub const FREE_TEXT_FIELDS: &[&str] = &[
+    "ldap.organisation",
+    "host[].ssh-key",
+    "k3s.airgap-bundle",
+    "site.package-bundle",
+    "proxmox.token-secret-file",
+    "gitops.token-file",
+];
 
 /// Fields whose value is a secret: never quoted in a message nor drawn in a report.
 pub const SECRET_FIELDS: &[&str] = &["proxmox.token-secret"];

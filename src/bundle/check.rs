@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 use super::manifest::{self, Manifest};
 use crate::answers::Problem;
 use crate::answers::model::{Answers, Role};
+use crate::engine::packages::Repo;
 use crate::engine::steps::file::Local;
+use crate::playbook::catalog::Catalog;
 use crate::playbook::catalog::hex;
 
 /// How far a check reads.
@@ -136,6 +138,12 @@ pub fn check_dir(dir: &Path, depth: Depth) -> Result<Checked, String> {
     problems.extend(manifest.images_without_archive().into_iter().map(|i| {
         format!("gitops.images lists {i}, but the manifest lists no archive of it (the engine could not start offline)")
     }));
+    problems.extend(
+        manifest
+            .missing_debs_files()
+            .into_iter()
+            .map(|p| format!("the manifest does not list {p}, the index of its packages that apt reads")),
+    );
     Ok(Checked { dir: dir.to_path_buf(), manifest, files, problems, seconds: started.elapsed().as_secs_f64() })
 }
 
@@ -184,6 +192,16 @@ pub fn sha256_file(path: &Path, label: &str) -> std::io::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// The k3s version a bundle holds (`None`: a bundle without k3s).
+fn held(m: &Manifest) -> Option<&str> {
+    m.k3s.as_ref().map(|k| k.version.as_str())
+}
+
+/// What a bundle holds of k3s, for messages: `k3s v1.35.6+k3s1`, or `no k3s files`.
+fn holds(m: &Manifest) -> String {
+    held(m).map_or("no k3s files".to_string(), |v| format!("k3s {v}"))
+}
+
 /// The air-gap bundle of the answers, `~` expanded; relative paths are read from the current
 /// directory, like the other paths on this machine (`ssh-key`).
 pub fn bundle_dir(a: &Answers) -> Option<(&Path, PathBuf)> {
@@ -216,22 +234,25 @@ pub fn answer_problems(a: &Answers) -> Vec<Problem> {
         Err(e) => return vec![Problem::new(FIELD, e).help(remake)],
     };
     let mut out = Vec::new();
-    if checked.manifest.k3s.version != k3s.version {
+    if held(&checked.manifest) != Some(k3s.version.as_str()) {
         out.push(
             Problem::new(
                 FIELD,
                 format!(
-                    "the bundle {} holds k3s {}, but [k3s] version is {}",
+                    "the bundle {} holds {}, but [k3s] version is {}",
                     dir.display(),
-                    checked.manifest.k3s.version,
+                    holds(&checked.manifest),
                     k3s.version
                 ),
             )
             .see("k3s.version", "the version the site runs")
-            .help(format!(
-                "make a bundle of {0} (groundwork bundle --k3s {0} --out DIR), or set version = \"{1}\"",
-                k3s.version, checked.manifest.k3s.version
-            )),
+            .help(match held(&checked.manifest) {
+                Some(v) => format!(
+                    "make a bundle of {0} (groundwork bundle --k3s {0} --out DIR), or set version = \"{v}\"",
+                    k3s.version
+                ),
+                None => format!("make a bundle of {0} (groundwork bundle --k3s {0} --out DIR)", k3s.version),
+            }),
         );
     }
     if let Some(g) = &a.gitops {
@@ -288,9 +309,8 @@ pub fn verify_for_run(a: &Answers, only_hosts: &[String]) -> Result<Option<(Chec
     let checked = check_dir(&dir, Depth::Sha256)
         .map_err(|e| format!("the air-gap bundle (k3s.airgap-bundle): {e}; {remake}; nothing was connected"))?;
     let mut problems = checked.all_problems();
-    if checked.manifest.k3s.version != k3s.version {
-        problems
-            .insert(0, format!("it holds k3s {}, but [k3s] version is {}", checked.manifest.k3s.version, k3s.version));
+    if held(&checked.manifest) != Some(k3s.version.as_str()) {
+        problems.insert(0, format!("it holds {}, but [k3s] version is {}", holds(&checked.manifest), k3s.version));
     }
     if !problems.is_empty() {
         return Err(format!(
@@ -301,4 +321,141 @@ pub fn verify_for_run(a: &Answers, only_hosts: &[String]) -> Result<Option<(Chec
     }
     let locals = checked.as_locals(written);
     Ok(Some((checked, locals)))
+}
+
+// ------------------------------------------------------------------ [site] package-bundle
+
+const PACKAGE_FIELD: &str = "site.package-bundle";
+
+/// The package bundle of the answers, as written and `~` expanded.
+pub fn package_bundle_dir(a: &Answers) -> Option<(&Path, PathBuf)> {
+    let written = a.site.package_bundle.as_deref()?;
+    Some((written, crate::ssh::expand_tilde(written)))
+}
+
+/// Of the packages the roles of `hosts` (all when empty) need, those the bundle has no `.deb`
+/// of, each with the roles that need it: `bind9 (dns)`.
+fn uncovered(a: &Answers, catalog: &Catalog, m: &Manifest, hosts: &[String]) -> Vec<String> {
+    let plan = crate::plan::build(a, catalog);
+    let mut need: Vec<(String, Vec<String>)> = Vec::new();
+    for h in plan.hosts.iter().filter(|h| hosts.is_empty() || hosts.contains(&h.name)) {
+        for role in h.roles.iter().filter_map(|r| catalog.get(r)) {
+            for p in &role.packages {
+                match need.iter_mut().find(|(n, _)| n == p) {
+                    Some((_, roles)) if !roles.contains(&role.name) => roles.push(role.name.clone()),
+                    Some(_) => {}
+                    None => need.push((p.clone(), vec![role.name.clone()])),
+                }
+            }
+        }
+    }
+    let names: Vec<String> = need.iter().map(|(n, _)| n.clone()).collect();
+    let missing = m.packages_missing(&names);
+    need.into_iter()
+        .filter(|(n, _)| missing.contains(&n.as_str()))
+        .map(|(n, roles)| format!("{n} ({})", roles.join(", ")))
+        .collect()
+}
+
+fn remake_debs(written: &Path) -> String {
+    format!("make it with `groundwork bundle --debs ANSWER-FILE --out {}` (on Debian 12)", written.display())
+}
+
+/// `validate`'s look at `[site] package-bundle`: where it names a directory of this machine,
+/// its manifest must be readable, hold Debian packages, cover the packages of every role of
+/// the site, and its files must have their sizes. A directory that does not exist yet is no
+/// problem here (`apply` refuses it).
+pub fn package_problems(a: &Answers, catalog: &Catalog) -> Vec<Problem> {
+    let Some((written, dir)) = package_bundle_dir(a) else {
+        return Vec::new();
+    };
+    let Some(text) = written.to_str() else {
+        return Vec::new();
+    };
+    if crate::answers::rules::check_local_path(text).is_err() || !dir.exists() {
+        return Vec::new();
+    }
+    let remake = remake_debs(written);
+    if !dir.is_dir() {
+        return vec![Problem::new(PACKAGE_FIELD, format!("{} is not a directory", dir.display()))];
+    }
+    let checked = match check_dir(&dir, Depth::Size) {
+        Ok(c) => c,
+        Err(e) => return vec![Problem::new(PACKAGE_FIELD, e).help(remake)],
+    };
+    if checked.manifest.debs.is_none() {
+        return vec![
+            Problem::new(
+                PACKAGE_FIELD,
+                format!("the bundle {} holds no Debian packages (it was made without --debs)", dir.display()),
+            )
+            .help(remake),
+        ];
+    }
+    let mut out = Vec::new();
+    let missing = uncovered(a, catalog, &checked.manifest, &[]);
+    if !missing.is_empty() {
+        out.push(
+            Problem::new(
+                PACKAGE_FIELD,
+                format!(
+                    "the bundle {} has no package {}, which the site's roles need",
+                    dir.display(),
+                    missing.join(", ")
+                ),
+            )
+            .help(format!("{remake} from this answer file")),
+        );
+    }
+    for p in checked.all_problems() {
+        out.push(Problem::new(PACKAGE_FIELD, format!("bundle {}: {p}", dir.display())).help(remake.clone()));
+    }
+    out
+}
+
+/// `apply`'s and `plan --live`'s check of `[site] package-bundle`, before anything connects:
+/// every file hashes to its manifest sum and the packages of the run's hosts' roles are in
+/// it. The repository the hosts get; `Err` says what is wrong.
+pub fn verify_packages_for_run(
+    a: &Answers,
+    catalog: &Catalog,
+    only_hosts: &[String],
+) -> Result<Option<(Checked, Repo)>, String> {
+    let Some((written, dir)) = package_bundle_dir(a) else {
+        return Ok(None);
+    };
+    let remake = remake_debs(written);
+    if !dir.is_dir() {
+        return Err(format!(
+            "the package bundle {} ({PACKAGE_FIELD}) does not exist on this machine: {remake}; nothing was connected",
+            dir.display()
+        ));
+    }
+    let checked = check_dir(&dir, Depth::Sha256)
+        .map_err(|e| format!("the package bundle ({PACKAGE_FIELD}): {e}; {remake}; nothing was connected"))?;
+    let mut problems = checked.all_problems();
+    if checked.manifest.debs.is_none() {
+        problems.insert(0, "it holds no Debian packages (it was made without --debs)".into());
+    } else {
+        let missing = uncovered(a, catalog, &checked.manifest, only_hosts);
+        if !missing.is_empty() {
+            problems.insert(0, format!("it has no package {}, which the roles of the run need", missing.join(", ")));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "the package bundle {} ({PACKAGE_FIELD}) cannot be used:\n  {}\n{remake} again, or restore the files; nothing was connected",
+            dir.display(),
+            problems.join("\n  ")
+        ));
+    }
+    let files = checked
+        .manifest
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with(&format!("{}/", super::debs::DIR)))
+        .map(|f| Local { path: dir.join(&f.path).display().to_string(), size: f.size, sha256: f.sha256.clone() })
+        .collect();
+    let repo = Repo { dir: written.display().to_string(), files };
+    Ok(Some((checked, repo)))
 }

@@ -21,9 +21,14 @@ pub const FORMAT: u32 = 1;
 pub struct Manifest {
     pub format: u32,
     pub arch: Arch,
-    pub k3s: K3sPart,
+    /// `null` when the bundle has no k3s files (a bundle of Debian packages only).
+    #[serde(default)]
+    pub k3s: Option<K3sPart>,
     /// `null` when the bundle has no GitOps engine.
     pub gitops: Option<GitOpsPart>,
+    /// The Debian packages (`debs/`), when the bundle has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debs: Option<DebsPart>,
     /// Every file, paths relative to the bundle directory, in a stable order.
     pub files: Vec<FileEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -43,10 +48,26 @@ pub struct GitOpsPart {
     pub images: Vec<String>,
 }
 
+/// The Debian packages of a bundle: a flat apt repository in `debs/` (the `.deb` files, and
+/// the `Packages` and `Release` indexes groundwork wrote), for hosts of one release and
+/// architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DebsPart {
+    /// The Debian release the packages are of (`bookworm`).
+    pub release: String,
+    /// The roles whose packages the bundle holds, and those packages (what the answer file
+    /// asked for; the `.deb` files are these and their dependencies).
+    pub roles: Vec<String>,
+    pub packages: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
     pub path: String,
     pub what: String,
+    /// The Debian package a `.deb` file holds (its `version` is the package's version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     pub version: String,
     pub source: String,
     pub sha256: String,
@@ -98,8 +119,12 @@ impl Manifest {
         self.files.iter().find(|f| f.path == path)
     }
 
-    /// The k3s files a node needs that the manifest does not list (for its architecture).
+    /// The k3s files a node needs that the manifest does not list (for its architecture);
+    /// none for a bundle without k3s.
     pub fn missing_k3s_files(&self) -> Vec<String> {
+        if self.k3s.is_none() {
+            return Vec::new();
+        }
         [self.arch.k3s_binary_path(), self.arch.images_path(), self.arch.sums_path()]
             .into_iter()
             .filter(|p| self.file(p).is_none())
@@ -116,6 +141,31 @@ impl Manifest {
             .filter(|i| !self.files.iter().any(|f| f.image.as_deref() == Some(i.as_str())))
             .cloned()
             .collect()
+    }
+}
+
+impl Manifest {
+    /// The indexes a bundle with packages must list (apt reads them first).
+    pub fn missing_debs_files(&self) -> Vec<String> {
+        if self.debs.is_none() {
+            return Vec::new();
+        }
+        [super::debs::PACKAGES, super::debs::RELEASE_FILE]
+            .into_iter()
+            .map(|f| format!("{}/{f}", super::debs::DIR))
+            .filter(|p| self.file(p).is_none())
+            .collect()
+    }
+
+    /// The `.deb` files of the bundle (those with a package name).
+    pub fn debs(&self) -> impl Iterator<Item = &FileEntry> {
+        self.files.iter().filter(|f| f.package.is_some())
+    }
+
+    /// Of `wanted`, the packages no `.deb` of the bundle holds.
+    pub fn packages_missing<'w>(&self, wanted: &'w [String]) -> Vec<&'w str> {
+        let have: std::collections::HashSet<&str> = self.debs().filter_map(|f| f.package.as_deref()).collect();
+        wanted.iter().map(String::as_str).filter(|p| !have.contains(p)).collect()
     }
 }
 
@@ -222,5 +272,63 @@ spec:
         for bad in ["/etc/passwd", "../x", "k3s/../../x", "", "./k3s"] {
             assert!(inside(dir, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_manifest_with_packages_reads_back_as_written_and_an_old_one_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = |package: &str, path: &str| FileEntry {
+            path: path.into(),
+            what: "Debian package".into(),
+            package: Some(package.into()),
+            image: None,
+            version: "1:9.18.47-1~deb12u1".into(),
+            source: "http://deb.debian.org/debian/pool/main/b/bind9/x.deb".into(),
+            sha256: SUM_A.into(),
+            size: 250424,
+        };
+        let index = FileEntry {
+            path: "debs/Packages".into(),
+            what: "apt repository index".into(),
+            package: None,
+            image: None,
+            version: "bookworm".into(),
+            source: "groundwork".into(),
+            sha256: SUM_A.into(),
+            size: 10,
+        };
+        let m = Manifest {
+            format: FORMAT,
+            arch: Arch::Amd64,
+            k3s: None,
+            gitops: None,
+            debs: Some(DebsPart {
+                release: "bookworm".into(),
+                roles: vec!["dns".into()],
+                packages: vec!["bind9".into(), "bind9-utils".into()],
+            }),
+            files: vec![deb("bind9", "debs/bind9_9.18.47-1~deb12u1_amd64.deb"), index],
+            notes: Vec::new(),
+        };
+        m.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST)).unwrap();
+        assert!(text.contains("\"package\": \"bind9\"") && !text.contains("\"package\": null"), "{text}");
+        let back = Manifest::read(dir.path()).unwrap().unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.debs().count(), 1);
+        assert_eq!(back.packages_missing(&["bind9".into(), "bind9-utils".into()]), ["bind9-utils"]);
+        assert_eq!(back.missing_debs_files(), ["debs/Release"]);
+        assert!(back.missing_k3s_files().is_empty(), "no k3s part: no k3s file is missing");
+
+        // A manifest of a k3s bundle as earlier groundwork wrote it (no debs, no package).
+        let old = format!(
+            r#"{{"format": 1, "arch": "amd64", "k3s": {{"version": "v1.35.6+k3s1"}}, "gitops": null,
+               "files": [{{"path": "k3s/k3s", "what": "k3s binary", "version": "v1.35.6+k3s1",
+                           "source": "https://x/k3s", "sha256": "{SUM_A}", "size": 3}}]}}"#
+        );
+        std::fs::write(dir.path().join(MANIFEST), old).unwrap();
+        let m = Manifest::read(dir.path()).unwrap().unwrap();
+        assert_eq!(m.k3s.unwrap().version, "v1.35.6+k3s1");
+        assert!(m.debs.is_none() && m.files[0].package.is_none());
     }
 }

@@ -12,6 +12,7 @@
 //! until a run finishes).
 
 pub mod check;
+pub mod debs;
 pub mod download;
 pub mod images;
 pub mod manifest;
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::answers::model::GitOpsEngine;
 pub(crate) use crate::engine::steps::file::size;
 use download::{Failure, Request as Download};
-use manifest::{FileEntry, GitOpsPart, K3sPart, Manifest};
+use manifest::{DebsPart, FileEntry, GitOpsPart, K3sPart, Manifest};
 
 pub const K3S_URL: &str = "https://github.com/k3s-io/k3s/releases/download";
 pub const FLUX_URL: &str = "https://github.com/fluxcd/flux2/releases/download";
@@ -84,8 +85,8 @@ impl std::fmt::Display for Arch {
 /// What to put into the bundle.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// A k3s release tag, `v1.35.6+k3s1`.
-    pub k3s_version: String,
+    /// A k3s release tag, `v1.35.6+k3s1`; `None`: no k3s files (a bundle of packages).
+    pub k3s_version: Option<String>,
     /// The engine and its version (`2.4.0`; a leading `v` is dropped).
     pub gitops: Option<(GitOpsEngine, String)>,
     pub out: PathBuf,
@@ -97,6 +98,8 @@ pub struct Request {
     pub registry_mirror: Option<String>,
     /// Pull without TLS verification from a mirror that is not on loopback.
     pub registry_insecure: bool,
+    /// The Debian packages of an answer file's roles (`--debs`).
+    pub debs: Option<debs::Request>,
 }
 
 /// Why a bundle run stopped.
@@ -170,7 +173,16 @@ struct Spec {
 impl Request {
     /// Refuses what is not what it claims to be, before any request.
     fn check(&self) -> Result<(), String> {
-        crate::answers::rules::check_k3s_version(&self.k3s_version).map_err(|e| format!("--k3s: {e}"))?;
+        let Some(k3s_version) = &self.k3s_version else {
+            if self.gitops.is_some() {
+                return Err("--gitops goes with --k3s: the engine is installed on the k3s cluster".into());
+            }
+            if self.debs.is_none() {
+                return Err("bundle needs --k3s VERSION or --debs ANSWERS (or both)".into());
+            }
+            return Ok(());
+        };
+        crate::answers::rules::check_k3s_version(k3s_version).map_err(|e| format!("--k3s: {e}"))?;
         base_url("--k3s-url", &self.k3s_url)?;
         if let Some((engine, version)) = &self.gitops {
             parse_gitops(engine_name(*engine), version)?;
@@ -202,9 +214,10 @@ impl Request {
 
     fn k3s_spec(&self, path: String, name: &str, what: &str) -> Result<Spec, String> {
         // The tag's `+` is a space in a URL's query and unsafe in a path: %2B, as GitHub links it.
-        let tag = self.k3s_version.replace('+', "%2B");
+        let version = self.k3s_version.clone().unwrap_or_default();
+        let tag = version.replace('+', "%2B");
         let url = format!("{}/{tag}/{name}", base_url("--k3s-url", &self.k3s_url)?);
-        Ok(Spec { path, what: what.into(), version: self.k3s_version.clone(), url })
+        Ok(Spec { path, what: what.into(), version, url })
     }
 
     fn gitops_spec(&self) -> Result<Option<Spec>, String> {
@@ -261,6 +274,10 @@ pub struct Outcome {
     pub dir: PathBuf,
     pub files: Vec<FileOutcome>,
     pub seconds: f64,
+    /// The debs part's own line (`debs: N packages ...`), when it had one.
+    pub debs_summary: Option<String>,
+    /// What the earlier manifest listed that this run was not asked for (it is left out now).
+    pub dropped: Vec<String>,
 }
 
 impl Outcome {
@@ -310,6 +327,7 @@ impl Outcome {
             .collect();
         serde_json::json!({
             "ok": true,
+            "debs": self.debs_summary,
             "dir": self.dir.display().to_string(),
             "manifest": self.dir.join(manifest::MANIFEST).display().to_string(),
             "files": files,
@@ -337,6 +355,19 @@ impl Run<'_> {
         (entry.version == spec.version && entry.source == spec.url).then(|| entry.sha256.clone())
     }
 
+    /// The old manifest goes before the first change: it would describe files being replaced.
+    fn drop_manifest(&mut self) -> Result<(), Error> {
+        if !self.manifest_removed {
+            match std::fs::remove_file(self.dir.join(manifest::MANIFEST)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::Local(format!("cannot remove the old manifest: {e}"))),
+            }
+            self.manifest_removed = true;
+        }
+        Ok(())
+    }
+
     /// The file of `spec` in place: kept without a request where it hashes to `known` (the
     /// sha256 list's sum, or the sum an earlier run recorded), else downloaded and checked
     /// against `expected` (with the file that says so).
@@ -350,6 +381,7 @@ impl Run<'_> {
         let entry = |size, sha256| FileEntry {
             path: spec.path.clone(),
             what: spec.what.clone(),
+            package: None,
             version: spec.version.clone(),
             source: spec.url.clone(),
             sha256,
@@ -365,25 +397,12 @@ impl Run<'_> {
             (self.on_file)(&outcome);
             return Ok(outcome);
         }
-        self.remove_manifest()?;
+        self.drop_manifest()?;
         let req = Download { path: &spec.path, dest: &dest, url: &spec.url, expected };
         let got = download::download(&self.client, &req).await.map_err(Error::Download)?;
         let outcome = FileOutcome { entry: entry(got.size, got.sha256), downloaded: Some(got.seconds) };
         (self.on_file)(&outcome);
         Ok(outcome)
-    }
-
-    /// Before the first change: the old manifest would describe files being replaced.
-    fn remove_manifest(&mut self) -> Result<(), Error> {
-        if !self.manifest_removed {
-            match std::fs::remove_file(self.dir.join(manifest::MANIFEST)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::Local(format!("cannot remove the old manifest: {e}"))),
-            }
-            self.manifest_removed = true;
-        }
-        Ok(())
     }
 
     /// The archive of `copy.image` in place: kept without a pull where an earlier finished
@@ -399,6 +418,7 @@ impl Run<'_> {
             sha256,
             size,
             image: Some(copy.image.original.clone()),
+            package: None,
         };
         let known = self
             .previous
@@ -414,7 +434,7 @@ impl Run<'_> {
             (self.on_file)(&outcome);
             return Ok(outcome);
         }
-        self.remove_manifest()?;
+        self.drop_manifest()?;
         let got = copy.run(&format!("copying {}", copy.image.original)).await.map_err(Error::Image)?;
         let outcome = FileOutcome { entry: entry(got.size, got.sha256), downloaded: Some(got.seconds) };
         (self.on_file)(&outcome);
@@ -428,89 +448,127 @@ pub async fn make(req: &Request, on_file: &mut dyn FnMut(&FileOutcome)) -> Resul
     let started = Instant::now();
     let dir = req.out.as_path();
     let arch = req.arch;
-    let sums_spec = req.k3s_spec(arch.sums_path(), &arch.sums(), "k3s sha256 list").map_err(Error::Input)?;
-    let binary_spec = req.k3s_spec(arch.k3s_binary_path(), arch.k3s_binary(), "k3s binary").map_err(Error::Input)?;
-    let images_spec = req.k3s_spec(arch.images_path(), &arch.images(), "k3s air-gap images").map_err(Error::Input)?;
-    let gitops_spec = req.gitops_spec().map_err(Error::Input)?;
-    // The images are copied last, by skopeo: missing, it is said before any download.
-    let skopeo = match gitops_spec {
-        Some(_) => Some(images::find_skopeo().map_err(Error::Local)?),
-        None => None,
-    };
-
-    for sub in ["k3s"].into_iter().chain(gitops_spec.as_ref().map(|_| "gitops")) {
-        let d = dir.join(sub);
-        std::fs::create_dir_all(&d).map_err(|e| Error::Local(format!("cannot create {}: {e}", d.display())))?;
+    if req.debs.is_some() {
+        // Before anything is downloaded: the packages are this machine's apt's.
+        debs::check_machine(arch).map_err(Error::Input)?;
     }
+    // The images are copied by skopeo: missing, it is said before any download.
+    let skopeo = match (&req.k3s_version, &req.gitops) {
+        (Some(_), Some(_)) => Some(images::find_skopeo().map_err(Error::Local)?),
+        _ => None,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::Local(format!("cannot create {}: {e}", dir.display())))?;
     // An unreadable manifest vouches for nothing; the run replaces it.
     let previous = Manifest::read(dir).ok().flatten().filter(|m| m.arch == arch);
+    let mut dropped = Vec::new();
+    if let Some(p) = &previous {
+        if p.k3s.is_some() && req.k3s_version.is_none() {
+            dropped.push("its k3s files (give --k3s too to keep them)".to_string());
+        }
+        if p.debs.is_some() && req.debs.is_none() {
+            dropped.push("its Debian packages (give --debs too to keep them)".to_string());
+        }
+    }
     let client = download::client().map_err(Error::Local)?;
     let mut run = Run { dir, client, previous, manifest_removed: false, on_file };
 
-    // The sha256 list: kept only where a finished run of this same release recorded it (a list
-    // left by another version's run would vouch for that version's binary).
-    let known = run.vouched(&sums_spec);
-    let mut done = vec![run.obtain(&sums_spec, known.as_deref(), None).await?];
-    let sums_file = dir.join(&sums_spec.path);
-    let sums = std::fs::read_to_string(&sums_file)
-        .map_err(|e| e.to_string())
-        .and_then(|t| manifest::parse_sums(&t))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&sums_file);
-            Error::Local(format!("{}: {} is not a sha256 list: {e}", sums_spec.path, sums_spec.url))
-        })?;
-    for (spec, name) in [(&binary_spec, arch.k3s_binary().to_string()), (&images_spec, arch.images())] {
-        let sum = sums.get(&name).ok_or_else(|| {
-            Error::Local(format!(
-                "{}: {} lists no {name}; is {} released for {arch}?",
-                spec.path, sums_spec.url, req.k3s_version
-            ))
-        })?;
-        done.push(run.obtain(spec, Some(sum), Some((sum, &sums_spec.path))).await?);
-    }
-
+    let mut done = Vec::new();
     let mut gitops = None;
-    if let (Some(spec), Some((engine, version))) = (&gitops_spec, &req.gitops) {
-        let known = run.vouched(spec);
-        done.push(run.obtain(spec, known.as_deref(), None).await?);
-        let yaml = std::fs::read_to_string(dir.join(&spec.path))
-            .map_err(|e| Error::Local(format!("cannot read {}: {e}", spec.path)))?;
-        let names = manifest::images_in(&yaml);
-        let refs = image_refs(&names, &spec.path)?;
-        let images_dir = dir.join(images::DIR);
-        std::fs::create_dir_all(&images_dir)
-            .map_err(|e| Error::Local(format!("cannot create {}: {e}", images_dir.display())))?;
-        let skopeo = skopeo.as_deref().expect("found above when there is a GitOps engine");
-        for image in &refs {
-            let dest = dir.join(image.path());
-            let copy = images::Copy {
-                skopeo,
-                image,
-                dest: &dest,
-                arch,
-                mirror: req.registry_mirror.as_deref(),
-                insecure: req.insecure(),
-            };
-            done.push(run.archive(&copy, version).await?);
+    let mut first: Vec<String> = Vec::new();
+    if let Some(version) = &req.k3s_version {
+        let sums_spec = req.k3s_spec(arch.sums_path(), &arch.sums(), "k3s sha256 list").map_err(Error::Input)?;
+        let binary_spec =
+            req.k3s_spec(arch.k3s_binary_path(), arch.k3s_binary(), "k3s binary").map_err(Error::Input)?;
+        let images_spec =
+            req.k3s_spec(arch.images_path(), &arch.images(), "k3s air-gap images").map_err(Error::Input)?;
+        let gitops_spec = req.gitops_spec().map_err(Error::Input)?;
+        for sub in ["k3s"].into_iter().chain(gitops_spec.as_ref().map(|_| "gitops")) {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(|e| Error::Local(format!("cannot create {}: {e}", d.display())))?;
         }
-        gitops = Some(GitOpsPart { engine: *engine, version: version.clone(), images: names });
+
+        // The sha256 list: kept only where a finished run of this same release recorded it (a
+        // list left by another version's run would vouch for that version's binary).
+        let known = run.vouched(&sums_spec);
+        done.push(run.obtain(&sums_spec, known.as_deref(), None).await?);
+        let sums_file = dir.join(&sums_spec.path);
+        let sums = std::fs::read_to_string(&sums_file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| manifest::parse_sums(&t))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&sums_file);
+                Error::Local(format!("{}: {} is not a sha256 list: {e}", sums_spec.path, sums_spec.url))
+            })?;
+        for (spec, name) in [(&binary_spec, arch.k3s_binary().to_string()), (&images_spec, arch.images())] {
+            let sum = sums.get(&name).ok_or_else(|| {
+                Error::Local(format!(
+                    "{}: {} lists no {name}; is {version} released for {arch}?",
+                    spec.path, sums_spec.url
+                ))
+            })?;
+            done.push(run.obtain(spec, Some(sum), Some((sum, &sums_spec.path))).await?);
+        }
+
+        if let (Some(spec), Some((engine, version))) = (&gitops_spec, &req.gitops) {
+            let known = run.vouched(spec);
+            done.push(run.obtain(spec, known.as_deref(), None).await?);
+            let yaml = std::fs::read_to_string(dir.join(&spec.path))
+                .map_err(|e| Error::Local(format!("cannot read {}: {e}", spec.path)))?;
+            let names = manifest::images_in(&yaml);
+            let refs = image_refs(&names, &spec.path)?;
+            let images_dir = dir.join(images::DIR);
+            std::fs::create_dir_all(&images_dir)
+                .map_err(|e| Error::Local(format!("cannot create {}: {e}", images_dir.display())))?;
+            let skopeo = skopeo.as_deref().expect("found above when there is a GitOps engine");
+            for image in &refs {
+                let dest = dir.join(image.path());
+                let copy = images::Copy {
+                    skopeo,
+                    image,
+                    dest: &dest,
+                    arch,
+                    mirror: req.registry_mirror.as_deref(),
+                    insecure: req.insecure(),
+                };
+                done.push(run.archive(&copy, version).await?);
+            }
+            gitops = Some(GitOpsPart { engine: *engine, version: version.clone(), images: names });
+        }
+        first = vec![binary_spec.path, images_spec.path, sums_spec.path];
     }
 
-    // The manifest lists what a node needs first: binary, images, then the list, then GitOps.
-    let first = [&binary_spec.path, &images_spec.path, &sums_spec.path];
+    let mut debs_part: Option<DebsPart> = None;
+    let mut debs_summary = None;
+    if let Some(debs_req) = &req.debs {
+        let d = debs::make(&mut run, arch, debs_req)?;
+        done.extend(d.files);
+        debs_part = Some(d.part);
+        debs_summary = Some(d.summary);
+    }
+    if !dropped.is_empty() {
+        // The manifest changes: it lists only what this run was asked for.
+        run.drop_manifest()?;
+    }
+
+    // The manifest lists what a node needs first: binary, images, then the list, then GitOps,
+    // then the packages.
     let mut files: Vec<FileEntry> = done.iter().map(|o| o.entry.clone()).collect();
-    files.sort_by_key(|e| first.iter().position(|p| **p == e.path).unwrap_or(first.len()));
+    files.sort_by_key(|e| {
+        let rank = first.iter().position(|p| *p == e.path).unwrap_or(first.len());
+        (rank, e.path.starts_with("debs/"))
+    });
     let notes = Vec::new();
     let m = Manifest {
         format: manifest::FORMAT,
         arch,
-        k3s: K3sPart { version: req.k3s_version.clone() },
+        k3s: req.k3s_version.clone().map(|version| K3sPart { version }),
         gitops,
+        debs: debs_part,
         files,
         notes,
     };
     m.write(dir).map_err(|e| Error::Local(format!("cannot write {}: {e}", dir.join(manifest::MANIFEST).display())))?;
-    Ok(Outcome { dir: dir.to_path_buf(), files: done, seconds: started.elapsed().as_secs_f64() })
+    Ok(Outcome { dir: dir.to_path_buf(), files: done, seconds: started.elapsed().as_secs_f64(), debs_summary, dropped })
 }
 
 /// The install manifest's images, parsed, each with a file name of its own.

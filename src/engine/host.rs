@@ -36,6 +36,8 @@ pub struct RunContext<'a> {
     pub ssh: &'a SshOptions,
     /// Local files to upload, hashed once per run whatever the number of hosts.
     pub uploads: &'a LocalFiles,
+    /// The package bundle every host installs from (`[site] package-bundle`).
+    pub package_repo: Option<&'a packages::Repo>,
 }
 
 /// The size and sha256 of the local files steps upload, by path.
@@ -247,6 +249,37 @@ impl<'a> Host<'a> {
             msg.push_str(&format!("\n  {l}"));
         }
         Err(msg)
+    }
+
+    /// Puts local files at their paths on the host, as file steps do with uploads (streamed,
+    /// checked against their sha256 on the host, moved into place), skipping those whose
+    /// sha256 the host's copy has already: one round trip finds which. Returns how many files
+    /// and bytes were sent.
+    pub(crate) async fn sync_files(&self, files: &[(String, file::Local)]) -> Result<(usize, u64), String> {
+        let mut probe = Probe::default();
+        let at: Vec<usize> = files.iter().map(|(dest, _)| probe.file(dest)).collect();
+        let facts = self.live(&probe).await?;
+        let (mut sent, mut bytes) = (0, 0);
+        for ((dest, local), i) in files.iter().zip(at) {
+            let step = file::File {
+                dest: dest.clone(),
+                source: Source::Local(local.path.clone()),
+                validate: None,
+                notify: Vec::new(),
+                mode: 0o644,
+                owner: "root:root".into(),
+                secret: false,
+            };
+            let decision = file::decide_upload(&step, local, &facts.files[i], &self.cx.run)?;
+            for a in &decision.actions {
+                self.act(a).await.map_err(|e| format!("{dest}: {e}"))?;
+            }
+            if decision.actions.iter().any(|a| matches!(a, Action::Write(_))) {
+                sent += 1;
+                bytes += local.size;
+            }
+        }
+        Ok((sent, bytes))
     }
 
     /// Resolves once the run is interrupted (Ctrl-C).

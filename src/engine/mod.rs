@@ -42,6 +42,9 @@ pub struct Options {
     /// Local files whose size and sha256 are known already (the air-gap bundle, verified
     /// before the run): uploads of them are not hashed again.
     pub local_files: Vec<steps::file::Local>,
+    /// `[site] package-bundle`, checked before the run: every host installs its packages from
+    /// it only (uploaded to [`packages::REPO`] first).
+    pub package_repo: Option<packages::Repo>,
 }
 
 #[derive(Debug, Clone)]
@@ -551,6 +554,7 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
         site_ctx: &site_ctx,
         ssh: &ssh_opts,
         uploads: &uploads,
+        package_repo: opts.package_repo.as_ref(),
     };
     let phases = phases::apply();
     let jobs = selected.iter().map(|hp| {

@@ -15,6 +15,8 @@
 //! the error of a failed part.
 
 use crate::engine::facts::sh_quote;
+use crate::engine::steps::file::Local;
+use crate::playbook::catalog::RoleSpec;
 
 /// Seconds without any progress after which a download is stopped and tried again.
 pub const STALL_S: u32 = 15;
@@ -24,6 +26,50 @@ pub const LOCK_WAIT_S: u32 = 1500;
 pub const LOCK: &str = "/run/lock/groundwork-packages.lock";
 /// The host's package log.
 pub const LOG: &str = "/var/log/groundwork/packages.log";
+
+/// Where a package bundle's flat apt repository goes on a host (its `.deb` files, `Packages`
+/// and `Release`).
+pub const REPO: &str = "/var/lib/groundwork/apt";
+/// The apt sources list groundwork owns for the bundle, and the (empty) parts directory and
+/// package lists that go with it: apt reads no other source, and the host's own lists stay
+/// as they are.
+pub const REPO_LIST: &str = "/var/lib/groundwork/apt.list";
+pub const REPO_PARTS: &str = "/var/lib/groundwork/apt.list.d";
+pub const REPO_LISTS: &str = "/var/lib/groundwork/apt-lists";
+
+/// The packages of `roles`, each once, in role order: what one host installs.
+pub fn of_roles(roles: &[&RoleSpec]) -> Vec<String> {
+    let mut packages: Vec<String> = Vec::new();
+    for role in roles {
+        for p in &role.packages {
+            if !packages.contains(p) {
+                packages.push(p.clone());
+            }
+        }
+    }
+    packages
+}
+
+/// A package bundle, checked on this machine: the files every host gets in [`REPO`].
+#[derive(Debug, Clone, Default)]
+pub struct Repo {
+    /// The bundle directory, as the answer file names it (for messages).
+    pub dir: String,
+    pub files: Vec<Local>,
+}
+
+impl Repo {
+    /// Each file with its path on a host: `REPO/<file name>`.
+    pub fn destinations(&self) -> Vec<(String, Local)> {
+        self.files
+            .iter()
+            .map(|l| {
+                let name = l.path.rsplit('/').next().unwrap_or(&l.path);
+                (format!("{REPO}/{name}"), l.clone())
+            })
+            .collect()
+    }
+}
 
 /// Shell functions of the transaction (also used by the tests on this machine). Needs `$log`.
 pub const FUNCTIONS: &str = r#"part() { printf 'groundwork-part\t%s\n' "$1"; printf '== %s\n' "$1" >>"$log"; }
@@ -64,8 +110,9 @@ tries() {
 }
 "#;
 
-/// The transaction for `missing` packages, with debconf `preseed` lines first.
-pub fn script(missing: &[String], preseed: &[String]) -> String {
+/// The transaction for `missing` packages, with debconf `preseed` lines first; with `bundle`,
+/// apt reads only the package bundle's repository in [`REPO`] (uploaded before).
+pub fn script(missing: &[String], preseed: &[String], bundle: bool) -> String {
     let list = missing.iter().map(|p| sh_quote(p)).collect::<Vec<_>>().join(" ");
     let mut s = String::from("trap '' HUP PIPE\nexport DEBIAN_FRONTEND=noninteractive\nmkdir -p /var/log/groundwork\n");
     s.push_str(&format!("log={}\nprintf '\\n=== %s\\n' \"$(date -Is)\" >>\"$log\"\n", sh_quote(LOG)));
@@ -73,6 +120,15 @@ pub fn script(missing: &[String], preseed: &[String]) -> String {
     s.push_str(&format!(
         "apt_opts='-o DPkg::Lock::Timeout={LOCK_WAIT_S} -o Acquire::Retries=3 -o Acquire::http::Timeout={STALL_S} -o Acquire::https::Timeout={STALL_S}'\n"
     ));
+    if bundle {
+        // Only the bundle: its own sources list, an empty parts directory, its own package
+        // lists (an update against one source would drop the host's lists of its mirrors).
+        // $apt_opts is split into words unquoted, so these constant paths go in as they are
+        // (a test keeps them plain); quotes would reach apt as part of the value.
+        s.push_str(&format!(
+            "apt_opts=\"$apt_opts -o Dir::Etc::SourceList={REPO_LIST} -o Dir::Etc::SourceParts={REPO_PARTS} -o Dir::State::Lists={REPO_LISTS} -o Acquire::Languages=none\"\n",
+        ));
+    }
     // One transaction at a time: the lock is inherited by every apt and dpkg it starts, so the
     // orphaned install of a killed run keeps it until it has finished. Another apt/dpkg
     // (unattended-upgrades) holds dpkg's own lock: dpkg says so and exits; wait for it too, then
@@ -102,15 +158,31 @@ pub fn script(missing: &[String], preseed: &[String]) -> String {
             lines.join(" ")
         ));
     }
-    // Package lists are refreshed when missing or older than an hour.
+    if bundle {
+        // The bundle's lists are read from the host's own disk: every time, in a moment.
+        s.push_str(&format!(
+            "part 'apt-get update (package bundle)'\n\
+             mkdir -p {parts} {lists}/partial || fail 'apt-get update (package bundle)'\n\
+             printf 'deb [trusted=yes] file:%s ./\\n' {repo} >{list} || fail 'apt-get update (package bundle)'\n\
+             tries 3 {STALL_S} apt-get $apt_opts update -q || fail 'apt-get update (package bundle)'\n",
+            parts = sh_quote(REPO_PARTS),
+            lists = sh_quote(REPO_LISTS),
+            repo = sh_quote(REPO),
+            list = sh_quote(REPO_LIST),
+        ));
+    } else {
+        // Package lists are refreshed when missing or older than an hour.
+        s.push_str(&format!(
+            "stamp=/var/lib/apt/lists/.groundwork-updated\n\
+             if [ -z \"$(find $stamp -mmin -60 2>/dev/null)\" ]; then\n\
+             \tpart 'apt-get update'\n\
+             \ttries 3 {STALL_S} apt-get $apt_opts update -q || fail 'apt-get update'\n\
+             \ttouch $stamp\n\
+             fi\n"
+        ));
+    }
     s.push_str(&format!(
-        "stamp=/var/lib/apt/lists/.groundwork-updated\n\
-         if [ -z \"$(find $stamp -mmin -60 2>/dev/null)\" ]; then\n\
-         \tpart 'apt-get update'\n\
-         \ttries 3 {STALL_S} apt-get $apt_opts update -q || fail 'apt-get update'\n\
-         \ttouch $stamp\n\
-         fi\n\
-         part 'download'\n\
+        "part 'download'\n\
          tries 3 {STALL_S} apt-get $apt_opts install -y -q --download-only {list} || fail 'download'\n\
          part 'install'\n\
          watched 0 apt-get $apt_opts install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list} || fail 'install (dpkg)'\n\
@@ -188,7 +260,18 @@ mod tests {
 
     #[test]
     fn the_script_is_valid_sh_and_quotes_package_names() {
-        let s = script(&["bind9".into(), "x'; reboot; '".into()], &["slapd slapd/domain string a'b".into()]);
+        for bundle in [true, false] {
+            let s = script(&["bind9".into()], &[], bundle);
+            let out = Command::new("sh").args(["-n", "-c", &s]).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(s.contains("-o Dir::Etc::SourceList=/var/lib/groundwork/apt.list "), bundle, "{s}");
+            assert_eq!(s.contains("-o Dir::Etc::SourceParts=/var/lib/groundwork/apt.list.d "), bundle, "{s}");
+        }
+        // They go into $apt_opts unquoted: plain paths only.
+        for p in [REPO, REPO_LIST, REPO_PARTS, REPO_LISTS] {
+            assert!(p.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)), "{p}");
+        }
+        let s = script(&["bind9".into(), "x'; reboot; '".into()], &["slapd slapd/domain string a'b".into()], false);
         let out = Command::new("sh").args(["-n", "-c", &s]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(s.contains(r"'x'\''; reboot; '\'''"), "{s}");

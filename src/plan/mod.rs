@@ -22,6 +22,8 @@ pub struct Plan {
     pub steps: Vec<PlanStep>,
     /// Per host, its roles in converge order.
     pub hosts: Vec<HostPlan>,
+    /// Where the hosts' packages come from.
+    pub packages: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +74,7 @@ pub fn validate_file(path: &Path, catalog: &Catalog) -> Result<Loaded, Report> {
     crate::answers::load::load_file_with(path, &|a| {
         let mut out = needs_problems(a, catalog);
         out.extend(crate::bundle::check::answer_problems(a));
+        out.extend(crate::bundle::check::package_problems(a, catalog));
         out
     })
 }
@@ -140,7 +143,15 @@ pub fn build(a: &Answers, catalog: &Catalog) -> Plan {
         })
         .collect();
 
-    Plan { site: a.site.name.clone(), internal_domain: a.site.internal_domain.clone(), steps, hosts }
+    let packages = match &a.site.package_bundle {
+        Some(b) => format!(
+            "from the package bundle {} only (site.package-bundle: uploaded to {} on each host; no mirror is used)",
+            b.display(),
+            crate::engine::packages::REPO
+        ),
+        None => "from each host's own apt sources".to_string(),
+    };
+    Plan { site: a.site.name.clone(), internal_domain: a.site.internal_domain.clone(), steps, hosts, packages }
 }
 
 fn hosts_for(a: &Answers, spec: &RoleSpec) -> Vec<String> {
@@ -246,6 +257,7 @@ impl Plan {
             self.hosts.len(),
             instances
         );
+        let _ = writeln!(out, "packages: {}\n", self.packages);
         let width = self.steps.iter().map(|s| s.role.len()).max().unwrap_or(0);
         let mut phase = None;
         for s in &self.steps {

@@ -73,6 +73,7 @@ impl Defaults {
                 external_domain: "example.org".into(),
                 timezone: self.timezone.clone(),
                 admin_email: "admin@example.org".into(),
+                package_bundle: None,
             },
             network: Network {
                 subnet: self.subnet,

@@ -34,7 +34,7 @@ impl<'a> Phase<Host<'a>> for Facts {
 async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
     let mut probe = Probe::default();
     let mut prepared: Vec<Prepared<'a>> = Vec::new();
-    let mut packages: Vec<String> = Vec::new();
+    let packages = crate::engine::packages::of_roles(&h.roles);
     let mut preseed: Vec<String> = Vec::new();
     let mut built_for: Vec<(&'a str, String)> = Vec::new();
     let roles = h.roles.clone();
@@ -43,11 +43,6 @@ async fn gather<'a>(h: &mut Host<'a>) -> Result<(), String> {
             let arch = h.render(arch)?;
             if !arch.is_empty() {
                 built_for.push((&role.name, arch));
-            }
-        }
-        for p in &role.packages {
-            if !packages.contains(p) {
-                packages.push(p.clone());
             }
         }
         for line in &role.preseed {

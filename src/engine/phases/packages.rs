@@ -39,6 +39,10 @@ async fn install(h: &mut Host<'_>) -> Result<(), String> {
         return Ok(());
     }
     let list = missing.join(" ");
+    let source = match h.cx.package_repo {
+        Some(r) => format!(" from the package bundle {} only", r.dir),
+        None => String::new(),
+    };
     if h.cx.dry_run {
         if let Some(w) = h.work.as_mut() {
             w.before = w.before.max(Before::Unsettled);
@@ -48,18 +52,45 @@ async fn install(h: &mut Host<'_>) -> Result<(), String> {
             "install",
             Status::WouldChange,
             t.elapsed(),
-            Some(&format!("apt-get install {list}")),
+            Some(&format!("apt-get install {list}{source}")),
         );
         return Ok(());
     }
     h.cx.reporter.step_started(&h.name, "packages", "install");
-    let script = packages::script(&missing, &work.preseed);
+    if let Some(repo) = h.cx.package_repo {
+        // The bundle's repository on the host first: only files it does not have yet.
+        h.cx.reporter.progress(&h.name, "packages", "upload the package bundle");
+        let up = Instant::now();
+        let uploaded = h.sync_files(&repo.destinations()).await.map_err(|e| {
+            let e = format!("upload of the package bundle to {}: {e}", packages::REPO);
+            h.finish_step("packages", "install", Status::Failed, t.elapsed(), Some(&e));
+            e
+        });
+        let (sent, bytes) = uploaded?;
+        h.cx.reporter.note(
+            &h.name,
+            &format!(
+                "package bundle: {sent} of {} files uploaded to {} ({}) in {:.2} s",
+                repo.files.len(),
+                packages::REPO,
+                crate::engine::steps::file::size(bytes),
+                up.elapsed().as_secs_f64()
+            ),
+        );
+    }
+    let script = packages::script(&missing, &work.preseed, h.cx.package_repo.is_some());
     match h.packages(&script).await {
         Ok(()) => {
             if let Some(w) = h.work.as_mut() {
                 w.before = Before::Changed;
             }
-            h.finish_step("packages", "install", Status::Changed, t.elapsed(), Some(&format!("installed {list}")));
+            h.finish_step(
+                "packages",
+                "install",
+                Status::Changed,
+                t.elapsed(),
+                Some(&format!("installed {list}{source}")),
+            );
             Ok(())
         }
         Err(e) => {
