@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod handoff;
+pub mod http;
 pub mod phase;
 pub mod plan;
 pub mod playbook;

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
+use crate::http::error_chain as chain;
 use crate::playbook::catalog::hex;
 
 /// How long a connection may take to open.
@@ -89,21 +90,6 @@ pub fn client() -> Result<reqwest::Client, String> {
         .user_agent(concat!("groundwork/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot set up HTTPS: {}", chain(&e)))
-}
-
-/// An error with its causes: reqwest's own words ("error sending request") say little alone.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let next = inner.to_string();
-        if !s.contains(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        source = inner.source();
-    }
-    s
 }
 
 /// `path` with `.part` appended to its name.

@@ -22,6 +22,7 @@ use super::HandoffError;
 use super::objects::*;
 use crate::answers::model::{Answers, Role, ldap_suffix};
 use crate::engine::context::quoting::ldap_dn_value;
+use crate::http::percent_encode as percent;
 use crate::state::Secrets;
 use crate::verify::ldap::{expected_ous, reader_dn};
 
@@ -69,20 +70,6 @@ pub fn dns_label(s: &str) -> Option<String> {
 /// `s` made a variable-name part: anything but letters, digits and `_` as `_`, lower case.
 fn variable_part(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
-}
-
-/// Percent-encoding for the user, password and database of a URI: all but RFC 3986's
-/// unreserved characters.
-pub fn percent(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Where a service is reached from the cluster (see the module's notes).

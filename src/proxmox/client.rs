@@ -20,6 +20,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::answers::model::{Proxmox, Secret, TokenSecret};
+use crate::http::error_chain as chain;
+/// Percent-encodes one path segment, so a UPID (`:`, `@`, `!`) or a name cannot change the path.
+pub use crate::http::percent_encode as seg;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -227,20 +230,6 @@ pub fn read_secret(p: &Proxmox) -> Result<Secret, Error> {
     Ok(Secret::new(value))
 }
 
-/// Percent-encodes one path segment (everything but RFC 3986's unreserved characters), so a
-/// UPID (`:`, `@`, `!`) or a name cannot change the path.
-pub fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A connection to one Proxmox VE API with one token.
 pub struct Client {
     http: reqwest::Client,
@@ -441,21 +430,6 @@ impl Client {
         let upid = data.as_str().ok_or_else(|| Error::Body { call, why: format!("expected a task id, got {data}") })?;
         self.wait_task(node, upid, on_poll).await
     }
-}
-
-/// An error with its causes.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let next = inner.to_string();
-        if !s.contains(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
