@@ -140,7 +140,9 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
     // plan --live: what the hand-off would apply, named, its secrets nowhere.
     let plan = groundwork(&state, &["plan", "--live", answers]);
     assert!(
-        plan.all_text().contains("hand-off would apply: Namespace groundwork-site, ConfigMap groundwork-site/site"),
+        plan.all_text().contains(
+            "hand-off would apply: flux 2.4.0 install manifest, Namespace groundwork-site, ConfigMap groundwork-site/site"
+        ),
         "{}",
         plan.all_text()
     );
@@ -224,6 +226,29 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
         assert_eq!(starts(h).len(), 1, "{h} was restarted");
     }
     assert_eq!(on("kx1", "cat /var/lib/k3s-double/applied.yaml"), applied, "the engine was applied again");
+
+    // One namespace more for the contract: plan --live names only its objects, apply adds
+    // them; back to the first answers, they are named as left in the cluster.
+    let more = dir.path().join("kx-more.toml");
+    let text = std::fs::read_to_string(answers).unwrap();
+    std::fs::write(&more, text.replace("[gitops]\n", "[gitops]\ncontract-namespaces = [\"apps\"]\n")).unwrap();
+    let more = more.to_str().unwrap();
+    let plan = groundwork(&state, &["plan", "--live", more]);
+    assert!(
+        plan.all_text().contains("hand-off would apply: Namespace apps, ConfigMap apps/site\n"),
+        "{}",
+        plan.all_text()
+    );
+    let grown = common::run::apply(more, &state, &[]);
+    assert_eq!(grown.code, 0, "{}", grown.all_text());
+    assert!(on("kx1", "cat /var/lib/k3s-double/applied.yaml").contains("namespace: \"apps\""));
+    let back = groundwork(&state, &["plan", "--live", answers]);
+    assert!(
+        back.all_text()
+            .contains("hand-off: no longer in the answers, left in the cluster: Namespace apps, ConfigMap apps/site"),
+        "{}",
+        back.all_text()
+    );
 
     // A hand edit of one server's config.yaml that k3s never read: written back, and
     // nothing restarts (k3s runs with what it has again).

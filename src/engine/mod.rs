@@ -185,8 +185,8 @@ async fn handoff_phase(
         Ok(d) => d,
         Err(e) => return fail(e.to_string()),
     };
-    let yamls: Vec<String> = docs.iter().map(|d| d.yaml().to_string()).collect();
-    let stamp = install::stamp(&engine, &yamls);
+    let titled: Vec<(String, String)> = docs.iter().map(|d| (d.title(), d.yaml().to_string())).collect();
+    let stamp = install::stamp(&engine, &titled);
     let install_step = format!("install {} {}", install::engine_name(engine.engine), engine.version);
     let stages =
         [(Stage::Contract, "site contract"), (Stage::Repository, "repository access"), (Stage::Sync, "sync objects")];
@@ -196,7 +196,12 @@ async fn handoff_phase(
     };
     let result = async {
         let all_steps = std::iter::once(install_step.clone()).chain(stages.iter().map(|(_, n)| n.to_string()));
-        if install::applied_before(&server, &stamp).await? {
+        let (changed, gone) = install::changes(&install::applied_before(&server).await?, &stamp);
+        if !gone.is_empty() {
+            reporter
+                .note(&host, &format!("hand-off: no longer in the answers, left in the cluster: {}", gone.join(", ")));
+        }
+        if changed.is_empty() {
             for step in all_steps {
                 reporter.step_finished(&host, "handoff", &step, Status::Ok, Duration::ZERO, None);
             }
@@ -206,12 +211,14 @@ async fn handoff_phase(
             for step in all_steps {
                 reporter.step_finished(&host, "handoff", &step, Status::WouldChange, Duration::ZERO, None);
             }
-            // What would be applied, secrets masked: the titles shown, the documents logged.
-            let titles: Vec<String> = docs.iter().map(|d| d.title()).collect();
-            reporter.note(&host, &format!("hand-off would apply: {}", titles.join(", ")));
-            reporter.log(&host, &handoff::masked_stream(&docs));
+            // What would be applied anew, secrets masked: the titles shown, the documents logged.
+            reporter.note(&host, &format!("hand-off would apply: {}", changed.join(", ")));
+            let masked: Vec<handoff::Document> =
+                docs.iter().filter(|d| changed.contains(&d.title())).cloned().collect();
+            reporter.log(&host, &handoff::masked_stream(&masked));
             return Ok(());
         }
+        reporter.log(&host, &format!("hand-off: new or changed: {}", changed.join(", ")));
         if engine.patched > 0 {
             reporter.log(
                 &host,

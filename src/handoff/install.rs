@@ -87,21 +87,40 @@ pub fn engine_name(e: GitOpsEngine) -> &'static str {
     }
 }
 
-/// The sha256 of everything one hand-off applies, in order: the stamp.
-pub fn stamp(engine: &EngineManifest, objects: &[String]) -> String {
-    let mut h = Sha256::new();
-    h.update(engine.yaml.as_bytes());
-    for o in objects {
-        h.update(b"\n---\n");
-        h.update(o.as_bytes());
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+/// What one hand-off applies, each with its sha256, in order: the engine's install manifest,
+/// then `(title, yaml)` of each of groundwork's documents. Kept on the server as the stamp.
+pub fn stamp(engine: &EngineManifest, documents: &[(String, String)]) -> Vec<(String, String)> {
+    let hash = |text: &str| Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let title = format!("{} {} install manifest", engine_name(engine.engine), engine.version);
+    std::iter::once((title, hash(&engine.yaml)))
+        .chain(documents.iter().map(|(t, yaml)| (t.clone(), hash(yaml))))
+        .collect()
 }
 
-/// Whether the last hand-off on this server applied exactly this (one short command).
-pub async fn applied_before(server: &Session, stamp: &str) -> Result<bool, String> {
+/// The stamp as its file holds it: `sha256<TAB>title` per line.
+pub fn stamp_text(stamp: &[(String, String)]) -> String {
+    stamp.iter().map(|(title, sum)| format!("{sum}\t{title}\n")).collect()
+}
+
+/// Against the stamp of the last hand-off on the server: what would be applied anew (new or
+/// changed, in apply order), and what it applied that the answers no longer make (left in
+/// place: groundwork deletes nothing in the cluster).
+pub fn changes(previous: &str, now: &[(String, String)]) -> (Vec<String>, Vec<String>) {
+    let before: Vec<(&str, &str)> = previous.lines().filter_map(|l| l.split_once('\t')).collect();
+    let changed = now
+        .iter()
+        .filter(|(title, sum)| !before.iter().any(|(s, t)| t == title && s == sum))
+        .map(|(title, _)| title.clone())
+        .collect();
+    let gone =
+        before.iter().filter(|(_, t)| !now.iter().any(|(title, _)| title == t)).map(|(_, t)| t.to_string()).collect();
+    (changed, gone)
+}
+
+/// The stamp of the last hand-off on this server (one short command; empty when none).
+pub async fn applied_before(server: &Session) -> Result<String, String> {
     let out = server.exec(&format!("cat {STAMP} 2>/dev/null || true"), None).await.map_err(|e| e.to_string())?;
-    Ok(out.stdout_str().trim() == stamp)
+    Ok(out.stdout_str())
 }
 
 /// Applies YAML documents from standard input; the error is kubectl's.
@@ -167,8 +186,8 @@ pub async fn install(server: &Session, engine: &EngineManifest, progress: &dyn F
 }
 
 /// Records what was applied, so an identical re-run applies nothing.
-pub async fn record(server: &Session, stamp: &str) -> Result<(), String> {
-    let cmd = format!("mkdir -p /var/lib/groundwork && printf '%s\\n' {} > {STAMP}", sh_quote(stamp));
+pub async fn record(server: &Session, stamp: &[(String, String)]) -> Result<(), String> {
+    let cmd = format!("mkdir -p /var/lib/groundwork && printf '%s' {} > {STAMP}", sh_quote(&stamp_text(stamp)));
     let out = server.exec(&cmd, None).await.map_err(|e| e.to_string())?;
     if out.status != 0 {
         return Err(format!("cannot write {STAMP}: {}", out.stderr_str().trim()));
@@ -284,13 +303,24 @@ mod tests {
     }
 
     #[test]
-    fn the_stamp_changes_with_any_applied_byte() {
+    fn what_changed_since_the_last_hand_off_is_named_in_apply_order() {
         let b = bundle("argocd", ARGO);
         let e = engine_manifest(&answers("argocd", false), b.path()).unwrap();
-        let one = stamp(&e, &["a: 1".into()]);
-        assert_eq!(one, stamp(&e, &["a: 1".into()]));
-        assert_ne!(one, stamp(&e, &["a: 2".into()]));
-        assert_ne!(one, stamp(&e, &["a: 1".into(), String::new()]));
-        assert_eq!(one.len(), 64);
+        let docs = |a: &str| {
+            vec![("ConfigMap x/site".to_string(), a.to_string()), ("Secret x/db".to_string(), "p: 1".to_string())]
+        };
+        let first = stamp(&e, &docs("a: 1"));
+        assert_eq!(first[0].0, "argocd 3.1.0 install manifest");
+        assert!(first.iter().all(|(_, sum)| sum.len() == 64));
+        let text = stamp_text(&first);
+        assert_eq!(changes(&text, &first), (vec![], vec![]));
+        // Nothing applied yet: everything, in order.
+        let titles: Vec<String> = first.iter().map(|(t, _)| t.clone()).collect();
+        assert_eq!(changes("", &first).0, titles);
+        // One byte of one document.
+        assert_eq!(changes(&text, &stamp(&e, &docs("a: 2"))).0, ["ConfigMap x/site"]);
+        // A document the answers no longer make is named as left in place.
+        let fewer = stamp(&e, &docs("a: 1")[..1]);
+        assert_eq!(changes(&text, &fewer), (vec![], vec!["Secret x/db".to_string()]));
     }
 }
