@@ -72,13 +72,18 @@ fn ha_servers_init_once_and_join_through_the_first() {
     let second = config(&a, "k3s-server", "k3s-s2");
     assert!(!second.contains("cluster-init") && second.contains("\nserver: \"https://10.20.1.11:6443\"\n"), "{second}");
     golden("ha-joining-server.yaml", &second);
+    // The first server defines the secret; a joiner reads the first server's full token (its
+    // CA's hash in it) from the file the cluster phase writes.
+    assert!(first.contains("\ntoken: \"golden-token-not-a-secret\"\n") && !first.contains("token-file"), "{first}");
+    assert!(
+        second.contains("\ntoken-file: \"/etc/rancher/k3s/join-token\"\n") && !second.contains("\ntoken:"),
+        "{second}"
+    );
     // What every server must share (k3s refuses to start on a mismatch) is the same.
     let shared = |c: &str| {
         c.lines()
             .filter(|l| {
-                ["cluster-cidr", "service-cidr", "disable", "token", "embedded-registry"]
-                    .iter()
-                    .any(|k| l.starts_with(k))
+                ["cluster-cidr", "service-cidr", "disable", "embedded-registry"].iter().any(|k| l.starts_with(k))
             })
             .map(str::to_string)
             .collect::<Vec<_>>()
@@ -405,7 +410,8 @@ fn the_bundles_files_reach_the_nodes_once_and_a_binary_that_does_not_run_is_neve
             on(h, "sha256sum /usr/local/bin/k3s /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst");
         assert!(on_host.contains(&hex(&binary)) && on_host.contains(&hex(&images)), "{h}: {on_host}");
         assert_eq!(on(h, "stat -c %a /etc/rancher/k3s/config.yaml").trim(), "600");
-        assert!(on(h, "grep -c token: /etc/rancher/k3s/config.yaml").trim() == "1");
+        let token_line = if h == "kf1" { "^token: " } else { "^token-file: " };
+        assert_eq!(on(h, &format!("grep -c '{token_line}' /etc/rancher/k3s/config.yaml")).trim(), "1", "{h}");
     }
     assert!(on("kf1", "cat /etc/systemd/system/k3s.service").contains("ExecStart=/usr/local/bin/k3s server"));
     assert!(on("kf2", "cat /etc/systemd/system/k3s-agent.service").contains("ExecStart=/usr/local/bin/k3s agent"));

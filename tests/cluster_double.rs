@@ -159,6 +159,15 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
         let s = first.step(h, "start k3s").unwrap_or_else(|| panic!("{h}: {}", first.all_text()));
         assert_eq!(s["status"], "changed", "{h}: {s}");
     }
+    // Every other node joined with the first server's full token (its CA's hash in it),
+    // written 0600 by the cluster phase; the token is in no output and no log.
+    let server_token = on("kx1", "cat /var/lib/rancher/k3s/server/token");
+    assert!(server_token.starts_with("K10") && server_token.contains("::server:"), "{server_token}");
+    for h in ["kx2", "kx3", "kx4"] {
+        assert_eq!(on(h, "cat /etc/rancher/k3s/join-token"), server_token, "{h}");
+        assert_eq!(on(h, "stat -c %a /etc/rancher/k3s/join-token").trim(), "600", "{h}");
+    }
+    assert!(!first.all_text().contains(server_token.trim()));
     // The kubeconfig, its server the API endpoint.
     let path = groundwork(&state, &["kubeconfig", answers]);
     let kubeconfig = std::fs::read_to_string(path.stdout.trim()).unwrap();
@@ -185,7 +194,8 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
     let logs: Vec<_> = walk(&state).into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
     assert!(!logs.is_empty(), "no run log under {}", state.display());
     for log in logs {
-        assert!(!std::fs::read_to_string(&log).unwrap().contains("kx-test-token-3f9a"), "{}", log.display());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("kx-test-token-3f9a") && !text.contains(server_token.trim()), "{}", log.display());
     }
     for h in ["kx2", "kx3", "kx4"] {
         assert!(on(h, "ls /var/lib/k3s-double/applied.yaml 2>&1 || true").contains("No such file"));
@@ -275,4 +285,22 @@ fn nodes_start_in_rollout_order_the_engine_is_applied_once_and_a_changed_server_
     let again = common::run::apply(answers, &state, &[]);
     assert!(NODES.iter().all(|(h, _, _)| again.changed(h) == 0), "{}", again.all_text());
     assert_eq!(starts("kx2").len(), 3, "restarted again");
+
+    // The first server's token changes (a first server built anew has a new CA): every other
+    // node gets the new one and restarts, one server at a time; the first server does not.
+    on(
+        "kx1",
+        "sed -i 's/^K10[0-9a-f]*::/K10000000000000000000000000000000000000000000000000000000000000000::/' /var/lib/rancher/k3s/server/token",
+    );
+    let rotated = common::run::apply(answers, &state, &[]);
+    assert_eq!(rotated.code, 0, "{}", rotated.all_text());
+    let new_token = on("kx1", "cat /var/lib/rancher/k3s/server/token");
+    for (h, before) in [("kx1", 1), ("kx2", 3), ("kx3", 1), ("kx4", 1)] {
+        let restarted = h != "kx1";
+        assert_eq!(starts(h).len(), before + usize::from(restarted), "{h}: {}", rotated.all_text());
+        if restarted {
+            assert_eq!(on(h, "cat /etc/rancher/k3s/join-token"), new_token, "{h}");
+        }
+    }
+    assert!(!rotated.all_text().contains(new_token.trim()));
 }

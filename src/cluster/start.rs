@@ -40,17 +40,42 @@ fn unit(kind: Kind) -> &'static str {
     }
 }
 
+/// The first server's full token (`K10<sha256 of its CA>::server:<secret>`), which k3s
+/// writes at its first start.
+pub const SERVER_TOKEN: &str = "/var/lib/rancher/k3s/server/token";
+/// Where the other nodes read it from (`token-file` in their config.yaml): with the CA's hash
+/// in it, a joining node checks the cluster's CA before it sends the secret.
+pub const JOIN_TOKEN: &str = "/etc/rancher/k3s/join-token";
+
+/// The sha256 of the files k3s starts with: config.yaml, the unit, the join token, and the
+/// binary's size, mtime and inode (an upload's atomic move always changes the inode).
+fn stamp_script(unit: &str) -> String {
+    format!(
+        "{{ sha256sum /etc/rancher/k3s/config.yaml /etc/systemd/system/{unit}.service {JOIN_TOKEN}; stat -c '%s %Y %i' /usr/local/bin/k3s; }} 2>&1 | sha256sum | cut -d' ' -f1"
+    )
+}
+
+/// The sha256 of a token file's content without its trailing line break (empty: no file).
+fn token_sum(path: &str) -> String {
+    format!("$( [ -s {path} ] && printf '%s' \"$(cat {path})\" | sha256sum | cut -d' ' -f1)")
+}
+
 /// One round trip: the binary's version line, whether the unit runs, the current files'
-/// stamp and the stamp of the last start.
+/// stamp and the stamp of the last start, the times that tell who started it last, and the
+/// sums of the server token (a server's) and the join token.
 pub fn look_script(kind: Kind) -> String {
     let u = unit(kind);
     format!(
         "printf 'version\\t%s\\n' \"$(/usr/local/bin/k3s --version 2>&1 | head -n 1)\"\n\
          printf 'active\\t%s\\n' \"$(systemctl is-active {u} 2>/dev/null)\"\n\
-         printf 'stamp\\t%s\\n' \"$( {{ sha256sum /etc/rancher/k3s/config.yaml /etc/systemd/system/{u}.service; stat -c '%s %Y %i' /usr/local/bin/k3s; }} 2>&1 | sha256sum | cut -d' ' -f1)\"\n\
+         printf 'stamp\\t%s\\n' \"$({stamp})\"\n\
          printf 'started\\t%s\\n' \"$(cat {STAMP} 2>/dev/null)\"\n\
          t=$(systemctl show -p ExecMainStartTimestamp --value {u} 2>/dev/null); p=; [ -n \"$t\" ] && p=$(date -d \"$t\" +%s 2>/dev/null)\n\
-         printf 'times\\t%s\\t%s\\t%s\\n' \"$p\" \"$(stat -c %Y {STAMP} 2>/dev/null)\" \"$(stat -c %Y /etc/rancher/k3s/config.yaml /etc/systemd/system/{u}.service /usr/local/bin/k3s 2>/dev/null | sort -n | tail -n 1)\"\n"
+         printf 'times\\t%s\\t%s\\t%s\\n' \"$p\" \"$(stat -c %Y {STAMP} 2>/dev/null)\" \"$(stat -c %Y /etc/rancher/k3s/config.yaml /etc/systemd/system/{u}.service /usr/local/bin/k3s {JOIN_TOKEN} 2>/dev/null | sort -n | tail -n 1)\"\n\
+         printf 'tokens\\t%s\\t%s\\n' \"{server}\" \"{join}\"\n",
+        stamp = stamp_script(u),
+        server = token_sum(SERVER_TOKEN),
+        join = token_sum(JOIN_TOKEN),
     )
 }
 
@@ -66,6 +91,9 @@ pub struct Look {
     pub process_start: Option<u64>,
     pub stamped: Option<u64>,
     pub files_written: Option<u64>,
+    /// The sums of the server token (servers that have started) and of the join token.
+    pub server_token: String,
+    pub join_token: String,
 }
 
 impl Look {
@@ -77,6 +105,11 @@ impl Look {
                 Some(("active", v)) => l.active = v.trim() == "active",
                 Some(("stamp", v)) => l.stamp = v.trim().to_string(),
                 Some(("started", v)) => l.started = v.trim().to_string(),
+                Some(("tokens", v)) => {
+                    let (server, join) = v.split_once('\t').unwrap_or((v, ""));
+                    l.server_token = server.trim().to_string();
+                    l.join_token = join.trim().to_string();
+                }
                 Some(("times", v)) => {
                     let t: Vec<Option<u64>> = v.split('\t').map(|x| x.trim().parse().ok()).collect();
                     l.process_start = t.first().copied().flatten();
@@ -166,6 +199,32 @@ async fn wait_for(gate: &Gate, members: &[Member<'_>], reporter: &Reporter) -> R
     }
 }
 
+/// The first server's full token. Never shown: an error says what is wrong with it, not it.
+async fn read_token(first: &Member<'_>) -> Result<String, String> {
+    let out = first.session.exec(&format!("cat {SERVER_TOKEN}"), None).await.map_err(|e| e.to_string())?;
+    let token = out.stdout_str().trim().to_string();
+    if out.status != 0 || !(token.starts_with("K10") && token.contains("::server:")) {
+        return Err(format!(
+            "{SERVER_TOKEN} on {} is missing or not k3s's full token (K10<CA sha256>::server:...)",
+            first.name
+        ));
+    }
+    Ok(token)
+}
+
+/// The join token on a node (0600), written through standard input, only when it differs.
+async fn write_join_token(m: &Member<'_>, token: &str) -> Result<(), String> {
+    let cmd = format!(
+        "umask 077 && mkdir -p /etc/rancher/k3s && t=$(cat) && if [ \"$(cat {JOIN_TOKEN} 2>/dev/null)\" != \"$t\" ]; then \
+         printf '%s\\n' \"$t\" > {JOIN_TOKEN}.new && mv {JOIN_TOKEN}.new {JOIN_TOKEN}; fi"
+    );
+    let out = m.session.exec(&cmd, Some(token.as_bytes())).await.map_err(|e| e.to_string())?;
+    if out.status != 0 {
+        return Err(format!("cannot write {JOIN_TOKEN} on {}: {}", m.name, out.stderr_str().trim()));
+    }
+    Ok(())
+}
+
 /// The kubeconfig of the first server, its API address set to the endpoint, into the state
 /// directory (0600). Returns its path.
 async fn fetch_kubeconfig(server: &Member<'_>, endpoint: &str, state: &StateDir) -> Result<std::path::PathBuf, String> {
@@ -189,10 +248,29 @@ pub async fn run(
 ) -> Result<(), (String, String)> {
     let Some(k) = &a.k3s else { return Ok(()) };
     let fail = |node: &str, e: String| (node.to_string(), e);
-    let looks: Vec<Look> = futures::future::join_all(members.iter().map(|m| async move {
+    let mut looks: Vec<Look> = futures::future::join_all(members.iter().map(|m| async move {
         m.session.exec(&look_script(m.kind), None).await.map(|o| Look::parse(&o.stdout_str())).unwrap_or_default()
     }))
     .await;
+    let first_name = a.hosts_with(Role::K3sServer).next().map(|(_, h)| h.name.clone()).unwrap_or_default();
+    let first = members.iter().position(|m| m.name == first_name);
+    // Once the first server has run, every other node must read its token (a first server
+    // built anew has a new CA): a node that does not gets it, and restarts.
+    let mut token: Option<String> = None;
+    if let Some(fi) = first.filter(|&fi| !looks[fi].server_token.is_empty()) {
+        let want = looks[fi].server_token.clone();
+        let stale: Vec<usize> = (0..members.len()).filter(|&i| i != fi && looks[i].join_token != want).collect();
+        for i in stale {
+            if !dry_run {
+                if token.is_none() {
+                    token = Some(read_token(&members[fi]).await.map_err(|e| fail(&first_name, e))?);
+                }
+                let t = token.as_deref().expect("read above");
+                write_join_token(&members[i], t).await.map_err(|e| fail(&members[i].name, e))?;
+            }
+            looks[i].stamp.clear(); // its files changed: it restarts
+        }
+    }
     let nodes: Vec<Node> = members.iter().map(|m| Node { name: m.name.clone(), kind: m.kind }).collect();
     let stages = plan(&nodes, &looks).map_err(|e| fail(&nodes[0].name, e.to_string()))?;
     if !dry_run {
@@ -223,17 +301,34 @@ pub async fn run(
                 .map_err(|e| fail(&stage.nodes[0], format!("before {}: {e}", stage.nodes.join(", "))))?;
         }
         let t = Instant::now();
+        let mut stamps: Vec<(String, String)> = Vec::new();
         for n in &stage.nodes {
             let m = members.iter().find(|m| &m.name == n).expect("stage nodes are members");
-            let u = sh_quote(unit(m.kind));
             reporter.step_started(n, "cluster", &format!("{} k3s", verb(n)));
-            // --no-block: the unit's start waits for the node to be up, for ever if it cannot be.
-            let cmd =
-                format!("systemctl daemon-reload && systemctl enable --quiet {u} && systemctl restart --no-block {u}");
+            // Every node but the first joins with the first server's full token: there since
+            // the first server's stage (a new cluster starts it alone, first).
+            if *n != first_name
+                && let Some(fi) = first
+            {
+                if token.is_none() {
+                    token = Some(read_token(&members[fi]).await.map_err(|e| fail(n, e))?);
+                }
+                let t = token.as_deref().expect("read above");
+                write_join_token(m, t).await.map_err(|e| fail(n, e))?;
+            }
+            // --no-block: the unit's start waits for the node to be up, for ever if it cannot
+            // be. The stamp is of the files as they are when it starts.
+            let u = unit(m.kind);
+            let cmd = format!(
+                "s=$({}) && systemctl daemon-reload && systemctl enable --quiet {q} && systemctl restart --no-block {q} && printf '%s' \"$s\"",
+                stamp_script(u),
+                q = sh_quote(u)
+            );
             let out = m.session.exec(&cmd, None).await.map_err(|e| fail(n, e.to_string()))?;
             if out.status != 0 {
-                return Err(fail(n, format!("{cmd}: {}", out.stderr_str().trim())));
+                return Err(fail(n, format!("starting {u}: {}", out.stderr_str().trim())));
             }
+            stamps.push((n.clone(), out.stdout_str().trim().to_string()));
         }
         for g in &stage.after {
             if let Err(e) = wait_for(g, members, reporter).await {
@@ -250,20 +345,17 @@ pub async fn run(
                 return Err(fail(&stage.nodes[0], e));
             }
         }
-        for n in &stage.nodes {
-            let (m, l) = members.iter().zip(&looks).find(|(m, _)| &m.name == n).expect("stage nodes are members");
-            let write = format!("mkdir -p /var/lib/groundwork && printf '%s\\n' {} > {STAMP}", sh_quote(&l.stamp));
+        for (n, stamp) in &stamps {
+            let m = members.iter().find(|m| &m.name == n).expect("stage nodes are members");
+            let write = format!("mkdir -p /var/lib/groundwork && printf '%s\\n' {} > {STAMP}", sh_quote(stamp));
             m.session.exec(&write, None).await.map_err(|e| fail(n, e.to_string()))?;
             reporter.step_finished(n, "cluster", &format!("{} k3s", verb(n)), Status::Changed, t.elapsed(), None);
         }
     }
-    if !dry_run {
-        let first = a.hosts_with(Role::K3sServer).next().map(|(_, h)| h.name.clone()).unwrap_or_default();
-        if let Some(server) = members.iter().find(|m| m.name == first) {
-            let endpoint = k.api_endpoint(&a.site.internal_domain);
-            let path = fetch_kubeconfig(server, &endpoint, state).await.map_err(|e| fail(&first, e))?;
-            reporter.log("-", &format!("kubeconfig: {}", path.display()));
-        }
+    if !dry_run && let Some(server) = first.map(|fi| &members[fi]) {
+        let endpoint = k.api_endpoint(&a.site.internal_domain);
+        let path = fetch_kubeconfig(server, &endpoint, state).await.map_err(|e| fail(&first_name, e))?;
+        reporter.log("-", &format!("kubeconfig: {}", path.display()));
     }
     Ok(())
 }
