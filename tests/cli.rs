@@ -794,3 +794,22 @@ fn k3s_without_an_airgap_bundle_is_refused_before_anything_connects() {
     }
     assert!(!state.exists());
 }
+
+#[test]
+fn bundle_debs_names_the_answer_file_line_and_field_of_garbage_and_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("syntax.toml", b"vm\n", ":1:3: TOML syntax"),
+        ("field.toml", b"[site]\nname = 3\n", ":1:1: site.internal-domain: required key"),
+        ("bytes.toml", b"\xff\xfe\x00garbage", "bytes.toml"),
+    ];
+    for (name, text, want) in cases {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let (code, _, err) = run(&["bundle", "--debs", file.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(err.contains(want) && !err.contains("panicked"), "{name}: {err}");
+        assert!(!out.join("manifest.json").exists() && !out.join("debs").exists(), "{name}: made something");
+    }
+}
