@@ -232,6 +232,11 @@ fn provision_rules_offline() {
 /// 127.0.0.2 (enough for the provisioning's wait; the later SSH phases then fail, which these
 /// tests do not look at).
 fn loopback_site(pve: &Pve, dir: &Path, extra: &str) -> (String, u16) {
+    loopback_site_with(pve, dir, extra, "kind = \"ct\", cores = 2, memory = 2048, disk = 8")
+}
+
+/// [`loopback_site`] with another `provision`.
+fn loopback_site_with(pve: &Pve, dir: &Path, extra: &str, provision: &str) -> (String, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
         l.local_addr().unwrap().port()
@@ -250,7 +255,7 @@ fn loopback_site(pve: &Pve, dir: &Path, extra: &str) -> (String, u16) {
         }))
     });
     let key = keys(dir);
-    let hosts = host("pn1", "127.0.0.2", &key, port, "\"dns\"", "kind = \"ct\", cores = 2, memory = 2048, disk = 8");
+    let hosts = host("pn1", "127.0.0.2", &key, port, "\"dns\"", provision);
     (write(dir, "site.toml", &answers(pve, "127.0.0.0/24", "127.0.0.1", &hosts, extra)), port)
 }
 
@@ -316,6 +321,73 @@ fn provisioning_sends_the_right_parameters_and_a_second_run_creates_nothing() {
     // The token never reaches the output or a log.
     let everything = format!("{}{}{}{}", plan.text(), first.text(), second.text(), logs(&state));
     assert!(!logs(&state).is_empty());
+    assert!(!everything.contains(pve::SECRET), "the token secret leaked");
+}
+
+/// A VM clone gets its boot disk grown to the `disk` answer (`PUT .../resize` with the
+/// template's boot disk and `<N>G`, a task whose UPID is waited for); a second run sends none;
+/// an answer smaller than the template's disk is said in plan --live, and nothing shrinks.
+#[test]
+fn a_vm_clone_grows_its_boot_disk_to_the_answer_once() {
+    let pve = Pve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let (file, _) = loopback_site_with(&pve, dir.path(), "", "kind = \"vm\", cores = 2, memory = 2048, disk = 8");
+    let first = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(first.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", first.text());
+    let writes = pve.writes();
+    let paths: Vec<String> = writes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(
+        paths,
+        [
+            "POST /nodes/pve1/qemu/9000/clone",
+            "POST /nodes/pve1/qemu/100/config",
+            "PUT /nodes/pve1/qemu/100/resize",
+            "POST /nodes/pve1/qemu/100/status/start"
+        ],
+        "{writes:?}"
+    );
+    let resize = &writes[2].params;
+    assert_eq!(resize.get("disk").map(String::as_str), Some("scsi0"), "{resize:?}");
+    assert_eq!(resize.get("size").map(String::as_str), Some("8G"), "{resize:?}");
+    // The resize task was waited for.
+    assert!(pve.requests().iter().any(|r| r.path.contains(":qmresize:100:") && r.path.ends_with("/status")));
+    let disk = pve.with(|s| s.guests.iter().find(|g| g.vmid == 100).unwrap().config["scsi0"].clone());
+    assert_eq!(disk, "local-lvm:vm-100-disk-0,size=8G");
+
+    let second = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(second.step("pn1", "proxmox").unwrap()["status"], "ok", "{}", second.text());
+    assert_eq!(pve.writes().len(), 4, "the second run wrote: {:?}", pve.writes());
+
+    // Smaller than the template's 2G disk: said, and no resize is sent.
+    let pve = Pve::start();
+    pve.with(|s| s.resize_sync = true);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let (file, _) = loopback_site_with(&pve, dir.path(), "", "kind = \"vm\", disk = 1");
+    let plan = gw(&["plan", "--live", "--json", &file, "--state", &state], pve::SECRET);
+    assert!(
+        plan.stdout.contains("the VM template's disk: scsi0 is 2G, larger than the answer's 1 GiB: kept as it is (disks only grow, never shrink)"),
+        "{}",
+        plan.text()
+    );
+    let apply = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(apply.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", apply.text());
+    assert!(!pve.writes().iter().any(|r| r.path.ends_with("/resize")), "{:?}", pve.writes());
+
+    // A version that resizes at once (`null`, no task): the same call, nothing to wait for.
+    let pve = Pve::start();
+    pve.with(|s| s.resize_sync = true);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let (file, _) = loopback_site_with(&pve, dir.path(), "", "kind = \"vm\", disk = 4");
+    let sync = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(sync.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", sync.text());
+    let resize: Vec<_> = pve.writes().into_iter().filter(|r| r.path.ends_with("/resize")).collect();
+    assert_eq!(resize.len(), 1, "{resize:?}");
+    assert_eq!(resize[0].params.get("size").map(String::as_str), Some("4G"));
+
+    let everything = format!("{}{}{}{}{}", first.text(), second.text(), plan.text(), apply.text(), sync.text());
     assert!(!everything.contains(pve::SECRET), "the token secret leaked");
 }
 
