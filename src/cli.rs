@@ -800,7 +800,11 @@ fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bo
     }
     let Some(rt) = runtime() else { return 2 };
     let rows = rt.block_on(crate::verify::verify(a, &secrets, &dir));
-    let redactor = crate::engine::context::Redactor::new(&secrets);
+    let mut redactor = crate::engine::context::Redactor::new(&secrets);
+    // The Proxmox token is never in a row; masked all the same.
+    if let Some(secret) = a.proxmox.as_ref().and_then(|p| crate::proxmox::client::read_secret(p).ok()) {
+        redactor = redactor.also(secret.expose());
+    }
     if json {
         let doc = crate::verify::to_json(&rows);
         out.println(&redactor.redact(&to_json_pretty(&doc)));

@@ -391,6 +391,117 @@ fn a_vm_clone_grows_its_boot_disk_to_the_answer_once() {
     assert!(!everything.contains(pve::SECRET), "the token secret leaked");
 }
 
+/// A state directory as `apply` leaves it (0700, an empty secrets.toml 0600).
+fn state_dir(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secrets = state.join("secrets.toml");
+    std::fs::write(&secrets, "").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    state.display().to_string()
+}
+
+/// A running groundwork guest `pn1` (VMID 100) in the double, with these tags.
+fn put_guest(pve: &Pve, tags: &str) {
+    let mut config = std::collections::BTreeMap::new();
+    config.insert("hostname".to_string(), "pn1".to_string());
+    config.insert("cores".to_string(), "2".to_string());
+    config.insert("memory".to_string(), "2048".to_string());
+    config.insert("rootfs".to_string(), "local-lvm:vm-100-disk-0,size=8G".to_string());
+    config.insert("net0".to_string(), "name=eth0,bridge=vmbr0,ip=127.0.0.2/24,gw=127.0.0.1".to_string());
+    config.insert("tags".to_string(), tags.to_string());
+    pve.with(|s| {
+        s.guests.retain(|g| g.vmid != 100);
+        s.guests.push(pve::Guest {
+            vmid: 100,
+            name: "pn1".into(),
+            kind: "lxc",
+            status: "running".into(),
+            template: false,
+            config,
+        })
+    });
+}
+
+/// The `proxmox` row of `verify --json` for pn1.
+fn proxmox_row(out: &Out) -> Value {
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|_| panic!("{}", out.text()));
+    doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == "proxmox" && r["host"] == "pn1")
+        .cloned()
+        .unwrap_or_else(|| panic!("no proxmox row: {doc}"))
+}
+
+/// verify has a `proxmox` row per provisioned host: ok with the template it was built from;
+/// FAIL (mismatch) for an older template, naming the rebuild command; skip when the API is
+/// unreachable or the token cannot be read.
+#[test]
+fn verify_reports_the_template_of_each_guest() {
+    let pve = Pve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_dir(dir.path());
+    let (file, _) = loopback_site(&pve, dir.path(), "");
+    // No roles: the only checks are the host's reach and its guest (no service to wait for).
+    let text = std::fs::read_to_string(&file).unwrap().replace("roles = [\"dns\"]", "roles = []");
+    let file = write(dir.path(), "bare.toml", &text);
+    let current = groundwork::proxmox::provision::template_tag(pve::CT_TEMPLATE);
+    put_guest(&pve, &format!("groundwork;gw-pn;{current}"));
+    let out = gw(&["verify", "--json", &file, "--state", &state], pve::SECRET);
+    let row = proxmox_row(&out);
+    assert_eq!(row["result"], "ok", "{row}");
+    assert_eq!(row["detail"], format!("built from {} ({current})", pve::CT_TEMPLATE), "{row}");
+
+    put_guest(&pve, "groundwork;gw-pn;tpl-0badc0de");
+    let out = gw(&["verify", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(out.code, 1, "{}", out.text());
+    let row = proxmox_row(&out);
+    assert_eq!((row["result"].as_str(), row["cause"].as_str()), (Some("fail"), Some("mismatch")), "{row}");
+    assert_eq!(
+        row["detail"],
+        format!(
+            "built from an older template (tpl-0badc0de), the answers name {} ({current}); `groundwork rebuild pn1` recreates it",
+            pve::CT_TEMPLATE
+        ),
+        "{row}"
+    );
+    let table = gw(&["verify", &file, "--state", &state], pve::SECRET);
+    assert!(table.stdout.contains("built from an older template (tpl-0badc0de)"), "{}", table.text());
+    assert!(!format!("{}{}", out.text(), table.text()).contains(pve::SECRET), "the token secret leaked");
+    assert!(pve.writes().is_empty(), "verify wrote: {:?}", pve.writes());
+
+    // No token to read: skip, and why.
+    let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(["verify", "--json", &file, "--state", &state])
+        .env_remove(ENV)
+        .output()
+        .unwrap();
+    let out = Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        events: Vec::new(),
+    };
+    let row = proxmox_row(&out);
+    assert_eq!(row["result"], "skip", "{row}");
+    assert!(row["detail"].as_str().unwrap().contains("[proxmox] has no token to use"), "{row}");
+    assert!(row["detail"].as_str().unwrap().contains(ENV), "{row}");
+
+    // The API unreachable (nothing listens there): skip, and why.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text =
+        std::fs::read_to_string(&file).unwrap().replace(&pve.url, &format!("https://127.0.0.1:{closed}/api2/json"));
+    let moved = write(dir.path(), "moved.toml", &text);
+    let out = gw(&["verify", "--json", &moved, "--state", &state], pve::SECRET);
+    let row = proxmox_row(&out);
+    assert_eq!(row["result"], "skip", "{row}");
+    assert!(row["detail"].as_str().unwrap().contains("the Proxmox API is unreachable"), "{row}");
+}
+
 /// A guest with other cores, memory and tags: plan --live shows the difference (and that its
 /// template is older), apply changes it in place; nothing is created or destroyed.
 #[test]
