@@ -502,6 +502,73 @@ fn verify_reports_the_template_of_each_guest() {
     assert!(row["detail"].as_str().unwrap().contains("the Proxmox API is unreachable"), "{row}");
 }
 
+/// `groundwork rebuild HOST`: lists what will be lost (VMID, disks and sizes); refuses without
+/// --yes and a terminal; with --yes stops, destroys (purge), forgets the host key, creates and
+/// starts the guest in that order; refuses a guest without the `groundwork` tag; the token is
+/// never in the output.
+#[test]
+fn rebuild_lists_the_loss_asks_then_stops_destroys_and_creates() {
+    let pve = Pve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_dir(dir.path());
+    let (file, port) = loopback_site(&pve, dir.path(), "");
+    let known = Path::new(&state).join("known_hosts");
+    let other = "10.9.9.9 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHr0eRkPlwoXxk4tO6aDNd0j2aELq1lIrBz3Y2bNd7e\n";
+    std::fs::write(
+        &known,
+        format!("[127.0.0.2]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHr0eRkPlwoXxk4tO6aDNd0j2aELq1lIrBz3Y2bNd7e\n{other}"),
+    )
+    .unwrap();
+    put_guest(&pve, "groundwork;gw-pn;dns;tpl-0badc0de");
+
+    // No --yes, no terminal: the listing, then a refusal; nothing is written.
+    let dry = gw(&["rebuild", "pn1", &file, "--state", &state], pve::SECRET);
+    assert_eq!(dry.code, 2, "{}", dry.text());
+    for want in [
+        "destroys guest 100 (`pn1`, lxc on pve1, running, built from tpl-0badc0de)",
+        "  rootfs: local-lvm:vm-100-disk-0 (8G)",
+        "everything on its disks: databases, zone files, leases, LDAP data that are not elsewhere",
+        "keeps the site's secrets (passwords, keys, tokens), not data",
+    ] {
+        assert!(dry.stdout.contains(want), "`{want}` not in:\n{}", dry.stdout);
+    }
+    assert!(dry.stderr.contains("there is no terminal to ask at; nothing was changed (add --yes)"), "{}", dry.stderr);
+    assert!(pve.writes().is_empty(), "{:?}", pve.writes());
+    assert!(std::fs::read_to_string(&known).unwrap().contains("127.0.0.2"));
+
+    // --yes: stop, destroy with purge, create, start, in that order; the old key is forgotten.
+    let done = gw(&["rebuild", "pn1", &file, "--yes", "--state", &state], pve::SECRET);
+    assert_eq!(done.code, 0, "{}", done.text());
+    let writes = pve.writes();
+    let paths: Vec<String> = writes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(
+        paths,
+        [
+            "POST /nodes/pve1/lxc/100/status/stop",
+            "DELETE /nodes/pve1/lxc/100",
+            "POST /nodes/pve1/lxc",
+            "POST /nodes/pve1/lxc/100/status/start"
+        ],
+        "{writes:?}"
+    );
+    assert_eq!(writes[1].params.get("purge").map(String::as_str), Some("1"), "{writes:?}");
+    let current = groundwork::proxmox::provision::template_tag(pve::CT_TEMPLATE);
+    assert!(writes[2].params["tags"].ends_with(&current), "{writes:?}");
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), other, "the old key stays");
+    assert!(done.stdout.contains("next: groundwork apply"), "{}", done.stdout);
+
+    // A guest of that name without the tag is never touched.
+    put_guest(&pve, "gw-pn;dns");
+    let before = pve.writes().len();
+    let refused = gw(&["rebuild", "pn1", &file, "--yes", "--state", &state], pve::SECRET);
+    assert_eq!(refused.code, 2, "{}", refused.text());
+    assert!(refused.stderr.contains("without the `groundwork` tag"), "{}", refused.stderr);
+    assert_eq!(pve.writes().len(), before, "{:?}", pve.writes());
+
+    let everything = format!("{}{}{}", dry.text(), done.text(), refused.text());
+    assert!(!everything.contains(pve::SECRET), "the token secret leaked");
+}
+
 /// A guest with other cores, memory and tags: plan --live shows the difference (and that its
 /// template is older), apply changes it in place; nothing is created or destroyed.
 #[test]

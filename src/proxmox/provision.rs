@@ -3,7 +3,8 @@
 //! template of its kind (a container: `POST /nodes/{node}/lxc`; a VM: clone, then its
 //! cloud-init config), started, and waited for until its SSH port answers. A present guest
 //! whose cores, memory or tags differ is changed (`PUT .../config`); a stopped one is started.
-//! A guest is never destroyed. One built from another template than the answers name now is
+//! A guest is never destroyed here (only the explicit `groundwork rebuild` does, through
+//! [`destroy`]). One built from another template than the answers name now is
 //! reported as outdated (its `tpl-` tag says which template it came from).
 
 use std::time::{Duration, Instant};
@@ -499,6 +500,39 @@ pub async fn start(
     let path = format!("/nodes/{}/{}/{vmid}/status/start", seg(node), kind.api());
     let poll = |d: Duration| progress(&format!("starting {vmid} ({} s)", d.as_secs()));
     client.task(node, reqwest::Method::POST, &path, &[], &poll).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Stops a guest at once (`POST .../status/stop`, a task), for `groundwork rebuild`.
+pub async fn stop(
+    client: &Client,
+    node: &str,
+    kind: GuestKind,
+    vmid: u64,
+    progress: &dyn Fn(&str),
+) -> Result<(), String> {
+    progress(&format!("stopping {vmid}"));
+    let path = format!("/nodes/{}/{}/{vmid}/status/stop", seg(node), kind.api());
+    let poll = |d: Duration| progress(&format!("stopping {vmid} ({} s)", d.as_secs()));
+    client.task(node, reqwest::Method::POST, &path, &[], &poll).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Destroys a stopped guest of groundwork's and its disks (`DELETE /nodes/{node}/{kind}/{vmid}`
+/// with `purge=1`, a task). Only `groundwork rebuild` calls it, after the guest was found by
+/// [`compare`] (its name and the `groundwork` tag) and the loss was confirmed.
+pub async fn destroy(client: &Client, guest: &Guest, kind: GuestKind, progress: &dyn Fn(&str)) -> Result<(), String> {
+    if !guest.tags.iter().any(|t| t == TAG) {
+        return Err(format!("guest {} has no `{TAG}` tag: groundwork does not destroy it", guest.vmid));
+    }
+    let vmid = guest.vmid;
+    progress(&format!("destroying {vmid} and its disks"));
+    let path = format!("/nodes/{}/{}/{vmid}", seg(&guest.node), kind.api());
+    let poll = |d: Duration| progress(&format!("destroying {vmid} ({} s)", d.as_secs()));
+    client
+        .task(&guest.node, reqwest::Method::DELETE, &path, &[("purge", "1".into())], &poll)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -10,7 +10,8 @@
 //! answers `{"data": ...}`, and runs tasks that stop after a few polls. It records every
 //! request, and can be told to fail: a bad token (401), a refused call (403 with Proxmox's
 //! "Permission check failed" wording), 500 on a path, missing privileges, a task that fails,
-//! a task that never ends. `on_start` is called when a guest starts (the end-to-end test boots
+//! a task that never ends. It stops and destroys guests (`status/stop`, `DELETE` with
+//! `purge`) only when asked, never a template, never a running guest. `on_start` is called when a guest starts (the end-to-end test boots
 //! a real lab host there).
 
 use std::collections::BTreeMap;
@@ -370,7 +371,15 @@ fn verify(params: &BTreeMap<String, String>, allowed: &[&str], required: &[&str]
         }
         let good = match k.as_str() {
             "vmid" | "newid" | "cores" | "memory" | "swap" => int_ok(v),
-            "unprivileged" | "onboot" | "full" | "start" | "agent" => v == "0" || v == "1",
+            "unprivileged"
+            | "onboot"
+            | "full"
+            | "start"
+            | "agent"
+            | "purge"
+            | "destroy-unreferenced-disks"
+            | "force"
+            | "skiplock" => v == "0" || v == "1",
             "hostname" | "name" => {
                 !v.is_empty() && v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
             }
@@ -704,6 +713,51 @@ fn handle(
             let u = new_task(&mut s, node, t, id, waiting);
             ok(json!(u))
         }
+        ("POST", ["nodes", node, kind @ ("lxc" | "qemu"), id, "status", "stop"]) => {
+            if let Some(e) = st_path(&s, node) {
+                return e;
+            }
+            let errs = verify(&params, &["skiplock", "timeout", "overrule-shutdown"], &[]);
+            if !errs.is_empty() {
+                return bad(errs);
+            }
+            let Some(g) = s.guests.iter().find(|g| g.vmid.to_string() == *id && g.kind == *kind) else {
+                return err(500, &format!("Configuration file for {id} does not exist"));
+            };
+            if g.status != "running" {
+                let what = if *kind == "lxc" { "CT" } else { "VM" };
+                return err(500, &format!("{what} {id} not running"));
+            }
+            let t = if *kind == "lxc" { "vzstop" } else { "qmstop" };
+            ok(json!(new_task(&mut s, node, t, id, None)))
+        }
+        ("DELETE", ["nodes", node, kind @ ("lxc" | "qemu"), id]) => {
+            if let Some(e) = st_path(&s, node) {
+                return e;
+            }
+            let allowed: &[&str] = if *kind == "lxc" {
+                &["purge", "destroy-unreferenced-disks", "force"]
+            } else {
+                &["purge", "destroy-unreferenced-disks", "skiplock"]
+            };
+            let errs = verify(&params, allowed, &[]);
+            if !errs.is_empty() {
+                return bad(errs);
+            }
+            let Some(i) = s.guests.iter().position(|g| g.vmid.to_string() == *id && g.kind == *kind) else {
+                return err(500, &format!("Configuration file for {id} does not exist"));
+            };
+            let what = if *kind == "lxc" { "CT" } else { "VM" };
+            if s.guests[i].template {
+                return err(500, &format!("{what} {id} is a template (the test double never destroys it)"));
+            }
+            if s.guests[i].status == "running" {
+                return err(500, &format!("{what} {id} is running - destroy failed"));
+            }
+            s.guests.remove(i);
+            let t = if *kind == "lxc" { "vzdestroy" } else { "qmdestroy" };
+            ok(json!(new_task(&mut s, node, t, id, None)))
+        }
         ("GET", ["nodes", node, "tasks", upid, what @ ("status" | "log")]) => {
             // The UPID must come percent-encoded: `:` `@` `!` are not path characters here.
             let raw_upid = raw[3];
@@ -748,6 +802,12 @@ fn handle(
                 let id = upid.split(':').nth(6).unwrap_or("").to_string();
                 if let Some(g) = s.guests.iter_mut().find(|g| g.vmid.to_string() == id) {
                     g.status = "running".into();
+                }
+            }
+            if exit == "OK" && (kind == "vzstop" || kind == "qmstop") {
+                let id = upid.split(':').nth(6).unwrap_or("").to_string();
+                if let Some(g) = s.guests.iter_mut().find(|g| g.vmid.to_string() == id) {
+                    g.status = "stopped".into();
                 }
             }
             ok(json!({"status": "stopped", "exitstatus": exit, "type": kind, "node": NODE}))
