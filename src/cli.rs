@@ -1041,6 +1041,20 @@ fn rebuild_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option<&Pa
             return 2;
         }
     };
+    // What creating it again needs (node, storage, template, privileges, the public key) is
+    // checked before anything is destroyed.
+    let (name, text) = match file {
+        Some(f) => (f.display().to_string(), std::fs::read_to_string(f).unwrap_or_default()),
+        None => (crate::LAB_EXAMPLE.0.to_string(), crate::LAB_EXAMPLE.1.to_string()),
+    };
+    match crate::proxmox::check::run_blocking(&name, &text, &loaded) {
+        Ok(line) => say!("{line}"),
+        Err(report) => {
+            print_report(&report);
+            say!("error: the Proxmox checks failed; nothing was changed");
+            return 1;
+        }
+    }
     let client = match crate::proxmox::Client::new(p) {
         Ok(c) => c,
         Err(e) => {

@@ -557,6 +557,15 @@ fn rebuild_lists_the_loss_asks_then_stops_destroys_and_creates() {
     assert_eq!(std::fs::read_to_string(&known).unwrap(), other, "the old key stays");
     assert!(done.stdout.contains("next: groundwork apply"), "{}", done.stdout);
 
+    // What the new guest needs is checked before anything is destroyed.
+    pve.with(|s| s.vztmpl.clear());
+    let before = pve.writes().len();
+    let unchecked = gw(&["rebuild", "pn1", &file, "--yes", "--state", &state], pve::SECRET);
+    assert_eq!(unchecked.code, 1, "{}", unchecked.text());
+    assert!(unchecked.stderr.contains("the Proxmox checks failed; nothing was changed"), "{}", unchecked.stderr);
+    assert_eq!(pve.writes().len(), before, "{:?}", pve.writes());
+    pve.with(|s| s.vztmpl.push(pve::CT_TEMPLATE.into()));
+
     // A guest of that name without the tag is never touched.
     put_guest(&pve, "gw-pn;dns");
     let before = pve.writes().len();
@@ -565,7 +574,7 @@ fn rebuild_lists_the_loss_asks_then_stops_destroys_and_creates() {
     assert!(refused.stderr.contains("without the `groundwork` tag"), "{}", refused.stderr);
     assert_eq!(pve.writes().len(), before, "{:?}", pve.writes());
 
-    let everything = format!("{}{}{}", dry.text(), done.text(), refused.text());
+    let everything = format!("{}{}{}{}", dry.text(), done.text(), unchecked.text(), refused.text());
     assert!(!everything.contains(pve::SECRET), "the token secret leaked");
 }
 
