@@ -1,5 +1,5 @@
 //! The command line: `groundwork validate | schema | probe | wizard | plan | apply | verify |
-//! forget-host | bundle`.
+//! forget-host | rebuild | bundle`.
 //!
 //! Nothing here prints with `print!`/`println!` (they panic when standard output is closed or
 //! full): standard output goes through [`Out`], which keeps the first write error and turns it
@@ -165,6 +165,26 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Destroy a provisioned host's guest on Proxmox VE and create it again from the template
+    /// the answers name now (an outdated guest). Everything on its disks is lost.
+    ///
+    /// Says first what will be lost (VMID, name, disks and sizes) and asks; without a terminal
+    /// it needs --yes. Only for a guest with the `groundwork` tag. Then stops it, destroys it
+    /// (purge), forgets its SSH host key in the state's known_hosts, creates and starts it and
+    /// waits for SSH; `groundwork apply` then converges it.
+    Rebuild {
+        /// The host's name in the answer file (it must have `provision`).
+        #[arg(value_name = "HOST")]
+        host: String,
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Do not ask (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Download the k3s air-gap files (and a GitOps install manifest, with an archive of each
     /// of its images made by skopeo) and/or the Debian packages of an answer file's roles into
     /// a directory, checked against their sums, with a
@@ -288,7 +308,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
     let state = |s: StateArg| s.state.or(cli.state.clone());
     let no_state = |command: &str| {
         say!(
-            "error: --state does nothing for `groundwork {command}`; it belongs to wizard, plan, apply, verify and forget-host"
+            "error: --state does nothing for `groundwork {command}`; it belongs to wizard, plan, apply, verify, forget-host and rebuild"
         );
         2
     };
@@ -318,6 +338,9 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         }
         Command::ForgetHost { host, file, state: s } => {
             forget_host_cmd(out, &host, file.as_deref(), state(s).as_deref())
+        }
+        Command::Rebuild { host, file, yes, state: s } => {
+            rebuild_cmd(out, &host, file.as_deref(), state(s).as_deref(), yes)
         }
         Command::Bundle(args) => bundle_cmd(out, args),
     }
@@ -800,7 +823,11 @@ fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bo
     }
     let Some(rt) = runtime() else { return 2 };
     let rows = rt.block_on(crate::verify::verify(a, &secrets, &dir));
-    let redactor = crate::engine::context::Redactor::new(&secrets);
+    let mut redactor = crate::engine::context::Redactor::new(&secrets);
+    // The Proxmox token is never in a row; masked all the same.
+    if let Some(secret) = a.proxmox.as_ref().and_then(|p| crate::proxmox::client::read_secret(p).ok()) {
+        redactor = redactor.also(secret.expose());
+    }
     if json {
         let doc = crate::verify::to_json(&rows);
         out.println(&redactor.redact(&to_json_pretty(&doc)));
@@ -969,6 +996,177 @@ fn forget_target(host: &str, a: &answers::Answers) -> (String, u16, Option<Strin
     (host.to_string(), 22, None)
 }
 
+/// What forgetting a host's key did (`done` changed the file).
+fn forgot_line(done: &crate::ssh::Forgotten, who: &str, entry: &str, path: &Path) -> String {
+    let lines = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+    let mut what = Vec::new();
+    if !done.removed.is_empty() {
+        what.push(format!("removed line(s) {}", lines(&done.removed)));
+    }
+    if !done.narrowed.is_empty() {
+        what.push(format!("took {entry} out of line(s) {} (other hosts on them stay)", lines(&done.narrowed)));
+    }
+    format!(
+        "forgot the recorded key(s) of {who} in {}: {}; the next run records its new key",
+        path.display(),
+        what.join("; ")
+    )
+}
+
+/// `groundwork rebuild HOST`: what will be lost, a confirmation, then stop, destroy (purge),
+/// forget the host key, create from the current template, start, wait for SSH.
+fn rebuild_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option<&Path>, yes: bool) -> i32 {
+    use crate::proxmox::provision as pv;
+    let (_, loaded) = match load_site(file, None) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    let Some(h) = a.hosts.iter().find(|h| h.name == host) else {
+        say!("error: no host named `{host}` in the answers");
+        return 2;
+    };
+    let (Some(pr), Some(p)) = (h.provision, a.proxmox.as_ref()) else {
+        say!(
+            "error: host `{host}` is not provisioned (no `provision` in the answers): groundwork rebuilds only the guests it creates"
+        );
+        return 2;
+    };
+    let dir = StateDir::for_site(state, &a.site.name);
+    // Exclusive: known_hosts changes, and no apply may run on the guest meanwhile.
+    let _lock = match dir.lock(Access::Exclusive) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    // What creating it again needs (node, storage, template, privileges, the public key) is
+    // checked before anything is destroyed.
+    let (name, text) = match file {
+        Some(f) => (f.display().to_string(), std::fs::read_to_string(f).unwrap_or_default()),
+        None => (crate::LAB_EXAMPLE.0.to_string(), crate::LAB_EXAMPLE.1.to_string()),
+    };
+    match crate::proxmox::check::run_blocking(&name, &text, &loaded) {
+        Ok(line) => say!("{line}"),
+        Err(report) => {
+            print_report(&report);
+            say!("error: the Proxmox checks failed; nothing was changed");
+            return 1;
+        }
+    }
+    let client = match crate::proxmox::Client::new(p) {
+        Ok(c) => c,
+        Err(e) => {
+            say!("error: proxmox: {e}");
+            return 2;
+        }
+    };
+    let Some(rt) = runtime() else { return 2 };
+    let found = rt.block_on(async {
+        let all = pv::guests(&client).await.map_err(|e| e.to_string())?;
+        let tpl = pv::vm_template(p, &all).map(|(id, node)| (id, node.to_string()));
+        let plan = pv::compare(a, h, &all, &client, tpl.as_ref().map(|(id, n)| (*id, n.as_str()))).await?;
+        let Some(g) = plan.guest.clone() else {
+            return Err(format!(
+                "no guest named `{host}` with the `{}` tag on Proxmox VE: nothing to rebuild (`groundwork apply` creates it)",
+                pv::TAG
+            ));
+        };
+        let path = format!("/nodes/{}/{}/{}/config", crate::proxmox::client::seg(&g.node), pr.kind.api(), g.vmid);
+        let cfg = client.get(&path, &[]).await.map_err(|e| e.to_string())?;
+        Ok((g, plan, tpl, pv::disks(pr.kind, &cfg)))
+    });
+    let (g, plan, tpl, disks) = match found {
+        Ok(f) => f,
+        Err(e) => {
+            say!("error: proxmox: {e}");
+            return 2;
+        }
+    };
+    let identity = pv::template_identity(p, pr.kind, tpl.as_ref().map(|(id, n)| (*id, n.as_str())));
+    out.println(&format!(
+        "groundwork rebuild {host}: destroys guest {} (`{}`, {} on {}, {}, built from {}) and creates it again from {identity} ({}).",
+        g.vmid,
+        g.name,
+        pr.kind.api(),
+        g.node,
+        g.status,
+        plan.built_from.as_deref().unwrap_or("an unrecorded template"),
+        pv::template_tag(&identity)
+    ));
+    out.println("Lost for good:");
+    for d in &disks {
+        out.println(&format!("  {}: {} ({})", d.key, d.volume, d.size.as_deref().unwrap_or("size not in the config")));
+    }
+    out.println("  everything on its disks: databases, zone files, leases, LDAP data that are not elsewhere");
+    out.println(&format!(
+        "Kept: groundwork's state ({}) keeps the site's secrets (passwords, keys, tokens), not data: the new guest gets the same secrets and empty services.",
+        dir.root.display()
+    ));
+    if !yes {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            say!(
+                "error: rebuild asks before destroying guest {}, and there is no terminal to ask at; nothing was changed (add --yes)",
+                g.vmid
+            );
+            return 2;
+        }
+        let prompt = format!("Destroy guest {} and everything on its disks?", g.vmid);
+        match dialoguer::Confirm::new().with_prompt(prompt).default(false).interact() {
+            Ok(true) => {}
+            _ => {
+                say!("nothing was changed");
+                return 1;
+            }
+        }
+    }
+    let progress = |m: &str| say!("{host}: {m}");
+    let rebuilt = rt.block_on(async {
+        if g.status == "running" {
+            pv::stop(&client, &g.node, pr.kind, g.vmid, &progress).await?;
+        }
+        pv::destroy(&client, &g, pr.kind, &progress).await?;
+        Ok::<(), String>(())
+    });
+    if let Err(e) = rebuilt {
+        say!("error: proxmox: {e}");
+        return 1;
+    }
+    out.println(&format!("destroyed guest {} and its disks", g.vmid));
+    // The new guest has a new SSH host key.
+    let (address, port) = (h.address.to_string(), h.ssh_port);
+    let path = dir.known_hosts_path();
+    match crate::ssh::forget_host(&path, &address, port) {
+        Ok(done) if done.changed() => {
+            let entry = crate::ssh::host_field(&address, port);
+            out.println(&forgot_line(&done, &format!("host {host} ({entry})"), &entry, &path));
+        }
+        Ok(_) => {}
+        Err(e) => say!("warning: {}: {e}: forget the old key with `groundwork forget-host {host}`", path.display()),
+    }
+    let created = rt.block_on(async {
+        let vmid = pv::create(a, h, &client, tpl.as_ref().map(|(id, n)| (*id, n.as_str())), &progress).await?;
+        let deadline = std::time::Duration::from_secs(p.task_timeout);
+        pv::wait_ssh(&address, port, deadline, &progress).await?;
+        Ok::<u64, String>(vmid)
+    });
+    match created {
+        Ok(vmid) => {
+            out.println(&format!("created guest {vmid} from {identity} and started it; SSH answers"));
+            let file = file.map_or(String::new(), |f| format!(" {}", crate::ssh::shell_word(&f.to_string_lossy())));
+            out.println(&format!("next: groundwork apply{file} (converges {host} again: its roles, from scratch)"));
+            0
+        }
+        Err(e) => {
+            say!(
+                "error: proxmox: the guest was destroyed, creating it again failed: {e}; `groundwork apply` creates it"
+            );
+            1
+        }
+    }
+}
+
 fn forget_host_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option<&Path>) -> i32 {
     let (_, loaded) = match load_site(file, None) {
         Ok(site) => site,
@@ -1001,20 +1199,8 @@ fn forget_host_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option
             return 2;
         }
     };
-    let lines = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
     if done.changed() {
-        let mut what = Vec::new();
-        if !done.removed.is_empty() {
-            what.push(format!("removed line(s) {}", lines(&done.removed)));
-        }
-        if !done.narrowed.is_empty() {
-            what.push(format!("took {entry} out of line(s) {} (other hosts on them stay)", lines(&done.narrowed)));
-        }
-        out.println(&format!(
-            "forgot the recorded key(s) of {who} in {}: {}; the next run records its new key",
-            path.display(),
-            what.join("; ")
-        ));
+        out.println(&forgot_line(&done, &who, &entry, &path));
     } else {
         let hint = if name.is_none() && !a.hosts.iter().any(|h| h.address.to_string() == address) {
             format!(

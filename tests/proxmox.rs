@@ -232,6 +232,11 @@ fn provision_rules_offline() {
 /// 127.0.0.2 (enough for the provisioning's wait; the later SSH phases then fail, which these
 /// tests do not look at).
 fn loopback_site(pve: &Pve, dir: &Path, extra: &str) -> (String, u16) {
+    loopback_site_with(pve, dir, extra, "kind = \"ct\", cores = 2, memory = 2048, disk = 8")
+}
+
+/// [`loopback_site`] with another `provision`.
+fn loopback_site_with(pve: &Pve, dir: &Path, extra: &str, provision: &str) -> (String, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
         l.local_addr().unwrap().port()
@@ -250,7 +255,7 @@ fn loopback_site(pve: &Pve, dir: &Path, extra: &str) -> (String, u16) {
         }))
     });
     let key = keys(dir);
-    let hosts = host("pn1", "127.0.0.2", &key, port, "\"dns\"", "kind = \"ct\", cores = 2, memory = 2048, disk = 8");
+    let hosts = host("pn1", "127.0.0.2", &key, port, "\"dns\"", provision);
     (write(dir, "site.toml", &answers(pve, "127.0.0.0/24", "127.0.0.1", &hosts, extra)), port)
 }
 
@@ -316,6 +321,260 @@ fn provisioning_sends_the_right_parameters_and_a_second_run_creates_nothing() {
     // The token never reaches the output or a log.
     let everything = format!("{}{}{}{}", plan.text(), first.text(), second.text(), logs(&state));
     assert!(!logs(&state).is_empty());
+    assert!(!everything.contains(pve::SECRET), "the token secret leaked");
+}
+
+/// A VM clone gets its boot disk grown to the `disk` answer (`PUT .../resize` with the
+/// template's boot disk and `<N>G`, a task whose UPID is waited for); a second run sends none;
+/// an answer smaller than the template's disk is said in plan --live, and nothing shrinks.
+#[test]
+fn a_vm_clone_grows_its_boot_disk_to_the_answer_once() {
+    let pve = Pve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let (file, _) = loopback_site_with(&pve, dir.path(), "", "kind = \"vm\", cores = 2, memory = 2048, disk = 8");
+    let first = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(first.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", first.text());
+    let writes = pve.writes();
+    let paths: Vec<String> = writes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(
+        paths,
+        [
+            "POST /nodes/pve1/qemu/9000/clone",
+            "POST /nodes/pve1/qemu/100/config",
+            "PUT /nodes/pve1/qemu/100/resize",
+            "POST /nodes/pve1/qemu/100/status/start"
+        ],
+        "{writes:?}"
+    );
+    let resize = &writes[2].params;
+    assert_eq!(resize.get("disk").map(String::as_str), Some("scsi0"), "{resize:?}");
+    assert_eq!(resize.get("size").map(String::as_str), Some("8G"), "{resize:?}");
+    // The resize task was waited for.
+    assert!(pve.requests().iter().any(|r| r.path.contains(":qmresize:100:") && r.path.ends_with("/status")));
+    let disk = pve.with(|s| s.guests.iter().find(|g| g.vmid == 100).unwrap().config["scsi0"].clone());
+    assert_eq!(disk, "local-lvm:vm-100-disk-0,size=8G");
+
+    let second = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(second.step("pn1", "proxmox").unwrap()["status"], "ok", "{}", second.text());
+    assert_eq!(pve.writes().len(), 4, "the second run wrote: {:?}", pve.writes());
+
+    // Smaller than the template's 2G disk: said, and no resize is sent.
+    let pve = Pve::start();
+    pve.with(|s| s.resize_sync = true);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let (file, _) = loopback_site_with(&pve, dir.path(), "", "kind = \"vm\", disk = 1");
+    let plan = gw(&["plan", "--live", "--json", &file, "--state", &state], pve::SECRET);
+    assert!(
+        plan.stdout.contains("the VM template's disk: scsi0 is 2G, larger than the answer's 1 GiB: kept as it is (disks only grow, never shrink)"),
+        "{}",
+        plan.text()
+    );
+    let apply = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(apply.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", apply.text());
+    assert!(!pve.writes().iter().any(|r| r.path.ends_with("/resize")), "{:?}", pve.writes());
+
+    // A version that resizes at once (`null`, no task): the same call, nothing to wait for.
+    let pve = Pve::start();
+    pve.with(|s| s.resize_sync = true);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let (file, _) = loopback_site_with(&pve, dir.path(), "", "kind = \"vm\", disk = 4");
+    let sync = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(sync.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", sync.text());
+    let resize: Vec<_> = pve.writes().into_iter().filter(|r| r.path.ends_with("/resize")).collect();
+    assert_eq!(resize.len(), 1, "{resize:?}");
+    assert_eq!(resize[0].params.get("size").map(String::as_str), Some("4G"));
+
+    let everything = format!("{}{}{}{}{}", first.text(), second.text(), plan.text(), apply.text(), sync.text());
+    assert!(!everything.contains(pve::SECRET), "the token secret leaked");
+}
+
+/// A state directory as `apply` leaves it (0700, an empty secrets.toml 0600).
+fn state_dir(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secrets = state.join("secrets.toml");
+    std::fs::write(&secrets, "").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    state.display().to_string()
+}
+
+/// A running groundwork guest `pn1` (VMID 100) in the double, with these tags.
+fn put_guest(pve: &Pve, tags: &str) {
+    let mut config = std::collections::BTreeMap::new();
+    config.insert("hostname".to_string(), "pn1".to_string());
+    config.insert("cores".to_string(), "2".to_string());
+    config.insert("memory".to_string(), "2048".to_string());
+    config.insert("rootfs".to_string(), "local-lvm:vm-100-disk-0,size=8G".to_string());
+    config.insert("net0".to_string(), "name=eth0,bridge=vmbr0,ip=127.0.0.2/24,gw=127.0.0.1".to_string());
+    config.insert("tags".to_string(), tags.to_string());
+    pve.with(|s| {
+        s.guests.retain(|g| g.vmid != 100);
+        s.guests.push(pve::Guest {
+            vmid: 100,
+            name: "pn1".into(),
+            kind: "lxc",
+            status: "running".into(),
+            template: false,
+            config,
+        })
+    });
+}
+
+/// The `proxmox` row of `verify --json` for pn1.
+fn proxmox_row(out: &Out) -> Value {
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|_| panic!("{}", out.text()));
+    doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == "proxmox" && r["host"] == "pn1")
+        .cloned()
+        .unwrap_or_else(|| panic!("no proxmox row: {doc}"))
+}
+
+/// verify has a `proxmox` row per provisioned host: ok with the template it was built from;
+/// FAIL (mismatch) for an older template, naming the rebuild command; skip when the API is
+/// unreachable or the token cannot be read.
+#[test]
+fn verify_reports_the_template_of_each_guest() {
+    let pve = Pve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_dir(dir.path());
+    let (file, _) = loopback_site(&pve, dir.path(), "");
+    // No roles: the only checks are the host's reach and its guest (no service to wait for).
+    let text = std::fs::read_to_string(&file).unwrap().replace("roles = [\"dns\"]", "roles = []");
+    let file = write(dir.path(), "bare.toml", &text);
+    let current = groundwork::proxmox::provision::template_tag(pve::CT_TEMPLATE);
+    put_guest(&pve, &format!("groundwork;gw-pn;{current}"));
+    let out = gw(&["verify", "--json", &file, "--state", &state], pve::SECRET);
+    let row = proxmox_row(&out);
+    assert_eq!(row["result"], "ok", "{row}");
+    assert_eq!(row["detail"], format!("built from {} ({current})", pve::CT_TEMPLATE), "{row}");
+
+    put_guest(&pve, "groundwork;gw-pn;tpl-0badc0de");
+    let out = gw(&["verify", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(out.code, 1, "{}", out.text());
+    let row = proxmox_row(&out);
+    assert_eq!((row["result"].as_str(), row["cause"].as_str()), (Some("fail"), Some("mismatch")), "{row}");
+    assert_eq!(
+        row["detail"],
+        format!(
+            "built from an older template (tpl-0badc0de), the answers name {} ({current}); `groundwork rebuild pn1` recreates it",
+            pve::CT_TEMPLATE
+        ),
+        "{row}"
+    );
+    let table = gw(&["verify", &file, "--state", &state], pve::SECRET);
+    assert!(table.stdout.contains("built from an older template (tpl-0badc0de)"), "{}", table.text());
+    assert!(!format!("{}{}", out.text(), table.text()).contains(pve::SECRET), "the token secret leaked");
+    assert!(pve.writes().is_empty(), "verify wrote: {:?}", pve.writes());
+
+    // No token to read: skip, and why.
+    let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(["verify", "--json", &file, "--state", &state])
+        .env_remove(ENV)
+        .output()
+        .unwrap();
+    let out = Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        events: Vec::new(),
+    };
+    let row = proxmox_row(&out);
+    assert_eq!(row["result"], "skip", "{row}");
+    assert!(row["detail"].as_str().unwrap().contains("[proxmox] has no token to use"), "{row}");
+    assert!(row["detail"].as_str().unwrap().contains(ENV), "{row}");
+
+    // The API unreachable (nothing listens there): skip, and why.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text =
+        std::fs::read_to_string(&file).unwrap().replace(&pve.url, &format!("https://127.0.0.1:{closed}/api2/json"));
+    let moved = write(dir.path(), "moved.toml", &text);
+    let out = gw(&["verify", "--json", &moved, "--state", &state], pve::SECRET);
+    let row = proxmox_row(&out);
+    assert_eq!(row["result"], "skip", "{row}");
+    assert!(row["detail"].as_str().unwrap().contains("the Proxmox API is unreachable"), "{row}");
+}
+
+/// `groundwork rebuild HOST`: lists what will be lost (VMID, disks and sizes); refuses without
+/// --yes and a terminal; with --yes stops, destroys (purge), forgets the host key, creates and
+/// starts the guest in that order; refuses a guest without the `groundwork` tag; the token is
+/// never in the output.
+#[test]
+fn rebuild_lists_the_loss_asks_then_stops_destroys_and_creates() {
+    let pve = Pve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_dir(dir.path());
+    let (file, port) = loopback_site(&pve, dir.path(), "");
+    let known = Path::new(&state).join("known_hosts");
+    let other = "10.9.9.9 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHr0eRkPlwoXxk4tO6aDNd0j2aELq1lIrBz3Y2bNd7e\n";
+    std::fs::write(
+        &known,
+        format!("[127.0.0.2]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHr0eRkPlwoXxk4tO6aDNd0j2aELq1lIrBz3Y2bNd7e\n{other}"),
+    )
+    .unwrap();
+    put_guest(&pve, "groundwork;gw-pn;dns;tpl-0badc0de");
+
+    // No --yes, no terminal: the listing, then a refusal; nothing is written.
+    let dry = gw(&["rebuild", "pn1", &file, "--state", &state], pve::SECRET);
+    assert_eq!(dry.code, 2, "{}", dry.text());
+    for want in [
+        "destroys guest 100 (`pn1`, lxc on pve1, running, built from tpl-0badc0de)",
+        "  rootfs: local-lvm:vm-100-disk-0 (8G)",
+        "everything on its disks: databases, zone files, leases, LDAP data that are not elsewhere",
+        "keeps the site's secrets (passwords, keys, tokens), not data",
+    ] {
+        assert!(dry.stdout.contains(want), "`{want}` not in:\n{}", dry.stdout);
+    }
+    assert!(dry.stderr.contains("there is no terminal to ask at; nothing was changed (add --yes)"), "{}", dry.stderr);
+    assert!(pve.writes().is_empty(), "{:?}", pve.writes());
+    assert!(std::fs::read_to_string(&known).unwrap().contains("127.0.0.2"));
+
+    // --yes: stop, destroy with purge, create, start, in that order; the old key is forgotten.
+    let done = gw(&["rebuild", "pn1", &file, "--yes", "--state", &state], pve::SECRET);
+    assert_eq!(done.code, 0, "{}", done.text());
+    let writes = pve.writes();
+    let paths: Vec<String> = writes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(
+        paths,
+        [
+            "POST /nodes/pve1/lxc/100/status/stop",
+            "DELETE /nodes/pve1/lxc/100",
+            "POST /nodes/pve1/lxc",
+            "POST /nodes/pve1/lxc/100/status/start"
+        ],
+        "{writes:?}"
+    );
+    assert_eq!(writes[1].params.get("purge").map(String::as_str), Some("1"), "{writes:?}");
+    let current = groundwork::proxmox::provision::template_tag(pve::CT_TEMPLATE);
+    assert!(writes[2].params["tags"].ends_with(&current), "{writes:?}");
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), other, "the old key stays");
+    assert!(done.stdout.contains("next: groundwork apply"), "{}", done.stdout);
+
+    // What the new guest needs is checked before anything is destroyed.
+    pve.with(|s| s.vztmpl.clear());
+    let before = pve.writes().len();
+    let unchecked = gw(&["rebuild", "pn1", &file, "--yes", "--state", &state], pve::SECRET);
+    assert_eq!(unchecked.code, 1, "{}", unchecked.text());
+    assert!(unchecked.stderr.contains("the Proxmox checks failed; nothing was changed"), "{}", unchecked.stderr);
+    assert_eq!(pve.writes().len(), before, "{:?}", pve.writes());
+    pve.with(|s| s.vztmpl.push(pve::CT_TEMPLATE.into()));
+
+    // A guest of that name without the tag is never touched.
+    put_guest(&pve, "gw-pn;dns");
+    let before = pve.writes().len();
+    let refused = gw(&["rebuild", "pn1", &file, "--yes", "--state", &state], pve::SECRET);
+    assert_eq!(refused.code, 2, "{}", refused.text());
+    assert!(refused.stderr.contains("without the `groundwork` tag"), "{}", refused.stderr);
+    assert_eq!(pve.writes().len(), before, "{:?}", pve.writes());
+
+    let everything = format!("{}{}{}{}", dry.text(), done.text(), unchecked.text(), refused.text());
     assert!(!everything.contains(pve::SECRET), "the token secret leaked");
 }
 

@@ -143,7 +143,8 @@ pub struct Provision {
     /// Memory in MiB.
     #[serde(default = "default_memory")]
     pub memory: u32,
-    /// Root disk in GiB (containers; a VM keeps its template's disk).
+    /// Root disk in GiB (a container's rootfs; a VM's boot disk is grown to it after the clone,
+    /// never shrunk).
     #[serde(default = "default_disk")]
     pub disk: u32,
 }

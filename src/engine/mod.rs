@@ -309,11 +309,7 @@ async fn provision_phase(
         provisioned(a, &opts.hosts).filter(|h| in_run.contains(&h.name)).collect();
     reporter.note("-", &format!("proxmox: {} guest(s) of this run on node {}", hosts.len(), p.node));
     let all = pv::guests(client).await.map_err(|e| format!("proxmox: {e}"))?;
-    let vm_template = p
-        .template
-        .as_deref()
-        .and_then(|name| all.iter().find(|g| g.template && g.name == name).map(|g| (g.vmid, g.node.clone())));
-    let vm_template = vm_template.as_ref().map(|(id, node)| (*id, node.as_str()));
+    let vm_template = pv::vm_template(p, &all);
     let mut out = Vec::new();
     for h in hosts {
         let name = h.name.as_str();
@@ -330,11 +326,14 @@ async fn provision_phase(
                 continue;
             }
         };
+        for n in &plan.notes {
+            reporter.note(name, &format!("proxmox: {n}"));
+        }
         if let Some(built) = &plan.outdated {
             reporter.note(
                 name,
                 &format!(
-                    "proxmox: OUTDATED: the guest was built from template {built}, the answers name {} now; it keeps running as it is (rebuilding it loses what is on its disk)",
+                    "proxmox: OUTDATED: the guest was built from template {built}, the answers name {} now; it keeps running as it is (`groundwork rebuild {name}` recreates it and loses what is on its disk)",
                     pv::template_tag(&pv::template_identity(p, plan.kind, vm_template))
                 ),
             );

@@ -324,7 +324,12 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url).header(AUTHORIZATION, self.auth.clone());
         if !params.is_empty() {
-            req = if method == reqwest::Method::GET { req.query(params) } else { req.form(params) };
+            // Proxmox reads GET and DELETE parameters from the query string.
+            req = if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
+                req.query(params)
+            } else {
+                req.form(params)
+            };
         }
         let resp = match req.send().await {
             Ok(r) => r,
@@ -414,6 +419,23 @@ impl Client {
             .map(|a| a.iter().filter_map(|l| l.get("t").and_then(Value::as_str).map(str::to_string)).collect())
             .unwrap_or_default();
         lines[lines.len().saturating_sub(LAST)..].to_vec()
+    }
+
+    /// A call that some versions answer at once and others with a task (`PUT .../resize`
+    /// became a task in Proxmox VE 8): a UPID that comes back is waited for.
+    pub async fn maybe_task(
+        &self,
+        node: &str,
+        method: reqwest::Method,
+        path: &str,
+        form: Params<'_>,
+        on_poll: &dyn Fn(Duration),
+    ) -> Result<Option<String>, Error> {
+        let data = self.call(method, path, form).await?;
+        match data.as_str() {
+            Some(upid) if upid.starts_with("UPID:") => Ok(Some(self.wait_task(node, upid, on_poll).await?)),
+            _ => Ok(None),
+        }
     }
 
     /// Runs a call that starts a task (its `data` is a UPID) and waits for the task.

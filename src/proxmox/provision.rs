@@ -3,7 +3,8 @@
 //! template of its kind (a container: `POST /nodes/{node}/lxc`; a VM: clone, then its
 //! cloud-init config), started, and waited for until its SSH port answers. A present guest
 //! whose cores, memory or tags differ is changed (`PUT .../config`); a stopped one is started.
-//! A guest is never destroyed. One built from another template than the answers name now is
+//! A guest is never destroyed here (only the explicit `groundwork rebuild` does, through
+//! [`destroy`]). One built from another template than the answers name now is
 //! reported as outdated (its `tpl-` tag says which template it came from).
 
 use std::time::{Duration, Instant};
@@ -102,6 +103,130 @@ pub fn public_key(h: &Host) -> Result<String, String> {
     Ok(line.to_string())
 }
 
+/// A disk in a guest's config: its key (`rootfs`, `mp0`, `scsi0`, `virtio0`...), its volume
+/// and its `size=` as the config writes it (`8G`, `2252M`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Disk {
+    pub key: String,
+    pub volume: String,
+    pub size: Option<String>,
+}
+
+/// Whether a config key names a disk of a guest of `kind`.
+fn disk_key(kind: GuestKind, k: &str) -> bool {
+    let numbered =
+        |prefix: &str| k.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    match kind {
+        GuestKind::Ct => k == "rootfs" || numbered("mp") || numbered("unused"),
+        GuestKind::Vm => {
+            ["ide", "sata", "scsi", "virtio", "unused"].iter().any(|p| numbered(p))
+                || k == "efidisk0"
+                || k == "tpmstate0"
+        }
+    }
+}
+
+/// The disks of a guest's config (CD-ROM drives and empty drives left out), by key.
+pub fn disks(kind: GuestKind, cfg: &Value) -> Vec<Disk> {
+    let Some(map) = cfg.as_object() else { return Vec::new() };
+    let mut out: Vec<Disk> = map
+        .iter()
+        .filter(|(k, _)| disk_key(kind, k))
+        .filter_map(|(k, v)| {
+            let v = v.as_str()?;
+            let mut parts = v.split(',');
+            let volume = parts.next().unwrap_or("").to_string();
+            let opts: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+            if volume.is_empty() || volume == "none" || opts.iter().any(|(k, v)| *k == "media" && *v == "cdrom") {
+                return None;
+            }
+            let size = opts.iter().find(|(k, _)| *k == "size").map(|(_, v)| v.to_string());
+            Some(Disk { key: k.clone(), volume, size })
+        })
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// A VM's boot disk: the first disk of `boot: order=...`, else the legacy `bootdisk`, else
+/// the first of scsi0, virtio0, sata0, ide0 that the config has.
+pub fn boot_disk(cfg: &Value) -> Option<Disk> {
+    let all = disks(GuestKind::Vm, cfg);
+    let find = |k: &str| all.iter().find(|d| d.key == k).cloned();
+    let s = |k: &str| cfg.get(k).and_then(Value::as_str).unwrap_or("");
+    let order = s("boot").split(',').find_map(|p| p.strip_prefix("order=")).unwrap_or("");
+    order
+        .split(';')
+        .find_map(find)
+        .or_else(|| find(s("bootdisk")))
+        .or_else(|| ["scsi0", "virtio0", "sata0", "ide0"].into_iter().find_map(find))
+}
+
+/// A size as Proxmox writes it (`8G`, `2252M`, `1.5T`, bytes without a unit) in bytes.
+pub fn size_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
+        _ => (s, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    Some((n * (1u64 << shift) as f64) as u64)
+}
+
+/// What the `disk` answer (GiB) does to a VM disk of `have`: `Ok(true)` grow it, `Ok(false)`
+/// nothing; `Err(words)` when the answer is smaller (disks only grow, never shrink).
+pub fn disk_growth(d: &Disk, want_gib: u32) -> Result<bool, String> {
+    let Some(have) = d.size.as_deref().and_then(size_bytes) else { return Ok(false) };
+    let want = u64::from(want_gib) << 30;
+    if want < have {
+        return Err(format!(
+            "disk: {} is {}, larger than the answer's {want_gib} GiB: kept as it is (disks only grow, never shrink)",
+            d.key,
+            d.size.as_deref().unwrap_or("")
+        ));
+    }
+    Ok(want > have)
+}
+
+/// After a clone: grows the VM's boot disk to the `disk` answer (`PUT .../resize`, a task
+/// since Proxmox VE 8, an immediate answer before). Never shrinks.
+async fn grow_vm_disk(
+    client: &Client,
+    node: &str,
+    vmid: u64,
+    want_gib: u32,
+    progress: &dyn Fn(&str),
+) -> Result<(), String> {
+    let path = format!("/nodes/{}/qemu/{vmid}/config", seg(node));
+    let cfg = client.get(&path, &[]).await.map_err(|e| e.to_string())?;
+    let Some(disk) = boot_disk(&cfg) else {
+        progress("the VM has no boot disk in its config: its disk is not grown");
+        return Ok(());
+    };
+    match disk_growth(&disk, want_gib) {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(words) => {
+            progress(&words);
+            return Ok(());
+        }
+    }
+    progress(&format!("growing {} of {vmid} to {want_gib} GiB", disk.key));
+    let form: Vec<(&str, String)> = vec![("disk", disk.key.clone()), ("size", format!("{want_gib}G"))];
+    let path = format!("/nodes/{}/qemu/{vmid}/resize", seg(node));
+    let poll = |d: Duration| progress(&format!("growing the disk ({} s)", d.as_secs()));
+    client.maybe_task(node, reqwest::Method::PUT, &path, &form, &poll).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// What the phase decided for one host.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -121,6 +246,12 @@ pub struct Plan {
     /// `Some(tag)` when the guest was built from another template than the answers name.
     pub outdated: Option<String>,
     pub kind: GuestKind,
+    /// The guest found (absent: `None`).
+    pub guest: Option<Guest>,
+    /// The `tpl-` tag of the guest found, if it has one.
+    pub built_from: Option<String>,
+    /// What the plan should say besides (a disk answer smaller than the disk).
+    pub notes: Vec<String>,
 }
 
 /// The guests of the site, each found by name and the groundwork tag. A guest of that name
@@ -128,6 +259,12 @@ pub struct Plan {
 pub async fn guests(client: &Client) -> Result<Vec<Guest>, Error> {
     let items = client.get("/cluster/resources", &[("type", "vm".into())]).await?;
     Ok(items.as_array().map(|a| a.iter().map(Guest::from_json).collect()).unwrap_or_default())
+}
+
+/// The VM template the answers name (`template`), as found among `all`: its VMID and node.
+pub fn vm_template<'g>(p: &Proxmox, all: &'g [Guest]) -> Option<(u64, &'g str)> {
+    let name = p.template.as_deref()?;
+    all.iter().find(|g| g.template && g.name == name).map(|g| (g.vmid, g.node.as_str()))
 }
 
 /// How the guest of `h` compares with the answers.
@@ -143,7 +280,15 @@ pub async fn compare(
     let tpl = template_tag(&template_identity(p, pr.kind, vm_template));
     let named: Vec<&Guest> = all.iter().filter(|g| g.name == h.name && !g.template).collect();
     let ours: Vec<&&Guest> = named.iter().filter(|g| g.tags.iter().any(|t| t == TAG)).collect();
-    let plan = |action, outdated| Plan { host: h.name.clone(), action, outdated, kind: pr.kind };
+    let plan = |action, outdated, guest: Option<&Guest>, built_from, notes| Plan {
+        host: h.name.clone(),
+        action,
+        outdated,
+        kind: pr.kind,
+        guest: guest.cloned(),
+        built_from,
+        notes,
+    };
     match ours.as_slice() {
         [] if !named.is_empty() => Err(format!(
             "a guest named `{}` exists (VMID {}) without the `{TAG}` tag: groundwork does not take over a guest it did not create; rename one of them, or add the tag if this guest is the one",
@@ -154,6 +299,17 @@ pub async fn compare(
                 GuestKind::Ct => p.ct_template.clone().unwrap_or_default(),
                 GuestKind::Vm => format!("VM template {}", p.template.as_deref().unwrap_or("")),
             };
+            // A clone keeps the template's disk when the answer is smaller.
+            let mut notes = Vec::new();
+            if pr.kind == GuestKind::Vm
+                && let Some((tid, tnode)) = vm_template
+            {
+                let path = format!("/nodes/{}/qemu/{tid}/config", seg(tnode));
+                let cfg = client.get(&path, &[]).await.map_err(|e| e.to_string())?;
+                if let Some(Err(words)) = boot_disk(&cfg).map(|d| disk_growth(&d, pr.disk)) {
+                    notes.push(format!("the VM template's {words}"));
+                }
+            }
             Ok(plan(
                 Action::Create(format!(
                     "create {} {} on {}: {} cores, {} MiB, {} GiB, {}/{} on {}, from {from}",
@@ -168,6 +324,9 @@ pub async fn compare(
                     p.bridge
                 )),
                 None,
+                None,
+                None,
+                notes,
             ))
         }
         [g] => {
@@ -202,14 +361,20 @@ pub async fn compare(
             if want != have_sorted {
                 diff.push(("tags".into(), have_tags.join(";"), want.join(";")));
             }
-            let outdated = built_from.filter(|b| *b != tpl);
+            let outdated = built_from.clone().filter(|b| *b != tpl);
+            let mut notes = Vec::new();
+            if pr.kind == GuestKind::Vm
+                && let Some(Err(words)) = boot_disk(&cfg).map(|d| disk_growth(&d, pr.disk))
+            {
+                notes.push(format!("the VM's {words}"));
+            }
             let start = g.status != "running";
             let action = if diff.is_empty() && !start {
                 Action::Nothing
             } else {
                 Action::Change { vmid: g.vmid, node: g.node.clone(), diff, start }
             };
-            Ok(plan(action, outdated))
+            Ok(plan(action, outdated, Some(*g), built_from, notes))
         }
         many => Err(format!(
             "{} guests are named `{}` and tagged `{TAG}` (VMIDs {}): keep one",
@@ -316,6 +481,7 @@ pub async fn create(
                 .task(node, reqwest::Method::POST, &path, &cfg, &poll("configuring the VM"))
                 .await
                 .map_err(|e| e.to_string())?;
+            grow_vm_disk(client, node, vmid, pr.disk, progress).await?;
         }
     }
     start(client, node, pr.kind, vmid, progress).await?;
@@ -334,6 +500,39 @@ pub async fn start(
     let path = format!("/nodes/{}/{}/{vmid}/status/start", seg(node), kind.api());
     let poll = |d: Duration| progress(&format!("starting {vmid} ({} s)", d.as_secs()));
     client.task(node, reqwest::Method::POST, &path, &[], &poll).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Stops a guest at once (`POST .../status/stop`, a task), for `groundwork rebuild`.
+pub async fn stop(
+    client: &Client,
+    node: &str,
+    kind: GuestKind,
+    vmid: u64,
+    progress: &dyn Fn(&str),
+) -> Result<(), String> {
+    progress(&format!("stopping {vmid}"));
+    let path = format!("/nodes/{}/{}/{vmid}/status/stop", seg(node), kind.api());
+    let poll = |d: Duration| progress(&format!("stopping {vmid} ({} s)", d.as_secs()));
+    client.task(node, reqwest::Method::POST, &path, &[], &poll).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Destroys a stopped guest of groundwork's and its disks (`DELETE /nodes/{node}/{kind}/{vmid}`
+/// with `purge=1`, a task). Only `groundwork rebuild` calls it, after the guest was found by
+/// [`compare`] (its name and the `groundwork` tag) and the loss was confirmed.
+pub async fn destroy(client: &Client, guest: &Guest, kind: GuestKind, progress: &dyn Fn(&str)) -> Result<(), String> {
+    if !guest.tags.iter().any(|t| t == TAG) {
+        return Err(format!("guest {} has no `{TAG}` tag: groundwork does not destroy it", guest.vmid));
+    }
+    let vmid = guest.vmid;
+    progress(&format!("destroying {vmid} and its disks"));
+    let path = format!("/nodes/{}/{}/{vmid}", seg(&guest.node), kind.api());
+    let poll = |d: Duration| progress(&format!("destroying {vmid} ({} s)", d.as_secs()));
+    client
+        .task(&guest.node, reqwest::Method::DELETE, &path, &[("purge", "1".into())], &poll)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -407,5 +606,30 @@ mod tests {
         assert_eq!(t, template_tag("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"));
         assert_ne!(t, template_tag("local:vztmpl/debian-12-standard_12.8-1_amd64.tar.zst"));
         assert!(t.starts_with("tpl-") && t.len() == 12);
+    }
+
+    #[test]
+    fn disks_boot_disk_and_sizes() {
+        let cfg = serde_json::json!({
+            "boot": "order=virtio0;ide2;net0",
+            "ide2": "local-lvm:vm-101-cloudinit,media=cdrom",
+            "scsi0": "local-lvm:vm-101-disk-1,size=4G",
+            "virtio0": "local-lvm:vm-101-disk-0,iothread=1,size=2252M",
+            "net0": "virtio=AA:BB:CC:DD:EE:FF,bridge=vmbr0",
+        });
+        let d = disks(GuestKind::Vm, &cfg);
+        assert_eq!(d.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["scsi0", "virtio0"]);
+        let boot = boot_disk(&cfg).unwrap();
+        assert_eq!((boot.key.as_str(), boot.size.as_deref()), ("virtio0", Some("2252M")));
+        assert_eq!(boot_disk(&serde_json::json!({"sata0": "x:y,size=1G"})).unwrap().key, "sata0");
+        assert_eq!(size_bytes("8G"), Some(8 << 30));
+        assert_eq!(size_bytes("1.5T"), Some(3 << 39));
+        assert_eq!(size_bytes("512"), Some(512));
+        assert_eq!(size_bytes("8Q"), None);
+        assert_eq!(disk_growth(&boot, 8), Ok(true));
+        assert_eq!(disk_growth(&Disk { size: Some("8G".into()), ..boot.clone() }, 8), Ok(false));
+        assert!(disk_growth(&Disk { size: Some("32G".into()), ..boot }, 8).unwrap_err().contains("never shrink"));
+        let ct = serde_json::json!({"rootfs": "local-lvm:vm-100-disk-0,size=8G", "mp0": "local-lvm:vm-100-disk-1,mp=/srv,size=20G"});
+        assert_eq!(disks(GuestKind::Ct, &ct).len(), 2);
     }
 }

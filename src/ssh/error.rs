@@ -115,7 +115,7 @@ pub(crate) fn forget_command(address: &str, port: u16, known_hosts: &std::path::
 }
 
 /// `s` as one shell word: as is when it holds only safe characters, else in single quotes.
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:@,=%".contains(c);
     if !s.is_empty() && s.chars().all(safe) { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }

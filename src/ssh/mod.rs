@@ -20,6 +20,7 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertific
 use russh::{ChannelMsg, Disconnect, Sig};
 
 pub use error::SshError;
+pub(crate) use error::shell_word;
 pub(crate) use known_hosts::host_field;
 pub use known_hosts::{Forgotten, Note};
 

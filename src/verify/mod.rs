@@ -15,6 +15,7 @@ pub mod dns;
 pub mod gitops;
 pub mod k3s;
 pub mod ldap;
+pub mod proxmox;
 pub mod sql;
 pub mod tls;
 
@@ -301,6 +302,7 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
     // Neither phase fails: a failed check is a row.
     let _ = crate::phase::run(&phases, &mut site).await;
     let mut out = std::mem::take(&mut site.rows);
+    out.extend(proxmox::rows(a).await);
     // Unreachable hosts last, next to each other.
     out.append(&mut site.unreachable_rows);
     out

@@ -10,7 +10,8 @@
 //! answers `{"data": ...}`, and runs tasks that stop after a few polls. It records every
 //! request, and can be told to fail: a bad token (401), a refused call (403 with Proxmox's
 //! "Permission check failed" wording), 500 on a path, missing privileges, a task that fails,
-//! a task that never ends. `on_start` is called when a guest starts (the end-to-end test boots
+//! a task that never ends. It stops and destroys guests (`status/stop`, `DELETE` with
+//! `purge`) only when asked, never a template, never a running guest. `on_start` is called when a guest starts (the end-to-end test boots
 //! a real lab host there).
 
 use std::collections::BTreeMap;
@@ -96,6 +97,8 @@ pub struct State {
     pub fail_task: Vec<String>,
     pub hang_task: Vec<String>,
     pub polls: u32,
+    /// `PUT .../resize` answers at once (`null`, as before Proxmox VE 8) instead of a task.
+    pub resize_sync: bool,
     pub on_start: Option<OnStart>,
     tasks: BTreeMap<String, Task>,
     pid: u32,
@@ -139,6 +142,9 @@ impl Pve {
         tpl_cfg.insert("name".into(), VM_TEMPLATE.into());
         tpl_cfg.insert("cores".into(), "2".into());
         tpl_cfg.insert("memory".into(), "2048".into());
+        tpl_cfg.insert("scsi0".into(), "local-lvm:base-9000-disk-0,size=2G".into());
+        tpl_cfg.insert("ide2".into(), "local-lvm:vm-9000-cloudinit,media=cdrom".into());
+        tpl_cfg.insert("boot".into(), "order=scsi0;ide2;net0".into());
         let state = Arc::new(Mutex::new(State {
             version: "8.2.4".into(),
             node_status: "online".into(),
@@ -160,6 +166,7 @@ impl Pve {
             fail_task: Vec::new(),
             hang_task: Vec::new(),
             polls: 2,
+            resize_sync: false,
             on_start: None,
             tasks: BTreeMap::new(),
             pid: 0x1a2b3,
@@ -318,6 +325,31 @@ fn cidr_ok(v: &str) -> bool {
     v.split_once('/')
         .is_some_and(|(a, p)| a.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 32))
 }
+fn disk_key_ok(v: &str) -> bool {
+    let n = |p: &str, max: u32| {
+        v.strip_prefix(p)
+            .is_some_and(|n| int_ok(n) && n.parse::<u32>().is_ok_and(|n| n <= max) && (n == "0" || !n.starts_with('0')))
+    };
+    n("ide", 3) || n("sata", 5) || n("scsi", 30) || n("virtio", 15) || v == "efidisk0" || v == "tpmstate0"
+}
+fn size_ok(v: &str) -> bool {
+    let v = v.strip_prefix('+').unwrap_or(v);
+    let v = v.strip_suffix(['K', 'M', 'G', 'T']).unwrap_or(v);
+    let (int, frac) = v.split_once('.').unwrap_or((v, "0"));
+    int_ok(int) && int_ok(frac)
+}
+/// A size as the config writes it, in bytes.
+fn bytes(v: &str) -> f64 {
+    let (num, shift) = match v.chars().last() {
+        Some('K') => (&v[..v.len() - 1], 10),
+        Some('M') => (&v[..v.len() - 1], 20),
+        Some('G') => (&v[..v.len() - 1], 30),
+        Some('T') => (&v[..v.len() - 1], 40),
+        _ => (v, 0),
+    };
+    num.parse::<f64>().unwrap_or(0.0) * (1u64 << shift) as f64
+}
+
 /// `key=value,key=value` property strings: the keys, each value.
 fn props(v: &str) -> BTreeMap<String, String> {
     v.split(',').filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
@@ -339,7 +371,15 @@ fn verify(params: &BTreeMap<String, String>, allowed: &[&str], required: &[&str]
         }
         let good = match k.as_str() {
             "vmid" | "newid" | "cores" | "memory" | "swap" => int_ok(v),
-            "unprivileged" | "onboot" | "full" | "start" | "agent" => v == "0" || v == "1",
+            "unprivileged"
+            | "onboot"
+            | "full"
+            | "start"
+            | "agent"
+            | "purge"
+            | "destroy-unreferenced-disks"
+            | "force"
+            | "skiplock" => v == "0" || v == "1",
             "hostname" | "name" => {
                 !v.is_empty() && v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
             }
@@ -366,6 +406,10 @@ fn verify(params: &BTreeMap<String, String>, allowed: &[&str], required: &[&str]
             "searchdomain" => v.contains('.'),
             "features" => v.split(',').all(|f| ["nesting=1", "keyctl=1"].contains(&f)),
             "type" => ["vm", "storage", "node", "sdn"].contains(&v.as_str()),
+            // The disk keys a resize takes (ide0-3, sata0-5, scsi0-30, virtio0-15, efidisk0, tpmstate0).
+            "disk" => disk_key_ok(v),
+            // `\+?\d+(\.\d+)?[KMGT]?`
+            "size" => size_ok(v),
             "content" => ["vztmpl", "iso", "images", "rootdir", "backup", "snippets"].contains(&v.as_str()),
             _ => true,
         };
@@ -536,6 +580,10 @@ fn handle(
             let mut config = tpl.config.clone();
             let name = params.get("name").cloned().unwrap_or_else(|| format!("Copy-of-VM-{}", tpl.name));
             config.insert("name".into(), name.clone());
+            for v in config.values_mut() {
+                *v = v.replace(&format!("base-{id}-disk-"), &format!("vm-{vmid}-disk-"));
+                *v = v.replace(&format!("vm-{id}-cloudinit"), &format!("vm-{vmid}-cloudinit"));
+            }
             s.guests.push(Guest { vmid, name, kind: "qemu", status: "stopped".into(), template: false, config });
             ok(json!(new_task(&mut s, node, "qmclone", id, None)))
         }
@@ -590,6 +638,36 @@ fn handle(
                 ok(json!(new_task(&mut s, node, "qmconfig", id, None)))
             }
         }
+        ("PUT", ["nodes", node, "qemu", id, "resize"]) => {
+            if let Some(e) = st_path(&s, node) {
+                return e;
+            }
+            let errs = verify(&params, &["disk", "size", "digest", "skiplock"], &["disk", "size"]);
+            if !errs.is_empty() {
+                return bad(errs);
+            }
+            let sync = s.resize_sync;
+            let Some(g) = s.guests.iter_mut().find(|g| g.vmid.to_string() == *id && g.kind == "qemu") else {
+                return err(500, &format!("Configuration file for {id} does not exist"));
+            };
+            let (key, size) = (&params["disk"], &params["size"]);
+            let Some(drive) = g.config.get(key).cloned() else {
+                return err(500, &format!("disk '{key}' does not exist"));
+            };
+            let mut parts: Vec<String> = drive.split(',').map(str::to_string).collect();
+            let old = parts.iter().find_map(|p| p.strip_prefix("size=")).map_or(0.0, bytes);
+            let new = match size.strip_prefix('+') {
+                Some(more) => old + bytes(more),
+                None => bytes(size),
+            };
+            if new < old {
+                return err(500, "shrinking disks is not supported");
+            }
+            parts.retain(|p| !p.starts_with("size="));
+            parts.push(format!("size={}G", (new / f64::from(1u32 << 30)).round()));
+            g.config.insert(key.clone(), parts.join(","));
+            if sync { ok(Value::Null) } else { ok(json!(new_task(&mut s, node, "qmresize", id, None))) }
+        }
         ("GET", ["nodes", _node, kind @ ("lxc" | "qemu"), id, "config"]) => {
             match s.guests.iter().find(|g| g.vmid.to_string() == *id && g.kind == *kind) {
                 Some(g) => {
@@ -635,6 +713,51 @@ fn handle(
             let u = new_task(&mut s, node, t, id, waiting);
             ok(json!(u))
         }
+        ("POST", ["nodes", node, kind @ ("lxc" | "qemu"), id, "status", "stop"]) => {
+            if let Some(e) = st_path(&s, node) {
+                return e;
+            }
+            let errs = verify(&params, &["skiplock", "timeout", "overrule-shutdown"], &[]);
+            if !errs.is_empty() {
+                return bad(errs);
+            }
+            let Some(g) = s.guests.iter().find(|g| g.vmid.to_string() == *id && g.kind == *kind) else {
+                return err(500, &format!("Configuration file for {id} does not exist"));
+            };
+            if g.status != "running" {
+                let what = if *kind == "lxc" { "CT" } else { "VM" };
+                return err(500, &format!("{what} {id} not running"));
+            }
+            let t = if *kind == "lxc" { "vzstop" } else { "qmstop" };
+            ok(json!(new_task(&mut s, node, t, id, None)))
+        }
+        ("DELETE", ["nodes", node, kind @ ("lxc" | "qemu"), id]) => {
+            if let Some(e) = st_path(&s, node) {
+                return e;
+            }
+            let allowed: &[&str] = if *kind == "lxc" {
+                &["purge", "destroy-unreferenced-disks", "force"]
+            } else {
+                &["purge", "destroy-unreferenced-disks", "skiplock"]
+            };
+            let errs = verify(&params, allowed, &[]);
+            if !errs.is_empty() {
+                return bad(errs);
+            }
+            let Some(i) = s.guests.iter().position(|g| g.vmid.to_string() == *id && g.kind == *kind) else {
+                return err(500, &format!("Configuration file for {id} does not exist"));
+            };
+            let what = if *kind == "lxc" { "CT" } else { "VM" };
+            if s.guests[i].template {
+                return err(500, &format!("{what} {id} is a template (the test double never destroys it)"));
+            }
+            if s.guests[i].status == "running" {
+                return err(500, &format!("{what} {id} is running - destroy failed"));
+            }
+            s.guests.remove(i);
+            let t = if *kind == "lxc" { "vzdestroy" } else { "qmdestroy" };
+            ok(json!(new_task(&mut s, node, t, id, None)))
+        }
         ("GET", ["nodes", node, "tasks", upid, what @ ("status" | "log")]) => {
             // The UPID must come percent-encoded: `:` `@` `!` are not path characters here.
             let raw_upid = raw[3];
@@ -679,6 +802,12 @@ fn handle(
                 let id = upid.split(':').nth(6).unwrap_or("").to_string();
                 if let Some(g) = s.guests.iter_mut().find(|g| g.vmid.to_string() == id) {
                     g.status = "running".into();
+                }
+            }
+            if exit == "OK" && (kind == "vzstop" || kind == "qmstop") {
+                let id = upid.split(':').nth(6).unwrap_or("").to_string();
+                if let Some(g) = s.guests.iter_mut().find(|g| g.vmid.to_string() == id) {
+                    g.status = "stopped".into();
                 }
             }
             ok(json!({"status": "stopped", "exitstatus": exit, "type": kind, "node": NODE}))
