@@ -162,11 +162,14 @@ pub fn probe_script(me: &str, paths: &[(Path, Ipv4Addr)]) -> String {
 pub fn collect_script(run: &str) -> String {
     let dir = sh_quote(&run_dir(run));
     // The handler of a datagram starts when it arrives: on a busy host, after the probes end.
-    // `timeout` passes the signal on to the listener it runs.
+    // `timeout` passes the signal on to the listener it runs; the ports are free once they are
+    // gone (up to 2 s; a zombie holds no port), so what runs next can listen on them.
     format!(
         "for i in $(seq 20); do e=0; for f in {dir}/udp-*; do [ -f \"$f\" ] && ! [ -s \"$f\" ] && e=1; done; [ $e = 0 ] && break; sleep 0.1; done\n\
          for f in {dir}/udp-*; do [ -f \"$f\" ] || continue; p=${{f##*/udp-}}; grep . \"$f\" | sed \"s/^/udp\\t$p\\t/\"; done\n\
-         [ -f {dir}/pids ] && kill $(cat {dir}/pids) 2>/dev/null; rm -rf {dir}; true\n"
+         if [ -f {dir}/pids ]; then kill $(cat {dir}/pids) 2>/dev/null; \
+         for i in $(seq 20); do a=0; for p in $(cat {dir}/pids); do s=$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != Z ] && a=1; done; [ $a = 0 ] && break; sleep 0.1; done; fi\n\
+         rm -rf {dir}; true\n"
     )
 }
 
