@@ -604,6 +604,27 @@ fn load_catalog(dir: Option<&Path>) -> Result<Catalog, i32> {
     })
 }
 
+/// The online Proxmox checks of `apply`, `plan --live` and `rebuild` (the answers' node,
+/// storage, templates and the token's privileges), each failure on its field; `Err` is the
+/// exit code after the report.
+fn proxmox_checks(file: Option<&Path>, loaded: &answers::Loaded) -> Result<(), i32> {
+    let (name, text) = match file {
+        Some(f) => (f.display().to_string(), std::fs::read_to_string(f).unwrap_or_default()),
+        None => (crate::LAB_EXAMPLE.0.to_string(), crate::LAB_EXAMPLE.1.to_string()),
+    };
+    match crate::proxmox::check::run_blocking(&name, &text, loaded) {
+        Ok(line) => {
+            say!("{line}");
+            Ok(())
+        }
+        Err(report) => {
+            print_report(&report);
+            say!("error: the Proxmox checks failed; nothing was changed");
+            Err(1)
+        }
+    }
+}
+
 /// `apply` and `plan --live`. An apply without --yes shows the dry run first and asks.
 fn engine_cmd(
     file: Option<&Path>,
@@ -626,19 +647,9 @@ fn engine_cmd(
     // and the token's privileges, each failure on its field of the answers.
     if a.proxmox.is_some()
         && a.hosts.iter().any(|h| h.provision.is_some() && (opts.hosts.is_empty() || opts.hosts.contains(&h.name)))
+        && let Err(code) = proxmox_checks(file, &loaded)
     {
-        let (name, text) = match file {
-            Some(f) => (f.display().to_string(), std::fs::read_to_string(f).unwrap_or_default()),
-            None => (crate::LAB_EXAMPLE.0.to_string(), crate::LAB_EXAMPLE.1.to_string()),
-        };
-        match crate::proxmox::check::run_blocking(&name, &text, &loaded) {
-            Ok(line) => say!("{line}"),
-            Err(report) => {
-                print_report(&report);
-                say!("error: the Proxmox checks failed; nothing was changed");
-                return 1;
-            }
-        }
+        return code;
     }
     let mut opts = opts;
     match crate::bundle::check::verify_for_run(a, &opts.hosts) {
@@ -1043,17 +1054,8 @@ fn rebuild_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option<&Pa
     };
     // What creating it again needs (node, storage, template, privileges, the public key) is
     // checked before anything is destroyed.
-    let (name, text) = match file {
-        Some(f) => (f.display().to_string(), std::fs::read_to_string(f).unwrap_or_default()),
-        None => (crate::LAB_EXAMPLE.0.to_string(), crate::LAB_EXAMPLE.1.to_string()),
-    };
-    match crate::proxmox::check::run_blocking(&name, &text, &loaded) {
-        Ok(line) => say!("{line}"),
-        Err(report) => {
-            print_report(&report);
-            say!("error: the Proxmox checks failed; nothing was changed");
-            return 1;
-        }
+    if let Err(code) = proxmox_checks(file, &loaded) {
+        return code;
     }
     let client = match crate::proxmox::Client::new(p) {
         Ok(c) => c,

@@ -496,11 +496,7 @@ pub async fn start(
     vmid: u64,
     progress: &dyn Fn(&str),
 ) -> Result<(), String> {
-    progress(&format!("starting {vmid}"));
-    let path = format!("/nodes/{}/{}/{vmid}/status/start", seg(node), kind.api());
-    let poll = |d: Duration| progress(&format!("starting {vmid} ({} s)", d.as_secs()));
-    client.task(node, reqwest::Method::POST, &path, &[], &poll).await.map_err(|e| e.to_string())?;
-    Ok(())
+    power(client, node, kind, vmid, "start", progress).await
 }
 
 /// Stops a guest at once (`POST .../status/stop`, a task), for `groundwork rebuild`.
@@ -511,9 +507,22 @@ pub async fn stop(
     vmid: u64,
     progress: &dyn Fn(&str),
 ) -> Result<(), String> {
-    progress(&format!("stopping {vmid}"));
-    let path = format!("/nodes/{}/{}/{vmid}/status/stop", seg(node), kind.api());
-    let poll = |d: Duration| progress(&format!("stopping {vmid} ({} s)", d.as_secs()));
+    power(client, node, kind, vmid, "stop", progress).await
+}
+
+/// `POST /nodes/{node}/{kind}/{vmid}/status/{action}` and its task.
+async fn power(
+    client: &Client,
+    node: &str,
+    kind: GuestKind,
+    vmid: u64,
+    action: &str,
+    progress: &dyn Fn(&str),
+) -> Result<(), String> {
+    let doing = if action == "stop" { "stopping" } else { "starting" };
+    progress(&format!("{doing} {vmid}"));
+    let path = format!("/nodes/{}/{}/{vmid}/status/{action}", seg(node), kind.api());
+    let poll = |d: Duration| progress(&format!("{doing} {vmid} ({} s)", d.as_secs()));
     client.task(node, reqwest::Method::POST, &path, &[], &poll).await.map_err(|e| e.to_string())?;
     Ok(())
 }
