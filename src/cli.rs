@@ -652,16 +652,12 @@ fn engine_cmd(
         return code;
     }
     let mut opts = opts;
+    let mut airgap = None;
     match crate::bundle::check::verify_for_run(a, &opts.hosts) {
         Ok(Some((checked, files))) => {
-            say!(
-                "air-gap bundle {}: {} files ({}) match the manifest ({:.2} s)",
-                checked.dir.display(),
-                checked.files.len(),
-                crate::bundle::size(checked.bytes()),
-                checked.seconds
-            );
+            say!("air-gap bundle {}", checked.summary());
             opts.local_files = files;
+            airgap = Some(checked);
         }
         Ok(None) => {}
         Err(e) => {
@@ -669,15 +665,10 @@ fn engine_cmd(
             return 2;
         }
     }
-    match crate::bundle::check::verify_packages_for_run(a, &catalog, &opts.hosts) {
+    // One directory may be both bundles: it is hashed once.
+    match crate::bundle::check::verify_packages_for_run(a, &catalog, &opts.hosts, airgap.as_ref()) {
         Ok(Some((checked, repo))) => {
-            say!(
-                "package bundle {}: {} files ({}) match the manifest ({:.2} s); hosts install from it only",
-                checked.dir.display(),
-                checked.files.len(),
-                crate::bundle::size(checked.bytes()),
-                checked.seconds
-            );
+            say!("package bundle {}; hosts install from it only", checked.summary());
             opts.package_repo = Some(repo);
         }
         Ok(None) => {}

@@ -1194,3 +1194,35 @@ fn bundle_needs_k3s_or_debs() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("bad.toml") && !out.exists(), "{err}");
 }
+
+/// One directory named as both bundles is hashed once: the package check takes the air-gap
+/// check's result for the same directory (seen here: a file changed after that hashing goes
+/// unnoticed by it), and hashes a directory of its own.
+#[test]
+fn a_directory_that_is_both_bundles_is_hashed_once() {
+    use groundwork::bundle::check::{Depth, check_dir, verify_packages_for_run};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("both");
+    debs_bundle(&dir, BASE_AND_DNS);
+    let file = dns_site(tmp.path(), &dir);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let a = groundwork::answers::load_str(file.to_str().unwrap(), &text).unwrap().answers;
+    let catalog = groundwork::playbook::catalog::Catalog::load(None).unwrap();
+    let hashed = check_dir(&dir, Depth::Sha256).unwrap();
+    assert!(hashed.ok());
+    // Changed after it was hashed, keeping its size.
+    let deb = dir.join("debs/bind9_1.0_amd64.deb");
+    let mut bytes = std::fs::read(&deb).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&deb, bytes).unwrap();
+    let reused = verify_packages_for_run(&a, &catalog, &[], Some(&hashed)).unwrap().unwrap();
+    assert_eq!(reused.0.seconds, hashed.seconds, "hashed again");
+    let err = verify_packages_for_run(&a, &catalog, &[], None).unwrap_err();
+    assert!(err.contains("debs/bind9_1.0_amd64.deb"), "{err}");
+    // Another directory's result is not taken for this one.
+    let other = tmp.path().join("other");
+    debs_bundle(&other, BASE_AND_DNS);
+    let other_hashed = check_dir(&other, Depth::Sha256).unwrap();
+    let err = verify_packages_for_run(&a, &catalog, &[], Some(&other_hashed)).unwrap_err();
+    assert!(err.contains("debs/bind9_1.0_amd64.deb"), "{err}");
+}

@@ -48,6 +48,17 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// `DIR: N files (SIZE) match the manifest (T s)`, as apply and plan --live say it.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} files ({}) match the manifest ({:.2} s)",
+            self.dir.display(),
+            self.files.len(),
+            super::size(self.bytes()),
+            self.seconds
+        )
+    }
+
     pub fn ok(&self) -> bool {
         self.problems.is_empty() && self.files.iter().all(|f| f.problem.is_none())
     }
@@ -416,10 +427,13 @@ pub fn package_problems(a: &Answers, catalog: &Catalog) -> Vec<Problem> {
 /// `apply`'s and `plan --live`'s check of `[site] package-bundle`, before anything connects:
 /// every file hashes to its manifest sum and the packages of the run's hosts' roles are in
 /// it. The repository the hosts get; `Err` says what is wrong.
+/// `hashed`: a bundle this run has checked already (the air-gap bundle); when it is the same
+/// directory, its files are not hashed a second time.
 pub fn verify_packages_for_run(
     a: &Answers,
     catalog: &Catalog,
     only_hosts: &[String],
+    hashed: Option<&Checked>,
 ) -> Result<Option<(Checked, Repo)>, String> {
     let Some((written, dir)) = package_bundle_dir(a) else {
         return Ok(None);
@@ -431,8 +445,12 @@ pub fn verify_packages_for_run(
             dir.display()
         ));
     }
-    let checked = check_dir(&dir, Depth::Sha256)
-        .map_err(|e| format!("the package bundle ({PACKAGE_FIELD}): {e}; {remake}; nothing was connected"))?;
+    let same = |c: &&Checked| c.dir.canonicalize().ok().is_some_and(|d| Some(d) == dir.canonicalize().ok());
+    let checked = match hashed.filter(same) {
+        Some(c) => c.clone(),
+        None => check_dir(&dir, Depth::Sha256)
+            .map_err(|e| format!("the package bundle ({PACKAGE_FIELD}): {e}; {remake}; nothing was connected"))?,
+    };
     let mut problems = checked.all_problems();
     if checked.manifest.debs.is_none() {
         problems.insert(0, "it holds no Debian packages (it was made without --debs)".into());
