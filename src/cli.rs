@@ -145,8 +145,46 @@ pub enum Command {
         /// One JSON event per line on standard output.
         #[arg(long)]
         json: bool,
+        /// For changes to DNS, DHCP and sshd: arm a revert on each host first (a systemd
+        /// timer), apply, check from here (verify's DNS and DHCP rows, a new SSH login), and
+        /// put the previous files back after SECONDS unless `groundwork confirm` comes first;
+        /// a failed check reverts at once.
+        #[arg(long = "try", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(5..=86400))]
+        try_secs: Option<u64>,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Keep the change of the last `apply --try`: disarm the revert timers on its hosts.
+    /// Exit 1 when a host had reverted already or could not be reached (its timer decides).
+    Confirm {
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// One JSON document: {"ok", "run", "hosts": {NAME: confirmed|reverted|none|not-reached}}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// A new value for generated secrets: database users' and LDAP accounts' passwords, the
+    /// TSIG key (BIND and Kea together, no update refused), the k3s token.
+    ///
+    /// Each is applied with `apply`'s engine and checked by `verify`'s clients; the old value
+    /// stays in the secrets file (`[previous]`) until that check passes. A rotation cut short
+    /// goes on where it stopped when `rotate` runs again. Exit 1 when one failed.
+    Rotate {
+        /// `postgresql.USER`, `mariadb.USER`, `ldap.admin`, `ldap.service`, a table (`postgresql`,
+        /// `ldap`), `tsig` or `k3s`; none: every secret of the site.
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// Answer file; without it, the bundled lab example.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// One JSON event per line (the applies' events, then `rotate-finished`).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         state: StateArg,
     },
@@ -324,7 +362,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         Command::Plan { file, json, live, engine, state: s } => {
             if live {
                 let opts = engine_options(&engine, true, json);
-                engine_cmd(file.as_deref(), state(s).as_deref(), engine.playbooks.as_deref(), opts, true)
+                engine_cmd(out, file.as_deref(), state(s).as_deref(), engine.playbooks.as_deref(), opts, true, None)
             } else {
                 plan_cmd(out, file.as_deref(), json, &engine)
             }
@@ -332,9 +370,13 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
         Command::Verify { file, json, state: s } => verify_cmd(out, file.as_deref(), state(s).as_deref(), json),
         Command::Preflight { file, json, state: s } => preflight_cmd(out, file.as_deref(), state(s).as_deref(), json),
         Command::Kubeconfig { file, state: s } => kubeconfig_cmd(out, file.as_deref(), state(s).as_deref()),
-        Command::Apply { file, yes, json, engine, state: s } => {
+        Command::Apply { file, yes, json, try_secs, engine, state: s } => {
             let opts = engine_options(&engine, false, json);
-            engine_cmd(file.as_deref(), state(s).as_deref(), engine.playbooks.as_deref(), opts, yes)
+            engine_cmd(out, file.as_deref(), state(s).as_deref(), engine.playbooks.as_deref(), opts, yes, try_secs)
+        }
+        Command::Confirm { file, json, state: s } => confirm_cmd(out, file.as_deref(), state(s).as_deref(), json),
+        Command::Rotate { names, file, json, state: s } => {
+            rotate_cmd(out, &names, file.as_deref(), state(s).as_deref(), json)
         }
         Command::ForgetHost { host, file, state: s } => {
             forget_host_cmd(out, &host, file.as_deref(), state(s).as_deref())
@@ -626,12 +668,15 @@ fn proxmox_checks(file: Option<&Path>, loaded: &answers::Loaded) -> Result<(), i
 }
 
 /// `apply` and `plan --live`. An apply without --yes shows the dry run first and asks.
+/// `trial`: `apply --try SECONDS` (src/trial.rs).
 fn engine_cmd(
+    out: &mut Out,
     file: Option<&Path>,
     state: Option<&Path>,
     playbooks: Option<&Path>,
     opts: crate::engine::Options,
     yes: bool,
+    trial: Option<u64>,
 ) -> i32 {
     let (catalog, loaded) = match load_site(file, playbooks) {
         Ok(site) => site,
@@ -710,13 +755,20 @@ fn engine_cmd(
                 return 2;
             }
         }
-        match dialoguer::Confirm::new().with_prompt("Apply these changes?").default(false).interact() {
+        let question = match trial {
+            Some(secs) => format!("Apply these changes, reverted after {secs} s unless confirmed?"),
+            None => "Apply these changes?".to_string(),
+        };
+        match dialoguer::Confirm::new().with_prompt(question).default(false).interact() {
             Ok(true) => {}
             _ => {
                 say!("nothing was changed");
                 return 1;
             }
         }
+    }
+    if let Some(secs) = trial {
+        return try_report(out, rt.block_on(crate::trial::apply(a, &catalog, &dir, &opts, secs, &|m| say!("{m}"))), opts.json);
     }
     match rt.block_on(crate::engine::run(a, &catalog, &dir, &opts)) {
         Ok(o) => i32::from(!o.ok),
@@ -736,6 +788,151 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
             None
         }
     }
+}
+
+/// What `apply --try` says: the checks, and whether the change waits for `confirm` or was
+/// taken back.
+fn try_report(out: &mut Out, result: Result<crate::trial::Outcome, String>, json: bool) -> i32 {
+    let o = match result {
+        Ok(o) => o,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let kept = o.applied && o.checks_ok();
+    if json {
+        let mut doc = serde_json::to_value(&o).expect("an outcome serializes");
+        doc["event"] = serde_json::json!("try-finished");
+        doc["ok"] = serde_json::json!(kept);
+        out.println(&doc.to_string());
+    } else {
+        if !o.checks.is_empty() {
+            out.print(&crate::verify::render_table(&o.checks));
+        }
+        if kept {
+            out.println(&format!(
+                "try {}: applied and checked; every host puts the previous files back in {} s unless `groundwork confirm` runs first",
+                o.run, o.seconds
+            ));
+        } else {
+            out.println(&format!("try {}: REVERTED ({})", o.run, if o.applied { "a check failed" } else { "the apply failed" }));
+            if !o.after_revert.is_empty() {
+                out.println("after the revert:");
+                out.print(&crate::verify::render_table(&o.after_revert));
+            }
+        }
+    }
+    i32::from(!kept)
+}
+
+fn confirm_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
+    let (_, loaded) = match load_site(file, None) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    let dir = StateDir::for_site(state, &a.site.name);
+    let _lock = match dir.lock(Access::Exclusive) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let Some(rt) = runtime() else { return 2 };
+    let (p, hosts) = match rt.block_on(crate::trial::confirm(a, &dir)) {
+        Ok(r) => r,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    use crate::trial::Confirmed;
+    let ok = hosts.iter().all(|(_, c)| *c == Confirmed::Confirmed);
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = hosts
+            .iter()
+            .map(|(h, c)| {
+                let v = match c {
+                    Confirmed::NotReached(why) => serde_json::json!({"not-reached": why}),
+                    other => serde_json::to_value(other).expect("a state serializes"),
+                };
+                (h.clone(), v)
+            })
+            .collect();
+        out.println(&to_json_pretty(&serde_json::json!({"ok": ok, "run": p.run, "hosts": map})));
+    } else {
+        for (h, c) in &hosts {
+            let said = match c {
+                Confirmed::Confirmed => "confirmed: the change stays".to_string(),
+                Confirmed::Reverted => "REVERTED already: the timer came first".to_string(),
+                Confirmed::None => "nothing armed".to_string(),
+                Confirmed::NotReached(why) => format!("NOT REACHED ({why}): its timer reverts it"),
+            };
+            out.println(&format!("{h}: {said}"));
+        }
+    }
+    i32::from(!ok)
+}
+
+fn rotate_cmd(out: &mut Out, names: &[String], file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
+    let (catalog, loaded) = match load_site(file, None) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    let chosen = match crate::rotate::select(&crate::rotate::rotatable(a), names) {
+        Ok(c) if c.is_empty() => {
+            say!("error: this site has no generated secret to rotate");
+            return 2;
+        }
+        Ok(c) => c,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let dir = StateDir::for_site(state, &a.site.name);
+    if !dir.secrets_path().exists() {
+        say!("error: {} does not exist: rotate renews what `groundwork apply` generated", dir.secrets_path().display());
+        return 2;
+    }
+    let _lock = match dir.lock(Access::Exclusive) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let Some(rt) = runtime() else { return 2 };
+    let opts = crate::engine::Options { json, ..crate::engine::Options::default() };
+    let progress = |secret: &str, what: &str| say!("rotate {secret}: {what}");
+    let done = rt.block_on(crate::rotate::run(a, &catalog, &dir, &opts, &chosen, &progress));
+    let ok = done.len() == chosen.len() && done.iter().all(|d| d.ok);
+    if json {
+        let doc = serde_json::json!({"event": "rotate-finished", "ok": ok, "secrets": done});
+        out.println(&doc.to_string());
+    } else {
+        for d in &done {
+            match &d.error {
+                None => out.println(&format!(
+                    "{}: rotated; verified by {} client check(s): {}",
+                    d.secret,
+                    d.verified.len(),
+                    d.verified.join(", ")
+                )),
+                Some(e) => out.println(&format!(
+                    "{}: NOT rotated: {e}\n  the old value stays in [previous]; `groundwork rotate {}` goes on from here",
+                    d.secret, d.secret
+                )),
+            }
+        }
+        for r in chosen.iter().skip(done.len()) {
+            out.println(&format!("{}: not started (an earlier rotation failed)", r.name()));
+        }
+    }
+    i32::from(!ok)
 }
 
 fn kubeconfig_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>) -> i32 {

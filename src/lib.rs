@@ -15,8 +15,10 @@ pub mod plan;
 pub mod playbook;
 pub mod probe;
 pub mod proxmox;
+pub mod rotate;
 pub mod ssh;
 pub mod state;
+pub mod trial;
 pub mod verify;
 pub mod wizard;
 

@@ -92,6 +92,10 @@ pub fn site_context(a: &Answers, secrets: &Secrets) -> Json {
         .collect();
     root["role_hosts"] = Json::Object(role_hosts);
     root["secrets"] = secrets.to_json();
+    // The TSIG key Kea and the secondaries sign with (the next one while a rotation rolls it out).
+    if let Some((name, secret)) = secrets.tsig_client() {
+        root["tsig_client"] = json!({"name": name, "secret": secret});
+    }
     root
 }
 

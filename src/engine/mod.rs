@@ -55,7 +55,7 @@ pub struct Outcome {
     pub log: PathBuf,
 }
 
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let compact: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     format!("{compact}-{:04x}", rand::random::<u16>())

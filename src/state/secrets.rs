@@ -41,6 +41,14 @@ pub enum SecretsError {
     Exposed { path: PathBuf, mode: u32 },
 }
 
+/// The site's TSIG key (its table and key here are also its name in BIND and Kea).
+pub const TSIG: (&str, &str) = ("tsig", "ddns-key");
+/// The key a TSIG rotation rolls out, beside [`TSIG`] until every server and client has it.
+pub const TSIG_NEXT: (&str, &str) = ("tsig", "ddns-key-next");
+/// The table where `groundwork rotate` keeps a value it replaces (`"postgresql.keycloak" =
+/// "<old>"`) until a client has logged in with the new one; then the entry goes.
+pub const PREVIOUS: &str = "previous";
+
 type Tables = BTreeMap<String, BTreeMap<String, String>>;
 
 /// `[table] key = "value"` and nothing else. On error, the byte offset and a message that
@@ -121,6 +129,7 @@ impl Secrets {
         let tables: serde_json::Map<String, serde_json::Value> = self
             .tables
             .iter()
+            .filter(|(t, _)| t.as_str() != PREVIOUS)
             .map(|(t, m)| {
                 let inner: serde_json::Map<String, serde_json::Value> =
                     m.iter().map(|(k, v)| (k.replace('-', "_"), serde_json::Value::String(v.clone()))).collect();
@@ -137,6 +146,28 @@ impl Secrets {
     /// Sets one value (a test's fixed secrets; a value made elsewhere).
     pub fn insert(&mut self, table: &str, key: &str, value: &str) {
         self.tables.entry(table.to_string()).or_default().insert(key.to_string(), value.to_string());
+    }
+
+    /// Removes one value; `None` when it was not there.
+    pub fn remove(&mut self, table: &str, key: &str) -> Option<String> {
+        let t = self.tables.get_mut(table)?;
+        let old = t.remove(key);
+        if t.is_empty() {
+            self.tables.remove(table);
+        }
+        old
+    }
+
+    /// The TSIG key clients sign with (kea-dhcp-ddns, zone transfers and NOTIFY between the
+    /// servers, `verify`): its name and value. While `groundwork rotate tsig` rolls a new key
+    /// out, `tsig.ddns-key-next` holds it: every server learns it first and forgets it last, so
+    /// the clients move to it and back without a moment where their updates are refused.
+    pub fn tsig_client(&self) -> Option<(&'static str, &str)> {
+        let main = self.get(TSIG.0, TSIG.1)?;
+        match self.get(TSIG_NEXT.0, TSIG_NEXT.1) {
+            Some(next) if next != main => Some((TSIG_NEXT.1, next)),
+            _ => Some((TSIG.1, main)),
+        }
     }
 
     /// Every value, for redacting logs and plans.
@@ -157,7 +188,7 @@ impl Secrets {
     pub fn ensure_for(&mut self, a: &Answers) -> Vec<String> {
         let mut made = Vec::new();
         if a.has_role(Role::Dns) {
-            self.ensure("tsig", "ddns-key", || random_base64(32), &mut made);
+            self.ensure(TSIG.0, TSIG.1, || random_base64(32), &mut made);
         }
         if a.has_role(Role::Ldap) {
             self.ensure("ldap", "admin", || password(24), &mut made);

@@ -36,8 +36,6 @@ const SERVICE: &str = "dns";
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a secondary may take to show what the primary has (NOTIFY, then IXFR).
 const CATCH_UP: Duration = Duration::from_secs(12);
-/// The TSIG key name the dns role configures (playbooks/dns/templates/ddns.key.j2).
-pub const KEY_NAME: &str = "ddns-key";
 
 /// A DNS server as a client reaches it.
 #[derive(Clone)]
@@ -81,15 +79,16 @@ impl Server {
     }
 }
 
-/// The site's TSIG key from the secrets file.
+/// The site's TSIG key from the secrets file, as its clients sign with it (during a
+/// rotation, the key being rolled out: [`Secrets::tsig_client`]).
 pub fn signer(secrets: &Secrets) -> Result<TSigner, String> {
-    let b64 = secrets
-        .get("tsig", "ddns-key")
+    let (name, b64) = secrets
+        .tsig_client()
         .ok_or("the secrets file has no tsig.ddns-key (has `apply` run with this state directory?)")?;
     let key = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|e| format!("tsig.ddns-key is not base64: {e}"))?;
-    let name = Name::from_ascii(format!("{KEY_NAME}.")).map_err(|e| e.to_string())?;
+        .map_err(|e| format!("tsig.{name} is not base64: {e}"))?;
+    let name = Name::from_ascii(format!("{name}.")).map_err(|e| e.to_string())?;
     TSigner::new(key, TsigAlgorithm::HmacSha256, name, 300).map_err(|e| e.to_string())
 }
 
@@ -418,7 +417,10 @@ async fn update_round_trip(primary: (&Host, &Server), secondaries: &[(&Host, Ser
         Err(e) => Err(e.prefixed("signed delete")),
     };
     let r = match (added, deleted) {
-        (Ok(()), Ok(())) => Ok(format!("TSIG {KEY_NAME}: added and deleted TXT {name}")),
+        (Ok(()), Ok(())) => {
+            let key = ps.signer.as_ref().map(|s| s.signer_name().to_ascii()).unwrap_or_default();
+            Ok(format!("TSIG {}: added and deleted TXT {name}", key.trim_end_matches('.')))
+        }
         (Err(e), _) => Err(e),
         (Ok(()), Err(e)) => Err(e),
     };

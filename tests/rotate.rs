@@ -1,0 +1,307 @@
+//! Day two on the lab: `groundwork rotate` and `groundwork apply --try` / `confirm`.
+//!
+//! Hosts (tests/fixtures/lab/rotate.toml): kq1 (dns primary + dhcp), kq2 (ldap, postgresql,
+//! mariadb), kq3 (dns secondary).
+//!
+//! rotate: every generated secret of the site gets a new value; `verify` passes; the real
+//! clients of this machine (psql, mysql, ldapwhoami, nsupdate) get in with the new value and
+//! are refused with the old one; no value is in any output or log; and while the TSIG key
+//! changes, the key kea-dhcp-ddns runs with is accepted by BIND at every moment (a probe on
+//! kq1 signs an update with it every 0.2 s).
+//!
+//! apply --try: a change that makes BIND stop answering this machine is reverted at once and
+//! DNS answers again; a change confirmed in time stays after its deadline; a change whose
+//! host loses its network during the try window is reverted by the host's own timer.
+//!
+//! The k3s token's rotation is tested without a cluster (src/rotate.rs: the decisions and the
+//! command, pure): no k3s can run here, and the k3s test double has no `token rotate`.
+//! Skipped with `SKIPPED:` where the lab cannot run; a failure under CI=true.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::lab;
+use common::run::{self, on};
+use groundwork::state::Secrets;
+use serde_json::Value;
+
+const HOSTS: &[(&str, &str)] = &[("kq1", "10.77.0.150"), ("kq2", "10.77.0.151"), ("kq3", "10.77.0.152")];
+const ANSWERS: &str = "tests/fixtures/lab/rotate.toml";
+const DOMAIN: &str = "kq.groundwork.test";
+const SUFFIX: &str = "dc=kq,dc=groundwork,dc=test";
+
+fn secrets(state: &Path) -> Secrets {
+    Secrets::load(&state.join("secrets.toml")).unwrap()
+}
+
+fn sh(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn psql(password: &str) -> (bool, String) {
+    sh(Command::new("psql")
+        .args(["-X", "-w", "-tAc", "select 1", "host=10.77.0.151 dbname=keycloak user=keycloak connect_timeout=5"])
+        .env("PGPASSWORD", password))
+}
+
+fn mysql(password: &str) -> (bool, String) {
+    sh(Command::new("mysql")
+        .args(["-h", "10.77.0.151", "-u", "nextcloud", "--ssl", "--connect-timeout=5", "nextcloud", "-e", "select 1"])
+        .env("MYSQL_PWD", password))
+}
+
+fn ldap_reader(password: &str) -> (bool, String) {
+    sh(Command::new("ldapwhoami")
+        .args(["-x", "-ZZ", "-H", "ldap://10.77.0.151", "-D", &format!("cn=groundwork-reader,ou=services,{SUFFIX}")])
+        .args(["-w", password])
+        .env("LDAPTLS_REQCERT", "never"))
+}
+
+/// The admin on the host over ldapi (slapd lets it bind only there and with TLS).
+fn ldap_admin(password: &str) -> (bool, String) {
+    let out = on(
+        "kq2",
+        &format!(
+            "ldapwhoami -x -H ldapi:/// -D 'cn=admin,{SUFFIX}' -w '{password}' >/dev/null 2>&1 && echo BOUND || echo REFUSED"
+        ),
+    );
+    (out.trim() == "BOUND", out)
+}
+
+/// A TSIG-signed update to kq1 with `key` (the name is the secrets' key name).
+fn nsupdate(name: &str, key: &str) -> (bool, String) {
+    let mut child = Command::new("nsupdate")
+        .args(["-y", &format!("hmac-sha256:{name}:{key}")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    let script = format!(
+        "server 10.77.0.150\nzone {DOMAIN}\nupdate delete _rotate-test.{DOMAIN} TXT\nupdate add _rotate-test.{DOMAIN} 60 TXT \"x\"\nsend\n"
+    );
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Every 0.2 s on kq1: the key kea-dhcp-ddns runs with (read from its configuration when its
+/// process (re)starts) signs an update to BIND; each result is a line of /root/kea-probe.log.
+const KEA_PROBE: &str = r#"
+key() { sed -n 's/.*"name": "\([^"]*\)", "algorithm": "HMAC-SHA256", "secret": "\([^"]*\)".*/\1 \2/p' /etc/kea/kea-dhcp-ddns.conf; }
+pid=''; : > /root/kea-probe.log
+while [ ! -e /root/kea-probe.stop ]; do
+  now=$(systemctl show -p MainPID --value kea-dhcp-ddns-server)
+  if [ "$now" != "$pid" ]; then pid=$now; set -- $(key); name=$1; secret=$2; echo "kea $pid $name" >> /root/kea-probe.log; fi
+  if printf 'server 127.0.0.1\nzone @DOMAIN@\nupdate delete _kea-probe.@DOMAIN@ TXT\nupdate add _kea-probe.@DOMAIN@ 60 TXT "p"\nsend\n' | nsupdate -t 2 -y "hmac-sha256:$name:$secret" >/dev/null 2>&1
+  then echo "ok $name" >> /root/kea-probe.log; else echo "REFUSED $name" >> /root/kea-probe.log; fi
+  sleep 0.2
+done
+"#;
+
+fn apply_site(state: &Path) {
+    let first = run::apply(ANSWERS, state, &[]);
+    assert_eq!(first.code, 0, "apply: {}", first.all_text());
+}
+
+#[test]
+fn rotate_renews_every_secret_verify_passes_and_the_old_values_are_refused() {
+    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    apply_site(&state);
+    let old = secrets(&state);
+    let old_of = |t: &str, k: &str| old.get(t, k).unwrap().to_string();
+    assert!(psql(&old_of("postgresql", "keycloak")).0, "{}", psql(&old_of("postgresql", "keycloak")).1);
+
+    on("kq1", &format!("rm -f /root/kea-probe.stop; systemd-run --unit kea-probe sh -c {}", shell_quote(&KEA_PROBE.replace("@DOMAIN@", DOMAIN))));
+    let t = Instant::now();
+    let r = run::groundwork(&state, &["rotate", "--file", ANSWERS, "--json"]);
+    on("kq1", "touch /root/kea-probe.stop; sleep 0.5; systemctl stop kea-probe 2>/dev/null; true");
+    let took = t.elapsed().as_secs_f64();
+    let text = r.all_text();
+    assert_eq!(r.code, 0, "{text}");
+    let done = r.events.iter().find(|e| e["event"] == "rotate-finished").unwrap_or_else(|| panic!("{text}"));
+    let names: Vec<&str> = done["secrets"].as_array().unwrap().iter().map(|s| s["secret"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["postgresql.keycloak", "mariadb.nextcloud", "ldap.admin", "ldap.service", "tsig.ddns-key"],
+        "{text}"
+    );
+    for s in done["secrets"].as_array().unwrap() {
+        assert_eq!(s["ok"], true, "{s}");
+        assert!(!s["verified"].as_array().unwrap().is_empty(), "{s}");
+    }
+    eprintln!("rotate of 5 secrets: {took:.1} s; {}", done);
+
+    let new = secrets(&state);
+    assert_eq!(new.get("previous", "postgresql.keycloak"), None, "the old value goes once verified");
+    assert_eq!(new.get("tsig", "ddns-key-next"), None);
+    for (t, k) in [("postgresql", "keycloak"), ("mariadb", "nextcloud"), ("ldap", "admin"), ("ldap", "service"), ("tsig", "ddns-key")] {
+        let (o, n) = (old.get(t, k).unwrap(), new.get(t, k).unwrap());
+        assert_ne!(o, n, "{t}.{k}");
+        // Never in what groundwork printed, nor in its logs.
+        assert!(!text.contains(o) && !text.contains(n), "{t}.{k} in the output");
+        for log in std::fs::read_dir(state.join("logs")).unwrap() {
+            let log = std::fs::read_to_string(log.unwrap().path()).unwrap();
+            assert!(!log.contains(o) && !log.contains(n), "{t}.{k} in a log");
+        }
+    }
+
+    // Real clients: the new values get in, the old ones are refused.
+    let new_of = |t: &str, k: &str| new.get(t, k).unwrap().to_string();
+    for (what, check, key) in [
+        ("psql", psql as fn(&str) -> (bool, String), ("postgresql", "keycloak")),
+        ("mysql", mysql, ("mariadb", "nextcloud")),
+        ("ldapwhoami reader", ldap_reader, ("ldap", "service")),
+        ("ldapwhoami admin", ldap_admin, ("ldap", "admin")),
+    ] {
+        let (ok, said) = check(&new_of(key.0, key.1));
+        assert!(ok, "{what} with the new value: {said}");
+        let (ok, said) = check(&old_of(key.0, key.1));
+        assert!(!ok, "{what} with the OLD value got in: {said}");
+    }
+    let (ok, said) = nsupdate("ddns-key", &new_of("tsig", "ddns-key"));
+    assert!(ok, "nsupdate with the new key: {said}");
+    let (ok, said) = nsupdate("ddns-key", &old_of("tsig", "ddns-key"));
+    assert!(!ok, "nsupdate with the OLD key was accepted: {said}");
+
+    // While the key changed, BIND accepted what Kea signed with at every moment.
+    let probe = on("kq1", "cat /root/kea-probe.log");
+    let refused = probe.lines().filter(|l| l.starts_with("REFUSED")).count();
+    let accepted = probe.lines().filter(|l| l.starts_with("ok")).count();
+    let keas: Vec<&str> = probe.lines().filter(|l| l.starts_with("kea ")).collect();
+    eprintln!("kea probe: {accepted} accepted, {refused} refused; kea-dhcp-ddns runs: {keas:?}");
+    assert_eq!(refused, 0, "{probe}");
+    assert!(accepted > 10, "{probe}");
+    assert!(probe.contains("ok ddns-key-next") && keas.len() >= 3, "Kea moved to the new key and back: {probe}");
+
+    // verify with the new secrets passes; a second rotate of one name starts anew and passes.
+    let v = run::groundwork(&state, &["verify", ANSWERS, "--json"]);
+    assert_eq!(v.code, 0, "{}", v.stdout);
+    let again = run::groundwork(&state, &["rotate", "postgresql.keycloak", "--file", ANSWERS]);
+    assert_eq!(again.code, 0, "{}", again.all_text());
+    assert!(again.stdout.contains("postgresql.keycloak: rotated; verified by"), "{}", again.stdout);
+    let bad = run::groundwork(&state, &["rotate", "k3s", "--file", ANSWERS]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("`k3s` is not a secret of this site"), "{}", bad.stderr);
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn dig(name: &str) -> String {
+    let out = Command::new("dig").args(["+short", "+time=1", "+tries=1", "@10.77.0.150", name]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn try_finished(r: &run::Run) -> Value {
+    r.events.iter().find(|e| e["event"] == "try-finished").cloned().unwrap_or_else(|| panic!("{}", r.all_text()))
+}
+
+/// The answers with one more reservation (a new name in the zone, a new host in Kea).
+fn with_reservation(dir: &Path, name: &str, address: &str, mac: &str) -> String {
+    let text = std::fs::read_to_string(ANSWERS).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    let extra = |n: &str, a: &str, m: &str| format!("\n[[network.reservation]]\nmac = \"{m}\"\naddress = \"{a}\"\nname = \"{n}\"\n");
+    let mut all = text.clone();
+    if name == "printer3" {
+        all.push_str(&extra("printer2", "10.77.0.155", "02:00:00:77:01:55"));
+    }
+    all.push_str(&extra(name, address, mac));
+    std::fs::write(&path, all).unwrap();
+    path.display().to_string()
+}
+
+fn armed(host: &str) -> bool {
+    on(host, "systemctl is-active groundwork-try-revert.timer || true").trim() == "active"
+}
+
+#[test]
+fn apply_try_reverts_a_breaking_dns_change_keeps_a_confirmed_one_and_reverts_on_a_cut_connection() {
+    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    apply_site(&state);
+    assert_eq!(dig(&format!("kq3.{DOMAIN}")), "10.77.0.152");
+
+    // 1. BIND listens on loopback only: this machine gets no answer; reverted at once.
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    assert!(Command::new("cp").args(["-r", "playbooks/dns"]).arg(&playbooks).status().unwrap().success());
+    let options = playbooks.join("dns/templates/named.conf.options.j2");
+    let text = std::fs::read_to_string(&options).unwrap();
+    assert!(text.contains("listen-on { any; };"));
+    std::fs::write(&options, text.replace("listen-on { any; };", "listen-on { 127.0.0.1; };")).unwrap();
+    let pb = playbooks.display().to_string();
+    let t = Instant::now();
+    let broken = run::groundwork(&state, &["apply", ANSWERS, "--yes", "--json", "--try", "60", "--playbooks", &pb]);
+    let f = try_finished(&broken);
+    eprintln!("breaking change: exit {} in {:.1} s: {}", broken.code, t.elapsed().as_secs_f64(), f);
+    assert_eq!(broken.code, 1, "{}", broken.all_text());
+    assert_eq!(f["applied"], true);
+    assert_eq!(f["reverted"], true);
+    let dns_failed = f["checks"].as_array().unwrap().iter().any(|r| r["service"] == "dns" && r["result"] == "FAIL");
+    assert!(dns_failed, "{f}");
+    assert!(f["after_revert"].as_array().unwrap().iter().all(|r| r["result"] != "FAIL"), "{f}");
+    assert_eq!(dig(&format!("kq3.{DOMAIN}")), "10.77.0.152", "DNS answers again");
+    assert!(on("kq1", "cat /etc/bind/named.conf.options").contains("listen-on { any; };"));
+    for (h, _) in HOSTS {
+        assert!(!armed(h), "{h} is still armed");
+    }
+
+    // 2. A new reservation, confirmed in time: it stays after the deadline.
+    let two = with_reservation(dir.path(), "printer2", "10.77.0.155", "02:00:00:77:01:55");
+    let t = Instant::now();
+    let kept = run::groundwork(&state, &["apply", &two, "--yes", "--json", "--try", "25"]);
+    assert_eq!(kept.code, 0, "{}", kept.all_text());
+    assert_eq!(try_finished(&kept)["reverted"], false);
+    assert!(armed("kq1"));
+    assert_eq!(dig(&format!("printer2.{DOMAIN}")), "10.77.0.155");
+    let c = run::groundwork(&state, &["confirm", &two, "--json"]);
+    eprintln!("confirmed {:.1} s after the try began: {}", t.elapsed().as_secs_f64(), c.stdout);
+    assert_eq!(c.code, 0, "{}", c.all_text());
+    let doc: Value = serde_json::from_str(&c.stdout).unwrap();
+    for (h, _) in HOSTS {
+        assert_eq!(doc["hosts"][h], "confirmed", "{doc}");
+        assert!(!armed(h));
+    }
+    std::thread::sleep(Duration::from_secs(26).saturating_sub(t.elapsed()));
+    assert_eq!(dig(&format!("printer2.{DOMAIN}")), "10.77.0.155", "the confirmed change stays");
+    assert!(on("kq1", "cat /etc/kea/kea-dhcp4.conf").contains("10.77.0.155"));
+
+    // 3. Another one, and kq1 loses its network during the window: its timer reverts it.
+    let three = with_reservation(dir.path(), "printer3", "10.77.0.154", "02:00:00:77:01:54");
+    let t = Instant::now();
+    let cut = run::groundwork(&state, &["apply", &three, "--yes", "--json", "--try", "20"]);
+    assert_eq!(cut.code, 0, "{}", cut.all_text());
+    assert_eq!(dig(&format!("printer3.{DOMAIN}")), "10.77.0.154");
+    on("kq1", "ip link set eth0 down");
+    let deadline = Duration::from_secs(20);
+    std::thread::sleep((deadline + Duration::from_secs(4)).saturating_sub(t.elapsed()));
+    let mut gone = false;
+    for _ in 0..20 {
+        if !armed("kq1") && !on("kq1", "cat /etc/kea/kea-dhcp4.conf").contains("10.77.0.154") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let reverted_at = t.elapsed().as_secs_f64();
+    on("kq1", "ip link set eth0 up; ip route replace default via 10.77.0.1 2>/dev/null; true");
+    assert!(gone, "kq1 did not revert by itself; {}", on("kq1", "systemctl status groundwork-try-revert.timer 2>&1 | head -5"));
+    eprintln!("cut connection: kq1 reverted by its timer ({reverted_at:.1} s after the try began, deadline 20 s)");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(dig(&format!("printer3.{DOMAIN}")), "", "printer3 is gone with the revert");
+    assert_eq!(dig(&format!("printer2.{DOMAIN}")), "10.77.0.155", "the confirmed change is still there");
+    let c = run::groundwork(&state, &["confirm", &three, "--json"]);
+    assert_eq!(c.code, 1, "{}", c.all_text());
+    let doc: Value = serde_json::from_str(&c.stdout).unwrap();
+    assert_eq!(doc["hosts"]["kq1"], "reverted", "{doc}");
+}
