@@ -768,7 +768,11 @@ fn engine_cmd(
         }
     }
     if let Some(secs) = trial {
-        return try_report(out, rt.block_on(crate::trial::apply(a, &catalog, &dir, &opts, secs, &|m| say!("{m}"))), opts.json);
+        return try_report(
+            out,
+            rt.block_on(crate::trial::apply(a, &catalog, &dir, &opts, secs, &|m| say!("{m}"))),
+            opts.json,
+        );
     }
     match rt.block_on(crate::engine::run(a, &catalog, &dir, &opts)) {
         Ok(o) => i32::from(!o.ok),
@@ -816,7 +820,11 @@ fn try_report(out: &mut Out, result: Result<crate::trial::Outcome, String>, json
                 o.run, o.seconds
             ));
         } else {
-            out.println(&format!("try {}: REVERTED ({})", o.run, if o.applied { "a check failed" } else { "the apply failed" }));
+            out.println(&format!(
+                "try {}: REVERTED ({})",
+                o.run,
+                if o.applied { "a check failed" } else { "the apply failed" }
+            ));
             if !o.after_revert.is_empty() {
                 out.println("after the revert:");
                 out.print(&crate::verify::render_table(&o.after_revert));

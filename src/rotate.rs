@@ -228,7 +228,8 @@ pub async fn run(
     let mut out = Vec::new();
     for r in chosen {
         let name = r.name();
-        let mut done = Outcome { secret: name.clone(), ok: false, steps: Vec::new(), verified: Vec::new(), error: None };
+        let mut done =
+            Outcome { secret: name.clone(), ok: false, steps: Vec::new(), verified: Vec::new(), error: None };
         let plan = match Secrets::load(&path) {
             Ok(s) if s.get(&r.table, &r.key).is_none() => {
                 done.error = Some(format!("{} has no {name} yet: run `groundwork apply` first", path.display()));
@@ -281,8 +282,9 @@ async fn one_step(
             if o.ok { Ok(()) } else { Err(format!("the run failed (log: {})", o.log.display())) }
         }
         Step::Verify => {
-            let rows = crate::verify::verify(a, &s, state).await;
-            let mine: Vec<&crate::verify::Row> = rows.iter().filter(|w| r.services.contains(&w.service.as_str())).collect();
+            let rows = crate::verify::verify_only(a, &s, state, Some(r.services)).await;
+            let mine: Vec<&crate::verify::Row> =
+                rows.iter().filter(|w| r.services.contains(&w.service.as_str())).collect();
             let redactor = crate::engine::context::Redactor::new(&s);
             let failed: Vec<String> = mine
                 .iter()
@@ -317,9 +319,8 @@ async fn k3s_rotate(a: &Answers, state: &crate::state::StateDir, r: &Rotatable, 
     let old = s.get(PREVIOUS, &r.name()).ok_or("no previous token in the secrets file")?;
     let new = s.get(&r.table, &r.key).ok_or("no token in the secrets file")?;
     let opts = crate::ssh::SshOptions { known_hosts: state.known_hosts_path(), ..crate::ssh::SshOptions::default() };
-    let session = crate::ssh::Session::connect(&crate::engine::target_of(first), &opts)
-        .await
-        .map_err(|e| format!("ssh: {e}"))?;
+    let session =
+        crate::ssh::Session::connect(&crate::engine::target_of(first), &opts).await.map_err(|e| format!("ssh: {e}"))?;
     let input = format!("{old}\n{new}\n");
     let result = session.exec(&k3s_rotate_command(), Some(input.as_bytes())).await;
     session.close().await;

@@ -198,7 +198,7 @@ async fn check_hosts(
 ) -> Vec<crate::verify::Row> {
     use crate::verify::{Failure, Row};
     let secrets = crate::state::Secrets::load(&state.secrets_path()).unwrap_or_default();
-    let mut rows: Vec<Row> = crate::verify::verify(a, &secrets, state)
+    let mut rows: Vec<Row> = crate::verify::verify_only(a, &secrets, state, Some(CHECKED))
         .await
         .into_iter()
         .filter(|r| CHECKED.contains(&r.service.as_str()))
@@ -378,7 +378,10 @@ mod tests {
         std::fs::create_dir_all(&bin).unwrap();
         // Nothing is active; everything else systemd is asked succeeds.
         std::fs::write(bin.join("systemctl"), "#!/bin/sh\ncase \"$*\" in *is-active*) exit 1;; esac\n").unwrap();
-        std::process::Command::new("chmod").args(["755", &bin.join("systemctl").display().to_string()]).status().unwrap();
+        std::process::Command::new("chmod")
+            .args(["755", &bin.join("systemctl").display().to_string()])
+            .status()
+            .unwrap();
         std::fs::create_dir_all(root.path().join("etc/bind")).unwrap();
         std::fs::create_dir_all(root.path().join("etc/systemd/system")).unwrap();
         std::fs::create_dir_all(root.path().join("var/lib/groundwork")).unwrap();
@@ -396,7 +399,10 @@ mod tests {
                 .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
                 .output()
                 .unwrap();
-            (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+            )
         };
         let (ok, said) = sh(&local(arm_script("run-1", 5)));
         assert!(ok, "{said}");

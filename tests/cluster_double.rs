@@ -11,51 +11,17 @@ mod common;
 
 use std::path::Path;
 
+use common::double::{VERSION, double_bundle};
 use common::lab;
 use common::run::{groundwork, on};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-const VERSION: &str = "v1.35.6+k3s1";
 const NODES: &[(&str, &str, &str)] = &[
     ("kx1", "10.77.0.103", "k3s-server"),
     ("kx2", "10.77.0.104", "k3s-server"),
     ("kx3", "10.77.0.105", "k3s-server"),
     ("kx4", "10.77.0.106", "k3s-agent"),
 ];
-
-fn hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A bundle whose k3s binary is the test double, with Flux's install manifest (an excerpt
-/// made for the tests) as its GitOps part.
-fn double_bundle(dir: &Path) {
-    let k = dir.join("k3s");
-    std::fs::create_dir_all(&k).unwrap();
-    std::fs::create_dir_all(dir.join("gitops")).unwrap();
-    let binary = std::fs::read_to_string("tests/doubles/k3s").unwrap().replace("@VERSION@", VERSION);
-    let images = b"k3s test double: no images".to_vec();
-    let install = std::fs::read("tests/fixtures/handoff/flux-install-excerpt.yaml").unwrap();
-    std::fs::write(k.join("k3s"), &binary).unwrap();
-    std::fs::write(k.join("k3s-airgap-images-amd64.tar.zst"), &images).unwrap();
-    let sums = format!("{}  k3s\n{}  k3s-airgap-images-amd64.tar.zst\n", hex(binary.as_bytes()), hex(&images));
-    std::fs::write(k.join("sha256sum-amd64.txt"), &sums).unwrap();
-    std::fs::write(dir.join("gitops/flux-install.yaml"), &install).unwrap();
-    let entry = |path: &str, what: &str, bytes: &[u8]| {
-        serde_json::json!({"path": path, "what": what, "version": VERSION, "source": "k3s test double",
-                           "sha256": hex(bytes), "size": bytes.len()})
-    };
-    let manifest = serde_json::json!({
-        "format": 1, "arch": "amd64", "k3s": {"version": VERSION},
-        "gitops": {"engine": "flux", "version": "2.4.0", "images": []},
-        "files": [entry("k3s/k3s", "k3s binary (test double)", binary.as_bytes()),
-                  entry("k3s/k3s-airgap-images-amd64.tar.zst", "air-gap images", &images),
-                  entry("k3s/sha256sum-amd64.txt", "sha256 list", sums.as_bytes()),
-                  entry("gitops/flux-install.yaml", "flux install manifest", &install)],
-    });
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-}
 
 fn site(bundle: &Path, token: &Path) -> String {
     let key = lab::key();

@@ -13,8 +13,10 @@
 //! DNS answers again; a change confirmed in time stays after its deadline; a change whose
 //! host loses its network during the try window is reverted by the host's own timer.
 //!
-//! The k3s token's rotation is tested without a cluster (src/rotate.rs: the decisions and the
-//! command, pure): no k3s can run here, and the k3s test double has no `token rotate`.
+//! k3s (kq4 server, kq5 agent): no k3s can run here, so the token's rotation runs against the
+//! TEST DOUBLE of k3s (tests/doubles/k3s, its `token rotate` written from k3s's documented
+//! behaviour): k3s's rotation on the first server, the rolling restart, the old token refused.
+//! The decisions themselves are unit tests in src/rotate.rs.
 //! Skipped with `SKIPPED:` where the lab cannot run; a failure under CI=true.
 
 mod common;
@@ -119,7 +121,13 @@ fn rotate_renews_every_secret_verify_passes_and_the_old_values_are_refused() {
     let old_of = |t: &str, k: &str| old.get(t, k).unwrap().to_string();
     assert!(psql(&old_of("postgresql", "keycloak")).0, "{}", psql(&old_of("postgresql", "keycloak")).1);
 
-    on("kq1", &format!("rm -f /root/kea-probe.stop; systemd-run --unit kea-probe sh -c {}", shell_quote(&KEA_PROBE.replace("@DOMAIN@", DOMAIN))));
+    on(
+        "kq1",
+        &format!(
+            "rm -f /root/kea-probe.stop; systemd-run --unit kea-probe sh -c {}",
+            shell_quote(&KEA_PROBE.replace("@DOMAIN@", DOMAIN))
+        ),
+    );
     let t = Instant::now();
     let r = run::groundwork(&state, &["rotate", "--file", ANSWERS, "--json"]);
     on("kq1", "touch /root/kea-probe.stop; sleep 0.5; systemctl stop kea-probe 2>/dev/null; true");
@@ -142,7 +150,13 @@ fn rotate_renews_every_secret_verify_passes_and_the_old_values_are_refused() {
     let new = secrets(&state);
     assert_eq!(new.get("previous", "postgresql.keycloak"), None, "the old value goes once verified");
     assert_eq!(new.get("tsig", "ddns-key-next"), None);
-    for (t, k) in [("postgresql", "keycloak"), ("mariadb", "nextcloud"), ("ldap", "admin"), ("ldap", "service"), ("tsig", "ddns-key")] {
+    for (t, k) in [
+        ("postgresql", "keycloak"),
+        ("mariadb", "nextcloud"),
+        ("ldap", "admin"),
+        ("ldap", "service"),
+        ("tsig", "ddns-key"),
+    ] {
         let (o, n) = (old.get(t, k).unwrap(), new.get(t, k).unwrap());
         assert_ne!(o, n, "{t}.{k}");
         // Never in what groundwork printed, nor in its logs.
@@ -209,10 +223,12 @@ fn try_finished(r: &run::Run) -> Value {
 fn with_reservation(dir: &Path, name: &str, address: &str, mac: &str) -> String {
     let text = std::fs::read_to_string(ANSWERS).unwrap();
     let path = dir.join(format!("{name}.toml"));
-    let extra = |n: &str, a: &str, m: &str| format!("\n[[network.reservation]]\nmac = \"{m}\"\naddress = \"{a}\"\nname = \"{n}\"\n");
+    let extra = |n: &str, a: &str, m: &str| {
+        format!("\n[[network.reservation]]\nmac = \"{m}\"\naddress = \"{a}\"\nname = \"{n}\"\n")
+    };
     let mut all = text.clone();
     if name == "printer3" {
-        all.push_str(&extra("printer2", "10.77.0.155", "02:00:00:77:01:55"));
+        all.push_str(&extra("printer2", "10.77.0.159", "02:00:00:77:01:59"));
     }
     all.push_str(&extra(name, address, mac));
     std::fs::write(&path, all).unwrap();
@@ -247,9 +263,9 @@ fn apply_try_reverts_a_breaking_dns_change_keeps_a_confirmed_one_and_reverts_on_
     assert_eq!(broken.code, 1, "{}", broken.all_text());
     assert_eq!(f["applied"], true);
     assert_eq!(f["reverted"], true);
-    let dns_failed = f["checks"].as_array().unwrap().iter().any(|r| r["service"] == "dns" && r["result"] == "FAIL");
+    let dns_failed = f["checks"].as_array().unwrap().iter().any(|r| r["service"] == "dns" && r["result"] == "fail");
     assert!(dns_failed, "{f}");
-    assert!(f["after_revert"].as_array().unwrap().iter().all(|r| r["result"] != "FAIL"), "{f}");
+    assert!(f["after_revert"].as_array().unwrap().iter().all(|r| r["result"] != "fail"), "{f}");
     assert_eq!(dig(&format!("kq3.{DOMAIN}")), "10.77.0.152", "DNS answers again");
     assert!(on("kq1", "cat /etc/bind/named.conf.options").contains("listen-on { any; };"));
     for (h, _) in HOSTS {
@@ -257,13 +273,13 @@ fn apply_try_reverts_a_breaking_dns_change_keeps_a_confirmed_one_and_reverts_on_
     }
 
     // 2. A new reservation, confirmed in time: it stays after the deadline.
-    let two = with_reservation(dir.path(), "printer2", "10.77.0.155", "02:00:00:77:01:55");
+    let two = with_reservation(dir.path(), "printer2", "10.77.0.159", "02:00:00:77:01:59");
     let t = Instant::now();
     let kept = run::groundwork(&state, &["apply", &two, "--yes", "--json", "--try", "25"]);
     assert_eq!(kept.code, 0, "{}", kept.all_text());
     assert_eq!(try_finished(&kept)["reverted"], false);
     assert!(armed("kq1"));
-    assert_eq!(dig(&format!("printer2.{DOMAIN}")), "10.77.0.155");
+    assert_eq!(dig(&format!("printer2.{DOMAIN}")), "10.77.0.159");
     let c = run::groundwork(&state, &["confirm", &two, "--json"]);
     eprintln!("confirmed {:.1} s after the try began: {}", t.elapsed().as_secs_f64(), c.stdout);
     assert_eq!(c.code, 0, "{}", c.all_text());
@@ -273,21 +289,21 @@ fn apply_try_reverts_a_breaking_dns_change_keeps_a_confirmed_one_and_reverts_on_
         assert!(!armed(h));
     }
     std::thread::sleep(Duration::from_secs(26).saturating_sub(t.elapsed()));
-    assert_eq!(dig(&format!("printer2.{DOMAIN}")), "10.77.0.155", "the confirmed change stays");
-    assert!(on("kq1", "cat /etc/kea/kea-dhcp4.conf").contains("10.77.0.155"));
+    assert_eq!(dig(&format!("printer2.{DOMAIN}")), "10.77.0.159", "the confirmed change stays");
+    assert!(on("kq1", "cat /etc/kea/kea-dhcp4.conf").contains("10.77.0.159"));
 
     // 3. Another one, and kq1 loses its network during the window: its timer reverts it.
-    let three = with_reservation(dir.path(), "printer3", "10.77.0.154", "02:00:00:77:01:54");
+    let three = with_reservation(dir.path(), "printer3", "10.77.0.158", "02:00:00:77:01:58");
     let t = Instant::now();
     let cut = run::groundwork(&state, &["apply", &three, "--yes", "--json", "--try", "20"]);
     assert_eq!(cut.code, 0, "{}", cut.all_text());
-    assert_eq!(dig(&format!("printer3.{DOMAIN}")), "10.77.0.154");
+    assert_eq!(dig(&format!("printer3.{DOMAIN}")), "10.77.0.158");
     on("kq1", "ip link set eth0 down");
     let deadline = Duration::from_secs(20);
     std::thread::sleep((deadline + Duration::from_secs(4)).saturating_sub(t.elapsed()));
     let mut gone = false;
     for _ in 0..20 {
-        if !armed("kq1") && !on("kq1", "cat /etc/kea/kea-dhcp4.conf").contains("10.77.0.154") {
+        if !armed("kq1") && !on("kq1", "cat /etc/kea/kea-dhcp4.conf").contains("10.77.0.158") {
             gone = true;
             break;
         }
@@ -295,13 +311,100 @@ fn apply_try_reverts_a_breaking_dns_change_keeps_a_confirmed_one_and_reverts_on_
     }
     let reverted_at = t.elapsed().as_secs_f64();
     on("kq1", "ip link set eth0 up; ip route replace default via 10.77.0.1 2>/dev/null; true");
-    assert!(gone, "kq1 did not revert by itself; {}", on("kq1", "systemctl status groundwork-try-revert.timer 2>&1 | head -5"));
+    assert!(
+        gone,
+        "kq1 did not revert by itself; {}",
+        on("kq1", "systemctl status groundwork-try-revert.timer 2>&1 | head -5")
+    );
     eprintln!("cut connection: kq1 reverted by its timer ({reverted_at:.1} s after the try began, deadline 20 s)");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(dig(&format!("printer3.{DOMAIN}")), "", "printer3 is gone with the revert");
-    assert_eq!(dig(&format!("printer2.{DOMAIN}")), "10.77.0.155", "the confirmed change is still there");
+    assert_eq!(dig(&format!("printer2.{DOMAIN}")), "10.77.0.159", "the confirmed change is still there");
     let c = run::groundwork(&state, &["confirm", &three, "--json"]);
     assert_eq!(c.code, 1, "{}", c.all_text());
     let doc: Value = serde_json::from_str(&c.stdout).unwrap();
     assert_eq!(doc["hosts"]["kq1"], "reverted", "{doc}");
+}
+
+const K3S_NODES: &[(&str, &str)] = &[("kq4", "10.77.0.153"), ("kq5", "10.77.0.154")];
+
+/// Each start of k3s on a node (the double writes one line per start).
+fn starts(host: &str) -> Vec<f64> {
+    on(host, "cat /var/lib/k3s-double/starts 2>/dev/null || true")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// A join as a node sends it to the first server's registry (the double's, on port 6443).
+fn join(token: &str) -> String {
+    let talk = format!(
+        "exec 3<>/dev/tcp/10.77.0.153/6443; printf 'join rotate-probe agent %s\\n' {} >&3; read -r r <&3; echo \"$r\"",
+        shell_quote(token.trim())
+    );
+    // bash: /dev/tcp is bash's.
+    on("kq5", &format!("bash -c {}", shell_quote(&talk))).trim().to_string()
+}
+
+/// The k3s token with the TEST DOUBLE of k3s (tests/doubles/k3s; no k3s runs here): `k3s
+/// token rotate` on the first server, then the rolling restart (the server, then the agent
+/// with the server's new full token); verify's k3s rows pass; the old token no longer joins.
+#[test]
+fn rotate_k3s_token_rotates_on_the_first_server_then_restarts_the_nodes_k3s_test_double() {
+    let Some(_lab) = lab::exclusive_k3s(K3S_NODES) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let bundle = dir.path().join("bundle");
+    common::double::double_bundle(&bundle);
+    let key = lab::key();
+    let answers = dir.path().join("k3s.toml");
+    std::fs::write(
+        &answers,
+        format!(
+            "[site]\nname = \"lab-rotate-k3s\"\ninternal-domain = \"kq.groundwork.test\"\nexternal-domain = \"groundwork.test\"\n\
+             admin-email = \"ops@groundwork.test\"\n\n[network]\nsubnet = \"10.77.0.0/24\"\ngateway = \"10.77.0.1\"\n\n\
+             [[host]]\nname = \"kq4\"\naddress = \"10.77.0.153\"\nssh-key = \"{k}\"\nroles = [\"k3s-server\"]\n\n\
+             [[host]]\nname = \"kq5\"\naddress = \"10.77.0.154\"\nssh-key = \"{k}\"\nroles = [\"k3s-agent\"]\n\n\
+             [k3s]\nversion = \"{v}\"\napi-endpoint = \"10.77.0.153\"\nairgap-bundle = \"{b}\"\n",
+            k = key.display(),
+            v = common::double::VERSION,
+            b = bundle.display()
+        ),
+    )
+    .unwrap();
+    let answers = answers.display().to_string();
+    let first = run::apply(&answers, &state, &[]);
+    assert_eq!(first.code, 0, "{}", first.all_text());
+    let old = secrets(&state).get("k3s", "token").unwrap().to_string();
+    let old_full = on("kq4", "cat /var/lib/rancher/k3s/server/token");
+    assert!(old_full.trim().ends_with(&format!("::server:{old}")), "{old_full}");
+    let before = (starts("kq4").len(), starts("kq5").len());
+
+    let r = run::groundwork(&state, &["rotate", "k3s", "--file", &answers, "--json"]);
+    let text = r.all_text();
+    assert_eq!(r.code, 0, "{text}");
+    let done = r.events.iter().find(|e| e["event"] == "rotate-finished").unwrap_or_else(|| panic!("{text}"));
+    eprintln!("rotate k3s: {:.1} s: {done}", r.secs);
+    assert_eq!(done["secrets"][0]["secret"], "k3s.token");
+    let verified = done["secrets"][0]["verified"].as_array().unwrap();
+    assert!(verified.iter().any(|v| v.as_str().unwrap().starts_with("k3s / ")), "{done}");
+
+    let new = secrets(&state).get("k3s", "token").unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(secrets(&state).get("previous", "k3s.token"), None);
+    let new_full = on("kq4", "cat /var/lib/rancher/k3s/server/token");
+    let ca = |t: &str| t.split("::server:").next().unwrap().to_string();
+    assert_eq!(ca(&new_full), ca(&old_full), "the same cluster CA");
+    assert!(new_full.trim().ends_with(&format!("::server:{new}")), "k3s's token rotate ran");
+    assert_eq!(on("kq5", "cat /etc/rancher/k3s/join-token"), new_full, "the agent got the new full token");
+    // Rolling: the server restarted, then the agent.
+    let (s4, s5) = (starts("kq4"), starts("kq5"));
+    assert_eq!((s4.len(), s5.len()), (before.0 + 1, before.1 + 1), "{s4:?} {s5:?}");
+    assert!(s4.last() < s5.last(), "the server first: {s4:?} {s5:?}");
+    // The old token no longer joins; the new one does.
+    assert_eq!(join(&old_full), "refused");
+    assert_eq!(join(&new_full), "ok");
+    for t in [&old, &new, &old_full, &new_full] {
+        assert!(!text.contains(t.trim()), "a token in the output");
+    }
 }

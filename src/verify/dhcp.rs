@@ -86,7 +86,12 @@ fn config_matches(v: &serde_json::Value, a: &Answers) -> Result<String, Failure>
     let Some(s) = subnets.iter().find(|s| s["subnet"] == want.as_str()) else {
         return Err(Failure::mismatch(format!("kea-dhcp4 runs without subnet {want}")));
     };
-    let norm = |p: &str| p.split('-').map(str::trim).collect::<Vec<_>>().join("-");
+    // Kea shows a pool that is exactly a prefix as one (`10.77.0.156 - 10.77.0.159` runs as
+    // `10.77.0.156/30`): compared as first-last.
+    let norm = |p: &str| match p.trim().parse::<ipnetwork::Ipv4Network>() {
+        Ok(n) if p.contains('/') => format!("{}-{}", n.network(), n.broadcast()),
+        _ => p.split('-').map(str::trim).collect::<Vec<_>>().join("-"),
+    };
     let pools: Vec<String> = s["pools"]
         .as_array()
         .map(|ps| ps.iter().filter_map(|p| p["pool"].as_str().map(norm)).collect())
@@ -315,6 +320,14 @@ mod tests {
 
         let all = running(json!([{"subnet": subnet, "pools": pools, "reservations": reservations}]));
         assert!(config_matches(&all, &a).is_ok(), "{:?}", config_matches(&all, &a));
+        // A pool that is a prefix runs as one.
+        let mut small = a.clone();
+        small.network.dhcp_ranges.truncate(1);
+        small.network.dhcp_ranges[0].start = "10.77.0.156".parse().unwrap();
+        small.network.dhcp_ranges[0].end = "10.77.0.159".parse().unwrap();
+        let prefix =
+            running(json!([{"subnet": subnet, "pools": [{"pool": "10.77.0.156/30"}], "reservations": reservations}]));
+        assert!(config_matches(&prefix, &small).is_ok(), "{:?}", config_matches(&prefix, &small));
         let other_subnet = running(json!([{"subnet": "10.99.0.0/24", "pools": pools}]));
         assert_eq!(
             config_matches(&other_subnet, &a).unwrap_err(),

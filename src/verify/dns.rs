@@ -85,9 +85,8 @@ pub fn signer(secrets: &Secrets) -> Result<TSigner, String> {
     let (name, b64) = secrets
         .tsig_client()
         .ok_or("the secrets file has no tsig.ddns-key (has `apply` run with this state directory?)")?;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| format!("tsig.{name} is not base64: {e}"))?;
+    let key =
+        base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("tsig.{name} is not base64: {e}"))?;
     let name = Name::from_ascii(format!("{name}.")).map_err(|e| e.to_string())?;
     TSigner::new(key, TsigAlgorithm::HmacSha256, name, 300).map_err(|e| e.to_string())
 }

@@ -288,10 +288,17 @@ fn down_row(service: &str, host: &str, why: &str, took: Duration) -> Row {
 /// [`Services`] (each service's checks, concurrently). Hosts that do not answer get one "host
 /// reachable" row per service instead of their checks.
 pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row> {
+    verify_only(a, secrets, state, None).await
+}
+
+/// [`verify`] of some services only (`dns`, `dhcp`, `ldap`, `postgresql`, `mariadb`, `k3s`;
+/// `None`: all, with the Proxmox rows): what `rotate` and `apply --try` check.
+pub async fn verify_only(a: &Answers, secrets: &Secrets, state: &StateDir, only: Option<&[&str]>) -> Vec<Row> {
     let mut site = Site {
         a,
         secrets,
         state,
+        only,
         progress: Progress::start(&format!("reaching {} host(s)", a.hosts.len())),
         down: BTreeMap::new(),
         reach_took: Duration::ZERO,
@@ -302,7 +309,9 @@ pub async fn verify(a: &Answers, secrets: &Secrets, state: &StateDir) -> Vec<Row
     // Neither phase fails: a failed check is a row.
     let _ = crate::phase::run(&phases, &mut site).await;
     let mut out = std::mem::take(&mut site.rows);
-    out.extend(proxmox::rows(a).await);
+    if only.is_none() {
+        out.extend(proxmox::rows(a).await);
+    }
     // Unreachable hosts last, next to each other.
     out.append(&mut site.unreachable_rows);
     out
@@ -313,6 +322,8 @@ pub struct Site<'v> {
     a: &'v Answers,
     secrets: &'v Secrets,
     state: &'v StateDir,
+    /// The services to check (None: all).
+    only: Option<&'v [&'v str]>,
     progress: Progress,
     /// Hosts that did not answer, with why.
     down: BTreeMap<String, String>,
@@ -410,15 +421,16 @@ async fn services(site: &Site<'_>) -> (Vec<Row>, Vec<Row>) {
             }
         }
     }
-    let runs = |r: Role| a.has_role(r) && first_down(r).is_none();
+    let wanted = |service: &str| site.only.is_none_or(|o| o.contains(&service));
+    let runs = |r: Role| a.has_role(r) && first_down(r).is_none() && wanted(r.as_str());
 
     let p = &site.progress;
     // Each service's checks are a large future: boxed, they live on the heap, not the stack.
     let (dns_rows, dhcp_rows, ldap_rows, pg_rows, maria_rows, k3s_rows) = tokio::join!(
         async {
             match &dns_answers {
-                Some(b) => p.track("dns", Box::pin(dns::verify(b, secrets))).await,
-                None => Vec::new(),
+                Some(b) if wanted("dns") => p.track("dns", Box::pin(dns::verify(b, secrets))).await,
+                _ => Vec::new(),
             }
         },
         async {
@@ -442,7 +454,7 @@ async fn services(site: &Site<'_>) -> (Vec<Row>, Vec<Row>) {
             }
         },
         async {
-            if a.k3s.is_some() && a.has_role(Role::K3sServer) {
+            if a.k3s.is_some() && a.has_role(Role::K3sServer) && wanted("k3s") {
                 let mut rows = p.track("k3s", Box::pin(k3s::verify(a, state, down))).await;
                 // The hand-off is asked only of a cluster whose API answers.
                 let api = rows.iter().find(|r| r.check == "API ready (/readyz)" && r.result == Outcome::Ok);
