@@ -168,12 +168,9 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
-    /// A new value for generated secrets: database users' and LDAP accounts' passwords, the
-    /// TSIG key (BIND and Kea together, no update refused), the k3s token.
-    ///
-    /// Each is applied with `apply`'s engine and checked by `verify`'s clients; the old value
-    /// stays in the secrets file (`[previous]`) until that check passes. A rotation cut short
-    /// goes on where it stopped when `rotate` runs again. Exit 1 when one failed.
+    /// A new value for generated secrets (database users' and LDAP accounts' passwords, the
+    /// TSIG key, the k3s token), applied and checked by a client before the old value goes
+    /// from the secrets file; a rotation cut short goes on where it stopped. Exit 1 on a failure.
     Rotate {
         /// `postgresql.USER`, `mariadb.USER`, `ldap.admin`, `ldap.service`, a table (`postgresql`,
         /// `ldap`), `tsig` or `k3s`; none: every secret of the site.
@@ -346,7 +343,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
     let state = |s: StateArg| s.state.or(cli.state.clone());
     let no_state = |command: &str| {
         say!(
-            "error: --state does nothing for `groundwork {command}`; it belongs to wizard, plan, apply, verify, forget-host and rebuild"
+            "error: --state does nothing for `groundwork {command}`; it belongs to wizard, plan, apply, confirm, verify, rotate, forget-host and rebuild"
         );
         2
     };

@@ -18,8 +18,9 @@ pub const REVERTED: &str = "/var/lib/groundwork/try-reverted";
 /// The timer and the oneshot service that reverts.
 pub const UNIT: &str = "groundwork-try-revert";
 /// What a try can take back: configuration and zone data of BIND, Kea and sshd (only those
-/// that exist when it is armed).
-pub const PATHS: &[&str] = &["etc/bind", "var/lib/bind", "var/cache/bind", "etc/kea", "var/lib/kea", "etc/ssh"];
+/// that exist when it is armed). Not Kea's leases: an older lease file would offer addresses
+/// that clients were given during the window.
+pub const PATHS: &[&str] = &["etc/bind", "var/lib/bind", "var/cache/bind", "etc/kea", "etc/ssh"];
 /// The services restarted after a revert when they ran before the try (stopped while the
 /// files are put back, except sshd, whose open sessions a restart keeps).
 pub const SERVICES: &[&str] = &["named", "kea-dhcp4-server", "kea-dhcp-ddns-server", "ssh"];

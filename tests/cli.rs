@@ -718,12 +718,12 @@ fn help_documents_the_options_and_state_only_where_it_applies() {
     for c in ["validate", "schema", "probe"] {
         assert!(!help(&[c, "--help"]).contains("--state"), "{c}");
     }
-    for c in ["wizard", "plan", "apply", "verify", "forget-host"] {
+    for c in ["wizard", "plan", "apply", "verify", "forget-host", "rotate", "confirm"] {
         let h = help(&[c, "--help"]);
         assert!(h.contains("--state <DIR>") && h.contains("created with mode 0700"), "{c}: {h}");
     }
     assert!(help(&["validate", "--help"]).contains("Answer files to check"));
-    for c in ["validate", "probe", "plan", "verify", "apply"] {
+    for c in ["validate", "probe", "plan", "verify", "apply", "rotate", "confirm"] {
         let h = help(&[c, "--help"]);
         let line = h.lines().find(|l| l.contains("--json")).unwrap_or_default().to_string();
         assert!(line.trim().len() > "--json".len() + 4, "{c}: --json is undocumented: {h}");
