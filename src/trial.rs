@@ -52,7 +52,7 @@ for p in $(cat "$d/paths"); do rm -rf "/$p"; done
 tar -C / --xattrs -xpf "$d/files.tar"
 while read -r s; do systemctl restart "$s"; done < "$d/active"
 cat "$d/run" > {REVERTED}
-systemctl disable {UNIT}.timer 2>/dev/null
+systemctl disable --now {UNIT}.timer 2>/dev/null
 rm -f /etc/systemd/system/{UNIT}.timer /etc/systemd/system/{UNIT}.service
 systemctl daemon-reload
 rm -rf "$d"
@@ -365,6 +365,9 @@ mod tests {
         }
         // The revert script is written verbatim inside the arm script (its here-document is quoted).
         assert!(script.contains(&revert_script()));
+        // An elapsed timer stays active until stopped: the revert stops it, or the next try
+        // would find it armed.
+        assert!(revert_script().contains("systemctl disable --now groundwork-try-revert.timer"));
     }
 
     /// The scripts against a scratch root: arm copies the paths, the revert puts them back and
