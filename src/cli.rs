@@ -831,19 +831,32 @@ fn try_report(out: &mut Out, result: Result<crate::trial::Outcome, String>, json
     i32::from(!kept)
 }
 
+/// The state directory of `a`'s site, locked for `access`; `Err` is the exit code after
+/// saying why not.
+fn locked_state(
+    state: Option<&Path>,
+    a: &answers::Answers,
+    access: Access,
+) -> Result<(StateDir, crate::state::StateLock), i32> {
+    let dir = StateDir::for_site(state, &a.site.name);
+    match dir.lock(access) {
+        Ok(l) => Ok((dir, l)),
+        Err(e) => {
+            say!("error: {e}");
+            Err(2)
+        }
+    }
+}
+
 fn confirm_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
     let (_, loaded) = match load_site(file, None) {
         Ok(site) => site,
         Err(code) => return code,
     };
     let a = &loaded.answers;
-    let dir = StateDir::for_site(state, &a.site.name);
-    let _lock = match dir.lock(Access::Exclusive) {
-        Ok(l) => l,
-        Err(e) => {
-            say!("error: {e}");
-            return 2;
-        }
+    let (dir, _lock) = match locked_state(state, a, Access::Exclusive) {
+        Ok(held) => held,
+        Err(code) => return code,
     };
     let Some(rt) = runtime() else { return 2 };
     let (p, hosts) = match rt.block_on(crate::trial::confirm(a, &dir)) {
@@ -903,12 +916,9 @@ fn rotate_cmd(out: &mut Out, names: &[String], file: Option<&Path>, state: Optio
         say!("error: {} does not exist: rotate renews what `groundwork apply` generated", dir.secrets_path().display());
         return 2;
     }
-    let _lock = match dir.lock(Access::Exclusive) {
-        Ok(l) => l,
-        Err(e) => {
-            say!("error: {e}");
-            return 2;
-        }
+    let _lock = match locked_state(state, a, Access::Exclusive) {
+        Ok((_, lock)) => lock,
+        Err(code) => return code,
     };
     let Some(rt) = runtime() else { return 2 };
     let opts = crate::engine::Options { json, ..crate::engine::Options::default() };
@@ -965,14 +975,10 @@ fn preflight_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json:
         Err(code) => return code,
     };
     let a = &loaded.answers;
-    let dir = StateDir::for_site(state, &a.site.name);
     // Exclusive: first contact writes known_hosts, as apply does.
-    let _lock = match dir.lock(Access::Exclusive) {
-        Ok(l) => l,
-        Err(e) => {
-            say!("error: {e}");
-            return 2;
-        }
+    let (dir, _lock) = match locked_state(state, a, Access::Exclusive) {
+        Ok(held) => held,
+        Err(code) => return code,
     };
     let Some(rt) = runtime() else { return 2 };
     let report = match rt.block_on(crate::cluster::reach::run(a, &catalog, &dir)) {
