@@ -11,7 +11,8 @@
 //!
 //! apply --try: a change that makes BIND stop answering this machine is reverted at once and
 //! DNS answers again; a change confirmed in time stays after its deadline; a change whose
-//! host loses its network during the try window is reverted by the host's own timer.
+//! host this machine can no longer reach during the try window is reverted by the host's own
+//! timer.
 //!
 //! k3s (kq4 server, kq5 agent): no k3s can run here, so the token's rotation runs against the
 //! TEST DOUBLE of k3s (tests/doubles/k3s, its `token rotate` written from k3s's documented
@@ -301,13 +302,16 @@ fn apply_try_reverts_a_breaking_dns_change_keeps_a_confirmed_one_and_reverts_on_
     assert_eq!(dig(&format!("kq6.{DOMAIN}")), "10.77.0.155", "the confirmed change stays");
     assert_eq!(dig("-x 10.77.0.155"), format!("kq6.{DOMAIN}."));
 
-    // 3. One more name, and kq1 loses its network during the window: its timer reverts it.
+    // 3. One more name, and this machine loses its connection to kq1 during the window: kq1's
+    // timer reverts it.
     let three = with_hosts(dir.path(), "three.toml", &[("kq6", "10.77.0.155"), ("kq5", "10.77.0.154")]);
     let t = Instant::now();
     let cut = try_apply(&state, &three, "20", &[]);
     assert_eq!(cut.code, 0, "{}", cut.all_text());
     assert_eq!(dig(&format!("kq5.{DOMAIN}")), "10.77.0.154");
-    on("kq1", "ip link set eth0 down");
+    // The controller's connection is cut: kq1 no longer answers this machine (its own network
+    // and services stay as they are).
+    on("kq1", "ip route add blackhole 10.77.0.1/32");
     let deadline = Duration::from_secs(20);
     std::thread::sleep((deadline + Duration::from_secs(2)).saturating_sub(t.elapsed()));
     let local = format!("dig +short +time=1 +tries=1 @127.0.0.1 kq5.{DOMAIN}");
@@ -320,7 +324,7 @@ fn apply_try_reverts_a_breaking_dns_change_keeps_a_confirmed_one_and_reverts_on_
         std::thread::sleep(Duration::from_millis(500));
     }
     let reverted_at = t.elapsed().as_secs_f64();
-    on("kq1", "ip link set eth0 up; ip route replace default via 10.77.0.1 2>/dev/null; true");
+    on("kq1", "ip route del blackhole 10.77.0.1/32");
     assert!(
         gone,
         "kq1 did not revert by itself; {}",
