@@ -150,6 +150,51 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Put hosts back as groundwork found them: stop and disable what it started, restore
+    /// every file it replaced from its first backup, remove what it created, purge the packages
+    /// it installed that were not there before, and forget its own records on the host.
+    ///
+    /// Without --yes it shows what it would do and asks (without a terminal it needs --yes);
+    /// --dry-run only shows it. The record of what was there before lives on each host
+    /// (/var/backups/groundwork, /var/lib/groundwork), written by apply as it changes things.
+    Reset {
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Only this host (repeatable).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// Only the hosts that carry this role (repeatable); each is reset whole.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Show what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not show the reset and ask first.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// One JSON document: {"ok", "dry_run", "hosts": [...]}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// What changed on the hosts since groundwork left them: files it wrote (content, mode,
+    /// owner; with the diff, secrets masked), services of their roles stopped or disabled,
+    /// packages removed. Exit 2 when something drifted, 1 when a host could not be checked.
+    Drift {
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Only this host (repeatable).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// One JSON document: {"drifted", "hosts": [...]}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Forget a host's recorded key (after the host was reinstalled).
     ///
     /// Its lines leave <state>/known_hosts, every other line stays as it is, and the next run
@@ -343,6 +388,13 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
             rebuild_cmd(out, &host, file.as_deref(), state(s).as_deref(), yes)
         }
         Command::Bundle(args) => bundle_cmd(out, args),
+        Command::Reset { file, hosts, roles, dry_run, yes, json, state: s } => {
+            let only = Only { hosts, roles };
+            reset_cmd(out, file.as_deref(), state(s).as_deref(), &only, dry_run, yes, json)
+        }
+        Command::Drift { file, hosts, json, state: s } => {
+            drift_cmd(out, file.as_deref(), state(s).as_deref(), &hosts, json)
+        }
     }
 }
 
@@ -718,12 +770,239 @@ fn engine_cmd(
             }
         }
     }
-    match rt.block_on(crate::engine::run(a, &catalog, &dir, &opts)) {
+    let code = match rt.block_on(crate::engine::run(a, &catalog, &dir, &opts)) {
         Ok(o) => i32::from(!o.ok),
         Err(e) => {
             say!("error: {e}");
-            2
+            return 2;
         }
+    };
+    if opts.dry_run {
+        // plan --live: what changed by hand since groundwork left the hosts.
+        let secrets = Secrets::load(&dir.secrets_path()).unwrap_or_default();
+        let ssh = crate::ssh::SshOptions { known_hosts: dir.known_hosts_path(), ..Default::default() };
+        let hosts = rt.block_on(crate::engine::drift::run(a, &catalog, &secrets, &ssh, &opts.hosts));
+        if opts.json {
+            let doc = serde_json::json!({"event": "drift", "hosts": hosts});
+            let mut o = Out::new();
+            o.println(&doc.to_string());
+            return o.finish(code);
+        }
+        say!("\ndrift (changed since groundwork left the hosts):\n{}", crate::engine::drift::render(&hosts).trim_end());
+    }
+    code
+}
+
+/// `--host` and `--role`: which hosts a command is for (all when both are empty).
+struct Only {
+    hosts: Vec<String>,
+    roles: Vec<String>,
+}
+
+impl Only {
+    /// The names of the chosen hosts; `Err` names a host or role the answers do not have.
+    fn pick(&self, a: &answers::Answers) -> Result<Vec<String>, String> {
+        for h in &self.hosts {
+            if !a.hosts.iter().any(|x| &x.name == h) {
+                return Err(format!("--host {h}: no such host in the answer file"));
+            }
+        }
+        for r in &self.roles {
+            if !a.hosts.iter().any(|x| x.roles.iter().any(|role| role.as_str() == r)) {
+                return Err(format!("--role {r}: no host of the answer file has this role"));
+            }
+        }
+        Ok(a.hosts
+            .iter()
+            .filter(|h| self.hosts.is_empty() || self.hosts.contains(&h.name))
+            .filter(|h| self.roles.is_empty() || h.roles.iter().any(|r| self.roles.iter().any(|x| x == r.as_str())))
+            .map(|h| h.name.clone())
+            .collect())
+    }
+}
+
+fn reset_cmd(
+    out: &mut Out,
+    file: Option<&Path>,
+    state: Option<&Path>,
+    only: &Only,
+    dry_run: bool,
+    yes: bool,
+    json: bool,
+) -> i32 {
+    use crate::engine::reset;
+    let (_, loaded) = match load_site(file, None) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    let names = match only.pick(a) {
+        Ok(n) => n,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let dir = StateDir::for_site(state, &a.site.name);
+    // Exclusive: no apply may change the hosts meanwhile.
+    let _lock = match dir.lock(if dry_run { Access::Shared } else { Access::Exclusive }) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    if !dry_run && !yes && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        say!("error: reset asks before changing hosts, and there is no terminal to ask at; nothing was changed (add --yes, or --dry-run to see it)");
+        return 2;
+    }
+    let Some(rt) = runtime() else { return 2 };
+    let ssh = crate::ssh::SshOptions { known_hosts: dir.known_hosts_path(), ..Default::default() };
+    let hosts: Vec<&answers::model::Host> = a.hosts.iter().filter(|h| names.contains(&h.name)).collect();
+    let sessions = rt.block_on(futures::future::join_all(hosts.iter().map(|h| async {
+        let session = crate::ssh::Session::connect(&crate::engine::target_of(h), &ssh).await.map_err(|e| e.to_string())?;
+        let plan = reset::read(&session).await;
+        Ok::<_, String>((session, plan?))
+    })));
+    let mut outcomes: Vec<reset::Outcome> = Vec::new();
+    let mut work = Vec::new();
+    for (h, r) in hosts.iter().zip(sessions) {
+        let mut o = reset::Outcome { host: h.name.clone(), ..Default::default() };
+        match r {
+            Ok((session, plan)) => {
+                o.plan = plan;
+                if let Some(why) = &o.plan.refused {
+                    o.error = Some(why.clone());
+                }
+                outcomes.push(o);
+                work.push(Some(session));
+            }
+            Err(e) => {
+                o.error = Some(e);
+                outcomes.push(o);
+                work.push(None);
+            }
+        }
+    }
+    if !json || dry_run {
+        for o in &outcomes {
+            match (&o.error, o.plan.is_empty()) {
+                (Some(e), _) if o.plan.refused.is_none() => say!("{}: cannot be reset: {e}", o.host),
+                (_, true) => say!("{}: nothing to reset (groundwork left no record here)", o.host),
+                _ => {
+                    say!("{}:", o.host);
+                    for l in reset::describe(&o.plan) {
+                        say!("  {l}");
+                    }
+                }
+            }
+        }
+    }
+    let close = |work: Vec<Option<crate::ssh::Session>>| {
+        rt.block_on(futures::future::join_all(work.into_iter().flatten().map(|s| s.close())));
+    };
+    if dry_run {
+        close(work);
+        if json {
+            let doc = serde_json::json!({"ok": outcomes.iter().all(|o| o.error.is_none()), "dry_run": true, "hosts": outcomes});
+            out.println(&to_json_pretty(&doc));
+        }
+        return i32::from(outcomes.iter().any(|o| o.error.is_some()));
+    }
+    if !yes {
+        match dialoguer::Confirm::new().with_prompt("Reset these hosts?").default(false).interact() {
+            Ok(true) => {}
+            _ => {
+                close(work);
+                say!("nothing was changed");
+                return 1;
+            }
+        }
+    }
+    let results = rt.block_on(futures::future::join_all(outcomes.iter().zip(&work).map(|(o, s)| async move {
+        let Some(session) = s else { return None };
+        if o.error.is_some() || o.plan.is_empty() {
+            return None;
+        }
+        let progress = |m: &str| say!("{}: {m}", o.host);
+        Some(reset::carry_out(session, &o.plan, &progress).await)
+    })));
+    close(work);
+    for (o, r) in outcomes.iter_mut().zip(results) {
+        match r {
+            None => o.ok = o.error.is_none(),
+            Some(Ok(kept)) => {
+                o.ok = true;
+                o.kept = kept;
+            }
+            Some(Err(e)) => o.error = Some(e),
+        }
+    }
+    for o in &outcomes {
+        if let Some(e) = &o.error {
+            say!("{}: reset FAILED: {e}", o.host);
+        } else if !o.plan.is_empty() {
+            say!(
+                "{}: reset: {} file(s) restored, {} path(s) removed, {} package(s) purged, {} unit(s) stopped",
+                o.host,
+                o.plan.restore.len(),
+                o.plan.remove.len() - o.kept.len(),
+                o.plan.purge.len(),
+                o.plan.stop.len()
+            );
+            for (path, why) in &o.kept {
+                say!("{}:   kept {path}: {why}", o.host);
+            }
+        }
+    }
+    let ok = outcomes.iter().all(|o| o.ok);
+    if json {
+        out.println(&to_json_pretty(&serde_json::json!({"ok": ok, "dry_run": false, "hosts": outcomes})));
+    }
+    i32::from(!ok)
+}
+
+fn drift_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, only: &[String], json: bool) -> i32 {
+    let (catalog, loaded) = match load_site(file, None) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    for h in only {
+        if !a.hosts.iter().any(|x| &x.name == h) {
+            say!("error: --host {h}: no such host in the answer file");
+            return 2;
+        }
+    }
+    let dir = StateDir::for_site(state, &a.site.name);
+    let _lock = match dir.lock(Access::Shared) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    // The secrets are what diffs are masked with: without them, nothing is shown.
+    let secrets = match Secrets::load(&dir.secrets_path()) {
+        Ok(s) => s,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let Some(rt) = runtime() else { return 2 };
+    let ssh = crate::ssh::SshOptions { known_hosts: dir.known_hosts_path(), ..Default::default() };
+    let hosts = rt.block_on(crate::engine::drift::run(a, &catalog, &secrets, &ssh, only));
+    let drifted = hosts.iter().any(|h| h.drifted);
+    if json {
+        out.println(&to_json_pretty(&serde_json::json!({"drifted": drifted, "hosts": hosts})));
+    } else {
+        out.print(&crate::engine::drift::render(&hosts));
+    }
+    if drifted {
+        2
+    } else {
+        i32::from(hosts.iter().any(|h| h.error.is_some()))
     }
 }
 

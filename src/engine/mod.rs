@@ -5,13 +5,16 @@
 
 pub mod board;
 pub mod context;
+pub mod drift;
 pub mod error;
 pub mod facts;
 pub mod host;
 pub mod journal;
+pub mod ledger;
 pub mod packages;
 pub mod phases;
 pub mod report;
+pub mod reset;
 pub mod steps;
 
 use std::path::PathBuf;

@@ -15,6 +15,7 @@
 //! the error of a failed part.
 
 use crate::engine::facts::sh_quote;
+use crate::engine::ledger;
 use crate::engine::steps::file::Local;
 use crate::playbook::catalog::RoleSpec;
 
@@ -185,8 +186,20 @@ pub fn script(missing: &[String], preseed: &[String], bundle: bool) -> String {
         "part 'download'\n\
          tries 3 {STALL_S} apt-get $apt_opts install -y -q --download-only {list} || fail 'download'\n\
          part 'install'\n\
-         watched 0 apt-get $apt_opts install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list} || fail 'install (dpkg)'\n\
-         part done\n"
+         mkdir -p {state}\n\
+         {installed} > {was}\n\
+         [ -e {before} ] || cp {was} {before}\n\
+         watched 0 apt-get $apt_opts install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list}; rc=$?\n\
+         {installed} | LC_ALL=C comm -13 {was} - >> {added}\n\
+         [ $rc = 0 ] || fail 'install (dpkg)'\n\
+         part done\n",
+        // The ledger (engine::ledger): what was there before, and what this transaction added
+        // (also when it failed halfway), so that `reset` purges only what groundwork brought.
+        state = sh_quote(ledger::STATE),
+        installed = ledger::INSTALLED,
+        was = sh_quote(&format!("{}/packages.was", ledger::STATE)),
+        before = sh_quote(ledger::PACKAGES_BEFORE),
+        added = sh_quote(ledger::PACKAGES_ADDED),
     ));
     s
 }

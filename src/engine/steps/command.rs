@@ -18,6 +18,8 @@ pub enum Guard {
 #[derive(Debug, Clone)]
 pub struct Command {
     pub command: String,
+    /// The path a `creates` guard names: what the command makes (recorded for `reset`).
+    pub creates: Option<String>,
     /// Each guard with the shell check behind it, in the order creates, unless, onlyif.
     pub guards: Vec<(Guard, String)>,
 }
@@ -42,7 +44,7 @@ pub fn decide(c: &Command, codes: &[i32]) -> Decision {
         return Decision::converged();
     }
     Decision {
-        actions: vec![Action::Run { command: c.command.clone() }],
+        actions: vec![Action::Run { command: c.command.clone(), creates: c.creates.clone() }],
         detail: Some(Detail::Text(format!("$ {}", c.command))),
         ..Decision::default()
     }
