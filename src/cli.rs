@@ -931,9 +931,10 @@ fn reset_cmd(
     for (o, r) in outcomes.iter_mut().zip(results) {
         match r {
             None => o.ok = o.error.is_none(),
-            Some(Ok(kept)) => {
+            Some(Ok((kept, leftovers))) => {
                 o.ok = true;
                 o.kept = kept;
+                o.leftovers = leftovers;
             }
             Some(Err(e)) => o.error = Some(e),
         }
@@ -952,6 +953,9 @@ fn reset_cmd(
             );
             for (path, why) in &o.kept {
                 say!("{}:   kept {path}: {why}", o.host);
+            }
+            if !o.leftovers.is_empty() {
+                say!("{}:   removed what the purge left under /etc: {}", o.host, o.leftovers.join(", "));
             }
         }
     }

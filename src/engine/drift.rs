@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::context::{self, Redactor};
 use super::facts::{Facts, FileFact, Probe, ServiceFact, sh_quote};
 use super::ledger::{CONTENT, WROTE};
-use super::steps::file::{BACKUPS, backup_name, diff};
+use super::steps::file::{BACKUPS, backup_name};
 use super::steps::{Step, service};
 use crate::answers::model::Answers;
 use crate::playbook::catalog::Catalog;
@@ -153,6 +153,17 @@ pub fn services(wanted: &[service::Service], facts: &std::collections::HashMap<S
     out
 }
 
+/// The unified diff from what groundwork wrote to what is there now.
+pub fn changed_since(path: &str, wrote: &str, now: &str) -> String {
+    similar::TextDiff::from_lines(wrote, now)
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("{path} (as groundwork wrote it)"), &format!("{path} (now)"))
+        .to_string()
+        .trim_end()
+        .to_string()
+}
+
 /// Check one host for drift over `session`.
 pub async fn host(
     session: &Session,
@@ -216,7 +227,7 @@ pub async fn host(
             if out.status == 0 {
                 let text = out.stdout_str();
                 text.split_once("\n\u{1e}groundwork-live\u{1e}\n")
-                    .map(|(old, new)| redactor.redact(&diff(&w.path, old, new)))
+                    .map(|(wrote, now)| redactor.redact(&changed_since(&w.path, wrote, now)))
             } else {
                 Some(format!("{}: no copy of what groundwork wrote (a secret file or an upload): not shown", w.path))
             }

@@ -25,6 +25,11 @@ pub const STATE: &str = "/var/lib/groundwork";
 pub const PACKAGES_BEFORE: &str = "/var/lib/groundwork/packages.before";
 pub const PACKAGES_ADDED: &str = "/var/lib/groundwork/packages.added";
 pub const UNITS: &str = "/var/lib/groundwork/units";
+/// The directories under /etc that each package transaction added (`find` lines): what the
+/// purge of those packages leaves there is theirs.
+pub const ETC_DIRS_ADDED: &str = "/var/lib/groundwork/etc-dirs.added";
+/// Sh: the directories under /etc, sorted.
+pub const ETC_DIRS: &str = "find /etc -xdev -type d | LC_ALL=C sort";
 /// The host's package log (kept by the package transaction).
 pub const LOGS: &str = "/var/log/groundwork";
 
@@ -64,14 +69,42 @@ pub fn record_original(path: &str, backup: &str, link: bool) -> String {
     )
 }
 
+/// Sh: the path as it is before a command changes or makes it: kept (a file or a symbolic
+/// link, copied as it is) or noted as absent. A directory is noted by its mode and owner.
+pub fn record_before(path: &str) -> String {
+    let p = sh_quote(path);
+    format!(
+        "if [ -d {p} ] && [ ! -L {p} ]; then {dir}elif [ -e {p} ] || [ -L {p} ]; then {orig}else {created}fi\n",
+        dir = record_directory(path).trim_end().to_string() + "\n",
+        orig = record_original(path, &backup_name(path), false),
+        created = record_created(path),
+    )
+}
+
+/// Sh: each missing directory above `path` (the nearest to `/` last), noted as created by
+/// groundwork before something makes it (`mkdir -p`, `install -d`).
+pub fn record_parents(path: &str) -> String {
+    let mut s = String::new();
+    let mut dir = path.trim_end_matches('/');
+    while let Some((up, _)) = dir.rsplit_once('/') {
+        if up.is_empty() {
+            break;
+        }
+        s.push_str(&format!("[ -e {} ] || {}", sh_quote(up), record_created(up)));
+        dir = up;
+    }
+    s
+}
+
 /// Sh: the state of the directory at `path` before groundwork first sets it (created, or its
 /// mode and owner).
 pub fn record_directory(path: &str) -> String {
     let (b, p) = (sh_quote(&backup_name(path)), sh_quote(path));
     format!(
-        "if [ -d {p} ]; then [ -e {b}{ORIG_DIR} ] || [ -e {b}{CREATED} ] || {{ mkdir -p {d} && stat -c '%a %U:%G' {p} > {b}{ORIG_DIR}; }}; \
+        "{parents}if [ -d {p} ]; then [ -e {b}{ORIG_DIR} ] || [ -e {b}{CREATED} ] || {{ mkdir -p {d} && stat -c '%a %U:%G' {p} > {b}{ORIG_DIR}; }}; \
          elif [ ! -e {p} ]; then [ -e {b}{CREATED} ] || {{ mkdir -p {d} && : > {b}{CREATED}; }}; fi\n",
-        d = sh_quote(BACKUPS)
+        d = sh_quote(BACKUPS),
+        parents = record_parents(path),
     )
 }
 
@@ -133,6 +166,14 @@ mod tests {
     }
 
     #[test]
+    fn missing_parents_are_noted_from_the_nearest() {
+        let s = record_parents("/etc/groundwork/ldap/admin.pw");
+        let at = |p: &str| s.find(&format!("[ -e '{p}' ]")).unwrap();
+        assert!(at("/etc/groundwork/ldap") < at("/etc/groundwork") && at("/etc/groundwork") < at("/etc"), "{s}");
+        assert!(!s.contains("[ -e '' ]"), "{s}");
+    }
+
+    #[test]
     fn the_snippets_are_valid_sh_and_quote_paths() {
         let nasty = "/etc/x'; reboot; '";
         for s in [
@@ -141,6 +182,8 @@ mod tests {
             record_directory(nasty),
             record_wrote(nasty, &backup_name(nasty), "ab", 0o640, "root:bind", true),
             record_unit("x'y"),
+            record_before(nasty),
+            record_parents(nasty),
         ] {
             let out = std::process::Command::new("sh").args(["-n", "-c", &s]).output().unwrap();
             assert!(out.status.success(), "{s}: {}", String::from_utf8_lossy(&out.stderr));

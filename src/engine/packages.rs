@@ -189,8 +189,10 @@ pub fn script(missing: &[String], preseed: &[String], bundle: bool) -> String {
          mkdir -p {state}\n\
          {installed} > {was}\n\
          [ -e {before} ] || cp {was} {before}\n\
+         {etc_dirs} > {was}-etc\n\
          watched 0 apt-get $apt_opts install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list}; rc=$?\n\
          {installed} | LC_ALL=C comm -13 {was} - >> {added}\n\
+         {etc_dirs} | LC_ALL=C comm -13 {was}-etc - >> {etc_added}\n\
          [ $rc = 0 ] || fail 'install (dpkg)'\n\
          part done\n",
         // The ledger (engine::ledger): what was there before, and what this transaction added
@@ -200,6 +202,8 @@ pub fn script(missing: &[String], preseed: &[String], bundle: bool) -> String {
         was = sh_quote(&format!("{}/packages.was", ledger::STATE)),
         before = sh_quote(ledger::PACKAGES_BEFORE),
         added = sh_quote(ledger::PACKAGES_ADDED),
+        etc_dirs = ledger::ETC_DIRS,
+        etc_added = sh_quote(ledger::ETC_DIRS_ADDED),
     ));
     s
 }

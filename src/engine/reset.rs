@@ -23,7 +23,7 @@ pub fn read_script() -> String {
     format!(
         "exec 2>/dev/null\n\
          b={backups}\n\
-         if [ -d \"$b\" ]; then for f in \"$b\"/*; do [ -e \"$f\" ] || continue; n=${{f##*/}}; \
+         if [ -d \"$b\" ]; then for f in \"$b\"/*; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; n=${{f##*/}}; \
          case $n in *{ORIG_DIR}) printf 'entry\\t%s\\t%s\\n' \"$n\" \"$(cat \"$f\")\" ;; *{ORIG}|*{CREATED}) printf 'entry\\t%s\\t\\n' \"$n\" ;; esac; done; fi\n\
          for f in {units}/*; do [ -e \"$f\" ] || continue; printf 'unit\\t%s\\t%s\\n' \"${{f##*/}}\" \"$(cat \"$f\")\"; done\n\
          [ -e {before} ] && sed 's/^/before\\t/' {before}\n\
@@ -191,6 +191,15 @@ pub fn script(p: &Plan) -> String {
     let mut s = String::from(
         "set -u\nexport DEBIAN_FRONTEND=noninteractive\npart() { printf 'groundwork-part\\t%s\\n' \"$1\"; }\nfail() { printf 'groundwork-failed\\t%s\\n' \"$1\"; exit 1; }\n",
     );
+    if !p.purge.is_empty() {
+        // Before any file goes: a daemon of a package that goes writes its state when it
+        // stops (named its zones), which would bring back what was just removed.
+        s.push_str(&format!(
+            "part 'stop what the purge removes'\n\
+             for u in $(dpkg -L {} 2>/dev/null | sed -n 's,^/\\(usr/\\)\\{{0,1\\}}lib/systemd/system/\\([^/@]*\\.service\\)$,\\2,p' | sort -u); do systemctl stop \"$u\" 2>/dev/null || true; done\n",
+            q(&p.purge)
+        ));
+    }
     if !p.stop.is_empty() || !p.disable.is_empty() {
         s.push_str("part 'stop and disable'\n");
         for u in &p.stop {
@@ -243,6 +252,18 @@ pub fn script(p: &Plan) -> String {
             q(&p.purge)
         ));
     }
+    if !p.purge.is_empty() {
+        // What the purge left in the directories under /etc that groundwork's package
+        // transactions added and no installed package owns now (a file a maintainer script
+        // wrote, an empty directory): deepest first.
+        s.push_str(&format!(
+            "if [ -e {added} ]; then LC_ALL=C sort -ru {added} | while IFS= read -r d; do \
+             [ -d \"$d\" ] || continue; dpkg -S \"$d\" >/dev/null 2>&1 && continue; \
+             find \"$d\" -mindepth 1 -maxdepth 1 ! -type d | while IFS= read -r f; do dpkg -S \"$f\" >/dev/null 2>&1 || {{ rm -f -- \"$f\" && printf 'leftover\\t%s\\n' \"$f\"; }}; done; \
+             rmdir -- \"$d\" 2>/dev/null && printf 'leftover\\t%s\\n' \"$d\"; done; fi\n",
+            added = sh_quote(ledger::ETC_DIRS_ADDED)
+        ));
+    }
     if !p.restart.is_empty() {
         s.push_str("part 'restart what ran before'\n");
         for u in &p.restart {
@@ -261,6 +282,11 @@ pub fn script(p: &Plan) -> String {
         sh_quote(ledger::LOGS)
     ));
     s
+}
+
+/// What the purge left under /etc that the script removed (`leftover` lines).
+pub fn leftovers(stdout: &str) -> Vec<String> {
+    stdout.lines().filter_map(|l| l.strip_prefix("leftover\t")).map(str::to_string).collect()
 }
 
 /// The paths `kept` lines of the script's output name, with why.
@@ -298,6 +324,10 @@ pub fn describe(p: &Plan) -> Vec<String> {
     }
     if !p.purge.is_empty() {
         out.push(format!("purge {} package(s) groundwork installed: {}", p.purge.len(), list(&p.purge)));
+        out.push(format!(
+            "then remove what the purge leaves in directories under /etc that those packages added ({})",
+            ledger::ETC_DIRS_ADDED
+        ));
     }
     if !p.restart.is_empty() {
         out.push(format!("restart (where still installed) {}", list(&p.restart)));
@@ -313,6 +343,8 @@ pub struct Outcome {
     pub plan: Plan,
     /// Paths left in place, with why (a directory with files groundwork did not make).
     pub kept: Vec<(String, String)>,
+    /// What the purge left under /etc in directories its packages added, removed afterwards.
+    pub leftovers: Vec<String>,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -333,7 +365,7 @@ pub async fn carry_out(
     session: &crate::ssh::Session,
     p: &Plan,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<(Vec<(String, String)>, Vec<String>), String> {
     let on_line = |line: &str| {
         if let Some(part) = line.strip_prefix("groundwork-part\t") {
             progress(part);
@@ -342,7 +374,7 @@ pub async fn carry_out(
     let out = session.exec_watching(&script(p), None, &on_line).await.map_err(|e| e.to_string())?;
     let stdout = out.stdout_str();
     if out.ok() {
-        return Ok(kept(&stdout));
+        return Ok((kept(&stdout), leftovers(&stdout)));
     }
     let part = stdout.lines().find_map(|l| l.strip_prefix("groundwork-failed\t")).unwrap_or("the reset");
     let mut msg = format!("{part} failed (exit {})", out.status);

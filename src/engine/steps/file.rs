@@ -178,7 +178,8 @@ const STAMP_GLOB: &str = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-
 pub fn write_script(w: &Write) -> String {
     let (user, group) = w.owner.split_once(':').unwrap_or((&w.owner, &w.owner));
     let mut s = format!(
-        "set -e\numask 077\ndest={d}\ntmp={t}\nmkdir -p {dir}\ncat > \"$tmp\"\nchmod {mode:o} \"$tmp\"\nchown {u}:{g} \"$tmp\"\n",
+        "set -e\numask 077\ndest={d}\ntmp={t}\n{parents}mkdir -p {dir}\ncat > \"$tmp\"\nchmod {mode:o} \"$tmp\"\nchown {u}:{g} \"$tmp\"\n",
+        parents = ledger::record_parents(&w.dest),
         d = sh_quote(&w.dest),
         t = sh_quote(&w.candidate),
         dir = sh_quote(parent(&w.dest)),

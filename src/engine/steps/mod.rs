@@ -49,14 +49,15 @@ impl Step {
                 mode: u32::from_str_radix(mode, 8).unwrap_or(0o755),
                 owner: owner.clone(),
             }),
-            Kind::Command { command, creates, unless, onlyif } => {
+            Kind::Command { command, creates, unless, onlyif, changes } => {
                 let creates = creates.as_deref().map(render).transpose()?;
                 let guards = command::guards(
                     creates.as_deref(),
                     unless.as_deref().map(render).transpose()?,
                     onlyif.as_deref().map(render).transpose()?,
                 );
-                Step::Command(command::Command { command: render(command)?, creates, guards })
+                let changes = creates.into_iter().map(Ok).chain(changes.iter().map(|p| render(p))).collect::<Result<_, _>>()?;
+                Step::Command(command::Command { command: render(command)?, changes, guards })
             }
             Kind::Service { name, state, enabled, on_notify, validate } => Step::Service(service::Service {
                 name: render(name)?,
@@ -98,9 +99,9 @@ impl Step {
 /// One thing to do on a host. Its shell text comes from [`Action::script`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// A command step's own command; `creates`: the path it makes (the ledger records it
-    /// first, for `reset`).
-    Run { command: String, creates: Option<String> },
+    /// A command step's own command; `changes`: the paths it changes or makes (the ledger
+    /// keeps them as they were first, for `reset`).
+    Run { command: String, changes: Vec<String> },
     /// Create a directory, or fix its mode and owner.
     MakeDir { path: String, mode: u32, owner: String },
     /// New content for a file: a candidate beside it, the validator, a backup of the live
@@ -121,9 +122,9 @@ impl Action {
     /// The shell script that does it.
     pub fn script(&self) -> String {
         match self {
-            Action::Run { command, creates: None } => command.clone(),
-            Action::Run { command, creates: Some(path) } => {
-                format!("{}{command}", crate::engine::ledger::record_created(path))
+            Action::Run { command, changes } => {
+                let before: String = changes.iter().map(|p| crate::engine::ledger::record_before(p)).collect();
+                format!("{before}{command}")
             }
             Action::MakeDir { path, mode, owner } => directory::install_script(path, *mode, owner),
             Action::Write(w) => file::write_script(w),
