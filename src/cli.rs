@@ -853,14 +853,17 @@ fn reset_cmd(
         }
     };
     if !dry_run && !yes && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        say!("error: reset asks before changing hosts, and there is no terminal to ask at; nothing was changed (add --yes, or --dry-run to see it)");
+        say!(
+            "error: reset asks before changing hosts, and there is no terminal to ask at; nothing was changed (add --yes, or --dry-run to see it)"
+        );
         return 2;
     }
     let Some(rt) = runtime() else { return 2 };
     let ssh = crate::ssh::SshOptions { known_hosts: dir.known_hosts_path(), ..Default::default() };
     let hosts: Vec<&answers::model::Host> = a.hosts.iter().filter(|h| names.contains(&h.name)).collect();
     let sessions = rt.block_on(futures::future::join_all(hosts.iter().map(|h| async {
-        let session = crate::ssh::Session::connect(&crate::engine::target_of(h), &ssh).await.map_err(|e| e.to_string())?;
+        let session =
+            crate::ssh::Session::connect(&crate::engine::target_of(h), &ssh).await.map_err(|e| e.to_string())?;
         let plan = reset::read(&session).await;
         Ok::<_, String>((session, plan?))
     })));
@@ -1003,11 +1006,7 @@ fn drift_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, only: &[S
     } else {
         out.print(&crate::engine::drift::render(&hosts));
     }
-    if drifted {
-        2
-    } else {
-        i32::from(hosts.iter().any(|h| h.error.is_some()))
-    }
+    if drifted { 2 } else { i32::from(hosts.iter().any(|h| h.error.is_some())) }
 }
 
 /// The async runtime of a command that talks to hosts; `None` after saying why not.

@@ -43,14 +43,12 @@ const SNAPSHOT: &str = r#"cd /etc && find . -xdev \( -type f -o -type l -o -type
   if [ -L "$f" ]; then echo "link $(readlink "$f") $f"; elif [ -d "$f" ]; then echo "dir $(stat -c '%a %U:%G' "$f") $f";
   else echo "$(sha256sum < "$f" | cut -c1-64) $(stat -c '%a %U:%G' "$f") $f"; fi
 done"#;
-const PACKAGES: &str = r"dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' | awk '$1 !~ /^.n/ { print $2 }' | LC_ALL=C sort";
+const PACKAGES: &str =
+    r"dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' | awk '$1 !~ /^.n/ { print $2 }' | LC_ALL=C sort";
 
 /// Path -> its snapshot line.
 fn etc(host: &str) -> BTreeMap<String, String> {
-    on(host, SNAPSHOT)
-        .lines()
-        .filter_map(|l| l.rsplit_once(' ').map(|(_, p)| (p.to_string(), l.to_string())))
-        .collect()
+    on(host, SNAPSHOT).lines().filter_map(|l| l.rsplit_once(' ').map(|(_, p)| (p.to_string(), l.to_string()))).collect()
 }
 
 fn json_of(r: &run::Run) -> Value {

@@ -458,7 +458,9 @@ fn run(a: &Action) -> Result<(), String> {
 /// The timestamped backups in `dir` (not the ledger's records), sorted.
 fn timestamped(dir: &Path) -> Vec<String> {
     let stamp = |n: &str| {
-        n.len() > 16 && n.as_bytes()[n.len() - 16] == b'.' && n[n.len() - 15..].chars().all(|c| c.is_ascii_digit() || c == 'T')
+        n.len() > 16
+            && n.as_bytes()[n.len() - 16] == b'.'
+            && n[n.len() - 15..].chars().all(|c| c.is_ascii_digit() || c == 'T')
     };
     listing(dir).into_iter().filter(|n| stamp(n)).collect()
 }

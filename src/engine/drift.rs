@@ -128,7 +128,10 @@ pub fn compare_file(w: &Wrote) -> Vec<String> {
 }
 
 /// The services of the host's roles (those whose `when` holds) against their facts. Pure.
-pub fn services(wanted: &[service::Service], facts: &std::collections::HashMap<String, ServiceFact>) -> Vec<ServiceDrift> {
+pub fn services(
+    wanted: &[service::Service],
+    facts: &std::collections::HashMap<String, ServiceFact>,
+) -> Vec<ServiceDrift> {
     let none = HashSet::new();
     let mut out = Vec::new();
     for s in wanted {
@@ -199,7 +202,8 @@ pub async fn host(
     let mut active: Vec<service::Service> = Vec::new();
     for (when, s) in wanted {
         if let Some(cond) = when {
-            let keep = env.compile_expression(cond).and_then(|e| e.eval(&ctx)).map_err(|e| format!("`when = {cond}`: {e}"))?;
+            let keep =
+                env.compile_expression(cond).and_then(|e| e.eval(&ctx)).map_err(|e| format!("`when = {cond}`: {e}"))?;
             if !keep.is_true() {
                 continue;
             }
@@ -285,7 +289,10 @@ pub fn render(hosts: &[HostDrift]) -> String {
             continue;
         }
         if h.never_applied {
-            s.push_str(&format!("{}: groundwork has no record of writing anything here (not applied, or reset)\n", h.host));
+            s.push_str(&format!(
+                "{}: groundwork has no record of writing anything here (not applied, or reset)\n",
+                h.host
+            ));
             continue;
         }
         if !h.drifted {

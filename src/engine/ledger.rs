@@ -63,10 +63,7 @@ pub fn record_original(path: &str, backup: &str, link: bool) -> String {
     } else {
         format!("cp -a {p} {b}{ORIG}")
     };
-    format!(
-        "[ -e {b}{ORIG} ] || [ -e {b}{CREATED} ] || {{ mkdir -p {d} && {keep}; }}\n",
-        d = sh_quote(parent(backup))
-    )
+    format!("[ -e {b}{ORIG} ] || [ -e {b}{CREATED} ] || {{ mkdir -p {d} && {keep}; }}\n", d = sh_quote(parent(backup)))
 }
 
 /// Sh: the path as it is before a command changes or makes it: kept (a file or a symbolic

@@ -438,11 +438,8 @@ mod tests {
 
     #[test]
     fn paths_are_quoted_in_the_script() {
-        let p = Plan {
-            restore: vec!["/etc/x'; reboot; '".into()],
-            remove: vec!["/etc/$(id)".into()],
-            ..Plan::default()
-        };
+        let p =
+            Plan { restore: vec!["/etc/x'; reboot; '".into()], remove: vec!["/etc/$(id)".into()], ..Plan::default() };
         let s = script(&p);
         assert!(s.contains(r"'/etc/x'\''; reboot; '\'''"), "{s}");
         assert!(s.contains("'/etc/$(id)'"), "{s}");

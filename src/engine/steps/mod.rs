@@ -56,7 +56,8 @@ impl Step {
                     unless.as_deref().map(render).transpose()?,
                     onlyif.as_deref().map(render).transpose()?,
                 );
-                let changes = creates.into_iter().map(Ok).chain(changes.iter().map(|p| render(p))).collect::<Result<_, _>>()?;
+                let changes =
+                    creates.into_iter().map(Ok).chain(changes.iter().map(|p| render(p))).collect::<Result<_, _>>()?;
                 Step::Command(command::Command { command: render(command)?, changes, guards })
             }
             Kind::Service { name, state, enabled, on_notify, validate } => Step::Service(service::Service {
