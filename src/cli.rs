@@ -901,6 +901,15 @@ fn reset_cmd(
             }
         }
     }
+    if let Some((primary, dropped)) = dns_kept_for(a, &names) {
+        for h in dropped {
+            say!(
+                "{}: then its records in the site's zones on {} (its name, the names pointing to it, its PTR)",
+                h.name,
+                primary.name
+            );
+        }
+    }
     let close = |work: Vec<Option<crate::ssh::Session>>| {
         rt.block_on(futures::future::join_all(work.into_iter().flatten().map(|s| s.close())));
     };
@@ -962,11 +971,75 @@ fn reset_cmd(
             }
         }
     }
+    // The records the reset hosts had in the site's zones, where the DNS primary stays.
+    if let Some((primary, dropped)) = dns_kept_for(a, &names) {
+        let removed = rt.block_on(async {
+            let session = crate::ssh::Session::connect(&crate::engine::target_of(primary), &ssh)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut all = Vec::new();
+            for h in &dropped {
+                let script = reset::dns_removal_script(
+                    &a.site.internal_domain,
+                    &answers::model::reverse_zone(&a.network.subnet),
+                    &h.name,
+                    &h.address.to_string(),
+                );
+                let out = session.exec(&script, None).await.map_err(|e| e.to_string());
+                all.push((h.name.clone(), out));
+            }
+            session.close().await;
+            Ok::<_, String>(all)
+        });
+        match removed {
+            Ok(all) => {
+                for (name, r) in all {
+                    let Some(o) = outcomes.iter_mut().find(|o| o.host == name) else { continue };
+                    match r {
+                        Ok(out) if out.ok() => {
+                            o.dns_removed = reset::removed_records(&out.stdout_str());
+                            say!("{name}: removed from DNS on {}: {}", primary.name, o.dns_removed.join(", "));
+                        }
+                        Ok(out) => {
+                            o.ok = false;
+                            o.error = Some(format!("its DNS records on {}: {}", primary.name, out.stderr_str().trim()));
+                        }
+                        Err(e) => {
+                            o.ok = false;
+                            o.error = Some(format!("its DNS records on {}: {e}", primary.name));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                say!("{}: its zones could not be reached: {e}", primary.name);
+                for o in outcomes.iter_mut().filter(|o| dropped.iter().any(|h| h.name == o.host)) {
+                    o.ok = false;
+                    o.error = Some(format!("its DNS records on {} stay: {e}", primary.name));
+                }
+            }
+        }
+    }
     let ok = outcomes.iter().all(|o| o.ok);
     if json {
         out.println(&to_json_pretty(&serde_json::json!({"ok": ok, "dry_run": false, "hosts": outcomes})));
     }
     i32::from(!ok)
+}
+
+/// The DNS primary (the first dns host) when it is not among the `reset` hosts, with the reset
+/// hosts whose records are in its zones (those that are not DNS servers themselves).
+fn dns_kept_for<'a>(
+    a: &'a answers::Answers,
+    reset: &[String],
+) -> Option<(&'a answers::model::Host, Vec<&'a answers::model::Host>)> {
+    let (_, primary) = a.hosts_with(answers::model::Role::Dns).next()?;
+    if reset.contains(&primary.name) {
+        return None;
+    }
+    let dropped: Vec<&answers::model::Host> =
+        a.hosts.iter().filter(|h| reset.contains(&h.name) && !h.roles.contains(&answers::model::Role::Dns)).collect();
+    (!dropped.is_empty()).then_some((primary, dropped))
 }
 
 fn drift_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, only: &[String], json: bool) -> i32 {

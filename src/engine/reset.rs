@@ -345,6 +345,9 @@ pub struct Outcome {
     pub kept: Vec<(String, String)>,
     /// What the purge left under /etc in directories its packages added, removed afterwards.
     pub leftovers: Vec<String>,
+    /// The host's records removed from the site's zones (`NAME TYPE`), when the DNS primary
+    /// stays.
+    pub dns_removed: Vec<String>,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -382,6 +385,45 @@ pub async fn carry_out(
         msg.push_str(&format!("\n  {l}"));
     }
     Err(msg)
+}
+
+/// The records groundwork put in the site's zones for a host that is reset while the DNS
+/// primary stays: its name's address records, the names that point to it (service CNAMEs,
+/// the k3s label's record for its address) and its PTR. Run on the primary; the zones are
+/// read with a signed AXFR and changed with a signed update, as the zone steps do. Prints
+/// `removed<TAB>NAME TYPE` for each.
+pub fn dns_removal_script(domain: &str, reverse_zone: &str, host: &str, address: &str) -> String {
+    let fqdn = format!("{host}.{domain}.");
+    let ptr = {
+        let mut o: Vec<&str> = address.split('.').collect();
+        o.reverse();
+        format!("{}.in-addr.arpa.", o.join("."))
+    };
+    format!(
+        "set -u
+key={key}
+         recs=$(dig -k \"$key\" @127.0.0.1 {zone} AXFR +noall +answer +tries=2 +time=3 | \
+         awk -v t={fqdn} -v a={addr} '($4 == \"A\" && $5 == a) {{ print $1, \"A\", $5 }} ($4 == \"CNAME\" && tolower($5) == tolower(t)) {{ print $1, \"CNAME\", $5 }}') || exit 1
+         ptr=$(dig -k \"$key\" @127.0.0.1 {rzone} AXFR +noall +answer +tries=2 +time=3 | awk -v p={ptr} 'tolower($1) == tolower(p) && $4 == \"PTR\" {{ print $1, \"PTR\", $5 }}')
+         [ -n \"$recs$ptr\" ] || exit 0
+         {{ echo 'server 127.0.0.1'; echo {zone_line}; printf '%s\\n' \"$recs\" | awk 'NF {{ print \"update delete\", $1, $2, $3 }}'; echo send; \
+         echo {rzone_line}; printf '%s\\n' \"$ptr\" | awk 'NF {{ print \"update delete\", $1, $2, $3 }}'; echo send; }} | nsupdate -k \"$key\" || exit 1
+         printf '%s\\n%s\\n' \"$recs\" \"$ptr\" | awk 'NF {{ print \"removed\\t\" $1 \" \" $2 }}'
+",
+        key = sh_quote("/etc/bind/groundwork/ddns.key"),
+        zone = sh_quote(domain),
+        rzone = sh_quote(reverse_zone),
+        fqdn = sh_quote(&fqdn),
+        addr = sh_quote(address),
+        ptr = sh_quote(&ptr),
+        zone_line = sh_quote(&format!("zone {domain}")),
+        rzone_line = sh_quote(&format!("zone {reverse_zone}")),
+    )
+}
+
+/// The `removed` lines of [`dns_removal_script`].
+pub fn removed_records(stdout: &str) -> Vec<String> {
+    stdout.lines().filter_map(|l| l.strip_prefix("removed\t")).map(str::to_string).collect()
 }
 
 #[cfg(test)]
@@ -434,6 +476,16 @@ mod tests {
         let l = Ledger::parse("installed\tbase-files\nend\n");
         assert!(l.is_empty());
         assert!(decide(&l).is_empty());
+    }
+
+    #[test]
+    fn a_hosts_records_are_found_by_name_address_and_alias() {
+        let s = dns_removal_script("rz.example", "0.77.10.in-addr.arpa", "kz2", "10.77.0.141");
+        let out = std::process::Command::new("sh").args(["-n", "-c", &s]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(s.contains("-v t='kz2.rz.example.' -v a='10.77.0.141'"), "{s}");
+        assert!(s.contains("-v p='141.0.77.10.in-addr.arpa.'"), "{s}");
+        assert_eq!(removed_records("removed\tkz2.rz.example. A\nx\n"), ["kz2.rz.example. A"]);
     }
 
     #[test]
