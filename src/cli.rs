@@ -1,4 +1,4 @@
-//! The command line: `groundwork validate | schema | probe | wizard | plan | apply | verify |
+//! The command line: `groundwork validate | schema | probe | wizard | plan | apply | verify | drift | reset |
 //! forget-host | rebuild | bundle`.
 //!
 //! Nothing here prints with `print!`/`println!` (they panic when standard output is closed or
@@ -353,7 +353,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
     let state = |s: StateArg| s.state.or(cli.state.clone());
     let no_state = |command: &str| {
         say!(
-            "error: --state does nothing for `groundwork {command}`; it belongs to wizard, plan, apply, verify, forget-host and rebuild"
+            "error: --state does nothing for `groundwork {command}`; it belongs to wizard, plan, apply, verify, drift, reset, forget-host and rebuild"
         );
         2
     };
@@ -777,7 +777,9 @@ fn engine_cmd(
             return 2;
         }
     };
-    if opts.dry_run {
+    if opts.dry_run && code != 0 {
+        say!("\ndrift: not checked (a host failed above)");
+    } else if opts.dry_run {
         // plan --live: what changed by hand since groundwork left the hosts.
         let secrets = Secrets::load(&dir.secrets_path()).unwrap_or_default();
         let ssh = crate::ssh::SshOptions { known_hosts: dir.known_hosts_path(), ..Default::default() };

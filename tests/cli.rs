@@ -813,3 +813,28 @@ fn bundle_debs_names_the_answer_file_line_and_field_of_garbage_and_makes_nothing
         assert!(!out.join("manifest.json").exists() && !out.join("debs").exists(), "{name}: made something");
     }
 }
+
+#[test]
+fn reset_and_drift_refuse_before_connecting() {
+    let (dir, mini) = unreachable_site();
+    let st = dir.path().join("state");
+    let st = st.to_str().unwrap();
+    // No terminal to ask at and no --yes: refused before anything connects or changes.
+    let (code, _, err) = run(&["reset", &mini, "--state", st]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("there is no terminal to ask at; nothing was changed (add --yes"), "{err}");
+    let (code, _, err) = run(&["reset", "--dry-run", &mini, "--host", "h9", "--state", st]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--host h9: no such host in the answer file"), "{err}");
+    let (code, _, err) = run(&["reset", "--dry-run", &mini, "--role", "dns", "--state", st]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--role dns: no host of the answer file has this role"), "{err}");
+    let (code, _, err) = run(&["drift", &mini, "--host", "h9", "--state", st]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--host h9: no such host"), "{err}");
+    for c in ["reset", "drift"] {
+        let (code, out, _) = run(&[c, "--help"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("--state <DIR>") && out.contains("--json"), "{c}: {out}");
+    }
+}
