@@ -169,6 +169,19 @@ pub fn decide(l: &Ledger) -> Plan {
             }
         }
     }
+    // A unit whose file groundwork wrote (k3s) runs without a record of its own: it is stopped
+    // and disabled before its file goes.
+    for path in &p.remove {
+        if let Some(unit) =
+            path.strip_prefix("/etc/systemd/system/").filter(|u| !u.contains('/') && u.ends_with(".service"))
+        {
+            for list in [&mut p.stop, &mut p.disable] {
+                if !list.iter().any(|u| u == unit) {
+                    list.push(unit.to_string());
+                }
+            }
+        }
+    }
     // Deepest first: a directory groundwork made goes after what it made inside it.
     p.remove.sort_by(|a, b| b.matches('/').count().cmp(&a.matches('/').count()).then(a.cmp(b)));
     let before = l.before.clone().unwrap_or_default();
@@ -435,6 +448,7 @@ mod tests {
         entry\t%2Fetc%2Fbind%2Fgroundwork%2Frole.created\t\n\
         entry\t%2Fetc%2Fbind%2Fgroundwork%2Frole.wrote\t\n\
         entry\t%2Fsrv.orig-dir\t755 root:root\n\
+        entry\t%2Fetc%2Fsystemd%2Fsystem%2Fk3s-agent.service.created\t\n\
         unit\tssh\tactive enabled\n\
         unit\tk3s\tinactive \n\
         before\tbase-files\nbefore\topenssh-server\n\
@@ -447,11 +461,15 @@ mod tests {
         let l = Ledger::parse(READ);
         assert!(l.complete);
         let p = decide(&l);
-        assert_eq!(p.stop, ["k3s"]);
-        assert_eq!(p.disable, ["k3s"], "no enabled state before: it did not exist");
+        assert_eq!(p.stop, ["k3s", "k3s-agent.service"]);
+        assert_eq!(p.disable, ["k3s", "k3s-agent.service"], "no enabled state before: it did not exist");
         assert_eq!(p.restart, ["ssh"]);
         assert_eq!(p.restore, ["/etc/hosts"]);
-        assert_eq!(p.remove, ["/etc/bind/groundwork/role", "/etc/bind/groundwork"], "deepest first");
+        assert_eq!(
+            p.remove,
+            ["/etc/bind/groundwork/role", "/etc/systemd/system/k3s-agent.service", "/etc/bind/groundwork"],
+            "deepest first"
+        );
         assert_eq!(p.directory_meta, [("/srv".to_string(), "755".to_string(), "root:root".to_string())]);
         // chrony was purged by hand since: nothing to purge; openssh-server was there before.
         assert_eq!(p.purge, ["bind9", "libuv1"]);
