@@ -38,18 +38,24 @@ const ZONE: &str = "/etc/bind/groundwork/rz.groundwork.test.static";
 const LEGITIMATE: &[&str] =
     &["./passwd", "./passwd-", "./group", "./group-", "./shadow", "./shadow-", "./gshadow", "./gshadow-"];
 
-/// Every path under /etc: `sha256 mode owner path` for files, `dir mode owner path`,
-/// `link target path`.
-const SNAPSHOT: &str = r#"cd /etc && find . -xdev \( -type f -o -type l -o -type d \) | LC_ALL=C sort | while IFS= read -r f; do
-  if [ -L "$f" ]; then echo "link $(readlink "$f") $f"; elif [ -d "$f" ]; then echo "dir $(stat -c '%a %U:%G' "$f") $f";
-  else echo "$(sha256sum < "$f" | cut -c1-64) $(stat -c '%a %U:%G' "$f") $f"; fi
-done"#;
+/// Every path under /etc: `PATH<TAB>TYPE MODE OWNER LINK-TARGET`, then `SHA256  PATH` for
+/// every file (one find and one sha256sum for all).
+const SNAPSHOT: &str =
+    r"cd /etc && find . -xdev -printf '%p\t%y %m %u:%g %l\n' && find . -xdev -type f -print0 | xargs -0 sha256sum";
 const PACKAGES: &str =
     r"dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' | awk '$1 !~ /^.n/ { print $2 }' | LC_ALL=C sort";
 
-/// Path -> its snapshot line.
+/// Path -> its type, mode, owner, link target and sha256.
 fn etc(host: &str) -> BTreeMap<String, String> {
-    on(host, SNAPSHOT).lines().filter_map(|l| l.rsplit_once(' ').map(|(_, p)| (p.to_string(), l.to_string()))).collect()
+    let mut m: BTreeMap<String, String> = BTreeMap::new();
+    for l in on(host, SNAPSHOT).lines() {
+        if let Some((path, meta)) = l.split_once('\t') {
+            m.entry(path.to_string()).or_default().insert_str(0, meta);
+        } else if let Some((sha, path)) = l.split_once("  ") {
+            m.entry(path.to_string()).or_default().push_str(&format!(" sha256 {sha}"));
+        }
+    }
+    m
 }
 
 fn json_of(r: &run::Run) -> Value {
