@@ -224,7 +224,8 @@ fn upid(node: &str, pid: u32, kind: &str, id: &str) -> String {
     format!("UPID:{node}:{pid:08X}:{:08X}:{t:08X}:{kind}:{id}:{TOKEN_ID}:", pid * 7)
 }
 
-fn pct_decode(s: &str) -> String {
+/// Percent-decoding, as Proxmox reads paths and the `sshkeys` value.
+pub fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
