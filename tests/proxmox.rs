@@ -822,8 +822,6 @@ fn the_proxmox_example_checks_online_and_plans_its_guests() {
     let key = keys(dir.path());
     let text = std::fs::read_to_string("wizard/examples/proxmox-k3s.toml").unwrap();
     let (head, _) = text.split_once("[proxmox]").unwrap();
-    // (This branch's catalog has no steps for the gitops role yet: the plan would refuse it.)
-    let head = head.split_once("[gitops]").map_or(head, |(h, _)| h);
     let head: String = head
         .replace("~/.ssh/pve_ed25519", &key)
         .lines()
