@@ -61,7 +61,7 @@ fn vagrant(args: &[&str]) -> Ran {
 fn pass_on(r: impl BufRead) -> String {
     let mut all = String::new();
     for line in r.lines().map_while(Result::ok) {
-        let _ = writeln!(std::io::stderr(), "  | {line}");
+        say(&format!("  | {line}"));
         all.push_str(&line);
         all.push('\n');
     }
@@ -149,18 +149,20 @@ fn vagrant_up_converges_and_verifies_the_site_then_provision_changes_nothing_and
     }
     // The Vagrantfile is valid for each provider. VirtualBox is not in Debian: without its
     // VBoxManage, Vagrant checks everything but the provider's own block (vb.memory...).
+    let validating = Instant::now();
     for provider in ["lxc", "libvirt", "virtualbox"] {
         let mut cmd = vagrant_cmd(&["validate"]);
         cmd.env("VAGRANT_DEFAULT_PROVIDER", provider);
         let vbox = Command::new("VBoxManage").arg("--version").output().is_ok_and(|o| o.status.success());
         if provider == "virtualbox" && !vbox {
             cmd.arg("--ignore-provider");
-            eprintln!("virtualbox: VBoxManage is missing, so its provider block is not validated");
+            say("virtualbox: VBoxManage is missing, so its provider block is not validated");
         }
         let out = cmd.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && text.contains("validated successfully"), "validate with {provider}:\n{text}");
     }
+    let validate_secs = validating.elapsed().as_secs_f64();
     // The machines are the answer file's hosts, the appliance and the client.
     let answers = groundwork::answers::load_file(Path::new(ANSWERS)).unwrap_or_else(|e| panic!("{e:?}")).answers;
     let hosts: Vec<String> = answers.hosts.iter().map(|h| h.name.clone()).collect();
@@ -185,7 +187,9 @@ fn vagrant_up_converges_and_verifies_the_site_then_provision_changes_nothing_and
         return;
     }
     // Other lab tests (other processes) wait; their hosts and these machines share labbr0.
+    let waited = Instant::now();
     let _lock = lab::lock();
+    say(&format!("lab lock taken after {:.1} s", waited.elapsed().as_secs_f64()));
     let _teardown = Teardown;
     // A run that died half-way may have left machines.
     let _ = vagrant_cmd(&["destroy", "-f"]).output();
@@ -240,12 +244,16 @@ fn vagrant_up_converges_and_verifies_the_site_then_provision_changes_nothing_and
     assert_eq!(destroy.code, 0, "vagrant destroy failed (output above)");
     nothing_left().unwrap();
 
-    let _ = writeln!(
-        std::io::stderr(),
-        "vagrant cycle: up {:.1} s ({}), provision {:.1} s (0 changed), destroy {:.1} s",
+    say(&format!(
+        "vagrant cycle: validate x3 {validate_secs:.1} s, up {:.1} s ({}), provision {:.1} s (0 changed), destroy {:.1} s",
         up.secs,
         if box_built { "box built" } else { "box cached" },
         again.secs,
         destroy.secs
-    );
+    ));
+}
+
+/// A line on the test's own stderr, past the harness's capture (like the vagrant output).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
