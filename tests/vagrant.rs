@@ -142,6 +142,10 @@ fn skip_or_fail(reason: &str) {
 
 #[test]
 fn vagrant_up_converges_and_verifies_the_site_then_provision_changes_nothing_and_destroy_removes_it() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip_or_fail("the Vagrant lab needs root (vagrant-lxc runs lxc-* as root)");
+    }
     if Command::new("vagrant").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
         return skip_or_fail(
             "vagrant is not installed (tests/run installs vagrant, vagrant-lxc, vagrant-libvirt, lxc)",
@@ -179,10 +183,6 @@ fn vagrant_up_converges_and_verifies_the_site_then_provision_changes_nothing_and
     want.sort();
     assert_eq!(machines, want, "vagrant status");
 
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return skip_or_fail("the Vagrant cycle needs root (vagrant-lxc runs lxc-* as root)");
-    }
     if !lab::require() {
         return;
     }
