@@ -69,10 +69,12 @@ fn inputs_digest(a: &Answers, catalog: &Catalog) -> String {
     hex(&h.finalize())
 }
 
-/// The SSH target of a host of the answer file (its key `~` expanded; default
+/// The target of a host of the answer file: this machine (`local = true`, or its address is
+/// one of this machine's: no SSH), or over SSH with its key (`~` expanded; default
 /// `~/.ssh/id_ed25519`).
 pub(crate) fn target_of(host: &crate::answers::model::Host) -> Target {
     Target {
+        local: host.local || crate::ssh::is_this_machine(host.address),
         name: host.name.clone(),
         address: host.address.to_string(),
         port: host.ssh_port,
