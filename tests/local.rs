@@ -92,8 +92,8 @@ fn private_file(dir: &Path, name: &str, text: &str) -> String {
 
 /// dig, psql, mysql and ldapwhoami from this machine (the lab's gateway) against kl1.
 fn clients_reach_kl1(dir: &Path) {
-    std::fs::write(dir.join("secrets.toml"), on("kl1", &format!("cat {STATE}/secrets.toml"))).unwrap();
-    let secrets = groundwork::state::Secrets::load(&dir.join("secrets.toml")).unwrap();
+    let copy = private_file(dir, "secrets.toml", &on("kl1", &format!("cat {STATE}/secrets.toml")));
+    let secrets = groundwork::state::Secrets::load(Path::new(&copy)).unwrap();
     let (ok, out) =
         client("dig", &["+time=2", "+tries=2", "+short", "@10.77.0.110", &format!("kl1.{DOMAIN}"), "A"], &[]);
     assert!(ok && out == "10.77.0.110", "dig: {out}");

@@ -600,3 +600,19 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
     let changed = reporter.summaries.lock().unwrap_or_else(|p| p.into_inner()).values().map(|s| s.changed).sum();
     Ok(Outcome { ok: all_ok, run, changed, log: reporter.log_path().to_path_buf() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The single-server example is the machine it runs on (no SSH); the lab example's hosts
+    /// are reached over SSH (none of their addresses is this machine's).
+    #[test]
+    fn the_single_server_example_is_local_and_the_lab_is_not() {
+        let single = include_str!("../../wizard/examples/single-server.toml");
+        let a = crate::answers::load_str("single-server.toml", single).unwrap().answers;
+        assert!(a.hosts.iter().all(|h| target_of(h).local));
+        let lab = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
+        assert!(lab.hosts.iter().all(|h| !target_of(h).local));
+    }
+}
