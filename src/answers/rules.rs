@@ -1025,8 +1025,8 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
         if h.ssh_port == 0 {
             out.push(Problem::new(format!("{base}.ssh-port"), "port 0 is not a port"));
         }
-        if h.local
-            && let Some(first) = a.hosts[..i].iter().position(|o| o.local)
+        if h.local == Some(true)
+            && let Some(first) = a.hosts[..i].iter().position(|o| o.local == Some(true))
         {
             out.push(
                 Problem::new(

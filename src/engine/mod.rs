@@ -69,12 +69,12 @@ fn inputs_digest(a: &Answers, catalog: &Catalog) -> String {
     hex(&h.finalize())
 }
 
-/// The target of a host of the answer file: this machine (`local = true`, or its address is
-/// one of this machine's: no SSH), or over SSH with its key (`~` expanded; default
+/// The target of a host of the answer file: this machine (`local = true`, or unset and its
+/// address one of this machine's: no SSH), or over SSH with its key (`~` expanded; default
 /// `~/.ssh/id_ed25519`).
 pub(crate) fn target_of(host: &crate::answers::model::Host) -> Target {
     Target {
-        local: host.local || crate::ssh::is_this_machine(host.address),
+        local: host.local.unwrap_or_else(|| crate::ssh::is_this_machine(host.address)),
         name: host.name.clone(),
         address: host.address.to_string(),
         port: host.ssh_port,
@@ -612,7 +612,17 @@ mod tests {
         let single = include_str!("../../wizard/examples/single-server.toml");
         let a = crate::answers::load_str("single-server.toml", single).unwrap().answers;
         assert!(a.hosts.iter().all(|h| target_of(h).local));
-        let lab = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
+        let mut lab = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
         assert!(lab.hosts.iter().all(|h| !target_of(h).local));
+        // 127.0.0.1 (a tunnel's end, or a test's closed port) is never taken for this machine;
+        // `local = false` keeps SSH even for one of its addresses.
+        lab.hosts[0].address = std::net::Ipv4Addr::LOCALHOST;
+        assert!(!target_of(&lab.hosts[0]).local);
+        if let Some(mine) = crate::probe::probe().ipv4_addresses().first() {
+            lab.hosts[0].address = *mine;
+            assert!(target_of(&lab.hosts[0]).local);
+            lab.hosts[0].local = Some(false);
+            assert!(!target_of(&lab.hosts[0]).local);
+        }
     }
 }

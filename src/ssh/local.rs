@@ -19,10 +19,11 @@ pub const LOCAL_FINGERPRINT: &str = "local";
 /// on, so a command behaves here as it does over SSH.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Whether `address` is one of this machine's (any interface, loopback included).
+/// Whether `address` is one of this machine's, loopback excepted: a host at 127.0.0.1 is
+/// reached through a tunnel or port forward (another machine), never taken for this one.
 pub fn is_this_machine(address: Ipv4Addr) -> bool {
     if address.is_loopback() {
-        return true;
+        return false;
     }
     if_addrs::get_if_addrs().is_ok_and(|l| l.iter().any(|i| i.ip() == IpAddr::V4(address)))
 }
@@ -150,10 +151,21 @@ mod tests {
     }
 
     #[test]
-    fn loopback_and_unassigned_addresses() {
-        assert!(is_this_machine(Ipv4Addr::LOCALHOST));
-        // TEST-NET-1 is assigned to no machine.
-        assert!(!is_this_machine(Ipv4Addr::new(192, 0, 2, 77)));
+    fn loopback_and_unassigned_addresses_are_not_this_machine() {
+        assert!(!is_this_machine(Ipv4Addr::LOCALHOST));
+        // An address that no interface here holds (checked against the list itself).
+        let mine: Vec<IpAddr> = if_addrs::get_if_addrs().unwrap().iter().map(|i| i.ip()).collect();
+        let other =
+            (1..=254).map(|n| Ipv4Addr::new(198, 51, 100, n)).find(|a| !mine.contains(&IpAddr::V4(*a))).unwrap();
+        assert!(!is_this_machine(other));
+        // Every non-loopback IPv4 address of an interface is.
+        for ip in mine {
+            if let IpAddr::V4(v4) = ip
+                && !v4.is_loopback()
+            {
+                assert!(is_this_machine(v4), "{v4}");
+            }
+        }
     }
 
     #[tokio::test]

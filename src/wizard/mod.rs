@@ -210,7 +210,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             ssh_user: "root".into(),
             ssh_key: None,
             ssh_port: 22,
-            local: false,
+            local: None,
             roles: Vec::new(),
             provision: None,
         });
