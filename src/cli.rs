@@ -1144,7 +1144,9 @@ fn rebuild_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option<&Pa
         Err(e) => say!("warning: {}: {e}: forget the old key with `groundwork forget-host {host}`", path.display()),
     }
     let created = rt.block_on(async {
-        let vmid = pv::create(a, h, &client, tpl.as_ref().map(|(id, n)| (*id, n.as_str())), &progress).await?;
+        // The old guest is gone: nextid's answer is free for this one alone.
+        let vmids = pv::Vmids::new(&[]);
+        let vmid = pv::create(a, h, &client, tpl.as_ref().map(|(id, n)| (*id, n.as_str())), &vmids, &progress).await?;
         let deadline = std::time::Duration::from_secs(p.task_timeout);
         pv::wait_ssh(&address, port, deadline, &progress).await?;
         Ok::<u64, String>(vmid)

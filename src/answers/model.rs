@@ -181,6 +181,13 @@ impl GuestKind {
             GuestKind::Vm => "vm",
         }
     }
+    /// The word for it in a sentence.
+    pub fn noun(self) -> &'static str {
+        match self {
+            GuestKind::Ct => "container",
+            GuestKind::Vm => "VM",
+        }
+    }
     /// The API's name of the guest type (`/nodes/{node}/{api}/...`, `type` in resources).
     pub fn api(self) -> &'static str {
         match self {

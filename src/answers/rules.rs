@@ -1310,6 +1310,18 @@ fn provisions(a: &Answers, out: &mut Vec<Problem>) {
                 _ => {}
             },
         }
+        // Proxmox puts a container's `ssh-public-keys` in root's authorized_keys, and a CT
+        // template has no other account: another user could never log in.
+        if pr.kind == GuestKind::Ct && h.ssh_user != "root" {
+            out.push(
+                Problem::new(
+                    format!("host[{i}].ssh-user"),
+                    "a container gets the site's SSH key for root only: no other user can log in",
+                )
+                .help("set ssh-user = \"root\" for this host (a VM gets its user from cloud-init)")
+                .see(format!("{base}.kind"), "a container"),
+            );
+        }
         if pr.kind == GuestKind::Ct {
             for role in [Role::K3sServer, Role::K3sAgent] {
                 if h.roles.contains(&role) {
