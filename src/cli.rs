@@ -24,6 +24,8 @@ macro_rules! say {
     }};
 }
 
+mod wizard_apply;
+
 #[derive(Parser, Debug)]
 #[command(name = "groundwork", version, about = "Bootstrap a bare-metal site: DNS, DHCP, LDAP, databases, k3s, GitOps", long_about = None)]
 pub struct Cli {
@@ -534,7 +536,8 @@ fn wizard_cmd(out: &mut Out, file: &Path, state: Option<&Path>) -> i32 {
         say!("error: {} exists; the wizard does not overwrite an answer file (choose another --out)", file.display());
         return 2;
     }
-    let defaults = wizard::Defaults::from_facts(&probe::probe());
+    let facts = probe::probe();
+    let defaults = wizard::Defaults::from_facts(&facts);
     out.println("groundwork wizard: Enter keeps the [default]. Ctrl-C stops without writing anything.");
     let answers = match wizard::run(&mut prompter, &defaults) {
         Ok(a) => a,
@@ -570,7 +573,10 @@ fn wizard_cmd(out: &mut Out, file: &Path, state: Option<&Path>) -> i32 {
             return 2;
         }
     }
-    write_answers_and_secrets(out, file, &text, state, &answers)
+    match write_answers_and_secrets(out, file, &text, state, &answers) {
+        0 => wizard_apply::offer(out, file, state, &preflight::judge(&facts, &answers, catalog)),
+        code => code,
+    }
 }
 
 fn write_answers_and_secrets(
@@ -612,7 +618,6 @@ fn write_answers_and_secrets(
                     made.join(", ")
                 ));
             }
-            out.println(&format!("next: groundwork validate {0} && groundwork plan {0}", file.display()));
             0
         }
         Err(e) => {

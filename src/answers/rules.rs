@@ -1025,6 +1025,20 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
         if h.ssh_port == 0 {
             out.push(Problem::new(format!("{base}.ssh-port"), "port 0 is not a port"));
         }
+        if h.local == Some(true)
+            && let Some(first) = a.hosts[..i].iter().position(|o| o.local == Some(true))
+        {
+            out.push(
+                Problem::new(
+                    format!("{base}.local"),
+                    format!(
+                        "host `{}` is local too: only one host can be the machine groundwork runs on",
+                        shown(&a.hosts[first].name)
+                    ),
+                )
+                .see(format!("host[{first}].local"), "first here"),
+            );
+        }
         let mut seen: HashMap<Role, usize> = HashMap::new();
         for (j, r) in h.roles.iter().enumerate() {
             if let Some(first) = first_or_insert(&mut seen, *r, j) {

@@ -72,10 +72,12 @@ fn inputs_digest(a: &Answers, catalog: &Catalog) -> String {
     hex(&h.finalize())
 }
 
-/// The SSH target of a host of the answer file (its key `~` expanded; default
+/// The target of a host of the answer file: this machine (`local = true`, or unset and its
+/// address one of this machine's: no SSH), or over SSH with its key (`~` expanded; default
 /// `~/.ssh/id_ed25519`).
 pub(crate) fn target_of(host: &crate::answers::model::Host) -> Target {
     Target {
+        local: host.local.unwrap_or_else(|| crate::ssh::is_this_machine(host.address)),
         name: host.name.clone(),
         address: host.address.to_string(),
         port: host.ssh_port,
@@ -610,4 +612,30 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
     let all_ok = reporter.finish(&run, opts.dry_run) && ok;
     let changed = reporter.summaries.lock().unwrap_or_else(|p| p.into_inner()).values().map(|s| s.changed).sum();
     Ok(Outcome { ok: all_ok, run, changed, log: reporter.log_path().to_path_buf() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The single-server example is the machine it runs on (no SSH); the lab example's hosts
+    /// are reached over SSH (none of their addresses is this machine's).
+    #[test]
+    fn the_single_server_example_is_local_and_the_lab_is_not() {
+        let single = include_str!("../../wizard/examples/single-server.toml");
+        let a = crate::answers::load_str("single-server.toml", single).unwrap().answers;
+        assert!(a.hosts.iter().all(|h| target_of(h).local));
+        let mut lab = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
+        assert!(lab.hosts.iter().all(|h| !target_of(h).local));
+        // 127.0.0.1 (a tunnel's end, or a test's closed port) is never taken for this machine;
+        // `local = false` keeps SSH even for one of its addresses.
+        lab.hosts[0].address = std::net::Ipv4Addr::LOCALHOST;
+        assert!(!target_of(&lab.hosts[0]).local);
+        if let Some(mine) = crate::probe::probe().ipv4_addresses().first() {
+            lab.hosts[0].address = *mine;
+            assert!(target_of(&lab.hosts[0]).local);
+            lab.hosts[0].local = Some(false);
+            assert!(!target_of(&lab.hosts[0]).local);
+        }
+    }
 }

@@ -86,7 +86,11 @@ fn config_matches(v: &serde_json::Value, a: &Answers) -> Result<String, Failure>
     let Some(s) = subnets.iter().find(|s| s["subnet"] == want.as_str()) else {
         return Err(Failure::mismatch(format!("kea-dhcp4 runs without subnet {want}")));
     };
-    let norm = |p: &str| p.split('-').map(str::trim).collect::<Vec<_>>().join("-");
+    let norm = |p: &str| match p.trim().parse::<ipnetwork::Ipv4Network>() {
+        // Kea shows a pool that is exactly a prefix as one (10.0.0.116-10.0.0.119 as .116/30).
+        Ok(net) if p.contains('/') => format!("{}-{}", net.network(), net.broadcast()),
+        _ => p.split('-').map(str::trim).collect::<Vec<_>>().join("-"),
+    };
     let pools: Vec<String> = s["pools"]
         .as_array()
         .map(|ps| ps.iter().filter_map(|p| p["pool"].as_str().map(norm)).collect())
@@ -315,6 +319,15 @@ mod tests {
 
         let all = running(json!([{"subnet": subnet, "pools": pools, "reservations": reservations}]));
         assert!(config_matches(&all, &a).is_ok(), "{:?}", config_matches(&all, &a));
+        // A range that is exactly a prefix, as Kea shows it.
+        let mut prefixed = a.clone();
+        prefixed.network.dhcp_ranges = vec![crate::answers::model::DhcpRange {
+            start: "10.77.0.116".parse().unwrap(),
+            end: "10.77.0.119".parse().unwrap(),
+        }];
+        let as_prefix =
+            running(json!([{"subnet": subnet, "pools": [{"pool": "10.77.0.116/30"}], "reservations": reservations}]));
+        config_matches(&as_prefix, &prefixed).unwrap();
         let other_subnet = running(json!([{"subnet": "10.99.0.0/24", "pools": pools}]));
         assert_eq!(
             config_matches(&other_subnet, &a).unwrap_err(),

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod pty;
 pub mod pve;
 pub mod run;
