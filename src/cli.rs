@@ -1,4 +1,4 @@
-//! The command line: `groundwork validate | schema | probe | wizard | plan | apply | verify |
+//! The command line: `groundwork validate | schema | probe | wizard | plan | apply | verify | drift | reset |
 //! forget-host | rebuild | bundle`.
 //!
 //! Nothing here prints with `print!`/`println!` (they panic when standard output is closed or
@@ -23,6 +23,8 @@ macro_rules! say {
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
+
+mod wizard_apply;
 
 #[derive(Parser, Debug)]
 #[command(name = "groundwork", version, about = "Bootstrap a bare-metal site: DNS, DHCP, LDAP, databases, k3s, GitOps", long_about = None)]
@@ -168,6 +170,35 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Put hosts back as groundwork found them: stop and disable what it started, restore
+    /// every file it replaced from its first backup, remove what it created, purge the packages
+    /// it installed that were not there before, and forget its own records on the host.
+    ///
+    /// Without --yes it shows what it would do and asks (without a terminal it needs --yes);
+    /// --dry-run only shows it. The record of what was there before lives on each host
+    /// (/var/backups/groundwork, /var/lib/groundwork), written by apply as it changes things.
+    Reset {
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Only this host (repeatable).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// Only the hosts that carry this role (repeatable); each is reset whole.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Show what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not show the reset and ask first.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// One JSON document: {"ok", "dry_run", "hosts": [...]}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// A new value for generated secrets (database users' and LDAP accounts' passwords, the
     /// TSIG key, the k3s token), applied and checked by a client before the old value goes
     /// from the secrets file; a rotation cut short goes on where it stopped. Exit 1 on a failure.
@@ -180,6 +211,22 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
         /// One JSON event per line (the applies' events, then `rotate-finished`).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// What changed on the hosts since groundwork left them: files it wrote (content, mode,
+    /// owner; with the diff, secrets masked), services of their roles stopped or disabled,
+    /// packages removed. Exit 2 when something drifted, 1 when a host could not be checked.
+    Drift {
+        /// Answer file; without it, the bundled lab example.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Only this host (repeatable).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// One JSON document: {"drifted", "hosts": [...]}.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -343,7 +390,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
     let state = |s: StateArg| s.state.or(cli.state.clone());
     let no_state = |command: &str| {
         say!(
-            "error: --state does nothing for `groundwork {command}`; it belongs to wizard, plan, apply, confirm, verify, rotate, forget-host and rebuild"
+            "error: --state does nothing for `groundwork {command}`; it belongs to wizard, plan, apply, confirm, verify, drift, reset, rotate, forget-host and rebuild"
         );
         2
     };
@@ -382,6 +429,13 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
             rebuild_cmd(out, &host, file.as_deref(), state(s).as_deref(), yes)
         }
         Command::Bundle(args) => bundle_cmd(out, args),
+        Command::Reset { file, hosts, roles, dry_run, yes, json, state: s } => {
+            let only = Only { hosts, roles };
+            reset_cmd(out, file.as_deref(), state(s).as_deref(), &only, dry_run, yes, json)
+        }
+        Command::Drift { file, hosts, json, state: s } => {
+            drift_cmd(out, file.as_deref(), state(s).as_deref(), &hosts, json)
+        }
     }
 }
 
@@ -521,7 +575,8 @@ fn wizard_cmd(out: &mut Out, file: &Path, state: Option<&Path>) -> i32 {
         say!("error: {} exists; the wizard does not overwrite an answer file (choose another --out)", file.display());
         return 2;
     }
-    let defaults = wizard::Defaults::from_facts(&probe::probe());
+    let facts = probe::probe();
+    let defaults = wizard::Defaults::from_facts(&facts);
     out.println("groundwork wizard: Enter keeps the [default]. Ctrl-C stops without writing anything.");
     let answers = match wizard::run(&mut prompter, &defaults) {
         Ok(a) => a,
@@ -557,7 +612,10 @@ fn wizard_cmd(out: &mut Out, file: &Path, state: Option<&Path>) -> i32 {
             return 2;
         }
     }
-    write_answers_and_secrets(out, file, &text, state, &answers)
+    match write_answers_and_secrets(out, file, &text, state, &answers) {
+        0 => wizard_apply::offer(out, file, state, &preflight::judge(&facts, &answers, catalog)),
+        code => code,
+    }
 }
 
 fn write_answers_and_secrets(
@@ -599,7 +657,6 @@ fn write_answers_and_secrets(
                     made.join(", ")
                 ));
             }
-            out.println(&format!("next: groundwork validate {0} && groundwork plan {0}", file.display()));
             0
         }
         Err(e) => {
@@ -771,13 +828,317 @@ fn engine_cmd(
             opts.json,
         );
     }
-    match rt.block_on(crate::engine::run(a, &catalog, &dir, &opts)) {
+    let code = match rt.block_on(crate::engine::run(a, &catalog, &dir, &opts)) {
         Ok(o) => i32::from(!o.ok),
         Err(e) => {
             say!("error: {e}");
-            2
+            return 2;
+        }
+    };
+    if opts.dry_run && code != 0 {
+        say!("\ndrift: not checked (a host failed above)");
+    } else if opts.dry_run {
+        // plan --live: what changed by hand since groundwork left the hosts.
+        let secrets = Secrets::load(&dir.secrets_path()).unwrap_or_default();
+        let ssh = crate::ssh::SshOptions { known_hosts: dir.known_hosts_path(), ..Default::default() };
+        let hosts = rt.block_on(crate::engine::drift::run(a, &catalog, &secrets, &ssh, &opts.hosts));
+        if opts.json {
+            let doc = serde_json::json!({"event": "drift", "hosts": hosts});
+            out.println(&doc.to_string());
+            return code;
+        }
+        say!("\ndrift (changed since groundwork left the hosts):\n{}", crate::engine::drift::render(&hosts).trim_end());
+    }
+    code
+}
+
+/// `--host` and `--role`: which hosts a command is for (all when both are empty).
+struct Only {
+    hosts: Vec<String>,
+    roles: Vec<String>,
+}
+
+impl Only {
+    /// The names of the chosen hosts; `Err` names a host or role the answers do not have.
+    fn pick(&self, a: &answers::Answers) -> Result<Vec<String>, String> {
+        for h in &self.hosts {
+            if !a.hosts.iter().any(|x| &x.name == h) {
+                return Err(format!("--host {h}: no such host in the answer file"));
+            }
+        }
+        for r in &self.roles {
+            if !a.hosts.iter().any(|x| x.roles.iter().any(|role| role.as_str() == r)) {
+                return Err(format!("--role {r}: no host of the answer file has this role"));
+            }
+        }
+        Ok(a.hosts
+            .iter()
+            .filter(|h| self.hosts.is_empty() || self.hosts.contains(&h.name))
+            .filter(|h| self.roles.is_empty() || h.roles.iter().any(|r| self.roles.iter().any(|x| x == r.as_str())))
+            .map(|h| h.name.clone())
+            .collect())
+    }
+}
+
+fn reset_cmd(
+    out: &mut Out,
+    file: Option<&Path>,
+    state: Option<&Path>,
+    only: &Only,
+    dry_run: bool,
+    yes: bool,
+    json: bool,
+) -> i32 {
+    use crate::engine::reset;
+    let (_, loaded) = match load_site(file, None) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    let names = match only.pick(a) {
+        Ok(n) => n,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let dir = StateDir::for_site(state, &a.site.name);
+    // Exclusive: no apply may change the hosts meanwhile.
+    let _lock = match dir.lock(if dry_run { Access::Shared } else { Access::Exclusive }) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    if !dry_run && !yes && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        say!(
+            "error: reset asks before changing hosts, and there is no terminal to ask at; nothing was changed (add --yes, or --dry-run to see it)"
+        );
+        return 2;
+    }
+    let Some(rt) = runtime() else { return 2 };
+    let ssh = crate::ssh::SshOptions { known_hosts: dir.known_hosts_path(), ..Default::default() };
+    let hosts: Vec<&answers::model::Host> = a.hosts.iter().filter(|h| names.contains(&h.name)).collect();
+    let sessions = rt.block_on(futures::future::join_all(hosts.iter().map(|h| async {
+        let session =
+            crate::ssh::Session::connect(&crate::engine::target_of(h), &ssh).await.map_err(|e| e.to_string())?;
+        let plan = reset::read(&session).await;
+        Ok::<_, String>((session, plan?))
+    })));
+    let mut outcomes: Vec<reset::Outcome> = Vec::new();
+    let mut work = Vec::new();
+    for (h, r) in hosts.iter().zip(sessions) {
+        let mut o = reset::Outcome { host: h.name.clone(), ..Default::default() };
+        match r {
+            Ok((session, plan)) => {
+                o.plan = plan;
+                if let Some(why) = &o.plan.refused {
+                    o.error = Some(why.clone());
+                }
+                outcomes.push(o);
+                work.push(Some(session));
+            }
+            Err(e) => {
+                o.error = Some(e);
+                outcomes.push(o);
+                work.push(None);
+            }
         }
     }
+    if !json || dry_run {
+        for o in &outcomes {
+            match (&o.error, o.plan.is_empty()) {
+                (Some(e), _) if o.plan.refused.is_none() => say!("{}: cannot be reset: {e}", o.host),
+                (_, true) => say!("{}: nothing to reset (groundwork left no record here)", o.host),
+                _ => {
+                    say!("{}:", o.host);
+                    for l in reset::describe(&o.plan) {
+                        say!("  {l}");
+                    }
+                }
+            }
+        }
+    }
+    if let Some((primary, dropped)) = dns_kept_for(a, &names) {
+        for h in dropped {
+            say!(
+                "{}: then its records in the site's zones on {} (its name, the names pointing to it, its PTR)",
+                h.name,
+                primary.name
+            );
+        }
+    }
+    let close = |work: Vec<Option<crate::ssh::Session>>| {
+        rt.block_on(futures::future::join_all(work.into_iter().flatten().map(|s| s.close())));
+    };
+    if dry_run {
+        close(work);
+        if json {
+            let doc = serde_json::json!({"ok": outcomes.iter().all(|o| o.error.is_none()), "dry_run": true, "hosts": outcomes});
+            out.println(&to_json_pretty(&doc));
+        }
+        return i32::from(outcomes.iter().any(|o| o.error.is_some()));
+    }
+    if !yes {
+        match dialoguer::Confirm::new().with_prompt("Reset these hosts?").default(false).interact() {
+            Ok(true) => {}
+            _ => {
+                close(work);
+                say!("nothing was changed");
+                return 1;
+            }
+        }
+    }
+    let results = rt.block_on(futures::future::join_all(outcomes.iter().zip(&work).map(|(o, s)| async move {
+        let Some(session) = s else { return None };
+        if o.error.is_some() || o.plan.is_empty() {
+            return None;
+        }
+        let progress = |m: &str| say!("{}: {m}", o.host);
+        Some(reset::carry_out(session, &o.plan, &progress).await)
+    })));
+    close(work);
+    for (o, r) in outcomes.iter_mut().zip(results) {
+        match r {
+            None => o.ok = o.error.is_none(),
+            Some(Ok((kept, leftovers))) => {
+                o.ok = true;
+                o.kept = kept;
+                o.leftovers = leftovers;
+            }
+            Some(Err(e)) => o.error = Some(e),
+        }
+    }
+    for o in &outcomes {
+        if let Some(e) = &o.error {
+            say!("{}: reset FAILED: {e}", o.host);
+        } else if !o.plan.is_empty() {
+            say!(
+                "{}: reset: {} file(s) restored, {} path(s) removed, {} package(s) purged, {} unit(s) stopped",
+                o.host,
+                o.plan.restore.len(),
+                o.plan.remove.len() - o.kept.len(),
+                o.plan.purge.len(),
+                o.plan.stop.len()
+            );
+            for (path, why) in &o.kept {
+                say!("{}:   kept {path}: {why}", o.host);
+            }
+            if !o.leftovers.is_empty() {
+                say!("{}:   removed what the purge left under /etc: {}", o.host, o.leftovers.join(", "));
+            }
+        }
+    }
+    // The records the reset hosts had in the site's zones, where the DNS primary stays.
+    if let Some((primary, dropped)) = dns_kept_for(a, &names) {
+        let removed = rt.block_on(async {
+            let session = crate::ssh::Session::connect(&crate::engine::target_of(primary), &ssh)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut all = Vec::new();
+            for h in &dropped {
+                let script = reset::dns_removal_script(
+                    &a.site.internal_domain,
+                    &answers::model::reverse_zone(&a.network.subnet),
+                    &h.name,
+                    &h.address.to_string(),
+                );
+                let out = session.exec(&script, None).await.map_err(|e| e.to_string());
+                all.push((h.name.clone(), out));
+            }
+            session.close().await;
+            Ok::<_, String>(all)
+        });
+        match removed {
+            Ok(all) => {
+                for (name, r) in all {
+                    let Some(o) = outcomes.iter_mut().find(|o| o.host == name) else { continue };
+                    match r {
+                        Ok(out) if out.ok() => {
+                            o.dns_removed = reset::removed_records(&out.stdout_str());
+                            say!("{name}: removed from DNS on {}: {}", primary.name, o.dns_removed.join(", "));
+                        }
+                        Ok(out) => {
+                            o.ok = false;
+                            o.error = Some(format!("its DNS records on {}: {}", primary.name, out.stderr_str().trim()));
+                        }
+                        Err(e) => {
+                            o.ok = false;
+                            o.error = Some(format!("its DNS records on {}: {e}", primary.name));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                say!("{}: its zones could not be reached: {e}", primary.name);
+                for o in outcomes.iter_mut().filter(|o| dropped.iter().any(|h| h.name == o.host)) {
+                    o.ok = false;
+                    o.error = Some(format!("its DNS records on {} stay: {e}", primary.name));
+                }
+            }
+        }
+    }
+    let ok = outcomes.iter().all(|o| o.ok);
+    if json {
+        out.println(&to_json_pretty(&serde_json::json!({"ok": ok, "dry_run": false, "hosts": outcomes})));
+    }
+    i32::from(!ok)
+}
+
+/// The DNS primary (the first dns host) when it is not among the `reset` hosts, with the reset
+/// hosts whose records are in its zones (those that are not DNS servers themselves).
+fn dns_kept_for<'a>(
+    a: &'a answers::Answers,
+    reset: &[String],
+) -> Option<(&'a answers::model::Host, Vec<&'a answers::model::Host>)> {
+    let (_, primary) = a.hosts_with(answers::model::Role::Dns).next()?;
+    if reset.contains(&primary.name) {
+        return None;
+    }
+    let dropped: Vec<&answers::model::Host> =
+        a.hosts.iter().filter(|h| reset.contains(&h.name) && !h.roles.contains(&answers::model::Role::Dns)).collect();
+    (!dropped.is_empty()).then_some((primary, dropped))
+}
+
+fn drift_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, only: &[String], json: bool) -> i32 {
+    let (catalog, loaded) = match load_site(file, None) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let a = &loaded.answers;
+    for h in only {
+        if !a.hosts.iter().any(|x| &x.name == h) {
+            say!("error: --host {h}: no such host in the answer file");
+            return 2;
+        }
+    }
+    let dir = StateDir::for_site(state, &a.site.name);
+    let _lock = match dir.lock(Access::Shared) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    // The secrets are what diffs are masked with: without them, nothing is shown.
+    let secrets = match Secrets::load(&dir.secrets_path()) {
+        Ok(s) => s,
+        Err(e) => {
+            say!("error: {e}");
+            return 2;
+        }
+    };
+    let Some(rt) = runtime() else { return 2 };
+    let ssh = crate::ssh::SshOptions { known_hosts: dir.known_hosts_path(), ..Default::default() };
+    let hosts = rt.block_on(crate::engine::drift::run(a, &catalog, &secrets, &ssh, only));
+    let drifted = hosts.iter().any(|h| h.drifted);
+    if json {
+        out.println(&to_json_pretty(&serde_json::json!({"drifted": drifted, "hosts": hosts})));
+    } else {
+        out.print(&crate::engine::drift::render(&hosts));
+    }
+    if drifted { 2 } else { i32::from(hosts.iter().any(|h| h.error.is_some())) }
 }
 
 /// The async runtime of a command that talks to hosts; `None` after saying why not.
@@ -1347,7 +1708,9 @@ fn rebuild_cmd(out: &mut Out, host: &str, file: Option<&Path>, state: Option<&Pa
         Err(e) => say!("warning: {}: {e}: forget the old key with `groundwork forget-host {host}`", path.display()),
     }
     let created = rt.block_on(async {
-        let vmid = pv::create(a, h, &client, tpl.as_ref().map(|(id, n)| (*id, n.as_str())), &progress).await?;
+        // The old guest is gone: nextid's answer is free for this one alone.
+        let vmids = pv::Vmids::new(&[]);
+        let vmid = pv::create(a, h, &client, tpl.as_ref().map(|(id, n)| (*id, n.as_str())), &vmids, &progress).await?;
         let deadline = std::time::Duration::from_secs(p.task_timeout);
         pv::wait_ssh(&address, port, deadline, &progress).await?;
         Ok::<u64, String>(vmid)

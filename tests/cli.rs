@@ -4,6 +4,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::pty::{self, key, step, wait};
+
 fn groundwork() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_groundwork"));
     c.env("NO_COLOR", "1");
@@ -364,8 +367,7 @@ fn wizard_through_a_pty_writes_a_valid_answer_file() {
     let state = dir.path().join("state");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_groundwork"));
     cmd.args(["wizard", "--out"]).arg(&out).arg("--state").arg(&state).env("TERM", "xterm");
-    let opts = rexpect::reader::Options::new().timeout_ms(Some(20_000)).strip_ansi_escape_codes(true);
-    let mut p = rexpect::session::spawn_with_options(cmd, opts).unwrap();
+    let mut p = pty::spawn(cmd, 20_000);
     let mut seen = String::new();
     step(&mut p, &mut seen, "Site name", "pty");
     step(&mut p, &mut seen, "Internal domain", "not a domain");
@@ -391,10 +393,14 @@ fn wizard_through_a_pty_writes_a_valid_answer_file() {
     key(&mut p, &mut seen, "Proxmox VE API?", "n");
     wait(&mut p, &mut seen, "Summary");
     key(&mut p, &mut seen, "Write ", "y");
+    // This machine's preflight, then the offer to apply: declined, it names the command.
+    key(&mut p, &mut seen, "Apply now", "n");
     let rest = p.exp_eof().unwrap();
     seen.push_str(&rest);
-    assert!(rest.contains("wrote") && rest.contains("(mode 0600)"), "{rest}");
-    assert!(rest.contains("secrets: generated"), "{rest}");
+    assert!(seen.contains("wrote") && seen.contains("(mode 0600)"), "{seen}");
+    assert!(seen.contains("secrets: generated"), "{seen}");
+    assert!(seen.contains("preflight:"), "{seen}");
+    assert!(rest.contains(&format!("not applied; when you are ready: groundwork apply {}", out.display())), "{rest}");
 
     let loaded = groundwork::answers::load_file(&out).unwrap_or_else(|r| panic!("{}", r.render(false))).answers;
     assert_eq!(loaded.site.internal_domain, "pty.example.org");
@@ -413,30 +419,6 @@ fn wizard_through_a_pty_writes_a_valid_answer_file() {
     }
     let (code, _, err) = run(&["validate", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-}
-
-type Pty = rexpect::session::PtySession;
-
-fn wait(p: &mut Pty, seen: &mut String, expect: &str) {
-    match p.exp_string(expect) {
-        Ok(text) => seen.push_str(&text),
-        Err(e) => panic!("waiting for {expect:?}: {e}\nso far:\n{seen}"),
-    }
-}
-
-/// Wait for a prompt, type a line and press Enter.
-fn step(p: &mut Pty, seen: &mut String, expect: &str, send: &str) {
-    wait(p, seen, expect);
-    p.send(send).unwrap();
-    p.send("\r").unwrap();
-    p.flush().unwrap();
-}
-
-/// Wait for a yes/no prompt and press one key.
-fn key(p: &mut Pty, seen: &mut String, expect: &str, k: &str) {
-    wait(p, seen, expect);
-    p.send(k).unwrap();
-    p.flush().unwrap();
 }
 
 /// A site whose one host cannot be reached (its key file does not exist): `plan --live` and
@@ -811,5 +793,30 @@ fn bundle_debs_names_the_answer_file_line_and_field_of_garbage_and_makes_nothing
         assert_eq!(code, 1, "{name}: {err}");
         assert!(err.contains(want) && !err.contains("panicked"), "{name}: {err}");
         assert!(!out.join("manifest.json").exists() && !out.join("debs").exists(), "{name}: made something");
+    }
+}
+
+#[test]
+fn reset_and_drift_refuse_before_connecting() {
+    let (dir, mini) = unreachable_site();
+    let st = dir.path().join("state");
+    let st = st.to_str().unwrap();
+    // No terminal to ask at and no --yes: refused before anything connects or changes.
+    let (code, _, err) = run(&["reset", &mini, "--state", st]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("there is no terminal to ask at; nothing was changed (add --yes"), "{err}");
+    let (code, _, err) = run(&["reset", "--dry-run", &mini, "--host", "h9", "--state", st]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--host h9: no such host in the answer file"), "{err}");
+    let (code, _, err) = run(&["reset", "--dry-run", &mini, "--role", "dns", "--state", st]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--role dns: no host of the answer file has this role"), "{err}");
+    let (code, _, err) = run(&["drift", &mini, "--host", "h9", "--state", st]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--host h9: no such host"), "{err}");
+    for c in ["reset", "drift"] {
+        let (code, out, _) = run(&[c, "--help"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("--state <DIR>") && out.contains("--json"), "{c}: {out}");
     }
 }

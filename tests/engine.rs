@@ -70,7 +70,14 @@ fn base_converges_on_four_hosts_then_a_second_apply_changes_nothing() {
     assert_eq!(on("b2", "stat -c %U /etc/ssh/sshd_config.d/50-groundwork.conf").trim(), "root");
     // The replaced /etc/hosts is kept under its own name (`/` escaped), one backup.
     let backups = on("b1", "ls /var/backups/groundwork");
-    assert_eq!(backups.lines().filter(|l| l.starts_with("%2Fetc%2Fhosts.")).count(), 1, "{backups}");
+    let stamped =
+        |l: &&str| l.strip_prefix("%2Fetc%2Fhosts.").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    assert_eq!(backups.lines().filter(stamped).count(), 1, "{backups}");
+    // The ledger keeps the file as it was found (for reset) and what groundwork wrote (drift).
+    assert!(
+        backups.lines().any(|l| l == "%2Fetc%2Fhosts.orig") && backups.contains("%2Fetc%2Fhosts.wrote"),
+        "{backups}"
+    );
 
     let second = apply(&state, &[]);
     assert_eq!(second.code, 0, "{}", second.all_text());
@@ -399,7 +406,8 @@ fn a_big_local_file_is_streamed_once_and_skipped_while_its_sha256_matches() {
     assert_eq!(third.step("b1", "bundle").unwrap()["status"], "changed");
     assert_eq!(remote_sha(), sha(&changed));
     // One earlier version is kept (an upload keeps one), and it is the first.
-    let kept = on("b1", "sha256sum /var/backups/groundwork/%2Fvar%2Ftmp%2Fgroundwork-bundle.bin.* | cut -d' ' -f1");
+    let kept =
+        on("b1", "sha256sum /var/backups/groundwork/%2Fvar%2Ftmp%2Fgroundwork-bundle.bin.[0-9]* | cut -d' ' -f1");
     assert_eq!(kept.trim(), first_sha, "{kept}");
     on("b1", &format!("rm -f {dest} /var/backups/groundwork/%2Fvar%2Ftmp%2Fgroundwork-bundle.bin.*"));
 }

@@ -218,6 +218,19 @@ fn provision_rules_offline() {
             out.stderr
         );
     }
+    // A container is reached as root: Proxmox installs the key for no one else.
+    let ops = text
+        .replace("kind = \"ct\", cores = 0", "kind = \"ct\"")
+        .replace("[[host]]\n", "[[host]]\nssh-user = \"ops\"\n");
+    let file = write(dir.path(), "u.toml", &ops);
+    let out = gw(&["validate", &file], pve::SECRET);
+    let line = line_of(&ops, "[[host]]", "ssh-user =");
+    assert!(
+        out.stderr.contains(&format!("{file}:{line}:"))
+            && out.stderr.contains("host[0].ssh-user: a container gets the site's SSH key for root only"),
+        "{}",
+        out.stderr
+    );
     let no_section = text[..text.find("[proxmox]").unwrap()].replace("kind = \"ct\", cores = 0", "kind = \"vm\"");
     let file = write(dir.path(), "b.toml", &no_section);
     let out = gw(&["validate", &file], pve::SECRET);
@@ -257,6 +270,66 @@ fn loopback_site_with(pve: &Pve, dir: &Path, extra: &str, provision: &str) -> (S
     let key = keys(dir);
     let hosts = host("pn1", "127.0.0.2", &key, port, "\"dns\"", provision);
     (write(dir, "site.toml", &answers(pve, "127.0.0.0/24", "127.0.0.1", &hosts, extra)), port)
+}
+
+/// Three guests are created side by side: every create is sent before the first start (a
+/// run does not wait for one guest to finish before the next begins), each takes its own
+/// VMID from one `nextid`, and a VMID another creator takes meanwhile is skipped.
+#[test]
+fn guests_are_created_side_by_side_each_with_its_own_vmid() {
+    let pve = Pve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    pve.with(|s| {
+        // nextid answers 100; someone creates 101 just before groundwork's create of it.
+        s.taken_meanwhile = vec![101];
+        s.on_start = Some(std::sync::Arc::new(move |_name: &str, ip: &str| {
+            let l = std::net::TcpListener::bind((ip, port)).map_err(|e| e.to_string())?;
+            std::thread::spawn(move || {
+                for c in l.incoming().flatten() {
+                    use std::io::Write as _;
+                    let mut c = c;
+                    let _ = c.write_all(b"SSH-2.0-double\r\n");
+                }
+            });
+            Ok(())
+        }))
+    });
+    let key = keys(dir.path());
+    let hosts: String = [("pn1", "127.0.0.2"), ("pn2", "127.0.0.3"), ("pn3", "127.0.0.4")]
+        .iter()
+        .map(|(n, ip)| host(n, ip, &key, port, "\"dns\"", "kind = \"ct\", cores = 1, memory = 512, disk = 4"))
+        .collect();
+    let file = write(dir.path(), "site.toml", &answers(&pve, "127.0.0.0/24", "127.0.0.1", &hosts, ""));
+    let apply = gw(
+        &["apply", "--yes", "--json", &file, "--state", &state, "--host", "pn1", "--host", "pn2", "--host", "pn3"],
+        pve::SECRET,
+    );
+    for h in ["pn1", "pn2", "pn3"] {
+        assert_eq!(
+            apply.step(h, "proxmox").map(|s| s["status"].clone()),
+            Some("changed".into()),
+            "{h}: {}",
+            apply.text()
+        );
+    }
+    let writes: Vec<String> = pve.writes().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    let creates = writes.iter().filter(|w| *w == "POST /nodes/pve1/lxc").count();
+    assert_eq!(creates, 4, "3 guests, one create refused (101 was taken): {writes:?}");
+    let first_start = writes.iter().position(|w| w.ends_with("/status/start")).unwrap();
+    let last_create = writes.iter().rposition(|w| *w == "POST /nodes/pve1/lxc").unwrap();
+    assert!(last_create < first_start, "the creates went one guest after the other: {writes:?}");
+    let mut ids: Vec<(String, u64)> =
+        pve.with(|s| s.guests.iter().filter(|g| g.name.starts_with("pn")).map(|g| (g.name.clone(), g.vmid)).collect());
+    ids.sort_by_key(|(_, id)| *id);
+    let vmids: Vec<u64> = ids.iter().map(|(_, id)| *id).collect();
+    assert_eq!(vmids, [100, 102, 103], "{ids:?}");
+    assert!(apply.text().contains("VMID 101 was taken meanwhile: trying the next one"), "{}", apply.text());
+    assert!(pve.with(|s| s.guests.iter().any(|g| g.vmid == 101 && g.name == "someone-else")));
 }
 
 /// The run's log files, all of them.
@@ -581,7 +654,7 @@ fn rebuild_lists_the_loss_asks_then_stops_destroys_and_creates() {
 /// A guest with other cores, memory and tags: plan --live shows the difference (and that its
 /// template is older), apply changes it in place; nothing is created or destroyed.
 #[test]
-fn drift_is_shown_then_changed_and_an_old_template_is_flagged_outdated() {
+fn drift_is_shown_then_changed_the_disk_grown_and_an_old_template_is_flagged_outdated() {
     let pve = Pve::start();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state").display().to_string();
@@ -592,6 +665,8 @@ fn drift_is_shown_then_changed_and_an_old_template_is_flagged_outdated() {
         let g = s.guests.iter_mut().find(|g| g.name == "pn1").unwrap();
         g.config.insert("cores".into(), "1".into());
         g.config.insert("tags".into(), "groundwork;gw-pn;tpl-0badc0de".into());
+        // A root volume smaller than the answer's 8 GiB (made by hand, or an older answer).
+        g.config.insert("rootfs".into(), "local-lvm:vm-100-disk-0,size=4G".into());
         // The template volume the answers name now is another one.
     });
     let plan = gw(&["plan", "--live", "--json", &file, "--state", &state], pve::SECRET);
@@ -600,15 +675,36 @@ fn drift_is_shown_then_changed_and_an_old_template_is_flagged_outdated() {
     let detail = step["detail"].as_str().unwrap();
     assert!(detail.contains("cores: 1 -> 2"), "{detail}");
     assert!(detail.contains("tags: groundwork;gw-pn;tpl-0badc0de -> dns;groundwork;gw-pn;tpl-0badc0de"), "{detail}");
+    assert!(detail.contains("disk rootfs: 4G -> 8G"), "{detail}");
     assert!(plan.stdout.contains("OUTDATED: the guest was built from template tpl-0badc0de"), "{}", plan.stdout);
     let before = pve.writes().len();
     let apply = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
     assert_eq!(apply.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", apply.text());
     let writes = pve.writes();
-    assert_eq!(writes.len(), before + 1, "{writes:?}");
-    let put = writes.last().unwrap();
+    assert_eq!(writes.len(), before + 2, "{writes:?}");
+    let put = &writes[before];
     assert_eq!((put.method.as_str(), put.path.as_str()), ("PUT", "/nodes/pve1/lxc/100/config"));
     assert_eq!(put.params.get("cores").map(String::as_str), Some("2"));
+    assert!(!put.params.contains_key("rootfs"), "the disk is never set through the config: {put:?}");
+    let grow = &writes[before + 1];
+    assert_eq!((grow.method.as_str(), grow.path.as_str()), ("PUT", "/nodes/pve1/lxc/100/resize"));
+    assert_eq!(grow.params.get("disk").map(String::as_str), Some("rootfs"));
+    assert_eq!(grow.params.get("size").map(String::as_str), Some("8G"));
+    assert!(pve.requests().iter().any(|r| r.path.contains(":resize:100:") && r.path.ends_with("/status")));
+    let rootfs = pve.with(|s| s.guests.iter().find(|g| g.name == "pn1").unwrap().config["rootfs"].clone());
+    assert_eq!(rootfs, "local-lvm:vm-100-disk-0,size=8G");
+    // Changed: the next run finds nothing to do, and a smaller answer never shrinks the disk.
+    let again = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
+    assert_eq!(again.step("pn1", "proxmox").unwrap()["status"], "ok", "{}", again.text());
+    assert_eq!(pve.writes().len(), before + 2, "{:?}", pve.writes());
+    let smaller = std::fs::read_to_string(&file).unwrap().replace("disk = 8", "disk = 6");
+    std::fs::write(&file, smaller).unwrap();
+    let plan = gw(&["plan", "--live", "--json", &file, "--state", &state], pve::SECRET);
+    assert!(
+        plan.stdout.contains("the container's disk: rootfs is 8G, larger than the answer's 6 GiB: kept as it is"),
+        "{}",
+        plan.text()
+    );
     assert_eq!(pve.with(|s| s.guests.iter().filter(|g| g.name == "pn1").count()), 1);
 }
 
@@ -726,8 +822,6 @@ fn the_proxmox_example_checks_online_and_plans_its_guests() {
     let key = keys(dir.path());
     let text = std::fs::read_to_string("wizard/examples/proxmox-k3s.toml").unwrap();
     let (head, _) = text.split_once("[proxmox]").unwrap();
-    // (This branch's catalog has no steps for the gitops role yet: the plan would refuse it.)
-    let head = head.split_once("[gitops]").map_or(head, |(h, _)| h);
     let head: String = head
         .replace("~/.ssh/pve_ed25519", &key)
         .lines()

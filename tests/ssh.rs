@@ -14,7 +14,14 @@ use sha2::{Digest, Sha256};
 const HOST: (&str, &str) = ("ssh1", "10.77.0.31");
 
 fn target(user: &str) -> Target {
-    Target { name: HOST.0.into(), address: HOST.1.into(), port: 22, user: user.into(), key_path: lab::key() }
+    Target {
+        name: HOST.0.into(),
+        address: HOST.1.into(),
+        port: 22,
+        user: user.into(),
+        key_path: lab::key(),
+        local: false,
+    }
 }
 
 fn opts(dir: &Path) -> SshOptions {

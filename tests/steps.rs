@@ -455,7 +455,23 @@ fn run(a: &Action) -> Result<(), String> {
     a.verdict(status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr))
 }
 
-/// The backup files in `dir`, sorted.
+/// The timestamped backups in `dir` (not the ledger's records), sorted.
+fn timestamped(dir: &Path) -> Vec<String> {
+    let stamp = |n: &str| {
+        n.len() > 16
+            && n.as_bytes()[n.len() - 16] == b'.'
+            && n[n.len() - 15..].chars().all(|c| c.is_ascii_digit() || c == 'T')
+    };
+    listing(dir).into_iter().filter(|n| stamp(n)).collect()
+}
+
+/// The ledger's record `suffix` of `path` in the backups directory `dir`.
+fn record(dir: &Path, path: &Path, suffix: &str) -> Option<String> {
+    let name = file::backup_name(path.to_str().unwrap()).rsplit('/').next().unwrap().to_string();
+    std::fs::read_to_string(dir.join(format!("{name}{suffix}"))).ok()
+}
+
+/// The files in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
@@ -503,7 +519,12 @@ fn two_paths_that_flattened_alike_keep_their_own_backups_pruned_to_five() {
     assert_eq!(nested_backups.len(), 1, "{all:?}");
     assert_eq!(std::fs::read_to_string(backups.join(&nested_backups[0])).unwrap(), "old a/b\n");
     assert_eq!(of(&other).len(), 1, "another file's backups are not pruned with these: {all:?}");
-    assert_eq!(all.len(), 7, "{all:?}");
+    assert_eq!(timestamped(&backups).len(), 7, "{all:?}");
+    // The ledger keeps each file as groundwork first found it, never pruned, and what it wrote.
+    assert_eq!(record(&backups, &flat, ".orig").as_deref(), Some("old a_b\n"));
+    assert_eq!(record(&backups, &nested, ".content").as_deref(), Some("new a/b\n"));
+    let wrote = record(&backups, &flat, ".wrote").unwrap();
+    assert!(wrote.ends_with(&format!(" 640 {}\n", me())), "{wrote}");
     // The candidates are gone: moved in place.
     assert!(!listing(&etc).iter().any(|n| n.contains("groundwork-")), "{:?}", listing(&etc));
 }
@@ -529,7 +550,8 @@ fn a_refused_candidate_leaves_the_live_file_and_no_candidate_behind() {
     let good = write(&dest, "PermitRootLogin no\nX11Forwarding no\n", &backups, Some("grep -q 'Login no' {tmp}"));
     run(&good).unwrap();
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "PermitRootLogin no\nX11Forwarding no\n");
-    assert_eq!(listing(&backups).len(), 1);
+    assert_eq!(timestamped(&backups).len(), 1);
+    assert_eq!(record(&backups, &dest, ".orig").as_deref(), Some("PermitRootLogin no\n"));
 }
 
 /// An upload of `local` to `dest`, checked against `sha256`, with backups under `backups`.
@@ -578,7 +600,7 @@ fn an_upload_that_arrives_damaged_is_refused_and_the_live_file_stays() {
     // The right sum: in place, the old file kept as a backup.
     run(&upload(&dest, &local, &sha, &backups)).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
-    assert_eq!(listing(&backups).len(), 1);
+    assert_eq!(timestamped(&backups).len(), 1);
 
     // Another version a second later (backups are named by the second): still one backup
     // (an upload keeps one, other files five), and it is the version before.
@@ -588,7 +610,11 @@ fn an_upload_that_arrives_damaged_is_refused_and_the_live_file_stays() {
     let sha2: String = Sha256::digest(&newer).iter().map(|b| format!("{b:02x}")).collect();
     run(&upload(&dest, &local, &sha2, &backups)).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), newer);
-    let kept = listing(&backups);
+    let kept = timestamped(&backups);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(std::fs::read(backups.join(&kept[0])).unwrap(), bytes);
+    // The file as first found stays for `reset`; no copy of an upload is kept for `drift`.
+    assert_eq!(record(&backups, &dest, ".orig").as_deref(), Some("old"));
+    assert_eq!(record(&backups, &dest, ".content"), None);
+    assert!(record(&backups, &dest, ".wrote").unwrap().starts_with(&sha2));
 }

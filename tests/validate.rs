@@ -20,6 +20,7 @@ const EXPECT: &[(&str, usize, &str, &str)] = &[
     ("reservation-other-subnet", 18, "network.reservation[0].address", "192.168.1.20 is outside network.subnet"),
     ("reservation-duplicate-mac", 22, "network.reservation[1].mac", "already reserved by reservation 0"),
     ("bad-mac", 17, "network.reservation[0].mac", "is not a MAC address"),
+    ("two-local-hosts", 21, "host[1].local", "only one host can be the machine groundwork runs on"),
     ("duplicate-host-name", 22, "host[1].name", "host name `ns1` is used twice"),
     ("duplicate-host-address", 23, "host[1].address", "address 10.0.0.10 is used by host `ns1` too"),
     ("host-outside-subnet", 18, "host[0].address", "10.9.0.10 is outside network.subnet"),

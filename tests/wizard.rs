@@ -14,6 +14,7 @@ fn defaults() -> Defaults {
         address: Some("10.77.0.10".parse().unwrap()),
         forwarders: vec![],
         k3s_version: "v1.35.6+k3s1".into(),
+        this_machine: vec![],
     }
 }
 
@@ -30,6 +31,25 @@ fn defaults_alone_make_a_valid_single_server_site() {
     let r = &a.network.dhcp_ranges[0];
     assert_eq!((r.start.to_string(), r.end.to_string()), ("10.77.0.100".into(), "10.77.0.199".into()));
     answers::load_str("wizard", &wizard::render(&a)).unwrap_or_else(|r| panic!("{}", r.render(false)));
+}
+
+#[test]
+fn this_machine_as_a_host_is_asked_no_ssh_questions() {
+    let d = Defaults { this_machine: vec!["10.77.0.10".parse().unwrap()], ..defaults() };
+    let mut script = vec![""; 60];
+    script[2] = "example.org";
+    let mut p = ScriptedPrompter::new(script);
+    let a = wizard::run(&mut p, &d).unwrap();
+    assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+    assert!(p.transcript.iter().any(|l| l.contains("10.77.0.10 is this machine")), "{:#?}", p.transcript);
+    assert!(
+        !p.transcript.iter().any(|l| l.contains("SSH user") || l.contains("SSH private key")),
+        "{:#?}",
+        p.transcript
+    );
+    let text = wizard::render(&a);
+    assert!(!text.contains("ssh-key"), "{text}");
+    answers::load_str("wizard", &text).unwrap_or_else(|r| panic!("{}", r.render(false)));
 }
 
 #[test]

@@ -124,6 +124,12 @@ pub struct Host {
     pub ssh_key: Option<PathBuf>,
     #[serde(default = "default_ssh_port")]
     pub ssh_port: u16,
+    /// `true`: this host is the machine groundwork runs on, converged through local processes
+    /// with no SSH (no sshd, key or known_hosts entry needed). `false`: always over SSH.
+    /// Unset: local when its address is one of this machine's (loopback excepted: 127.0.0.1
+    /// with an ssh-port is a tunnel to another machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<bool>,
     pub roles: Vec<Role>,
     /// Create this host as a Proxmox VE guest (see `[proxmox]`) before converging it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +179,13 @@ impl GuestKind {
         match self {
             GuestKind::Ct => "ct",
             GuestKind::Vm => "vm",
+        }
+    }
+    /// The word for it in a sentence.
+    pub fn noun(self) -> &'static str {
+        match self {
+            GuestKind::Ct => "container",
+            GuestKind::Vm => "VM",
         }
     }
     /// The API's name of the guest type (`/nodes/{node}/{api}/...`, `type` in resources).

@@ -1025,6 +1025,20 @@ fn hosts(a: &Answers, out: &mut Vec<Problem>) {
         if h.ssh_port == 0 {
             out.push(Problem::new(format!("{base}.ssh-port"), "port 0 is not a port"));
         }
+        if h.local == Some(true)
+            && let Some(first) = a.hosts[..i].iter().position(|o| o.local == Some(true))
+        {
+            out.push(
+                Problem::new(
+                    format!("{base}.local"),
+                    format!(
+                        "host `{}` is local too: only one host can be the machine groundwork runs on",
+                        shown(&a.hosts[first].name)
+                    ),
+                )
+                .see(format!("host[{first}].local"), "first here"),
+            );
+        }
         let mut seen: HashMap<Role, usize> = HashMap::new();
         for (j, r) in h.roles.iter().enumerate() {
             if let Some(first) = first_or_insert(&mut seen, *r, j) {
@@ -1295,6 +1309,18 @@ fn provisions(a: &Answers, out: &mut Vec<Problem>) {
                 ),
                 _ => {}
             },
+        }
+        // Proxmox puts a container's `ssh-public-keys` in root's authorized_keys, and a CT
+        // template has no other account: another user could never log in.
+        if pr.kind == GuestKind::Ct && h.ssh_user != "root" {
+            out.push(
+                Problem::new(
+                    format!("host[{i}].ssh-user"),
+                    "a container gets the site's SSH key for root only: no other user can log in",
+                )
+                .help("set ssh-user = \"root\" for this host (a VM gets its user from cloud-init)")
+                .see(format!("{base}.kind"), "a container"),
+            );
         }
         if pr.kind == GuestKind::Ct {
             for role in [Role::K3sServer, Role::K3sAgent] {

@@ -37,6 +37,8 @@ pub fn site_context(a: &Answers, secrets: &Secrets) -> Json {
                 "address": h.address.to_string(),
                 "fqdn": format!("{}.{domain}", h.name),
                 "roles": h.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                // Converged on this machine without SSH: its SSH set-up is left as it is.
+                "local": super::target_of(h).local,
             })
         })
         .collect();

@@ -5,13 +5,16 @@
 
 pub mod board;
 pub mod context;
+pub mod drift;
 pub mod error;
 pub mod facts;
 pub mod host;
 pub mod journal;
+pub mod ledger;
 pub mod packages;
 pub mod phases;
 pub mod report;
+pub mod reset;
 pub mod steps;
 
 use std::path::PathBuf;
@@ -69,10 +72,12 @@ fn inputs_digest(a: &Answers, catalog: &Catalog) -> String {
     hex(&h.finalize())
 }
 
-/// The SSH target of a host of the answer file (its key `~` expanded; default
+/// The target of a host of the answer file: this machine (`local = true`, or unset and its
+/// address one of this machine's: no SSH), or over SSH with its key (`~` expanded; default
 /// `~/.ssh/id_ed25519`).
 pub(crate) fn target_of(host: &crate::answers::model::Host) -> Target {
     Target {
+        local: host.local.unwrap_or_else(|| crate::ssh::is_this_machine(host.address)),
         name: host.name.clone(),
         address: host.address.to_string(),
         port: host.ssh_port,
@@ -292,9 +297,10 @@ fn provisioned<'a>(a: &'a Answers, only: &'a [String]) -> impl Iterator<Item = &
 }
 
 /// The provisioning phase (src/proxmox/provision.rs), before any SSH connection: each
-/// provisioned host of the run is found, created and started, or changed. Returns the hosts
-/// that the later phases leave out: absent ones in a dry run (nothing to connect to yet), and
-/// those whose guest failed (with their error).
+/// provisioned host of the run is found, created and started, or changed, all of them side by
+/// side (Proxmox runs each guest's tasks as its own worker). Returns the hosts that the later
+/// phases leave out: absent ones in a dry run (nothing to connect to yet), and those whose
+/// guest failed (with their error).
 async fn provision_phase(
     a: &Answers,
     client: &crate::proxmox::Client,
@@ -302,29 +308,49 @@ async fn provision_phase(
     opts: &Options,
     in_run: &[String],
 ) -> Result<Vec<(String, Option<error::RunError>)>, String> {
-    use crate::proxmox::provision::{self as pv, Action};
-    const ROLE: &str = "proxmox";
+    use crate::proxmox::provision as pv;
     let p = a.proxmox.as_ref().expect("a client is made only with [proxmox]");
     let hosts: Vec<&crate::answers::model::Host> =
         provisioned(a, &opts.hosts).filter(|h| in_run.contains(&h.name)).collect();
     reporter.note("-", &format!("proxmox: {} guest(s) of this run on node {}", hosts.len(), p.node));
     let all = pv::guests(client).await.map_err(|e| format!("proxmox: {e}"))?;
     let vm_template = pv::vm_template(p, &all);
-    let mut out = Vec::new();
-    for h in hosts {
+    let vmids = pv::Vmids::new(&all);
+    let guests = Guests { a, client, reporter, opts, all: &all, vm_template, vmids: &vmids };
+    let done = futures::future::join_all(hosts.iter().map(|h| guests.provision(h))).await;
+    Ok(done.into_iter().flatten().collect())
+}
+
+/// What every host's provisioning shares in one run.
+struct Guests<'r> {
+    a: &'r Answers,
+    client: &'r crate::proxmox::Client,
+    reporter: &'r Reporter,
+    opts: &'r Options,
+    all: &'r [crate::proxmox::provision::Guest],
+    vm_template: Option<(u64, &'r str)>,
+    vmids: &'r crate::proxmox::provision::Vmids,
+}
+
+impl Guests<'_> {
+    /// One host's guest: `Some` when the later phases leave the host out (see
+    /// [`provision_phase`]).
+    async fn provision(&self, h: &crate::answers::model::Host) -> Option<(String, Option<error::RunError>)> {
+        use crate::proxmox::provision::{self as pv, Action};
+        const ROLE: &str = "proxmox";
+        let (a, client, reporter, opts, vm_template) =
+            (self.a, self.client, self.reporter, self.opts, self.vm_template);
+        let p = a.proxmox.as_ref().expect("a client is made only with [proxmox]");
         let name = h.name.as_str();
         let step = "guest";
         let started = Instant::now();
         let fail = |cause: String| {
             reporter.step_finished(name, ROLE, step, Status::Failed, started.elapsed(), Some(&cause));
-            (name.to_string(), Some(error::RunError::Provision { host: name.to_string(), cause }))
+            Some((name.to_string(), Some(error::RunError::Provision { host: name.to_string(), cause })))
         };
-        let plan = match pv::compare(a, h, &all, client, vm_template).await {
+        let plan = match pv::compare(a, h, self.all, client, vm_template).await {
             Ok(plan) => plan,
-            Err(e) => {
-                out.push(fail(e));
-                continue;
-            }
+            Err(e) => return fail(e),
         };
         for n in &plan.notes {
             reporter.note(name, &format!("proxmox: {n}"));
@@ -342,54 +368,43 @@ async fn provision_phase(
         let result = match &plan.action {
             Action::Nothing => {
                 reporter.step_finished(name, ROLE, step, Status::Ok, started.elapsed(), None);
-                Ok(())
+                return None;
             }
             Action::Create(what) if opts.dry_run => {
                 reporter.step_finished(name, ROLE, step, Status::WouldChange, started.elapsed(), Some(what));
                 reporter.note(name, "proxmox: its other steps are planned once the guest exists");
-                out.push((name.to_string(), None));
-                continue;
+                return Some((name.to_string(), None));
             }
             Action::Change { diff, start, .. } if opts.dry_run => {
                 let d = pv::describe(diff, *start);
                 reporter.step_finished(name, ROLE, step, Status::WouldChange, started.elapsed(), Some(&d));
-                if *start {
-                    // Stopped: nothing to connect to in a dry run.
-                    out.push((name.to_string(), None));
-                }
-                continue;
+                // Stopped: nothing to connect to in a dry run.
+                return start.then(|| (name.to_string(), None));
             }
             Action::Create(what) => {
                 reporter.step_started(name, ROLE, step);
                 reporter.say(&format!("{name}: proxmox: {what}"));
-                match pv::create(a, h, client, vm_template, &progress).await {
-                    Ok(vmid) => {
-                        reporter.log(name, &format!("proxmox: guest {vmid} created and started"));
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+                pv::create(a, h, client, vm_template, self.vmids, &progress)
+                    .await
+                    .map(|vmid| reporter.log(name, &format!("proxmox: guest {vmid} created and started")))
             }
             Action::Change { vmid, node, diff, start } => {
                 reporter.step_started(name, ROLE, step);
-                let mut r = pv::change(client, node, plan.kind, *vmid, diff).await;
+                let mut r = pv::change(client, node, plan.kind, *vmid, diff, &progress).await;
                 if r.is_ok() && *start {
                     r = pv::start(client, node, plan.kind, *vmid, &progress).await;
                 }
                 r
             }
         };
+        let deadline = Duration::from_secs(p.task_timeout);
         let result = match result {
-            Ok(()) if plan.action != Action::Nothing => {
-                let deadline = Duration::from_secs(p.task_timeout);
-                pv::wait_ssh(&h.address.to_string(), h.ssh_port, deadline, &progress).await.map(|took| {
-                    reporter.log(name, &format!("proxmox: SSH answered after {} ms", took.as_millis()));
-                })
-            }
-            other => other,
+            Ok(()) => pv::wait_ssh(&h.address.to_string(), h.ssh_port, deadline, &progress)
+                .await
+                .map(|took| reporter.log(name, &format!("proxmox: SSH answered after {} ms", took.as_millis()))),
+            e => e,
         };
         match result {
-            Ok(()) if plan.action == Action::Nothing => {}
             Ok(()) => {
                 let d = match &plan.action {
                     Action::Change { diff, start, .. } => pv::describe(diff, *start),
@@ -397,11 +412,11 @@ async fn provision_phase(
                     Action::Nothing => String::new(),
                 };
                 reporter.step_finished(name, ROLE, step, Status::Changed, started.elapsed(), Some(&d));
+                None
             }
-            Err(e) => out.push(fail(e)),
+            Err(e) => fail(e),
         }
     }
-    Ok(out)
 }
 
 /// Apply (or dry-run) the answers on their hosts, with the roles of `catalog` (the one the
@@ -597,4 +612,30 @@ pub async fn run(a: &Answers, catalog: &Catalog, state: &StateDir, opts: &Option
     let all_ok = reporter.finish(&run, opts.dry_run) && ok;
     let changed = reporter.summaries.lock().unwrap_or_else(|p| p.into_inner()).values().map(|s| s.changed).sum();
     Ok(Outcome { ok: all_ok, run, changed, log: reporter.log_path().to_path_buf() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The single-server example is the machine it runs on (no SSH); the lab example's hosts
+    /// are reached over SSH (none of their addresses is this machine's).
+    #[test]
+    fn the_single_server_example_is_local_and_the_lab_is_not() {
+        let single = include_str!("../../wizard/examples/single-server.toml");
+        let a = crate::answers::load_str("single-server.toml", single).unwrap().answers;
+        assert!(a.hosts.iter().all(|h| target_of(h).local));
+        let mut lab = crate::answers::load_str(crate::LAB_EXAMPLE.0, crate::LAB_EXAMPLE.1).unwrap().answers;
+        assert!(lab.hosts.iter().all(|h| !target_of(h).local));
+        // 127.0.0.1 (a tunnel's end, or a test's closed port) is never taken for this machine;
+        // `local = false` keeps SSH even for one of its addresses.
+        lab.hosts[0].address = std::net::Ipv4Addr::LOCALHOST;
+        assert!(!target_of(&lab.hosts[0]).local);
+        if let Some(mine) = crate::probe::probe().ipv4_addresses().first() {
+            lab.hosts[0].address = *mine;
+            assert!(target_of(&lab.hosts[0]).local);
+            lab.hosts[0].local = Some(false);
+            assert!(!target_of(&lab.hosts[0]).local);
+        }
+    }
 }

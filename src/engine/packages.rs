@@ -15,6 +15,7 @@
 //! the error of a failed part.
 
 use crate::engine::facts::sh_quote;
+use crate::engine::ledger;
 use crate::engine::steps::file::Local;
 use crate::playbook::catalog::RoleSpec;
 
@@ -110,9 +111,38 @@ tries() {
 }
 "#;
 
+/// The policy-rc.d of a transaction: maintainer scripts may start every unit but `held` (and
+/// its instances, `postgresql@15-main`); the marker line tells ours from an operator's.
+pub const POLICY: &str = "/usr/sbin/policy-rc.d";
+const POLICY_MARK: &str = "# groundwork: held units start after their configuration";
+
+fn policy(held: &[String]) -> String {
+    let names: Vec<String> =
+        held.iter().flat_map(|u| [u.clone(), format!("{u}.service"), format!("{u}@*")]).map(|p| pattern(&p)).collect();
+    format!(
+        "#!/bin/sh
+{POLICY_MARK}, removed after the transaction
+         while [ \"${{1#-}}\" != \"$1\" ]; do shift; done
+         case \"$1\" in {}) case \"$2\" in *start* | *reload*) exit 101 ;; esac ;; esac
+exit 0
+",
+        names.join(" | ")
+    )
+}
+
+/// A case pattern of a unit name: its characters quoted, a trailing `*` left to match.
+fn pattern(p: &str) -> String {
+    match p.strip_suffix('*') {
+        Some(stem) => format!("{}*", sh_quote(stem)),
+        None => sh_quote(p),
+    }
+}
+
 /// The transaction for `missing` packages, with debconf `preseed` lines first; with `bundle`,
-/// apt reads only the package bundle's repository in [`REPO`] (uploaded before).
-pub fn script(missing: &[String], preseed: &[String], bundle: bool) -> String {
+/// apt reads only the package bundle's repository in [`REPO`] (uploaded before). The units in
+/// `held` are not started by the packages (see `RoleSpec::start_after_config`), unless the
+/// host has a policy-rc.d of its own: that one is left as it is.
+pub fn script(missing: &[String], preseed: &[String], bundle: bool, held: &[String]) -> String {
     let list = missing.iter().map(|p| sh_quote(p)).collect::<Vec<_>>().join(" ");
     let mut s = String::from("trap '' HUP PIPE\nexport DEBIAN_FRONTEND=noninteractive\nmkdir -p /var/log/groundwork\n");
     s.push_str(&format!("log={}\nprintf '\\n=== %s\\n' \"$(date -Is)\" >>\"$log\"\n", sh_quote(LOG)));
@@ -185,8 +215,45 @@ pub fn script(missing: &[String], preseed: &[String], bundle: bool) -> String {
         "part 'download'\n\
          tries 3 {STALL_S} apt-get $apt_opts install -y -q --download-only {list} || fail 'download'\n\
          part 'install'\n\
-         watched 0 apt-get $apt_opts install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list} || fail 'install (dpkg)'\n\
-         part done\n"
+         mkdir -p {state}\n\
+         {installed} > {was}\n\
+         [ -e {before} ] || cp {was} {before}\n\
+         {etc_dirs} > {was}-etc\n",
+        // The ledger (engine::ledger): what was there before, and what this transaction added
+        // (also when it failed halfway), so that `reset` purges only what groundwork brought.
+        state = sh_quote(ledger::STATE),
+        installed = ledger::INSTALLED,
+        was = sh_quote(&format!("{}/packages.was", ledger::STATE)),
+        before = sh_quote(ledger::PACKAGES_BEFORE),
+        etc_dirs = ledger::ETC_DIRS,
+    ));
+    if held.is_empty() {
+        s.push_str(&format!(
+            "watched 0 apt-get $apt_opts install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list}; rc=$?\n"
+        ));
+    } else {
+        // Written and removed inside the detached command, so a lost connection cannot leave
+        // it behind; one left by a killed host is ours (the marker) and replaced.
+        let policy = sh_quote(&policy(held));
+        let install = sh_quote(&format!(
+            "if [ ! -e {POLICY} ] || grep -qxF {mark} {POLICY}; then printf %s {policy} >{POLICY} && chmod 755 {POLICY} && own=1; fi\n\
+             apt-get $0 install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \"$@\"; rc=$?\n\
+             [ -z \"$own\" ] || rm -f {POLICY}\n\
+             exit $rc",
+            mark = sh_quote(&format!("{POLICY_MARK}, removed after the transaction")),
+        ));
+        s.push_str(&format!("watched 0 sh -c {install} \"$apt_opts\" {list}; rc=$?\n"));
+    }
+    s.push_str(&format!(
+        "{installed} | LC_ALL=C comm -13 {was} - >> {added}\n\
+         {etc_dirs} | LC_ALL=C comm -13 {was}-etc - >> {etc_added}\n\
+         [ $rc = 0 ] || fail 'install (dpkg)'\n\
+         part done\n",
+        installed = ledger::INSTALLED,
+        was = sh_quote(&format!("{}/packages.was", ledger::STATE)),
+        added = sh_quote(ledger::PACKAGES_ADDED),
+        etc_dirs = ledger::ETC_DIRS,
+        etc_added = sh_quote(ledger::ETC_DIRS_ADDED),
     ));
     s
 }
@@ -261,7 +328,7 @@ mod tests {
     #[test]
     fn the_script_is_valid_sh_and_quotes_package_names() {
         for bundle in [true, false] {
-            let s = script(&["bind9".into()], &[], bundle);
+            let s = script(&["bind9".into()], &[], bundle, &["named".into()]);
             let out = Command::new("sh").args(["-n", "-c", &s]).output().unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(s.contains("-o Dir::Etc::SourceList=/var/lib/groundwork/apt.list "), bundle, "{s}");
@@ -271,10 +338,39 @@ mod tests {
         for p in [REPO, REPO_LIST, REPO_PARTS, REPO_LISTS] {
             assert!(p.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)), "{p}");
         }
-        let s = script(&["bind9".into(), "x'; reboot; '".into()], &["slapd slapd/domain string a'b".into()], false);
+        let s =
+            script(&["bind9".into(), "x'; reboot; '".into()], &["slapd slapd/domain string a'b".into()], false, &[]);
         let out = Command::new("sh").args(["-n", "-c", &s]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(s.contains(r"'x'\''; reboot; '\'''"), "{s}");
         assert!(s.contains(r"'slapd slapd/domain string a'\''b'"));
+    }
+
+    #[test]
+    fn the_policy_holds_the_starts_of_held_units_and_their_instances_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy-rc.d");
+        std::fs::write(&path, policy(&["postgresql".into(), "mariadb".into()])).unwrap();
+        let code = |args: &[&str]| Command::new("sh").arg(&path).args(args).status().unwrap().code();
+        // invoke-rc.d: `[--quiet] ID ACTION [RUNLEVEL]`; deb-systemd-invoke: `UNIT ACTION`.
+        for held in [
+            &["postgresql", "start"][..],
+            &["--quiet", "postgresql", "start", "5"],
+            &["postgresql.service", "start"],
+            &["postgresql@15-main.service", "restart"],
+            &["mariadb", "(restart)"],
+            &["mariadb.service", "reload"],
+        ] {
+            assert_eq!(code(held), Some(101), "{held:?}");
+        }
+        for allowed in [
+            &["postgresql", "stop"][..],
+            &["chrony", "start"],
+            &["chrony.service", "start"],
+            &["postgresqlx", "start"],
+            &["logrotate.timer", "start"],
+        ] {
+            assert_eq!(code(allowed), Some(0), "{allowed:?}");
+        }
     }
 }

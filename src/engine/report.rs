@@ -193,12 +193,19 @@ impl Reporter {
     }
 
     pub fn connected(&self, host: &str, fingerprint: &str, first_contact: bool, took: Duration) {
-        let how = if first_contact { "first contact, host key recorded" } else { "host key known" };
+        let local = fingerprint == crate::ssh::LOCAL_FINGERPRINT;
+        let how = if local {
+            "this machine: local processes, no SSH"
+        } else if first_contact {
+            "first contact, host key recorded"
+        } else {
+            "host key known"
+        };
         self.log(host, &format!("connected in {} ms; {fingerprint} ({how})", took.as_millis()));
         if first_contact {
             self.say(&format!("{host}: first contact, recorded host key {fingerprint}"));
         }
-        self.emit(json!({"event": "connected", "host": host, "fingerprint": fingerprint, "first_contact": first_contact, "ms": took.as_millis()}));
+        self.emit(json!({"event": "connected", "host": host, "fingerprint": fingerprint, "first_contact": first_contact, "local": local, "ms": took.as_millis()}));
     }
 
     /// Something people should know; `host` is `-` for the run as a whole.

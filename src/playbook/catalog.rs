@@ -73,6 +73,12 @@ pub struct RoleSpec {
     /// debconf answers set before the install, `package question type value` (templated).
     #[serde(default)]
     pub preseed: Vec<String>,
+    /// Units its packages must not start when they are installed (a policy-rc.d for the
+    /// transaction): the role writes its configuration first and its service step starts them
+    /// once. A start with the package's defaults and a restart with groundwork's would cost
+    /// both. Only for units that no step of the role needs running before its service step.
+    #[serde(default)]
+    pub start_after_config: Vec<String>,
     /// The Debian architecture (`dpkg --print-architecture`) the binaries this role uploads
     /// are built for (templated; k3s: the bundle's). A host of another one is refused before
     /// anything is uploaded: a binary that cannot run would only fail at its start.

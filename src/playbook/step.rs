@@ -67,6 +67,10 @@ pub struct StepSpec {
     /// Run only when this shell check succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onlyif: Option<String>,
+    /// Paths the command changes or makes besides `creates`: before it runs, the ledger keeps
+    /// each as it was (or notes that it was not there), so `reset` puts it back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
 
     // service
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +154,7 @@ pub enum Kind {
         creates: Option<String>,
         unless: Option<String>,
         onlyif: Option<String>,
+        changes: Vec<String>,
     },
     Service {
         name: String,
@@ -316,6 +321,9 @@ impl StepSpec {
         {
             return Err("creates/unless belong to a command step, onlyif to a command or zone step".into());
         }
+        if !self.changes.is_empty() && self.command.is_none() {
+            return Err("changes belongs to a command step".into());
+        }
         if (self.records.is_some() || self.tsig_key.is_some()) && self.zone.is_none() {
             return Err("records/tsig-key belong to a zone step".into());
         }
@@ -383,6 +391,7 @@ impl StepSpec {
                 creates: self.creates.clone(),
                 unless: self.unless.clone(),
                 onlyif: self.onlyif.clone(),
+                changes: self.changes.clone(),
             }
         } else if let Some(name) = &self.service {
             Kind::Service {

@@ -65,7 +65,7 @@ impl Preflight {
 pub fn judge(facts: &Facts, answers: &Answers, catalog: &Catalog) -> Preflight {
     let mine = facts.ipv4_addresses();
     let short = facts.hostname.split('.').next().unwrap_or("");
-    let host = answers.hosts.iter().position(|h| mine.contains(&h.address) || h.name == short);
+    let host = answers.hosts.iter().position(|h| h.local == Some(true) || mine.contains(&h.address) || h.name == short);
     let plan = crate::plan::build(answers, catalog);
     let (host_name, roles, note) = match host {
         Some(i) => {

@@ -196,8 +196,37 @@ pub fn disk_growth(d: &Disk, want_gib: u32) -> Result<bool, String> {
     Ok(want > have)
 }
 
-/// After a clone: grows the VM's boot disk to the `disk` answer (`PUT .../resize`, a task
-/// since Proxmox VE 8, an immediate answer before). Never shrinks.
+/// The disk the `disk` answer sizes: a container's root volume, a VM's boot disk.
+pub fn sized_disk(kind: GuestKind, cfg: &Value) -> Option<Disk> {
+    match kind {
+        GuestKind::Ct => disks(kind, cfg).into_iter().find(|d| d.key == "rootfs"),
+        GuestKind::Vm => boot_disk(cfg),
+    }
+}
+
+/// The diff key of a disk to grow (`disk rootfs`, `disk scsi0`): [`change`] resizes it.
+const DISK_KEY: &str = "disk ";
+
+/// Grows disk `key` of a guest to `size` (`PUT .../resize`: a task since Proxmox VE 8, an
+/// immediate answer before). Proxmox itself refuses to shrink.
+async fn resize(
+    client: &Client,
+    node: &str,
+    kind: GuestKind,
+    vmid: u64,
+    key: &str,
+    size: &str,
+    progress: &dyn Fn(&str),
+) -> Result<(), String> {
+    progress(&format!("growing {key} of {vmid} to {size}"));
+    let form: Vec<(&str, String)> = vec![("disk", key.to_string()), ("size", size.to_string())];
+    let path = format!("/nodes/{}/{}/{vmid}/resize", seg(node), kind.api());
+    let poll = |d: Duration| progress(&format!("growing the disk ({} s)", d.as_secs()));
+    client.maybe_task(node, reqwest::Method::PUT, &path, &form, &poll).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// After a clone: grows the VM's boot disk to the `disk` answer (a clone has the template's).
 async fn grow_vm_disk(
     client: &Client,
     node: &str,
@@ -212,19 +241,13 @@ async fn grow_vm_disk(
         return Ok(());
     };
     match disk_growth(&disk, want_gib) {
-        Ok(true) => {}
-        Ok(false) => return Ok(()),
+        Ok(true) => resize(client, node, GuestKind::Vm, vmid, &disk.key, &format!("{want_gib}G"), progress).await,
+        Ok(false) => Ok(()),
         Err(words) => {
             progress(&words);
-            return Ok(());
+            Ok(())
         }
     }
-    progress(&format!("growing {} of {vmid} to {want_gib} GiB", disk.key));
-    let form: Vec<(&str, String)> = vec![("disk", disk.key.clone()), ("size", format!("{want_gib}G"))];
-    let path = format!("/nodes/{}/qemu/{vmid}/resize", seg(node));
-    let poll = |d: Duration| progress(&format!("growing the disk ({} s)", d.as_secs()));
-    client.maybe_task(node, reqwest::Method::PUT, &path, &form, &poll).await.map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 /// What the phase decided for one host.
@@ -363,10 +386,16 @@ pub async fn compare(
             }
             let outdated = built_from.clone().filter(|b| *b != tpl);
             let mut notes = Vec::new();
-            if pr.kind == GuestKind::Vm
-                && let Some(Err(words)) = boot_disk(&cfg).map(|d| disk_growth(&d, pr.disk))
-            {
-                notes.push(format!("the VM's {words}"));
+            if let Some(d) = sized_disk(pr.kind, &cfg) {
+                match disk_growth(&d, pr.disk) {
+                    Ok(true) => diff.push((
+                        format!("{DISK_KEY}{}", d.key),
+                        d.size.clone().unwrap_or_default(),
+                        format!("{}G", pr.disk),
+                    )),
+                    Ok(false) => {}
+                    Err(words) => notes.push(format!("the {}'s {words}", pr.kind.noun())),
+                }
             }
             let start = g.status != "running";
             let action = if diff.is_empty() && !start {
@@ -394,12 +423,49 @@ pub fn describe(diff: &[(String, String, String)], start: bool) -> String {
     lines.join("\n")
 }
 
+/// The VMIDs one run gives the guests it creates. Proxmox's `nextid` answers the same number
+/// to every caller until a create takes it, so guests created side by side take distinct ids
+/// from here: from `nextid` up, skipping every guest of the cluster and every id given out.
+pub struct Vmids {
+    state: tokio::sync::Mutex<(Option<u64>, std::collections::BTreeSet<u64>)>,
+}
+
+impl Vmids {
+    /// `all`: the cluster's guests (`/cluster/resources`), templates too.
+    pub fn new(all: &[Guest]) -> Vmids {
+        Vmids { state: tokio::sync::Mutex::new((None, all.iter().map(|g| g.vmid).collect())) }
+    }
+
+    /// A free VMID, never the same twice.
+    pub async fn take(&self, client: &Client) -> Result<u64, String> {
+        let mut st = self.state.lock().await;
+        let floor = match st.0 {
+            Some(f) => f,
+            None => {
+                let v = client.get("/cluster/nextid", &[]).await.map_err(|e| e.to_string())?;
+                let f = v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).ok_or("nextid: no VMID")?;
+                st.0 = Some(f);
+                f
+            }
+        };
+        let id = (floor..).find(|id| !st.1.contains(id)).expect("a free VMID");
+        st.1.insert(id);
+        Ok(id)
+    }
+}
+
+/// Whether a create was refused because another creator took the VMID first.
+fn vmid_taken(e: &Error) -> bool {
+    matches!(e, Error::Status { message, .. } if message.contains("already exists"))
+}
+
 /// Creates the guest of `h` (absent) and starts it. `progress` hears each stage.
 pub async fn create(
     a: &Answers,
     h: &Host,
     client: &Client,
     vm_template: Option<(u64, &str)>,
+    vmids: &Vmids,
     progress: &dyn Fn(&str),
 ) -> Result<u64, String> {
     let p = a.proxmox.as_ref().expect("provisioned hosts have [proxmox]");
@@ -411,78 +477,87 @@ pub async fn create(
     let ip = format!("ip={}/{},gw={}", h.address, a.network.subnet.prefix(), a.network.gateway);
     let ns = nameservers(a);
     let poll = |what: &'static str| move |d: Duration| progress(&format!("{what} ({} s)", d.as_secs()));
-    let vmid = client.get("/cluster/nextid", &[]).await.map_err(|e| e.to_string())?;
-    let vmid: u64 = vmid.as_u64().or_else(|| vmid.as_str().and_then(|s| s.parse().ok())).ok_or("nextid: no VMID")?;
     let description = format!("groundwork site {}: host {} ({})", a.site.name, h.name, tpl);
-    match pr.kind {
-        GuestKind::Ct => {
-            let mut form: Vec<(&str, String)> = vec![
-                ("vmid", vmid.to_string()),
-                ("ostemplate", p.ct_template.clone().unwrap_or_default()),
-                ("hostname", h.name.clone()),
-                ("cores", pr.cores.to_string()),
-                ("memory", pr.memory.to_string()),
-                ("rootfs", format!("{}:{}", p.storage, pr.disk)),
-                ("net0", format!("name=eth0,bridge={},{ip}", p.bridge)),
-                ("ssh-public-keys", key),
-                ("searchdomain", a.site.internal_domain.clone()),
-                ("tags", tags),
-                ("unprivileged", "1".into()),
-                ("features", "nesting=1".into()),
-                ("onboot", "1".into()),
-                ("description", description),
-            ];
-            if !ns.is_empty() {
-                form.push(("nameserver", ns));
+    // Another creator (a person, another tool) may take the VMID between nextid and the
+    // create: Proxmox refuses it ("already exists"), and the next free one is tried.
+    let mut tries = 0;
+    let vmid = loop {
+        let vmid = vmids.take(client).await?;
+        let made = match pr.kind {
+            GuestKind::Ct => {
+                let mut form: Vec<(&str, String)> = vec![
+                    ("vmid", vmid.to_string()),
+                    ("ostemplate", p.ct_template.clone().unwrap_or_default()),
+                    ("hostname", h.name.clone()),
+                    ("cores", pr.cores.to_string()),
+                    ("memory", pr.memory.to_string()),
+                    ("rootfs", format!("{}:{}", p.storage, pr.disk)),
+                    ("net0", format!("name=eth0,bridge={},{ip}", p.bridge)),
+                    ("ssh-public-keys", key.clone()),
+                    ("searchdomain", a.site.internal_domain.clone()),
+                    ("tags", tags.clone()),
+                    ("unprivileged", "1".into()),
+                    ("features", "nesting=1".into()),
+                    ("onboot", "1".into()),
+                    ("description", description.clone()),
+                ];
+                if !ns.is_empty() {
+                    form.push(("nameserver", ns.clone()));
+                }
+                progress(&format!("creating container {vmid}"));
+                let path = format!("/nodes/{}/lxc", seg(node));
+                client.task(node, reqwest::Method::POST, &path, &form, &poll("creating the container")).await
             }
-            progress(&format!("creating container {vmid}"));
-            let path = format!("/nodes/{}/lxc", seg(node));
-            client
-                .task(node, reqwest::Method::POST, &path, &form, &poll("creating the container"))
-                .await
-                .map_err(|e| e.to_string())?;
+            GuestKind::Vm => {
+                let (tid, tnode) = vm_template.ok_or("the VM template was not found (online checks)")?;
+                let mut form: Vec<(&str, String)> = vec![
+                    ("newid", vmid.to_string()),
+                    ("name", h.name.clone()),
+                    ("full", "1".into()),
+                    ("storage", p.storage.clone()),
+                ];
+                if tnode != node {
+                    form.push(("target", node.to_string()));
+                }
+                progress(&format!("cloning VM template {tid} to {vmid}"));
+                let path = format!("/nodes/{}/qemu/{tid}/clone", seg(tnode));
+                client.task(tnode, reqwest::Method::POST, &path, &form, &poll("cloning the template")).await
+            }
+        };
+        match made {
+            Err(e) if vmid_taken(&e) && tries < 4 => {
+                tries += 1;
+                progress(&format!("VMID {vmid} was taken meanwhile: trying the next one"));
+            }
+            Err(e) => return Err(e.to_string()),
+            Ok(_) => break vmid,
         }
-        GuestKind::Vm => {
-            let (tid, tnode) = vm_template.ok_or("the VM template was not found (online checks)")?;
-            let mut form: Vec<(&str, String)> = vec![
-                ("newid", vmid.to_string()),
-                ("name", h.name.clone()),
-                ("full", "1".into()),
-                ("storage", p.storage.clone()),
-            ];
-            if tnode != node {
-                form.push(("target", node.to_string()));
-            }
-            progress(&format!("cloning VM template {tid} to {vmid}"));
-            let path = format!("/nodes/{}/qemu/{tid}/clone", seg(tnode));
-            client
-                .task(tnode, reqwest::Method::POST, &path, &form, &poll("cloning the template"))
-                .await
-                .map_err(|e| e.to_string())?;
-            // sshkeys is URL-encoded inside the value (Proxmox decodes it once more).
-            let mut cfg: Vec<(&str, String)> = vec![
-                ("cores", pr.cores.to_string()),
-                ("memory", pr.memory.to_string()),
-                ("net0", format!("virtio,bridge={}", p.bridge)),
-                ("ipconfig0", ip.clone()),
-                ("ciuser", h.ssh_user.clone()),
-                ("sshkeys", super::client::seg(&format!("{key}\n"))),
-                ("searchdomain", a.site.internal_domain.clone()),
-                ("tags", tags),
-                ("onboot", "1".into()),
-                ("description", description),
-            ];
-            if !ns.is_empty() {
-                cfg.push(("nameserver", ns));
-            }
-            progress("setting the VM's cloud-init");
-            let path = format!("/nodes/{}/qemu/{vmid}/config", seg(node));
-            client
-                .task(node, reqwest::Method::POST, &path, &cfg, &poll("configuring the VM"))
-                .await
-                .map_err(|e| e.to_string())?;
-            grow_vm_disk(client, node, vmid, pr.disk, progress).await?;
+    };
+    // A clone has the template's settings: then the VM's own (cloud-init too), and its disk.
+    if pr.kind == GuestKind::Vm {
+        // sshkeys is URL-encoded inside the value (Proxmox decodes it once more).
+        let mut cfg: Vec<(&str, String)> = vec![
+            ("cores", pr.cores.to_string()),
+            ("memory", pr.memory.to_string()),
+            ("net0", format!("virtio,bridge={}", p.bridge)),
+            ("ipconfig0", ip.clone()),
+            ("ciuser", h.ssh_user.clone()),
+            ("sshkeys", super::client::seg(&format!("{key}\n"))),
+            ("searchdomain", a.site.internal_domain.clone()),
+            ("tags", tags),
+            ("onboot", "1".into()),
+            ("description", description),
+        ];
+        if !ns.is_empty() {
+            cfg.push(("nameserver", ns));
         }
+        progress("setting the VM's cloud-init");
+        let path = format!("/nodes/{}/qemu/{vmid}/config", seg(node));
+        client
+            .task(node, reqwest::Method::POST, &path, &cfg, &poll("configuring the VM"))
+            .await
+            .map_err(|e| e.to_string())?;
+        grow_vm_disk(client, node, vmid, pr.disk, progress).await?;
     }
     start(client, node, pr.kind, vmid, progress).await?;
     Ok(vmid)
@@ -545,30 +620,35 @@ pub async fn destroy(client: &Client, guest: &Guest, kind: GuestKind, progress: 
     Ok(())
 }
 
-/// Changes cores, memory and tags of a present guest (never its disk or network).
+/// Changes cores, memory and tags of a present guest, and grows its disk (never shrinks it,
+/// never touches its network).
 pub async fn change(
     client: &Client,
     node: &str,
     kind: GuestKind,
     vmid: u64,
     diff: &[(String, String, String)],
+    progress: &dyn Fn(&str),
 ) -> Result<(), String> {
-    if diff.is_empty() {
-        return Ok(());
+    let (grow, config): (Vec<_>, Vec<_>) = diff.iter().partition(|(k, _, _)| k.starts_with(DISK_KEY));
+    if !config.is_empty() {
+        let form: Vec<(&str, String)> = config
+            .iter()
+            .map(|(k, _, want)| {
+                let k: &str = match k.as_str() {
+                    "cores" => "cores",
+                    "memory" => "memory",
+                    _ => "tags",
+                };
+                (k, want.clone())
+            })
+            .collect();
+        let path = format!("/nodes/{}/{}/{vmid}/config", seg(node), kind.api());
+        client.put(&path, &form).await.map_err(|e| e.to_string())?;
     }
-    let form: Vec<(&str, String)> = diff
-        .iter()
-        .map(|(k, _, want)| {
-            let k: &str = match k.as_str() {
-                "cores" => "cores",
-                "memory" => "memory",
-                _ => "tags",
-            };
-            (k, want.clone())
-        })
-        .collect();
-    let path = format!("/nodes/{}/{}/{vmid}/config", seg(node), kind.api());
-    client.put(&path, &form).await.map_err(|e| e.to_string())?;
+    for (k, _, want) in grow {
+        resize(client, node, kind, vmid, &k[DISK_KEY.len()..], want, progress).await?;
+    }
     Ok(())
 }
 

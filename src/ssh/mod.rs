@@ -1,4 +1,6 @@
-//! SSH sessions to the target hosts (russh): one connection per host, a channel per command.
+//! Sessions to the target hosts: SSH (russh), one connection per host and a channel per
+//! command; or, for the machine groundwork runs on, local processes ([`local`]) behind the same
+//! [`Session`] API, so the engine, verify and the cluster code never tell the two apart.
 //!
 //! [`Session::connect`] loads the key, checks the host key against the state directory's
 //! known_hosts (learning it on first contact, refusing a changed one), authenticates, and for a
@@ -10,6 +12,7 @@
 
 mod error;
 pub(crate) mod known_hosts;
+mod local;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,7 @@ pub use error::SshError;
 pub(crate) use error::shell_word;
 pub(crate) use known_hosts::host_field;
 pub use known_hosts::{Forgotten, Note};
+pub use local::{LOCAL_FINGERPRINT, is_this_machine};
 
 /// Forgets the recorded host keys of `address`:`port` in the known_hosts file `path` (see
 /// `groundwork forget-host`): the file is rewritten atomically, every other line byte for byte.
@@ -51,6 +55,8 @@ pub struct Target {
     pub user: String,
     /// Private key (OpenSSH or PEM, unencrypted); a leading `~` is expanded via `$HOME`.
     pub key_path: PathBuf,
+    /// The machine groundwork runs on: commands run as local processes, no SSH at all.
+    pub local: bool,
 }
 
 /// Connection settings shared by all hosts of a run.
@@ -219,10 +225,21 @@ fn describe(e: &HandlerError) -> String {
 pub struct Session {
     target: Target,
     key_path: PathBuf,
-    handle: client::Handle<Client>,
-    shared: Arc<Mutex<Shared>>,
+    link: Link,
     fingerprint: String,
     first_contact: bool,
+}
+
+/// How commands reach the host.
+enum Link {
+    Ssh {
+        handle: client::Handle<Client>,
+        shared: Arc<Mutex<Shared>>,
+    },
+    /// This machine; `sudo`: the commands need `sudo -n` (groundwork does not run as root).
+    Local {
+        sudo: bool,
+    },
 }
 
 impl std::fmt::Debug for Session {
@@ -297,8 +314,11 @@ fn signal_number(sig: &Sig) -> Option<u32> {
 
 impl Session {
     /// Connects, checks the host key, authenticates and (for a non-root user) checks
-    /// passwordless sudo.
+    /// passwordless sudo. A local target only checks that commands can run as root.
     pub async fn connect(t: &Target, o: &SshOptions) -> Result<Session, SshError> {
+        if t.local {
+            return Session::local(t).await;
+        }
         let address = if t.port == 22 { t.address.clone() } else { format!("{}:{}", t.address, t.port) };
         let key_path = expand_tilde(&t.key_path);
         let key = match russh::keys::load_secret_key(&key_path, None) {
@@ -388,7 +408,8 @@ impl Session {
             let s = shared.lock().unwrap_or_else(|p| p.into_inner());
             (s.fingerprint.clone(), s.first_contact)
         };
-        let session = Session { target: t.clone(), key_path, handle, shared, fingerprint, first_contact };
+        let session =
+            Session { target: t.clone(), key_path, link: Link::Ssh { handle, shared }, fingerprint, first_contact };
         if t.user != "root" {
             let out = session.run("sudo -n true", Input::Nothing, &|_| {}).await?;
             if !out.ok() {
@@ -413,7 +434,7 @@ impl Session {
     }
 
     /// SHA256 fingerprint of the server's host key, e.g. "SHA256:abc..." (as ssh-keygen -l
-    /// prints it).
+    /// prints it); [`LOCAL_FINGERPRINT`] for this machine.
     pub fn host_key_fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -458,7 +479,11 @@ impl Session {
     }
 
     fn as_root(&self, cmd: &str) -> String {
-        if self.target.user == "root" { cmd.to_string() } else { format!("sudo -n -- sh -c {}", sh_quote(cmd)) }
+        let root = match self.link {
+            Link::Ssh { .. } => self.target.user == "root",
+            Link::Local { sudo } => !sudo,
+        };
+        if root { cmd.to_string() } else { format!("sudo -n -- sh -c {}", sh_quote(cmd)) }
     }
 
     /// Writes `bytes` to the remote `path` as root (`umask 077; cat > path`).
@@ -479,8 +504,15 @@ impl Session {
 
     /// Closes the connection (waits at most 2 s for the server to see it).
     pub async fn close(self) {
-        let _ = self.handle.disconnect(Disconnect::ByApplication, "groundwork done", "en").await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.handle).await;
+        if let Link::Ssh { handle, .. } = self.link {
+            let _ = handle.disconnect(Disconnect::ByApplication, "groundwork done", "en").await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
+        }
+    }
+
+    /// Whether commands run on this machine (no SSH).
+    pub fn is_local(&self) -> bool {
+        matches!(self.link, Link::Local { .. })
     }
 
     fn address(&self) -> String {
@@ -492,7 +524,10 @@ impl Session {
     }
 
     fn lost(&self, fallback: impl Into<String>) -> SshError {
-        let reason = self.shared.lock().unwrap_or_else(|p| p.into_inner()).disconnect.clone();
+        let reason = match &self.link {
+            Link::Ssh { shared, .. } => shared.lock().unwrap_or_else(|p| p.into_inner()).disconnect.clone(),
+            Link::Local { .. } => None,
+        };
         SshError::Disconnected {
             host: self.target.name.clone(),
             address: self.address(),
@@ -500,11 +535,15 @@ impl Session {
         }
     }
 
-    /// Runs `cmd` exactly as given on a new channel.
+    /// Runs `cmd` exactly as given: on a new channel, or as a local process.
     async fn run(&self, cmd: &str, stdin: Input<'_>, on_line: &(dyn Fn(&str) + Sync)) -> Result<Output, SshError> {
-        let channel = match self.handle.channel_open_session().await {
+        let handle = match &self.link {
+            Link::Ssh { handle, .. } => handle,
+            Link::Local { .. } => return local::run(&self.target, cmd, stdin, on_line).await,
+        };
+        let channel = match handle.channel_open_session().await {
             Ok(c) => c,
-            Err(e) if self.handle.is_closed() => return Err(self.lost(e.to_string())),
+            Err(e) if handle.is_closed() => return Err(self.lost(e.to_string())),
             Err(e) => {
                 return Err(SshError::Protocol {
                     host: self.target.name.clone(),
@@ -540,15 +579,7 @@ impl Session {
             loop {
                 match rx.wait().await {
                     Some(ChannelMsg::Data { data }) => {
-                        let seen = out.stdout.len();
-                        out.stdout.extend_from_slice(&data);
-                        // The complete lines this chunk finished.
-                        let start = out.stdout[..seen].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                        if let Some(end) = out.stdout.iter().rposition(|b| *b == b'\n').filter(|e| *e >= seen) {
-                            for line in out.stdout[start..end].split(|b| *b == b'\n') {
-                                on_line(&String::from_utf8_lossy(line));
-                            }
-                        }
+                        append_watching(&mut out.stdout, &data, on_line);
                     }
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => out.stderr.extend_from_slice(&data),
                     Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
@@ -578,6 +609,18 @@ impl Session {
         tokio::select! {
             r = read => r,
             () = write => unreachable!("the stdin writer never completes"),
+        }
+    }
+}
+
+/// Appends `data` to `stdout`, calling `on_line` with each line the chunk completed.
+fn append_watching(stdout: &mut Vec<u8>, data: &[u8], on_line: &(dyn Fn(&str) + Sync)) {
+    let seen = stdout.len();
+    stdout.extend_from_slice(data);
+    let start = stdout[..seen].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if let Some(end) = stdout.iter().rposition(|b| *b == b'\n').filter(|e| *e >= seen) {
+        for line in stdout[start..end].split(|b| *b == b'\n') {
+            on_line(&String::from_utf8_lossy(line));
         }
     }
 }

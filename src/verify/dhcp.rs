@@ -86,10 +86,9 @@ fn config_matches(v: &serde_json::Value, a: &Answers) -> Result<String, Failure>
     let Some(s) = subnets.iter().find(|s| s["subnet"] == want.as_str()) else {
         return Err(Failure::mismatch(format!("kea-dhcp4 runs without subnet {want}")));
     };
-    // Kea shows a pool that is exactly a prefix as one (`10.77.0.156 - 10.77.0.159` runs as
-    // `10.77.0.156/30`): compared as first-last.
     let norm = |p: &str| match p.trim().parse::<ipnetwork::Ipv4Network>() {
-        Ok(n) if p.contains('/') => format!("{}-{}", n.network(), n.broadcast()),
+        // Kea shows a pool that is exactly a prefix as one (10.0.0.116-10.0.0.119 as .116/30).
+        Ok(net) if p.contains('/') => format!("{}-{}", net.network(), net.broadcast()),
         _ => p.split('-').map(str::trim).collect::<Vec<_>>().join("-"),
     };
     let pools: Vec<String> = s["pools"]
@@ -320,14 +319,15 @@ mod tests {
 
         let all = running(json!([{"subnet": subnet, "pools": pools, "reservations": reservations}]));
         assert!(config_matches(&all, &a).is_ok(), "{:?}", config_matches(&all, &a));
-        // A pool that is a prefix runs as one.
-        let mut small = a.clone();
-        small.network.dhcp_ranges.truncate(1);
-        small.network.dhcp_ranges[0].start = "10.77.0.156".parse().unwrap();
-        small.network.dhcp_ranges[0].end = "10.77.0.159".parse().unwrap();
-        let prefix =
-            running(json!([{"subnet": subnet, "pools": [{"pool": "10.77.0.156/30"}], "reservations": reservations}]));
-        assert!(config_matches(&prefix, &small).is_ok(), "{:?}", config_matches(&prefix, &small));
+        // A range that is exactly a prefix, as Kea shows it.
+        let mut prefixed = a.clone();
+        prefixed.network.dhcp_ranges = vec![crate::answers::model::DhcpRange {
+            start: "10.77.0.116".parse().unwrap(),
+            end: "10.77.0.119".parse().unwrap(),
+        }];
+        let as_prefix =
+            running(json!([{"subnet": subnet, "pools": [{"pool": "10.77.0.116/30"}], "reservations": reservations}]));
+        config_matches(&as_prefix, &prefixed).unwrap();
         let other_subnet = running(json!([{"subnet": "10.99.0.0/24", "pools": pools}]));
         assert_eq!(
             config_matches(&other_subnet, &a).unwrap_err(),

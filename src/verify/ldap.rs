@@ -194,7 +194,8 @@ async fn admin_on_host(session: &Session, host: &str, dn: &str, password: Option
         // ldapwhoami, 255 no slapd to ask.
         return Err(if out.status < 127 { Failure::refused(said) } else { Failure::error(said) });
     }
-    Ok(format!("bound as {dn} over ldapi:/// on {host}, through SSH (the admin password does not cross the network)"))
+    let how = if session.is_local() { "on this machine" } else { "through SSH" };
+    Ok(format!("bound as {dn} over ldapi:/// on {host}, {how} (the admin password does not cross the network)"))
 }
 
 async fn search_ous(t: &Target<'_>, a: &Answers, suffix: &str, password: Option<&str>) -> Result<String, Failure> {

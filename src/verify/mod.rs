@@ -203,7 +203,8 @@ pub const REACH_TIMEOUT: Duration = Duration::from_secs(3);
 /// The hosts that do not answer, with why: no answer within [`REACH_TIMEOUT`], or an error
 /// such as "no route to host". A refused connection is an answer (the host is up).
 pub async fn unreachable(hosts: &[Host]) -> BTreeMap<String, String> {
-    let probes = hosts.iter().map(|h| async move {
+    // This machine is always there (and needs no sshd).
+    let probes = hosts.iter().filter(|h| !target(h).local).map(|h| async move {
         let addr = SocketAddr::new(IpAddr::V4(h.address), h.ssh_port);
         let why = match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => None,

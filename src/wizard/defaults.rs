@@ -19,6 +19,9 @@ pub struct Defaults {
     pub address: Option<Ipv4Addr>,
     pub forwarders: Vec<String>,
     pub k3s_version: String,
+    /// This machine's IPv4 addresses: a host at one of them is converged here, with no SSH
+    /// (so the wizard asks no SSH questions for it).
+    pub this_machine: Vec<Ipv4Addr>,
 }
 
 impl Defaults {
@@ -61,6 +64,7 @@ impl Defaults {
                 .cloned()
                 .collect(),
             k3s_version: "v1.35.6+k3s1".into(),
+            this_machine: f.ipv4_addresses(),
         }
     }
 

@@ -201,7 +201,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
         },
     )?;
 
-    p.say("Hosts (the machines groundwork configures over SSH)");
+    p.say("Hosts (this machine, and those groundwork configures over SSH)");
     loop {
         let i = a.hosts.len();
         a.hosts.push(Host {
@@ -210,6 +210,7 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             ssh_user: "root".into(),
             ssh_key: None,
             ssh_port: 22,
+            local: None,
             roles: Vec::new(),
             provision: None,
         });
@@ -225,34 +226,42 @@ pub fn run(p: &mut dyn Prompter, d: &Defaults) -> Result<Answers, WizardError> {
             a.hosts[i].address = parse(v, "an IPv4 address")?;
             Ok(())
         })?;
-        let user_default = a.hosts.first().map_or("root".to_string(), |h| h.ssh_user.clone());
-        ask_field(
-            p,
-            &mut a,
-            &format!("{base}.ssh-user"),
-            "  SSH user (root, or a user with sudo)",
-            Some(user_default),
-            &|a, v| {
-                a.hosts[i].ssh_user = v.to_string();
-                Ok(())
-            },
-        )?;
-        let key_default =
-            a.hosts.first().and_then(|h| h.ssh_key.clone()).unwrap_or_else(|| PathBuf::from("~/.ssh/id_ed25519"));
-        ask_field(
-            p,
-            &mut a,
-            &format!("{base}.ssh-key"),
-            "  SSH private key",
-            Some(key_default.display().to_string()),
-            &|a, v| {
-                if v.is_empty() {
-                    return Err("a key path is required".into());
-                }
-                a.hosts[i].ssh_key = Some(PathBuf::from(v));
-                Ok(())
-            },
-        )?;
+        if d.this_machine.contains(&a.hosts[i].address) {
+            p.say(&format!(
+                "  {} is this machine: groundwork converges it here, with no SSH (no sshd, key or user needed)",
+                a.hosts[i].address
+            ));
+        } else {
+            let user_default =
+                a.hosts.iter().find(|h| h.ssh_key.is_some()).map_or("root".to_string(), |h| h.ssh_user.clone());
+            ask_field(
+                p,
+                &mut a,
+                &format!("{base}.ssh-user"),
+                "  SSH user (root, or a user with sudo)",
+                Some(user_default),
+                &|a, v| {
+                    a.hosts[i].ssh_user = v.to_string();
+                    Ok(())
+                },
+            )?;
+            let key_default =
+                a.hosts.iter().find_map(|h| h.ssh_key.clone()).unwrap_or_else(|| PathBuf::from("~/.ssh/id_ed25519"));
+            ask_field(
+                p,
+                &mut a,
+                &format!("{base}.ssh-key"),
+                "  SSH private key",
+                Some(key_default.display().to_string()),
+                &|a, v| {
+                    if v.is_empty() {
+                        return Err("a key path is required".into());
+                    }
+                    a.hosts[i].ssh_key = Some(PathBuf::from(v));
+                    Ok(())
+                },
+            )?;
+        }
         let roles_default = if i == 0 { "dns, dhcp, ldap, postgresql, mariadb".to_string() } else { String::new() };
         let all_roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
         let prompt = format!("  roles ({})", all_roles.join(", "));

@@ -3,5 +3,6 @@
 
 pub mod double;
 pub mod lab;
+pub mod pty;
 pub mod pve;
 pub mod run;

@@ -99,6 +99,9 @@ pub struct State {
     pub polls: u32,
     /// `PUT .../resize` answers at once (`null`, as before Proxmox VE 8) instead of a task.
     pub resize_sync: bool,
+    /// VMIDs another creator takes just before groundwork's create of that id arrives (the
+    /// race `nextid` leaves open): the create is refused with "already exists".
+    pub taken_meanwhile: Vec<u64>,
     pub on_start: Option<OnStart>,
     tasks: BTreeMap<String, Task>,
     pid: u32,
@@ -167,6 +170,7 @@ impl Pve {
             hang_task: Vec::new(),
             polls: 2,
             resize_sync: false,
+            taken_meanwhile: Vec::new(),
             on_start: None,
             tasks: BTreeMap::new(),
             pid: 0x1a2b3,
@@ -220,7 +224,8 @@ fn upid(node: &str, pid: u32, kind: &str, id: &str) -> String {
     format!("UPID:{node}:{pid:08X}:{:08X}:{t:08X}:{kind}:{id}:{TOKEN_ID}:", pid * 7)
 }
 
-fn pct_decode(s: &str) -> String {
+/// Percent-decoding, as Proxmox reads paths and the `sshkeys` value.
+pub fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -332,6 +337,12 @@ fn disk_key_ok(v: &str) -> bool {
     };
     n("ide", 3) || n("sata", 5) || n("scsi", 30) || n("virtio", 15) || v == "efidisk0" || v == "tpmstate0"
 }
+/// A container's volume keys (`rootfs`, `mp0`..`mp255`), as the lxc resize call's enum has them.
+fn ct_disk_key_ok(v: &str) -> bool {
+    v == "rootfs"
+        || v.strip_prefix("mp")
+            .is_some_and(|n| int_ok(n) && n.parse::<u32>().is_ok_and(|n| n <= 255) && (n == "0" || !n.starts_with('0')))
+}
 fn size_ok(v: &str) -> bool {
     let v = v.strip_prefix('+').unwrap_or(v);
     let v = v.strip_suffix(['K', 'M', 'G', 'T']).unwrap_or(v);
@@ -407,7 +418,7 @@ fn verify(params: &BTreeMap<String, String>, allowed: &[&str], required: &[&str]
             "features" => v.split(',').all(|f| ["nesting=1", "keyctl=1"].contains(&f)),
             "type" => ["vm", "storage", "node", "sdn"].contains(&v.as_str()),
             // The disk keys a resize takes (ide0-3, sata0-5, scsi0-30, virtio0-15, efidisk0, tpmstate0).
-            "disk" => disk_key_ok(v),
+            "disk" => disk_key_ok(v) || ct_disk_key_ok(v),
             // `\+?\d+(\.\d+)?[KMGT]?`
             "size" => size_ok(v),
             "content" => ["vztmpl", "iso", "images", "rootdir", "backup", "snippets"].contains(&v.as_str()),
@@ -550,6 +561,7 @@ fn handle(
                 return bad(errs);
             }
             let vmid: u64 = params["vmid"].parse().unwrap();
+            take_meanwhile(&mut s, vmid);
             if s.guests.iter().any(|g| g.vmid == vmid) {
                 return err(500, &format!("CT {vmid} already exists on node '{node}'"));
             }
@@ -577,6 +589,10 @@ fn handle(
                 return err(500, &format!("Configuration file 'nodes/{node}/qemu-server/{id}.conf' does not exist"));
             };
             let vmid: u64 = params["newid"].parse().unwrap();
+            take_meanwhile(&mut s, vmid);
+            if s.guests.iter().any(|g| g.vmid == vmid) {
+                return err(500, &format!("VM {vmid} already exists on node '{node}'"));
+            }
             let mut config = tpl.config.clone();
             let name = params.get("name").cloned().unwrap_or_else(|| format!("Copy-of-VM-{}", tpl.name));
             config.insert("name".into(), name.clone());
@@ -638,16 +654,20 @@ fn handle(
                 ok(json!(new_task(&mut s, node, "qmconfig", id, None)))
             }
         }
-        ("PUT", ["nodes", node, "qemu", id, "resize"]) => {
+        ("PUT", ["nodes", node, kind @ ("lxc" | "qemu"), id, "resize"]) => {
             if let Some(e) = st_path(&s, node) {
                 return e;
             }
-            let errs = verify(&params, &["disk", "size", "digest", "skiplock"], &["disk", "size"]);
+            let mut errs = verify(&params, &["disk", "size", "digest", "skiplock"], &["disk", "size"]);
+            let fits = if *kind == "lxc" { ct_disk_key_ok } else { disk_key_ok };
+            if params.get("disk").is_some_and(|d| !fits(d)) {
+                errs.push(("disk", format!("value '{}' does not have the format of disk", params["disk"])));
+            }
             if !errs.is_empty() {
                 return bad(errs);
             }
             let sync = s.resize_sync;
-            let Some(g) = s.guests.iter_mut().find(|g| g.vmid.to_string() == *id && g.kind == "qemu") else {
+            let Some(g) = s.guests.iter_mut().find(|g| g.vmid.to_string() == *id && g.kind == *kind) else {
                 return err(500, &format!("Configuration file for {id} does not exist"));
             };
             let (key, size) = (&params["disk"], &params["size"]);
@@ -666,7 +686,8 @@ fn handle(
             parts.retain(|p| !p.starts_with("size="));
             parts.push(format!("size={}G", (new / f64::from(1u32 << 30)).round()));
             g.config.insert(key.clone(), parts.join(","));
-            if sync { ok(Value::Null) } else { ok(json!(new_task(&mut s, node, "qmresize", id, None))) }
+            let task = if *kind == "lxc" { "resize" } else { "qmresize" };
+            if sync { ok(Value::Null) } else { ok(json!(new_task(&mut s, node, task, id, None))) }
         }
         ("GET", ["nodes", _node, kind @ ("lxc" | "qemu"), id, "config"]) => {
             match s.guests.iter().find(|g| g.vmid.to_string() == *id && g.kind == *kind) {
@@ -813,6 +834,22 @@ fn handle(
             ok(json!({"status": "stopped", "exitstatus": exit, "type": kind, "node": NODE}))
         }
         _ => err(501, &format!("Method '{method} {full}' not implemented")),
+    }
+}
+
+/// Another creator's container at `vmid`, if a test said one would appear there.
+fn take_meanwhile(s: &mut State, vmid: u64) {
+    if let Some(i) = s.taken_meanwhile.iter().position(|v| *v == vmid) {
+        s.taken_meanwhile.remove(i);
+        let config = BTreeMap::from([("hostname".to_string(), "someone-else".to_string())]);
+        s.guests.push(Guest {
+            vmid,
+            name: "someone-else".into(),
+            kind: "lxc",
+            status: "stopped".into(),
+            template: false,
+            config,
+        });
     }
 }
 

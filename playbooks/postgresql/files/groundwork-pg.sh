@@ -79,6 +79,15 @@ check-hba)
 	' "$2"
 	;;
 link | linked)
+	# groundwork's ledger (src/engine/ledger.rs): a path as it was before groundwork first
+	# changed it, beside its backups, for `groundwork reset`.
+	ledger() {
+		b=/var/backups/groundwork/$(printf '%s' "$1" | sed 's/%/%25/g; s,/,%2F,g')
+		[ -e "$b.orig" ] || [ -e "$b.created" ] || {
+			mkdir -p /var/backups/groundwork
+			if [ -e "$1" ] || [ -L "$1" ]; then cp -a "$1" "$b.orig"; else : >"$b.created"; fi
+		}
+	}
 	list=$(clusters)
 	fail=0
 	for vc in $(printf '%s\n' "$list" | tr ' ' '/'); do
@@ -89,12 +98,10 @@ link | linked)
 			continue
 		fi
 		mkdir -p "$etc/conf.d"
+		ledger "$etc/conf.d/50-groundwork.conf"
 		ln -sfn "$conf" "$etc/conf.d/50-groundwork.conf"
 		if [ "$(readlink "$etc/pg_hba.conf")" != "$hba" ]; then
-			if [ -f "$etc/pg_hba.conf" ] && [ ! -L "$etc/pg_hba.conf" ]; then
-				mkdir -p /var/backups/groundwork
-				cp -a "$etc/pg_hba.conf" "/var/backups/groundwork/$(echo "$vc" | tr / _)-pg_hba.conf.orig"
-			fi
+			ledger "$etc/pg_hba.conf"
 			ln -sfn "$hba" "$etc/pg_hba.conf"
 		fi
 	done

@@ -78,7 +78,13 @@ async fn install(h: &mut Host<'_>) -> Result<(), String> {
             ),
         );
     }
-    let script = packages::script(&missing, &work.preseed, h.cx.package_repo.is_some());
+    let mut held: Vec<String> = Vec::new();
+    for unit in h.roles.iter().flat_map(|r| &r.start_after_config) {
+        if !held.contains(unit) {
+            held.push(unit.clone());
+        }
+    }
+    let script = packages::script(&missing, &work.preseed, h.cx.package_repo.is_some(), &held);
     match h.packages(&script).await {
         Ok(()) => {
             if let Some(w) = h.work.as_mut() {

@@ -18,6 +18,9 @@ pub enum Guard {
 #[derive(Debug, Clone)]
 pub struct Command {
     pub command: String,
+    /// What the command changes or makes (the `creates` path, then `changes`): the ledger
+    /// keeps them as they were before it runs, for `reset`.
+    pub changes: Vec<String>,
     /// Each guard with the shell check behind it, in the order creates, unless, onlyif.
     pub guards: Vec<(Guard, String)>,
 }
@@ -42,7 +45,7 @@ pub fn decide(c: &Command, codes: &[i32]) -> Decision {
         return Decision::converged();
     }
     Decision {
-        actions: vec![Action::Run { command: c.command.clone() }],
+        actions: vec![Action::Run { command: c.command.clone(), changes: c.changes.clone() }],
         detail: Some(Detail::Text(format!("$ {}", c.command))),
         ..Decision::default()
     }

@@ -29,8 +29,13 @@ pub fn decide(d: &Directory, current: &PathFact) -> Decision {
     }
 }
 
-/// Create the directory (and its parents), or fix its mode and owner.
-pub fn install_script(path: &str, mode: u32, owner: &str) -> String {
+/// Create the directory (and its parents), or fix its mode and owner: what people are shown.
+pub fn install_command(path: &str, mode: u32, owner: &str) -> String {
     let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
     format!("install -d -m {mode:o} -o {} -g {} {}", sh_quote(user), sh_quote(group), sh_quote(path))
+}
+
+/// [`install_command`], after the ledger's record of the directory as it was.
+pub fn install_script(path: &str, mode: u32, owner: &str) -> String {
+    format!("{}{}", crate::engine::ledger::record_directory(path), install_command(path, mode, owner))
 }

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Action, Decision, Detail};
 use crate::engine::facts::{PathFact, sh_quote};
+use crate::engine::ledger;
 use crate::playbook::catalog::hex;
 use crate::playbook::step::Source;
 
@@ -177,7 +178,8 @@ const STAMP_GLOB: &str = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-
 pub fn write_script(w: &Write) -> String {
     let (user, group) = w.owner.split_once(':').unwrap_or((&w.owner, &w.owner));
     let mut s = format!(
-        "set -e\numask 077\ndest={d}\ntmp={t}\nmkdir -p {dir}\ncat > \"$tmp\"\nchmod {mode:o} \"$tmp\"\nchown {u}:{g} \"$tmp\"\n",
+        "set -e\numask 077\ndest={d}\ntmp={t}\n{parents}mkdir -p {dir}\ncat > \"$tmp\"\nchmod {mode:o} \"$tmp\"\nchown {u}:{g} \"$tmp\"\n",
+        parents = ledger::record_parents(&w.dest),
         d = sh_quote(&w.dest),
         t = sh_quote(&w.candidate),
         dir = sh_quote(parent(&w.dest)),
@@ -208,24 +210,47 @@ pub fn write_script(w: &Write) -> String {
     } else {
         (KEEP, "cp -a \"$dest\" \"$backup.$(date +%Y%m%dT%H%M%S)\"")
     };
+    // The ledger (engine::ledger) first: the file as groundwork found it, or that it made it.
     s.push_str(&format!(
         "if [ -e \"$dest\" ]; then\n  \
+         {orig}  \
          backup={b}\n  \
          mkdir -p {dir}\n  \
          {save}\n  \
          set -- \"$backup\".{STAMP_GLOB}\n  \
          while [ $# -gt {keep} ]; do rm -f -- \"$1\"; shift; done\n\
+         else\n  {created}\
          fi\nmv -f \"$tmp\" \"$dest\"\n",
+        orig = ledger::record_original(&w.dest, &w.backup, w.local.is_some()),
+        created = ledger::record_created_at(&w.backup),
         b = sh_quote(&w.backup),
         dir = sh_quote(parent(&w.backup)),
     ));
+    let sha = match &w.local {
+        Some(l) => l.sha256.clone(),
+        None => hex(&Sha256::digest(&w.content)),
+    };
+    s.push_str(&ledger::record_wrote(&w.dest, &w.backup, &sha, w.mode, &w.owner, w.local.is_none() && !w.secret));
     s
 }
 
-/// chmod and chown of a file whose content is right.
-pub fn meta_script(path: &str, mode: u32, owner: &str) -> String {
+/// chmod and chown of a file whose content is right: what people are shown.
+pub fn meta_command(path: &str, mode: u32, owner: &str) -> String {
     let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
     format!("chmod {mode:o} {d} && chown {}:{} {d}", sh_quote(user), sh_quote(group), d = sh_quote(path))
+}
+
+/// [`meta_command`] with the ledger: the file as it was before, and what it is now.
+pub fn meta_script(path: &str, mode: u32, owner: &str) -> String {
+    let b = sh_quote(&backup_name(path));
+    format!(
+        "set -e\n{orig}{cmd}\nprintf '%s %s %s\\n' \"$(sha256sum < {d} | cut -d' ' -f1)\" {mode:o} {o} > {b}{wrote}\n",
+        orig = ledger::record_original(path, &backup_name(path), false),
+        cmd = meta_command(path, mode, owner),
+        d = sh_quote(path),
+        o = sh_quote(owner),
+        wrote = ledger::WROTE,
+    )
 }
 
 /// A size for people.

@@ -49,13 +49,16 @@ impl Step {
                 mode: u32::from_str_radix(mode, 8).unwrap_or(0o755),
                 owner: owner.clone(),
             }),
-            Kind::Command { command, creates, unless, onlyif } => {
+            Kind::Command { command, creates, unless, onlyif, changes } => {
+                let creates = creates.as_deref().map(render).transpose()?;
                 let guards = command::guards(
-                    creates.as_deref().map(render).transpose()?.as_deref(),
+                    creates.as_deref(),
                     unless.as_deref().map(render).transpose()?,
                     onlyif.as_deref().map(render).transpose()?,
                 );
-                Step::Command(command::Command { command: render(command)?, guards })
+                let changes =
+                    creates.into_iter().map(Ok).chain(changes.iter().map(|p| render(p))).collect::<Result<_, _>>()?;
+                Step::Command(command::Command { command: render(command)?, changes, guards })
             }
             Kind::Service { name, state, enabled, on_notify, validate } => Step::Service(service::Service {
                 name: render(name)?,
@@ -97,8 +100,9 @@ impl Step {
 /// One thing to do on a host. Its shell text comes from [`Action::script`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// A command step's own command.
-    Run { command: String },
+    /// A command step's own command; `changes`: the paths it changes or makes (the ledger
+    /// keeps them as they were first, for `reset`).
+    Run { command: String, changes: Vec<String> },
     /// Create a directory, or fix its mode and owner.
     MakeDir { path: String, mode: u32, owner: String },
     /// New content for a file: a candidate beside it, the validator, a backup of the live
@@ -119,7 +123,10 @@ impl Action {
     /// The shell script that does it.
     pub fn script(&self) -> String {
         match self {
-            Action::Run { command } => command.clone(),
+            Action::Run { command, changes } => {
+                let before: String = changes.iter().map(|p| crate::engine::ledger::record_before(p)).collect();
+                format!("{before}{command}")
+            }
             Action::MakeDir { path, mode, owner } => directory::install_script(path, *mode, owner),
             Action::Write(w) => file::write_script(w),
             Action::SetMeta { path, mode, owner } => file::meta_script(path, *mode, owner),
@@ -151,7 +158,7 @@ impl Action {
     /// One line for people; never a file's content.
     pub fn show(&self) -> String {
         match self {
-            Action::Run { command } => format!("$ {command}"),
+            Action::Run { command, .. } => format!("$ {command}"),
             Action::Write(w) => file::show(w),
             Action::Systemctl { unit, verbs, validate, .. } => service::show(unit, verbs, validate.as_deref()),
             Action::Wait { what, timeout, .. } => format!("wait up to {timeout} s for {what}"),
@@ -159,7 +166,8 @@ impl Action {
                 "nsupdate {zone}: {added} record(s) added, {deleted} deleted{}",
                 if *soa { ", SOA updated" } else { "" }
             ),
-            Action::MakeDir { .. } | Action::SetMeta { .. } => self.script(),
+            Action::MakeDir { path, mode, owner } => directory::install_command(path, *mode, owner),
+            Action::SetMeta { path, mode, owner } => file::meta_command(path, *mode, owner),
         }
     }
 

@@ -100,7 +100,8 @@ pub fn decide(s: &Service, fact: Option<&ServiceFact>, notified: &HashSet<String
 /// any verb: the unit keeps running what it runs.
 pub fn script(unit: &str, verbs: &[Verb], then_active: bool, validate: Option<&str>) -> String {
     let q = sh_quote(unit);
-    let mut s = String::new();
+    // The unit's state before groundwork first acts on it, for `reset`.
+    let mut s = crate::engine::ledger::record_unit(unit);
     if let Some(v) = validate {
         s.push_str(&format!(
             "if ! sh -c {} >&2; then echo {} >&2; exit 1; fi; ",

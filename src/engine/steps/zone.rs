@@ -263,7 +263,7 @@ pub fn decide(z: &Zone, fact: &ZoneFact, run: &str, dry_run: bool) -> Result<Dec
             return Err(why);
         }
         return Ok(Decision {
-            actions: vec![Action::Run { command: nsupdate_script(&z.key) }],
+            actions: vec![Action::Run { command: nsupdate_script(&z.key), changes: Vec::new() }],
             detail: Some(Detail::Text(format!("sync the records of {} ({why})", z.zone))),
             ..Decision::default()
         });
