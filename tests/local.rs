@@ -51,10 +51,15 @@ fn install_binary(host: &str) {
 
 /// `groundwork ARGS...` inside kl1, its `--json` events parsed.
 fn groundwork_in_kl1(args: &[&str]) -> Run {
+    groundwork_in("kl1", args)
+}
+
+/// `groundwork ARGS...` inside `host`, its `--json` events parsed.
+fn groundwork_in(host: &str, args: &[&str]) -> Run {
     let t = Instant::now();
     let mut all = vec!["groundwork"];
     all.extend_from_slice(args);
-    let out = inside("kl1", &all).output().unwrap();
+    let out = inside(host, &all).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -290,4 +295,77 @@ fn the_wizard_makes_this_machine_the_server_without_ssh_then_a_mixed_run() {
         known.contains("10.77.0.111") && known.contains("10.77.0.112") && !known.contains("10.77.0.110"),
         "{known}"
     );
+}
+
+/// `wizard/examples/single-server.toml` as it is, on the machine it runs on (kl4): the example's
+/// address (192.168.10.5) is given to kl4 beside its lab one, its k3s bundle and Git token are
+/// where the example says (the bundle's k3s is the labelled TEST DOUBLE, tests/doubles/k3s: no
+/// k3s can run here), and kl4 has no route out of the lab (the example's forwarders are public
+/// resolvers). Then apply converges every role of it locally, verify passes inside, and a
+/// second apply changes nothing.
+#[test]
+fn the_single_server_example_applies_as_it_is_on_the_machine_it_runs_on() {
+    const HOST: &[(&str, &str)] = &[("kl4", "10.77.0.113")];
+    const EXAMPLE: &str = "/root/single-server.toml";
+    let Some(_lab) = lab::exclusive(HOST) else { return };
+    install_binary("kl4");
+    on("kl4", "ip addr add 192.168.10.5/24 dev eth0 && ip route del default 2>/dev/null; true");
+    // The air-gap bundle at the example's path, and the token file it names.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    common::double::double_bundle(&bundle);
+    let tar = Command::new("tar").arg("-C").arg(&bundle).args(["-cf", "-", "."]).output().unwrap();
+    assert!(tar.status.success());
+    let mut c = inside(
+        "kl4",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /srv/groundwork/bundles/k3s-v1.35.6 && tar -C /srv/groundwork/bundles/k3s-v1.35.6 -xf -",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap();
+    c.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    assert!(c.wait().unwrap().success(), "the bundle into kl4");
+    let example = std::fs::read_to_string("wizard/examples/single-server.toml").unwrap();
+    let mut c =
+        inside("kl4", &["sh", "-c", &format!("umask 077 && cat > {EXAMPLE}")]).stdin(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(example.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success());
+    on("kl4", "mkdir -p /etc/groundwork && umask 077 && echo kl4-test-token-71c2 > /etc/groundwork/git-token");
+    // What the k3s double needs (it is not k3s): systemd's readiness from its child, and the
+    // recorded "ready" answers of Flux's controllers and objects.
+    let mut setup = String::from(
+        "mkdir -p /etc/systemd/system/k3s.service.d /var/lib/k3s-double && \
+         printf '[Service]\\nNotifyAccess=all\\n' > /etc/systemd/system/k3s.service.d/test-double.conf\n",
+    );
+    for (file, fixture) in [
+        ("workloads.json", "flux-workloads-ready.json"),
+        ("gitrepository.json", "gitrepository-ready.json"),
+        ("kustomization.json", "kustomization-ready.json"),
+    ] {
+        let text = std::fs::read_to_string(format!("tests/fixtures/handoff/{fixture}")).unwrap();
+        setup += &format!("cat > /var/lib/k3s-double/{file} <<'EOF'\n{text}\nEOF\n");
+    }
+    on("kl4", &setup);
+
+    let first = groundwork_in("kl4", &["apply", "--yes", "--json", EXAMPLE]);
+    assert_eq!(first.code, 0, "{}", first.all_text());
+    assert!(connected_locally(&first, "srv1"));
+    assert_eq!(first.failed("srv1"), 0, "{}", first.error("srv1"));
+    for step in ["named", "kea-dhcp4", "slapd", "postgresql", "mariadb", "start k3s", "install flux 2.4.0"] {
+        assert_eq!(first.step("srv1", step).map(|s| s["status"].clone()), Some("changed".into()), "{step}");
+    }
+    let verify = groundwork_in("kl4", &["verify", EXAMPLE]);
+    assert_eq!(verify.code, 0, "verify inside kl4:\n{}{}", verify.stdout, verify.stderr);
+    for service in ["dns", "dhcp", "ldap", "postgresql", "mariadb", "k3s", "gitops"] {
+        assert!(verify.stdout.contains(service), "no {service} row:\n{}", verify.stdout);
+    }
+    let again = groundwork_in("kl4", &["apply", "--yes", "--json", EXAMPLE]);
+    assert_eq!(again.code, 0, "{}", again.all_text());
+    assert_eq!(again.changed("srv1"), 0, "{:?}", again.changed_steps("srv1"));
+    eprintln!("the single-server example on kl4: converged in {:.1} s, again in {:.1} s", first.secs, again.secs);
+    assert!(!first.all_text().contains("kl4-test-token-71c2"), "the Git token leaked");
 }
