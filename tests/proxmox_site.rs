@@ -25,10 +25,8 @@ use common::lab;
 use common::pve::{self, Pve};
 use common::run::{apply, groundwork, on};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const EXAMPLE: &str = "wizard/examples/proxmox-k3s.toml";
-const VERSION: &str = "v1.35.6+k3s1";
 /// The example's hosts, the address the example gives each, and the lab address used here.
 const HOSTS: &[(&str, &str, &str)] = &[
     ("infra1", "10.20.0.10", "10.77.0.160"),
@@ -40,39 +38,6 @@ const HOSTS: &[(&str, &str, &str)] = &[
     ("k3s-a1", "10.20.1.21", "10.77.0.166"),
     ("k3s-a2", "10.20.1.22", "10.77.0.167"),
 ];
-
-fn hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A bundle whose k3s binary is the test double, with an Argo CD install manifest (an
-/// excerpt made for the tests) as its GitOps part: the example hands off to Argo CD.
-fn double_bundle(dir: &Path) {
-    let k = dir.join("k3s");
-    std::fs::create_dir_all(&k).unwrap();
-    std::fs::create_dir_all(dir.join("gitops")).unwrap();
-    let binary = std::fs::read_to_string("tests/doubles/k3s").unwrap().replace("@VERSION@", VERSION);
-    let images = b"k3s test double: no images".to_vec();
-    let install = std::fs::read("tests/fixtures/handoff/argocd-install-excerpt.yaml").unwrap();
-    std::fs::write(k.join("k3s"), &binary).unwrap();
-    std::fs::write(k.join("k3s-airgap-images-amd64.tar.zst"), &images).unwrap();
-    let sums = format!("{}  k3s\n{}  k3s-airgap-images-amd64.tar.zst\n", hex(binary.as_bytes()), hex(&images));
-    std::fs::write(k.join("sha256sum-amd64.txt"), &sums).unwrap();
-    std::fs::write(dir.join("gitops/argocd-install.yaml"), &install).unwrap();
-    let entry = |path: &str, what: &str, bytes: &[u8]| {
-        serde_json::json!({"path": path, "what": what, "version": VERSION, "source": "k3s test double",
-                           "sha256": hex(bytes), "size": bytes.len()})
-    };
-    let manifest = serde_json::json!({
-        "format": 1, "arch": "amd64", "k3s": {"version": VERSION},
-        "gitops": {"engine": "argocd", "version": "3.2.0", "images": []},
-        "files": [entry("k3s/k3s", "k3s binary (test double)", binary.as_bytes()),
-                  entry("k3s/k3s-airgap-images-amd64.tar.zst", "air-gap images", &images),
-                  entry("k3s/sha256sum-amd64.txt", "sha256 list", sums.as_bytes()),
-                  entry("gitops/argocd-install.yaml", "argocd install manifest", &install)],
-    });
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-}
 
 /// The example with this machine's world in it: lab addresses and network, the lab key, the
 /// double's bundle and endpoint. Every other answer is the example's own.
@@ -196,7 +161,8 @@ fn the_proxmox_example_goes_from_no_host_to_a_verified_site() {
     });
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    double_bundle(&bundle);
+    // The example hands off to Argo CD.
+    common::double::double_bundle_for(&bundle, "argocd", "3.2.0");
     let secret = dir.path().join("pve-token");
     std::fs::write(&secret, format!("{}\n", pve::SECRET)).unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
