@@ -146,7 +146,11 @@ fn have_skopeo() -> bool {
 impl Registry {
     fn start(test: &str) -> Option<Registry> {
         if !have_skopeo() || !Path::new(REGISTRY_BIN).exists() {
-            println!("SKIPPED: {test}: needs skopeo and {REGISTRY_BIN} (apt-get install -y skopeo docker-registry)");
+            // Straight to stderr: the harness captures println!, and a skip must show.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {test}: needs skopeo and {REGISTRY_BIN} (apt-get install -y skopeo docker-registry)"
+            );
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -317,7 +317,7 @@ fn probe_sees_an_unmounted_blank_disk() {
     let dev = match attach {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
         other => {
-            eprintln!("SKIPPED: cannot attach a loop device here ({other:?})");
+            common::lab::skip(&format!("cannot attach a loop device here ({other:?})"));
             return;
         }
     };

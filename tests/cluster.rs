@@ -491,9 +491,9 @@ fn verify_cluster(answers: &str, state: &Path, nodes: &[(&str, &str, &str)], ha:
 #[test]
 fn a_real_bundle_builds_single_and_ha_clusters_and_a_rerun_restarts_only_what_changed() {
     let Some(bundle) = std::env::var_os("GROUNDWORK_K3S_BUNDLE").map(std::path::PathBuf::from) else {
-        eprintln!(
-            "SKIPPED: no k3s bundle (set GROUNDWORK_K3S_BUNDLE): no k3s binary can be had on this machine \
-             (not in Debian 12, no Internet), and a made-up one would prove nothing about a cluster"
+        common::lab::skip(
+            "no k3s bundle (set GROUNDWORK_K3S_BUNDLE): no k3s binary can be had on this machine \
+             (not in Debian 12, no Internet), and a made-up one would prove nothing about a cluster",
         );
         return;
     };

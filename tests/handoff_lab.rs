@@ -125,9 +125,9 @@ fn the_git_server_serves_its_repository_over_ssh_to_the_key_it_authorizes_only()
 #[test]
 fn a_real_bundle_hands_off_to_flux_and_an_application_uses_the_contract() {
     let Some(bundle) = std::env::var_os("GROUNDWORK_K3S_BUNDLE").map(std::path::PathBuf::from) else {
-        eprintln!(
-            "SKIPPED: no k3s bundle (set GROUNDWORK_K3S_BUNDLE to a bundle made with --gitops flux): no k3s can be \
-             had on this machine, and without a cluster nothing of the hand-off's effect can be seen"
+        common::lab::skip(
+            "no k3s bundle (set GROUNDWORK_K3S_BUNDLE to a bundle made with --gitops flux): no k3s can be \
+             had on this machine, and without a cluster nothing of the hand-off's effect can be seen",
         );
         return;
     };
