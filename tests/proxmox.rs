@@ -248,8 +248,9 @@ fn loopback_site(pve: &Pve, dir: &Path, extra: &str) -> (String, u16) {
     loopback_site_with(pve, dir, extra, "kind = \"ct\", cores = 2, memory = 2048, disk = 8")
 }
 
-/// [`loopback_site`] with another `provision`.
-fn loopback_site_with(pve: &Pve, dir: &Path, extra: &str, provision: &str) -> (String, u16) {
+/// A free port on 127.0.0.2, and the double's start of a guest opens an SSH banner there on
+/// the guest's address (enough for the provisioning's wait).
+fn banner_on_start(pve: &Pve) -> u16 {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
         l.local_addr().unwrap().port()
@@ -267,6 +268,12 @@ fn loopback_site_with(pve: &Pve, dir: &Path, extra: &str, provision: &str) -> (S
             Ok(())
         }))
     });
+    port
+}
+
+/// [`loopback_site`] with another `provision`.
+fn loopback_site_with(pve: &Pve, dir: &Path, extra: &str, provision: &str) -> (String, u16) {
+    let port = banner_on_start(pve);
     let key = keys(dir);
     let hosts = host("pn1", "127.0.0.2", &key, port, "\"dns\"", provision);
     (write(dir, "site.toml", &answers(pve, "127.0.0.0/24", "127.0.0.1", &hosts, extra)), port)
@@ -280,25 +287,9 @@ fn guests_are_created_side_by_side_each_with_its_own_vmid() {
     let pve = Pve::start();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state").display().to_string();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    pve.with(|s| {
-        // nextid answers 100; someone creates 101 just before groundwork's create of it.
-        s.taken_meanwhile = vec![101];
-        s.on_start = Some(std::sync::Arc::new(move |_name: &str, ip: &str| {
-            let l = std::net::TcpListener::bind((ip, port)).map_err(|e| e.to_string())?;
-            std::thread::spawn(move || {
-                for c in l.incoming().flatten() {
-                    use std::io::Write as _;
-                    let mut c = c;
-                    let _ = c.write_all(b"SSH-2.0-double\r\n");
-                }
-            });
-            Ok(())
-        }))
-    });
+    let port = banner_on_start(&pve);
+    // nextid answers 100; someone creates 101 just before groundwork's create of it.
+    pve.with(|s| s.taken_meanwhile = vec![101]);
     let key = keys(dir.path());
     let hosts: String = [("pn1", "127.0.0.2"), ("pn2", "127.0.0.3"), ("pn3", "127.0.0.4")]
         .iter()
