@@ -181,8 +181,10 @@ fn ops_runs_as_root_through_sudo() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let s = connect(&target("ops"), &opts(dir.path())).await;
-        let out = s.exec("id -u", None).await.unwrap();
+        // The first command also proves sudo; its mark never reaches the caller.
+        let out = s.exec("id -u; echo own >&2", None).await.unwrap();
         assert_eq!(out.stdout_str(), "0\n", "{}", out.stderr_str());
+        assert_eq!(out.stderr_str(), "own\n");
         // quoting survives the sudo wrapper
         let out = s.exec("printf '%s|%s\\n' \"it's\" '$HOME'; exit 4", None).await.unwrap();
         assert_eq!(out.stdout_str(), "it's|$HOME\n", "{}", out.stderr_str());
@@ -218,8 +220,10 @@ fn user_without_sudo_fails_fast_with_a_clear_error() {
         let out = root.exec("chown nosudo: /home/nosudo/.ssh/authorized_keys", None).await.unwrap();
         assert!(out.ok(), "{}", out.stderr_str());
 
+        // No extra round trip at connect: the first command finds sudo refused, and says so.
         let started = Instant::now();
-        let err = Session::connect(&target("nosudo"), &opts(dir.path())).await.unwrap_err();
+        let s = Session::connect(&target("nosudo"), &opts(dir.path())).await.unwrap();
+        let err = s.exec("true", None).await.unwrap_err();
         eprintln!("sudo refusal reported in {} ms", started.elapsed().as_millis());
         let msg = err.to_string();
         eprintln!("{msg}");

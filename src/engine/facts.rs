@@ -97,10 +97,21 @@ impl Probe {
                 sh_quote(&self.services.join(" "))
             );
         }
+        // Zones run in the background with the checks, into files of a temporary directory
+        // (a cut there prints no `end`, so the facts count as cut).
+        if !self.zones.is_empty() {
+            s.push_str("z=$(mktemp -d) || exit 1\n");
+        }
         for (i, z) in self.zones.iter().enumerate() {
             s.push_str(&z.facts_script(i));
         }
-        s.push_str("wait\nprintf 'end\\n'\n");
+        s.push_str("wait\n");
+        if !self.zones.is_empty() {
+            let files: Vec<String> =
+                (0..self.zones.len()).map(|i| format!("\"$z/{i}\" \"$z/{i}w\" \"$z/{i}l\"")).collect();
+            let _ = writeln!(s, "cat -- {} 2>/dev/null; rm -rf -- \"$z\"", files.join(" "));
+        }
+        s.push_str("printf 'end\\n'\n");
         s
     }
 }
@@ -370,6 +381,35 @@ mod tests {
         assert!(f.complete);
         let want: Vec<i32> = (0..40).map(|i| if i % 3 == 0 { 0 } else { 1 }).collect();
         assert_eq!(f.checks, want);
+    }
+
+    #[test]
+    fn zones_read_side_by_side_come_back_whole_and_in_their_own_slots() {
+        // Run for real with sh: the tools' exit status (127 where BIND's tools are missing, or
+        // dig's failure) and the applied record file are each reported under their own zone,
+        // a skipped zone says so, the checks still report, and nothing is left in the temp dir.
+        let dir = tempfile::tempdir().unwrap();
+        let applied = dir.path().join("a.test.applied");
+        std::fs::write(&applied, "; names\na.test.\n").unwrap();
+        let mut p = Probe::default();
+        p.check("true");
+        let mut z = Zone { zone: "a.test".into(), records: "/nonexistent".into(), key: "/k".into(), onlyif: None };
+        p.zone(&z);
+        z.onlyif = Some("false".into());
+        p.zone(&z);
+        let script =
+            p.script().replace(&Zone { zone: "a.test".into(), ..z.clone() }.applied_path(), applied.to_str().unwrap());
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).env("TMPDIR", dir.path()).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let f = Facts::parse(&format!("{stderr}\n{stdout}"), &p);
+        assert!(f.complete, "{stdout}");
+        assert_eq!(f.checks, vec![0]);
+        let (a, b) = (&f.zones[0], &f.zones[1]);
+        assert!(!a.skip && a.want_status.is_some_and(|rc| rc != 0) && a.live_status.is_some_and(|rc| rc != 0), "{a:?}");
+        assert_eq!(a.applied.as_deref(), Some(&["; names".to_string(), "a.test.".to_string()][..]));
+        assert!(b.skip && b.want_status.is_none() && b.applied.is_none(), "{b:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("a.test.applied")]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Stdio;
+use std::sync::atomic::AtomicBool;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -44,6 +45,7 @@ impl Session {
             link: Link::Local { sudo },
             fingerprint: LOCAL_FINGERPRINT.to_string(),
             first_contact: false,
+            sudo_proven: AtomicBool::new(true),
         };
         if sudo {
             let out = run(t, "sudo -n true", Input::Nothing, &|_| {}).await?;

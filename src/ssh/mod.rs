@@ -3,9 +3,9 @@
 //! [`Session`] API, so the engine, verify and the cluster code never tell the two apart.
 //!
 //! [`Session::connect`] loads the key, checks the host key against the state directory's
-//! known_hosts (learning it on first contact, refusing a changed one), authenticates, and for a
-//! non-root user checks `sudo -n true`. [`Session::exec`] runs a command as root (through
-//! `sudo -n` for other users) on a fresh channel of the one connection.
+//! known_hosts (learning it on first contact, refusing a changed one) and authenticates.
+//! [`Session::exec`] runs a command as root (through `sudo -n` for other users, whose first
+//! command also proves that sudo works) on a fresh channel of the one connection.
 //!
 //! A command killed by a signal is reported like a shell does: status `128 + n` (Linux signal
 //! numbers; 255 for a signal name this module does not know).
@@ -15,6 +15,7 @@ pub(crate) mod known_hosts;
 mod local;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -228,7 +229,15 @@ pub struct Session {
     link: Link,
     fingerprint: String,
     first_contact: bool,
+    /// A non-root SSH user's sudo has been seen to work. Until then each command proves it:
+    /// no extra round trip at connect (see [`SUDO_MARK`]).
+    sudo_proven: AtomicBool,
 }
+
+/// What a command run through sudo first prints on standard error, so a refusal by sudo
+/// itself (no such line) is told apart from the command's own failure. Removed from the
+/// output before anyone sees it.
+const SUDO_MARK: &str = "groundwork: sudo ok";
 
 /// How commands reach the host.
 enum Link {
@@ -313,8 +322,9 @@ fn signal_number(sig: &Sig) -> Option<u32> {
 }
 
 impl Session {
-    /// Connects, checks the host key, authenticates and (for a non-root user) checks
-    /// passwordless sudo. A local target only checks that commands can run as root.
+    /// Connects, checks the host key and authenticates; a non-root user's passwordless sudo is
+    /// proven by the first command (a refusal is [`SshError::NoSudo`] there). A local target
+    /// checks that commands can run as root.
     pub async fn connect(t: &Target, o: &SshOptions) -> Result<Session, SshError> {
         if t.local {
             return Session::local(t).await;
@@ -408,20 +418,16 @@ impl Session {
             let s = shared.lock().unwrap_or_else(|p| p.into_inner());
             (s.fingerprint.clone(), s.first_contact)
         };
-        let session =
-            Session { target: t.clone(), key_path, link: Link::Ssh { handle, shared }, fingerprint, first_contact };
-        if t.user != "root" {
-            let out = session.run("sudo -n true", Input::Nothing, &|_| {}).await?;
-            if !out.ok() {
-                let said = out.stderr_str().trim().to_string();
-                let said = if said.is_empty() { format!("exit status {}", out.status) } else { said };
-                let err =
-                    SshError::NoSudo { host: t.name.clone(), address: session.address(), user: t.user.clone(), said };
-                session.close().await;
-                return Err(err);
-            }
-        }
-        Ok(session)
+        // A non-root user's sudo is checked by the first command itself (see SUDO_MARK): a
+        // refusal is the same NoSudo error, one round trip sooner.
+        Ok(Session {
+            target: t.clone(),
+            key_path,
+            link: Link::Ssh { handle, shared },
+            fingerprint,
+            first_contact,
+            sudo_proven: AtomicBool::new(false),
+        })
     }
 
     pub fn target(&self) -> &Target {
@@ -463,7 +469,7 @@ impl Session {
             Some(bytes) => Input::Bytes(bytes),
             None => Input::Nothing,
         };
-        self.run(&self.as_root(cmd), input, on_line).await
+        self.run_as_root(cmd, input, on_line).await
     }
 
     /// [`Session::exec`] with the local file at `path` as standard input, streamed in the
@@ -474,16 +480,46 @@ impl Session {
             path: path.display().to_string(),
             cause: e.to_string(),
         })?;
-        let cmd = self.as_root(cmd);
-        self.run(&cmd, Input::File(file), &|_| {}).await
+        self.run_as_root(cmd, Input::File(file), &|_| {}).await
     }
 
-    fn as_root(&self, cmd: &str) -> String {
+    /// Runs `cmd` as root: as-is for root, else through `sudo -n`. Until sudo has worked once
+    /// on this connection the command first prints [`SUDO_MARK`] on standard error; without
+    /// it, exit status 1 is sudo's own refusal (NoSudo, with what sudo said).
+    async fn run_as_root(
+        &self,
+        cmd: &str,
+        input: Input<'_>,
+        on_line: &(dyn Fn(&str) + Sync),
+    ) -> Result<Output, SshError> {
         let root = match self.link {
             Link::Ssh { .. } => self.target.user == "root",
             Link::Local { sudo } => !sudo,
         };
-        if root { cmd.to_string() } else { format!("sudo -n -- sh -c {}", sh_quote(cmd)) }
+        if root {
+            return self.run(cmd, input, on_line).await;
+        }
+        let prove = matches!(self.link, Link::Ssh { .. }) && !self.sudo_proven.load(Ordering::Relaxed);
+        if !prove {
+            return self.run(&format!("sudo -n -- sh -c {}", sh_quote(cmd)), input, on_line).await;
+        }
+        let marked = format!("printf '%s\\n' {} >&2\n{cmd}", sh_quote(SUDO_MARK));
+        let mut out = self.run(&format!("sudo -n -- sh -c {}", sh_quote(&marked)), input, on_line).await?;
+        let mark = format!("{SUDO_MARK}\n");
+        if out.stderr.starts_with(mark.as_bytes()) {
+            out.stderr.drain(..mark.len());
+            self.sudo_proven.store(true, Ordering::Relaxed);
+        } else if out.status == 1 {
+            let said = out.stderr_str().trim().to_string();
+            let said = if said.is_empty() { format!("exit status {}", out.status) } else { said };
+            return Err(SshError::NoSudo {
+                host: self.target.name.clone(),
+                address: self.address(),
+                user: self.target.user.clone(),
+                said,
+            });
+        }
+        Ok(out)
     }
 
     /// Writes `bytes` to the remote `path` as root (`umask 077; cat > path`).
