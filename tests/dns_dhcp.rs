@@ -261,7 +261,7 @@ const FAKE_DHCP_CONF: &str = "interface eth0\nstart 10.77.0.250\nend 10.77.0.250
 
 #[test]
 fn dns_and_dhcp_converge_and_a_dhcp_client_resolves_at_once() {
-    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    let Some(_lab) = lab::exclusive_dhcp(HOSTS) else { return };
     fresh(HOSTS);
     ensure_dig();
     // dc1 booted with DHCP and its client retries in the background: stopped until step 2, so

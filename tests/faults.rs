@@ -88,7 +88,7 @@ fn apply_killed_after(state: &Path, at: Duration) -> (String, bool) {
 
 #[test]
 fn a_killed_apply_is_finished_by_the_next_one() {
-    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    let Some(_lab) = lab::exclusive_dhcp(HOSTS) else { return };
     let cuts: usize = env_or("FAULT_CUTS", 3);
     let seed: u64 = env_or("FAULT_SEED", rand::random::<u64>());
     eprintln!("faults: {cuts} cuts, FAULT_SEED={seed}");

@@ -140,7 +140,7 @@ fn clients_reach_kl1(dir: &Path) {
 
 #[test]
 fn the_wizard_makes_this_machine_the_server_without_ssh_then_a_mixed_run() {
-    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    let Some(_lab) = lab::exclusive_dhcp(HOSTS) else { return };
     for (cmd, pkg) in [
         ("dig", "bind9-dnsutils"),
         ("ldapwhoami", "ldap-utils"),
@@ -307,7 +307,7 @@ fn the_wizard_makes_this_machine_the_server_without_ssh_then_a_mixed_run() {
 fn the_single_server_example_applies_as_it_is_on_the_machine_it_runs_on() {
     const HOST: &[(&str, &str)] = &[("kl4", "10.77.0.113")];
     const EXAMPLE: &str = "/root/single-server.toml";
-    let Some(_lab) = lab::exclusive(HOST) else { return };
+    let Some(_lab) = lab::exclusive_dhcp(HOST) else { return };
     install_binary("kl4");
     on("kl4", "ip addr add 192.168.10.5/24 dev eth0 && ip route del default 2>/dev/null; true");
     // The air-gap bundle at the example's path, and the token file it names.

@@ -121,7 +121,7 @@ fn the_proxmox_example_goes_from_no_host_to_a_verified_site() {
     if !lab::require() {
         return;
     }
-    let _lock = lab::lock();
+    let _lock = lab::lock_dhcp();
     // Always taken down, even when an assertion fails.
     struct Down(Vec<&'static str>);
     impl Drop for Down {

@@ -100,7 +100,7 @@ fn ldap_answers() -> bool {
 
 #[test]
 fn drift_is_reported_and_repaired_and_reset_leaves_the_host_as_it_was_found() {
-    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    let Some(_lab) = lab::exclusive_dhcp(HOSTS) else { return };
     ensure_clients();
     fresh(HOSTS);
     let dir = tempfile::tempdir().unwrap();

@@ -114,7 +114,7 @@ fn apply_site(state: &Path) {
 
 #[test]
 fn rotate_renews_every_secret_verify_passes_and_the_old_values_are_refused() {
-    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    let Some(_lab) = lab::exclusive_dhcp(HOSTS) else { return };
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     apply_site(&state);
@@ -249,7 +249,7 @@ fn armed(host: &str) -> bool {
 
 #[test]
 fn apply_try_reverts_a_breaking_dns_change_keeps_a_confirmed_one_and_reverts_on_a_cut_connection() {
-    let Some(_lab) = lab::exclusive(HOSTS) else { return };
+    let Some(_lab) = lab::exclusive_dhcp(HOSTS) else { return };
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     apply_site(&state);

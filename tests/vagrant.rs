@@ -188,7 +188,7 @@ fn vagrant_up_converges_and_verifies_the_site_then_provision_changes_nothing_and
     }
     // Other lab tests (other processes) wait; their hosts and these machines share labbr0.
     let waited = Instant::now();
-    let _lock = lab::lock();
+    let _lock = lab::lock_dhcp();
     say(&format!("lab lock taken after {:.1} s", waited.elapsed().as_secs_f64()));
     let _teardown = Teardown;
     // A run that died half-way may have left machines.

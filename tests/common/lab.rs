@@ -7,10 +7,14 @@
 //! ```
 //!
 //! [`exclusive`] serialises the tests of one test binary (a static mutex) and, with an exclusive
-//! `flock` on [`LOCK_FILE`], all test processes using the lab. It boots the hosts (a no-op when
-//! they run) and, when no other test of the binary is waiting for the lab, stops them again on
-//! drop. When the lab cannot run here it prints `SKIPPED: ...` and returns `None`; under CI
-//! (`CI=true`) that is a failure instead.
+//! `flock` on [`LOCK_FILE`], the test processes using the lab. The lab's hosts share one
+//! Ethernet segment, so a test that runs a DHCP server or client uses [`exclusive_dhcp`]
+//! instead, which holds [`DHCP_LOCK_FILE`]: no two such tests overlap (each would see the
+//! other's server, and groundwork refuses to start a second one), while one of them and one
+//! other lab test may run side by side, each on its own hosts and addresses (tests/run runs the
+//! test binaries at once). It boots the hosts (a no-op when they run) and, when no other test
+//! of the binary is waiting for the lab, stops them again on drop. When the lab cannot run here
+//! it prints `SKIPPED: ...` and returns `None`; under CI (`CI=true`) that is a failure instead.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -19,8 +23,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-/// Lock file shared by every test process that uses the lab.
+/// Held by the one test process at a time that uses the lab without DHCP.
 pub const LOCK_FILE: &str = "/run/groundwork-lab.lock";
+/// Held by the one test at a time that runs a DHCP server or client on the lab's segment.
+pub const DHCP_LOCK_FILE: &str = "/run/groundwork-lab-dhcp.lock";
 
 /// The lab script.
 pub fn script() -> PathBuf {
@@ -82,23 +88,19 @@ pub fn require() -> bool {
 }
 
 /// Holder count and lock file of this process's flock (flock is per open file, so the process
-/// takes it once and counts its holders).
+/// takes it once and counts its holders): the lab's lock, or the DHCP segment's.
 static FLOCK: Mutex<(usize, Option<File>)> = Mutex::new((0, None));
+static DHCP_FLOCK: Mutex<(usize, Option<File>)> = Mutex::new((0, None));
 
-/// This process holds the cross-process lab lock while a `LabLock` lives.
-pub struct LabLock(());
-
-/// Takes the exclusive lab lock (blocks until other test processes release it). Reentrant
-/// within a process.
-pub fn lock() -> LabLock {
-    let mut held = FLOCK.lock().unwrap_or_else(|p| p.into_inner());
+fn take(held: &Mutex<(usize, Option<File>)>, path: &str) {
+    let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
     if held.0 == 0 {
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(LOCK_FILE)
-            .unwrap_or_else(|e| panic!("cannot open {LOCK_FILE}: {e}"));
+            .open(path)
+            .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
         loop {
             // SAFETY: a valid open file descriptor.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -106,22 +108,52 @@ pub fn lock() -> LabLock {
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {
-                panic!("flock {LOCK_FILE}: {err}");
+                panic!("flock {path}: {err}");
             }
         }
         held.1 = Some(file);
     }
     held.0 += 1;
-    LabLock(())
+}
+
+fn release(held: &Mutex<(usize, Option<File>)>) {
+    let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+    held.0 -= 1;
+    if held.0 == 0 {
+        held.1 = None; // closing the file releases the flock
+    }
+}
+
+fn holds_dhcp() -> bool {
+    DHCP_FLOCK.lock().unwrap_or_else(|p| p.into_inner()).0 > 0
+}
+
+/// This process may use the lab while a `LabLock` lives.
+pub struct LabLock {
+    dhcp: bool,
+}
+
+/// Takes the lab's lock (blocks until no other test process that runs no DHCP has it); a
+/// process holding the DHCP segment already may use the lab. Reentrant within a process.
+pub fn lock() -> LabLock {
+    if holds_dhcp() {
+        take(&DHCP_FLOCK, DHCP_LOCK_FILE);
+        return LabLock { dhcp: true };
+    }
+    take(&FLOCK, LOCK_FILE);
+    LabLock { dhcp: false }
+}
+
+/// Takes the DHCP segment (blocks until no other test process has it): for a test that runs
+/// a DHCP server or client. Reentrant within a process.
+pub fn lock_dhcp() -> LabLock {
+    take(&DHCP_FLOCK, DHCP_LOCK_FILE);
+    LabLock { dhcp: true }
 }
 
 impl Drop for LabLock {
     fn drop(&mut self) {
-        let mut held = FLOCK.lock().unwrap_or_else(|p| p.into_inner());
-        held.0 -= 1;
-        if held.0 == 0 {
-            held.1 = None; // closing the file releases the flock
-        }
+        release(if self.dhcp { &DHCP_FLOCK } else { &FLOCK });
     }
 }
 
@@ -188,26 +220,31 @@ pub struct Exclusive {
     _serial: MutexGuard<'static, ()>,
 }
 
-/// Waits for the lab (in-process mutex, then the cross-process lock), checks it is available
-/// (`None` after printing SKIPPED; a panic under CI) and boots `hosts`. Panics when they do not
-/// come up.
+/// Waits for the lab (in-process mutex, then the lab's lock), checks it is available (`None` after
+/// printing SKIPPED; a panic under CI) and boots `hosts`. Panics when they do not come up. For
+/// a test that runs no DHCP server or client.
 pub fn exclusive(hosts: &[(&str, &str)]) -> Option<Exclusive> {
-    exclusive_as(hosts, false)
+    exclusive_as(hosts, false, false)
+}
+
+/// `exclusive` for a test that runs a DHCP server or client: it has the segment to itself.
+pub fn exclusive_dhcp(hosts: &[(&str, &str)]) -> Option<Exclusive> {
+    exclusive_as(hosts, false, true)
 }
 
 /// `exclusive`, with fresh hosts fit to run k3s.
 pub fn exclusive_k3s(hosts: &[(&str, &str)]) -> Option<Exclusive> {
-    exclusive_as(hosts, true)
+    exclusive_as(hosts, true, false)
 }
 
-fn exclusive_as(hosts: &[(&str, &str)], k3s: bool) -> Option<Exclusive> {
+fn exclusive_as(hosts: &[(&str, &str)], k3s: bool, dhcp: bool) -> Option<Exclusive> {
     WAITING.fetch_add(1, Ordering::SeqCst);
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     WAITING.fetch_sub(1, Ordering::SeqCst);
     if !require() {
         return None;
     }
-    let guard = Exclusive { _lock: Some(lock()), _serial: serial };
+    let guard = Exclusive { _lock: Some(if dhcp { lock_dhcp() } else { lock() }), _serial: serial };
     {
         let mut booted = BOOTED.lock().unwrap_or_else(|p| p.into_inner());
         for (n, _) in hosts {
