@@ -411,16 +411,18 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
                 plan_cmd(out, file.as_deref(), json, &engine)
             }
         }
-        Command::Verify { file, json, state: s } => verify_cmd(out, file.as_deref(), state(s).as_deref(), json),
-        Command::Preflight { file, json, state: s } => preflight_cmd(out, file.as_deref(), state(s).as_deref(), json),
-        Command::Kubeconfig { file, state: s } => kubeconfig_cmd(out, file.as_deref(), state(s).as_deref()),
+        Command::Verify { file, json, state: s } => code(verify_cmd(out, file.as_deref(), state(s).as_deref(), json)),
+        Command::Preflight { file, json, state: s } => {
+            code(preflight_cmd(out, file.as_deref(), state(s).as_deref(), json))
+        }
+        Command::Kubeconfig { file, state: s } => code(kubeconfig_cmd(out, file.as_deref(), state(s).as_deref())),
         Command::Apply { file, yes, json, try_secs, engine, state: s } => {
             let opts = engine_options(&engine, false, json);
             engine_cmd(out, file.as_deref(), state(s).as_deref(), engine.playbooks.as_deref(), opts, yes, try_secs)
         }
-        Command::Confirm { file, json, state: s } => confirm_cmd(out, file.as_deref(), state(s).as_deref(), json),
+        Command::Confirm { file, json, state: s } => code(confirm_cmd(out, file.as_deref(), state(s).as_deref(), json)),
         Command::Rotate { names, file, json, state: s } => {
-            rotate_cmd(out, &names, file.as_deref(), state(s).as_deref(), json)
+            code(rotate_cmd(out, &names, file.as_deref(), state(s).as_deref(), json))
         }
         Command::ForgetHost { host, file, state: s } => {
             forget_host_cmd(out, &host, file.as_deref(), state(s).as_deref())
@@ -434,7 +436,7 @@ fn run(cli: Cli, out: &mut Out) -> i32 {
             reset_cmd(out, file.as_deref(), state(s).as_deref(), &only, dry_run, yes, json)
         }
         Command::Drift { file, hosts, json, state: s } => {
-            drift_cmd(out, file.as_deref(), state(s).as_deref(), &hosts, json)
+            code(drift_cmd(out, file.as_deref(), state(s).as_deref(), &hosts, json))
         }
     }
 }
@@ -1101,35 +1103,20 @@ fn dns_kept_for<'a>(
     (!dropped.is_empty()).then_some((primary, dropped))
 }
 
-fn drift_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, only: &[String], json: bool) -> i32 {
-    let (catalog, loaded) = match load_site(file, None) {
-        Ok(site) => site,
-        Err(code) => return code,
-    };
+fn drift_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, only: &[String], json: bool) -> Exit {
+    let (catalog, loaded) = load_site(file, None)?;
     let a = &loaded.answers;
     for h in only {
         if !a.hosts.iter().any(|x| &x.name == h) {
             say!("error: --host {h}: no such host in the answer file");
-            return 2;
+            return Ok(2);
         }
     }
     let dir = StateDir::for_site(state, &a.site.name);
-    let _lock = match dir.lock(Access::Shared) {
-        Ok(l) => l,
-        Err(e) => {
-            say!("error: {e}");
-            return 2;
-        }
-    };
+    let _lock = dir.lock(Access::Shared).or_exit()?;
     // The secrets are what diffs are masked with: without them, nothing is shown.
-    let secrets = match Secrets::load(&dir.secrets_path()) {
-        Ok(s) => s,
-        Err(e) => {
-            say!("error: {e}");
-            return 2;
-        }
-    };
-    let Some(rt) = runtime() else { return 2 };
+    let secrets = Secrets::load(&dir.secrets_path()).or_exit()?;
+    let rt = runtime().ok_or(2)?;
     let ssh = crate::ssh::SshOptions { known_hosts: dir.known_hosts_path(), ..Default::default() };
     let hosts = rt.block_on(crate::engine::drift::run(a, &catalog, &secrets, &ssh, only));
     let drifted = hosts.iter().any(|h| h.drifted);
@@ -1138,7 +1125,7 @@ fn drift_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, only: &[S
     } else {
         out.print(&crate::engine::drift::render(&hosts));
     }
-    if drifted { 2 } else { i32::from(hosts.iter().any(|h| h.error.is_some())) }
+    Ok(if drifted { 2 } else { i32::from(hosts.iter().any(|h| h.error.is_some())) })
 }
 
 /// The async runtime of a command that talks to hosts; `None` after saying why not.
@@ -1149,6 +1136,27 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
             say!("error: cannot start the async runtime: {e}");
             None
         }
+    }
+}
+
+/// A command's result: its exit code, or an earlier exit code after saying why.
+type Exit = Result<i32, i32>;
+
+fn code(r: Exit) -> i32 {
+    r.unwrap_or_else(|code| code)
+}
+
+/// Says `error: ...` and exits 2 on an error.
+trait OrExit<T> {
+    fn or_exit(self) -> Result<T, i32>;
+}
+
+impl<T, E: std::fmt::Display> OrExit<T> for Result<T, E> {
+    fn or_exit(self) -> Result<T, i32> {
+        self.map_err(|e| {
+            say!("error: {e}");
+            2
+        })
     }
 }
 
@@ -1200,33 +1208,16 @@ fn locked_state(
     access: Access,
 ) -> Result<(StateDir, crate::state::StateLock), i32> {
     let dir = StateDir::for_site(state, &a.site.name);
-    match dir.lock(access) {
-        Ok(l) => Ok((dir, l)),
-        Err(e) => {
-            say!("error: {e}");
-            Err(2)
-        }
-    }
+    let lock = dir.lock(access).or_exit()?;
+    Ok((dir, lock))
 }
 
-fn confirm_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
-    let (_, loaded) = match load_site(file, None) {
-        Ok(site) => site,
-        Err(code) => return code,
-    };
+fn confirm_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> Exit {
+    let (_, loaded) = load_site(file, None)?;
     let a = &loaded.answers;
-    let (dir, _lock) = match locked_state(state, a, Access::Exclusive) {
-        Ok(held) => held,
-        Err(code) => return code,
-    };
-    let Some(rt) = runtime() else { return 2 };
-    let (p, hosts) = match rt.block_on(crate::trial::confirm(a, &dir)) {
-        Ok(r) => r,
-        Err(e) => {
-            say!("error: {e}");
-            return 2;
-        }
-    };
+    let (dir, _lock) = locked_state(state, a, Access::Exclusive)?;
+    let rt = runtime().ok_or(2)?;
+    let (p, hosts) = rt.block_on(crate::trial::confirm(a, &dir)).or_exit()?;
     use crate::trial::Confirmed;
     let ok = hosts.iter().all(|(_, c)| *c == Confirmed::Confirmed);
     if json {
@@ -1252,36 +1243,30 @@ fn confirm_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: b
             out.println(&format!("{h}: {said}"));
         }
     }
-    i32::from(!ok)
+    Ok(i32::from(!ok))
 }
 
-fn rotate_cmd(out: &mut Out, names: &[String], file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
-    let (catalog, loaded) = match load_site(file, None) {
-        Ok(site) => site,
-        Err(code) => return code,
-    };
+fn rotate_cmd(out: &mut Out, names: &[String], file: Option<&Path>, state: Option<&Path>, json: bool) -> Exit {
+    let (catalog, loaded) = load_site(file, None)?;
     let a = &loaded.answers;
     let chosen = match crate::rotate::select(&crate::rotate::rotatable(a), names) {
         Ok(c) if c.is_empty() => {
             say!("error: this site has no generated secret to rotate");
-            return 2;
+            return Ok(2);
         }
         Ok(c) => c,
         Err(e) => {
             say!("error: {e}");
-            return 2;
+            return Ok(2);
         }
     };
     let dir = StateDir::for_site(state, &a.site.name);
     if !dir.secrets_path().exists() {
         say!("error: {} does not exist: rotate renews what `groundwork apply` generated", dir.secrets_path().display());
-        return 2;
+        return Ok(2);
     }
-    let _lock = match locked_state(state, a, Access::Exclusive) {
-        Ok((_, lock)) => lock,
-        Err(code) => return code,
-    };
-    let Some(rt) = runtime() else { return 2 };
+    let (_, _lock) = locked_state(state, a, Access::Exclusive)?;
+    let rt = runtime().ok_or(2)?;
     let opts = crate::engine::Options { json, ..crate::engine::Options::default() };
     let progress = |secret: &str, what: &str| say!("rotate {secret}: {what}");
     let done = rt.block_on(crate::rotate::run(a, &catalog, &dir, &opts, &chosen, &progress));
@@ -1308,47 +1293,32 @@ fn rotate_cmd(out: &mut Out, names: &[String], file: Option<&Path>, state: Optio
             out.println(&format!("{}: not started (an earlier rotation failed)", r.name()));
         }
     }
-    i32::from(!ok)
+    Ok(i32::from(!ok))
 }
 
-fn kubeconfig_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>) -> i32 {
-    let (_, loaded) = match load_site(file, None) {
-        Ok(site) => site,
-        Err(code) => return code,
-    };
+fn kubeconfig_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>) -> Exit {
+    let (_, loaded) = load_site(file, None)?;
     let a = &loaded.answers;
     if a.k3s.is_none() {
         say!("error: the answers have no [k3s] section: there is no cluster");
-        return 2;
+        return Ok(2);
     }
     let path = StateDir::for_site(state, &a.site.name).root.join("kubeconfig");
     if !path.exists() {
         say!("error: {} does not exist yet: `groundwork apply` fetches it once the cluster is up", path.display());
-        return 1;
+        return Ok(1);
     }
     out.println(&path.display().to_string());
-    0
+    Ok(0)
 }
 
-fn preflight_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
-    let (catalog, loaded) = match load_site(file, None) {
-        Ok(site) => site,
-        Err(code) => return code,
-    };
+fn preflight_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> Exit {
+    let (catalog, loaded) = load_site(file, None)?;
     let a = &loaded.answers;
     // Exclusive: first contact writes known_hosts, as apply does.
-    let (dir, _lock) = match locked_state(state, a, Access::Exclusive) {
-        Ok(held) => held,
-        Err(code) => return code,
-    };
-    let Some(rt) = runtime() else { return 2 };
-    let report = match rt.block_on(crate::cluster::reach::run(a, &catalog, &dir)) {
-        Ok(r) => r,
-        Err(e) => {
-            say!("error: {e}");
-            return 2;
-        }
-    };
+    let (dir, _lock) = locked_state(state, a, Access::Exclusive)?;
+    let rt = runtime().ok_or(2)?;
+    let report = rt.block_on(crate::cluster::reach::run(a, &catalog, &dir)).or_exit()?;
     if json {
         let mut doc = serde_json::to_value(&report).unwrap_or_default();
         doc["ok"] = serde_json::json!(report.ok());
@@ -1356,14 +1326,11 @@ fn preflight_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json:
     } else {
         out.print(&report.render());
     }
-    i32::from(!report.ok())
+    Ok(i32::from(!report.ok()))
 }
 
-fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> i32 {
-    let (_, loaded) = match load_site(file, None) {
-        Ok(site) => site,
-        Err(code) => return code,
-    };
+fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bool) -> Exit {
+    let (_, loaded) = load_site(file, None)?;
     let a = &loaded.answers;
     let dir = StateDir::for_site(state, &a.site.name);
     let secrets_path = dir.secrets_path();
@@ -1372,27 +1339,15 @@ fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bo
             "error: {} does not exist: verify checks what `groundwork apply` laid down, with its secrets",
             secrets_path.display()
         );
-        return 2;
+        return Ok(2);
     }
     // Shared: an apply that is changing the secrets must finish first.
-    let _lock = match dir.lock(Access::Shared) {
-        Ok(l) => l,
-        Err(e) => {
-            say!("error: {e}");
-            return 2;
-        }
-    };
-    let secrets = match Secrets::load(&secrets_path) {
-        Ok(s) => s,
-        Err(e) => {
-            say!("error: {e}");
-            return 2;
-        }
-    };
+    let _lock = dir.lock(Access::Shared).or_exit()?;
+    let secrets = Secrets::load(&secrets_path).or_exit()?;
     for w in crate::ssh::known_hosts_warnings(&dir.known_hosts_path()) {
         say!("warning: {w}");
     }
-    let Some(rt) = runtime() else { return 2 };
+    let rt = runtime().ok_or(2)?;
     let rows = rt.block_on(crate::verify::verify(a, &secrets, &dir));
     let mut redactor = crate::engine::context::Redactor::new(&secrets);
     // The Proxmox token is never in a row; masked all the same.
@@ -1405,7 +1360,7 @@ fn verify_cmd(out: &mut Out, file: Option<&Path>, state: Option<&Path>, json: bo
     } else {
         out.print(&redactor.redact(&crate::verify::render_table(&rows)));
     }
-    i32::from(!crate::verify::all_ok(&rows))
+    Ok(i32::from(!crate::verify::all_ok(&rows)))
 }
 
 fn plan_cmd(out: &mut Out, file: Option<&Path>, json: bool, engine: &EngineArgs) -> i32 {

@@ -54,7 +54,7 @@ pub(super) fn offer(out: &mut Out, file: &Path, state: Option<&Path>, preflight:
     }
     out.println(&format!("\n{}", console::style("Verify: every service, as its clients see it").bold()));
     let _ = std::io::stdout().flush();
-    let code = verify_cmd(out, Some(file), state, false);
+    let code = super::code(verify_cmd(out, Some(file), state, false));
     let took = humantime::format_duration(std::time::Duration::from_secs(started.elapsed().as_secs()));
     if code == 0 {
         out.println(&format!("\nconverged and verified in {took}"));
