@@ -56,18 +56,9 @@ fn groundwork_in_kl1(args: &[&str]) -> Run {
 
 /// `groundwork ARGS...` inside `host`, its `--json` events parsed.
 fn groundwork_in(host: &str, args: &[&str]) -> Run {
-    let t = Instant::now();
     let mut all = vec!["groundwork"];
     all.extend_from_slice(args);
-    let out = inside(host, &all).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        events: stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        secs: t.elapsed().as_secs_f64(),
-    }
+    Run::of(&mut inside(host, &all))
 }
 
 fn apply_in_kl1(file: &str) -> Run {

@@ -60,18 +60,26 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Runs `cmd` (a groundwork, here or inside a lab host) to its end; the JSON events are
+    /// parsed from its standard output.
+    pub fn of(cmd: &mut Command) -> Run {
+        let t = Instant::now();
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            events: stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+            secs: t.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// `groundwork ARGS... --state STATE`, its JSON events parsed from standard output.
 pub fn groundwork(state: &Path, args: &[&str]) -> Run {
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_groundwork")).args(args).arg("--state").arg(state).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        events: stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        secs: t.elapsed().as_secs_f64(),
-    }
+    Run::of(Command::new(env!("CARGO_BIN_EXE_groundwork")).args(args).arg("--state").arg(state))
 }
 
 /// `groundwork apply --yes --json ANSWERS EXTRA... --state STATE`
