@@ -180,11 +180,19 @@ fn ops_runs_as_root_through_sudo() {
     };
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
+        // A host whose name does not resolve: sudo warns before it runs anything.
+        let root = connect(&target("root"), &opts(dir.path())).await;
+        assert!(root.exec("hostname ssh1-unresolvable", None).await.unwrap().ok());
         let s = connect(&target("ops"), &opts(dir.path())).await;
-        // The first command also proves sudo; its mark never reaches the caller.
+        // The first command also proves sudo; its mark never reaches the caller, sudo's
+        // warning does.
         let out = s.exec("id -u; echo own >&2", None).await.unwrap();
+        assert!(root.exec("hostname ssh1", None).await.unwrap().ok());
         assert_eq!(out.stdout_str(), "0\n", "{}", out.stderr_str());
-        assert_eq!(out.stderr_str(), "own\n");
+        let err = out.stderr_str();
+        assert!(err.starts_with("sudo: unable to resolve host ssh1-unresolvable") && err.ends_with("\nown\n"), "{err}");
+        assert!(!err.contains("groundwork: sudo ok"), "{err}");
+        root.close().await;
         // quoting survives the sudo wrapper
         let out = s.exec("printf '%s|%s\\n' \"it's\" '$HOME'; exit 4", None).await.unwrap();
         assert_eq!(out.stdout_str(), "it's|$HOME\n", "{}", out.stderr_str());

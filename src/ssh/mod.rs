@@ -505,9 +505,7 @@ impl Session {
         }
         let marked = format!("printf '%s\\n' {} >&2\n{cmd}", sh_quote(SUDO_MARK));
         let mut out = self.run(&format!("sudo -n -- sh -c {}", sh_quote(&marked)), input, on_line).await?;
-        let mark = format!("{SUDO_MARK}\n");
-        if out.stderr.starts_with(mark.as_bytes()) {
-            out.stderr.drain(..mark.len());
+        if take_sudo_mark(&mut out.stderr) {
             self.sudo_proven.store(true, Ordering::Relaxed);
         } else if out.status == 1 {
             let said = out.stderr_str().trim().to_string();
@@ -649,6 +647,23 @@ impl Session {
     }
 }
 
+/// Removes the [`SUDO_MARK`] line from a command's standard error; false when it is not there.
+/// sudo may warn before it runs the command ("unable to resolve host ..." on a host whose name
+/// is not in /etc/hosts yet), so the mark is the first line or follows one of sudo's.
+fn take_sudo_mark(stderr: &mut Vec<u8>) -> bool {
+    let mark = format!("{SUDO_MARK}\n");
+    let mark = mark.as_bytes();
+    let at = (0..=stderr.len().saturating_sub(mark.len()))
+        .find(|&i| (i == 0 || stderr[i - 1] == b'\n') && stderr[i..].starts_with(mark));
+    match at {
+        Some(i) => {
+            stderr.drain(i..i + mark.len());
+            true
+        }
+        None => false,
+    }
+}
+
 /// Appends `data` to `stdout`, calling `on_line` with each line the chunk completed.
 fn append_watching(stdout: &mut Vec<u8>, data: &[u8], on_line: &(dyn Fn(&str) + Sync)) {
     let seen = stdout.len();
@@ -676,6 +691,24 @@ mod tests {
     fn quoting() {
         assert_eq!(sh_quote("echo 'a b'"), r"'echo '\''a b'\'''");
         assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn the_sudo_mark_is_found_after_sudos_own_warnings_and_only_at_a_line_start() {
+        let mark = format!("{SUDO_MARK}\n");
+        let mut first = format!("{mark}own\n").into_bytes();
+        assert!(take_sudo_mark(&mut first));
+        assert_eq!(first, b"own\n");
+        let warned = "sudo: unable to resolve host fresh: Name or service not known\n";
+        let mut after = format!("{warned}{mark}own\n").into_bytes();
+        assert!(take_sudo_mark(&mut after));
+        assert_eq!(String::from_utf8(after).unwrap(), format!("{warned}own\n"));
+        // sudo refused: no mark; a mark inside a line is not one
+        let mut refused = b"sudo: a password is required\n".to_vec();
+        assert!(!take_sudo_mark(&mut refused));
+        let mut inside = format!("x{mark}").into_bytes();
+        assert!(!take_sudo_mark(&mut inside));
+        assert!(!take_sudo_mark(&mut Vec::new()));
     }
 
     #[test]
