@@ -269,23 +269,17 @@ impl Drop for Exclusive {
     fn drop(&mut self) {
         // While another test waits the hosts stay up for it (tests must not rely on what an
         // earlier test left on a host); when none waits, every host this process booted goes
-        // down, whichever test booted it.
-        // Hosts a DHCP test leaves up may still serve DHCP: the process keeps the segment
-        // until they are down.
-        let mut linger = LINGER.lock().unwrap_or_else(|p| p.into_inner());
-        if WAITING.load(Ordering::SeqCst) == 0 {
+        // down, whichever test booted it. A DHCP test's hosts always go down before the
+        // segment is released: left up, a Kea of theirs would answer the next test's DHCP
+        // probe or client (tests/local.rs: the wizard test's kl1 serves the lab subnet, and
+        // the next test's DHCP role refuses to start beside "another DHCP server").
+        let dhcp = self._lock.as_ref().is_some_and(|l| l.dhcp);
+        if dhcp || WAITING.load(Ordering::SeqCst) == 0 {
             let mut booted = BOOTED.lock().unwrap_or_else(|p| p.into_inner());
             let names: Vec<&str> = booted.iter().map(String::as_str).collect();
             down(&names);
             booted.clear();
-            linger.take();
-        } else if self._lock.as_ref().is_some_and(|l| l.dhcp) && linger.is_none() {
-            *linger = Some(lock_dhcp());
         }
-        drop(linger);
         self._lock.take();
     }
 }
-
-/// The DHCP segment, held past a DHCP test while its hosts stay up for the next test.
-static LINGER: Mutex<Option<LabLock>> = Mutex::new(None);

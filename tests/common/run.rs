@@ -53,10 +53,19 @@ impl Run {
             .map(|e| format!("{} / {}", e["role"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")))
             .collect()
     }
-    /// Everything the run said, for assertion messages.
+    /// Everything the run said, for assertion messages: what failed first (a long message is
+    /// cut in the middle by CI's log), then standard error and every event.
     pub fn all_text(&self) -> String {
+        let failed: Vec<String> = self.failed_steps().iter().map(|e| e.to_string()).collect();
+        let finished = self.events.iter().rev().find(|e| e["event"] == "run-finished");
         let events: Vec<String> = self.events.iter().map(|e| e.to_string()).collect();
-        format!("{}\n{}", self.stderr, events.join("\n"))
+        format!(
+            "failed steps:\n{}\nrun-finished: {}\n\n{}\n{}",
+            failed.join("\n"),
+            finished.map(|e| e.to_string()).unwrap_or_else(|| "none".into()),
+            self.stderr,
+            events.join("\n")
+        )
     }
 }
 
