@@ -10,36 +10,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::pve::{self, Pve};
+use common::run::Run;
 use serde_json::Value;
 
 const ENV: &str = "GW_TEST_PVE_SECRET";
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    events: Vec<Value>,
-}
-
-impl Out {
-    fn text(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-    fn step(&self, host: &str, role: &str) -> Option<&Value> {
-        self.events.iter().rev().find(|e| e["event"] == "step-finished" && e["host"] == host && e["role"] == role)
-    }
-}
-
 /// `groundwork ARGS...` with the token secret in the environment (`secret`).
-fn gw(args: &[&str], secret: &str) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_groundwork")).args(args).env(ENV, secret).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        events: stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
+fn gw(args: &[&str], secret: &str) -> Run {
+    Run::of(Command::new(env!("CARGO_BIN_EXE_groundwork")).args(args).env(ENV, secret))
 }
 
 /// A key pair on disk (only the public half is read by the provisioning).
@@ -302,7 +280,7 @@ fn guests_are_created_side_by_side_each_with_its_own_vmid() {
     );
     for h in ["pn1", "pn2", "pn3"] {
         assert_eq!(
-            apply.step(h, "proxmox").map(|s| s["status"].clone()),
+            apply.role_step(h, "proxmox").map(|s| s["status"].clone()),
             Some("changed".into()),
             "{h}: {}",
             apply.text()
@@ -344,13 +322,13 @@ fn provisioning_sends_the_right_parameters_and_a_second_run_creates_nothing() {
 
     // plan --live: would create, creates nothing.
     let plan = gw(&["plan", "--live", "--json", &file, "--state", &st], pve::SECRET);
-    let step = plan.step("pn1", "proxmox").unwrap_or_else(|| panic!("{}", plan.text()));
+    let step = plan.role_step("pn1", "proxmox").unwrap_or_else(|| panic!("{}", plan.text()));
     assert_eq!(step["status"], "would-change", "{}", plan.text());
     assert!(step["detail"].as_str().unwrap().contains("create ct pn1 on pve1: 2 cores, 2048 MiB, 8 GiB"), "{step}");
     assert!(pve.writes().is_empty(), "a dry run wrote: {:?}", pve.writes());
 
     let first = gw(&["apply", "--yes", "--json", &file, "--state", &st], pve::SECRET);
-    let step = first.step("pn1", "proxmox").unwrap_or_else(|| panic!("{}", first.text()));
+    let step = first.role_step("pn1", "proxmox").unwrap_or_else(|| panic!("{}", first.text()));
     assert_eq!(step["status"], "changed", "{}", first.text());
     let writes = pve.writes();
     let paths: Vec<String> = writes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
@@ -379,7 +357,7 @@ fn provisioning_sends_the_right_parameters_and_a_second_run_creates_nothing() {
     assert!(pve.requests().iter().any(|r| r.path.contains("/tasks/UPID:pve1:") && r.path.ends_with("/status")));
 
     let second = gw(&["apply", "--yes", "--json", &file, "--state", &st], pve::SECRET);
-    assert_eq!(second.step("pn1", "proxmox").unwrap()["status"], "ok", "{}", second.text());
+    assert_eq!(second.role_step("pn1", "proxmox").unwrap()["status"], "ok", "{}", second.text());
     assert_eq!(pve.writes().len(), 2, "the second run wrote: {:?}", pve.writes());
 
     // The token never reaches the output or a log.
@@ -398,7 +376,7 @@ fn a_vm_clone_grows_its_boot_disk_to_the_answer_once() {
     let state = dir.path().join("state").display().to_string();
     let (file, _) = loopback_site_with(&pve, dir.path(), "", "kind = \"vm\", cores = 2, memory = 2048, disk = 8");
     let first = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
-    assert_eq!(first.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", first.text());
+    assert_eq!(first.role_step("pn1", "proxmox").unwrap()["status"], "changed", "{}", first.text());
     let writes = pve.writes();
     let paths: Vec<String> = writes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
     assert_eq!(
@@ -420,7 +398,7 @@ fn a_vm_clone_grows_its_boot_disk_to_the_answer_once() {
     assert_eq!(disk, "local-lvm:vm-100-disk-0,size=8G");
 
     let second = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
-    assert_eq!(second.step("pn1", "proxmox").unwrap()["status"], "ok", "{}", second.text());
+    assert_eq!(second.role_step("pn1", "proxmox").unwrap()["status"], "ok", "{}", second.text());
     assert_eq!(pve.writes().len(), 4, "the second run wrote: {:?}", pve.writes());
 
     // Smaller than the template's 2G disk: said, and no resize is sent.
@@ -436,7 +414,7 @@ fn a_vm_clone_grows_its_boot_disk_to_the_answer_once() {
         plan.text()
     );
     let apply = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
-    assert_eq!(apply.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", apply.text());
+    assert_eq!(apply.role_step("pn1", "proxmox").unwrap()["status"], "changed", "{}", apply.text());
     assert!(!pve.writes().iter().any(|r| r.path.ends_with("/resize")), "{:?}", pve.writes());
 
     // A version that resizes at once (`null`, no task): the same call, nothing to wait for.
@@ -446,7 +424,7 @@ fn a_vm_clone_grows_its_boot_disk_to_the_answer_once() {
     let state = dir.path().join("state").display().to_string();
     let (file, _) = loopback_site_with(&pve, dir.path(), "", "kind = \"vm\", disk = 4");
     let sync = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
-    assert_eq!(sync.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", sync.text());
+    assert_eq!(sync.role_step("pn1", "proxmox").unwrap()["status"], "changed", "{}", sync.text());
     let resize: Vec<_> = pve.writes().into_iter().filter(|r| r.path.ends_with("/resize")).collect();
     assert_eq!(resize.len(), 1, "{resize:?}");
     assert_eq!(resize[0].params.get("size").map(String::as_str), Some("4G"));
@@ -490,7 +468,7 @@ fn put_guest(pve: &Pve, tags: &str) {
 }
 
 /// The `proxmox` row of `verify --json` for pn1.
-fn proxmox_row(out: &Out) -> Value {
+fn proxmox_row(out: &Run) -> Value {
     let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|_| panic!("{}", out.text()));
     doc["rows"]
         .as_array()
@@ -539,17 +517,11 @@ fn verify_reports_the_template_of_each_guest() {
     assert!(pve.writes().is_empty(), "verify wrote: {:?}", pve.writes());
 
     // No token to read: skip, and why.
-    let out = Command::new(env!("CARGO_BIN_EXE_groundwork"))
-        .args(["verify", "--json", &file, "--state", &state])
-        .env_remove(ENV)
-        .output()
-        .unwrap();
-    let out = Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        events: Vec::new(),
-    };
+    let out = Run::of(
+        Command::new(env!("CARGO_BIN_EXE_groundwork"))
+            .args(["verify", "--json", &file, "--state", &state])
+            .env_remove(ENV),
+    );
     let row = proxmox_row(&out);
     assert_eq!(row["result"], "skip", "{row}");
     assert!(row["detail"].as_str().unwrap().contains("[proxmox] has no token to use"), "{row}");
@@ -651,7 +623,7 @@ fn drift_is_shown_then_changed_the_disk_grown_and_an_old_template_is_flagged_out
     let state = dir.path().join("state").display().to_string();
     let (file, _) = loopback_site(&pve, dir.path(), "");
     let first = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
-    assert_eq!(first.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", first.text());
+    assert_eq!(first.role_step("pn1", "proxmox").unwrap()["status"], "changed", "{}", first.text());
     pve.with(|s| {
         let g = s.guests.iter_mut().find(|g| g.name == "pn1").unwrap();
         g.config.insert("cores".into(), "1".into());
@@ -661,7 +633,7 @@ fn drift_is_shown_then_changed_the_disk_grown_and_an_old_template_is_flagged_out
         // The template volume the answers name now is another one.
     });
     let plan = gw(&["plan", "--live", "--json", &file, "--state", &state], pve::SECRET);
-    let step = plan.step("pn1", "proxmox").unwrap_or_else(|| panic!("{}", plan.text()));
+    let step = plan.role_step("pn1", "proxmox").unwrap_or_else(|| panic!("{}", plan.text()));
     assert_eq!(step["status"], "would-change");
     let detail = step["detail"].as_str().unwrap();
     assert!(detail.contains("cores: 1 -> 2"), "{detail}");
@@ -670,7 +642,7 @@ fn drift_is_shown_then_changed_the_disk_grown_and_an_old_template_is_flagged_out
     assert!(plan.stdout.contains("OUTDATED: the guest was built from template tpl-0badc0de"), "{}", plan.stdout);
     let before = pve.writes().len();
     let apply = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
-    assert_eq!(apply.step("pn1", "proxmox").unwrap()["status"], "changed", "{}", apply.text());
+    assert_eq!(apply.role_step("pn1", "proxmox").unwrap()["status"], "changed", "{}", apply.text());
     let writes = pve.writes();
     assert_eq!(writes.len(), before + 2, "{writes:?}");
     let put = &writes[before];
@@ -686,7 +658,7 @@ fn drift_is_shown_then_changed_the_disk_grown_and_an_old_template_is_flagged_out
     assert_eq!(rootfs, "local-lvm:vm-100-disk-0,size=8G");
     // Changed: the next run finds nothing to do, and a smaller answer never shrinks the disk.
     let again = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
-    assert_eq!(again.step("pn1", "proxmox").unwrap()["status"], "ok", "{}", again.text());
+    assert_eq!(again.role_step("pn1", "proxmox").unwrap()["status"], "ok", "{}", again.text());
     assert_eq!(pve.writes().len(), before + 2, "{:?}", pve.writes());
     let smaller = std::fs::read_to_string(&file).unwrap().replace("disk = 8", "disk = 6");
     std::fs::write(&file, smaller).unwrap();
@@ -733,7 +705,7 @@ fn failed_and_endless_tasks_and_refusals_say_what_happened() {
         let t = Instant::now();
         let out = gw(&["apply", "--yes", "--json", &file, "--state", &state.display().to_string()], pve::SECRET);
         assert_eq!(out.code, 1, "{what}: {}", out.text());
-        let step = out.step("pn1", "proxmox").unwrap_or_else(|| panic!("{what}: {}", out.text()));
+        let step = out.role_step("pn1", "proxmox").unwrap_or_else(|| panic!("{what}: {}", out.text()));
         assert_eq!(step["status"], "failed", "{what}");
         let detail = step["detail"].as_str().unwrap();
         for w in words {
@@ -782,7 +754,7 @@ fn apply_provisions_a_dns_host_from_nothing_to_verified() {
     let apply = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
     let applied = t.elapsed();
     assert_eq!(apply.code, 0, "{}", apply.text());
-    assert_eq!(apply.step("pn1", "proxmox").unwrap()["status"], "changed");
+    assert_eq!(apply.role_step("pn1", "proxmox").unwrap()["status"], "changed");
     let verify = gw(&["verify", &file, "--state", &state], pve::SECRET);
     let total = t.elapsed();
     assert_eq!(verify.code, 0, "{}", verify.text());
@@ -797,7 +769,7 @@ fn apply_provisions_a_dns_host_from_nothing_to_verified() {
     }
     let again = gw(&["apply", "--yes", "--json", &file, "--state", &state], pve::SECRET);
     assert_eq!(again.code, 0, "{}", again.text());
-    assert_eq!(again.step("pn1", "proxmox").unwrap()["status"], "ok");
+    assert_eq!(again.role_step("pn1", "proxmox").unwrap()["status"], "ok");
     let creates = pve.writes().iter().filter(|r| r.path == "/nodes/pve1/lxc").count();
     assert_eq!(creates, 1);
     let all = format!("{}{}{}{}", apply.text(), verify.text(), again.text(), logs(Path::new(&state)));

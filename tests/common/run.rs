@@ -42,6 +42,14 @@ impl Run {
     pub fn step(&self, host: &str, name: &str) -> Option<&Value> {
         self.events.iter().rev().find(|e| e["event"] == "step-finished" && e["host"] == host && e["step"] == name)
     }
+    /// The last `step-finished` event of a role on a host (roles of one step, as `proxmox`).
+    pub fn role_step(&self, host: &str, role: &str) -> Option<&Value> {
+        self.events.iter().rev().find(|e| e["event"] == "step-finished" && e["host"] == host && e["role"] == role)
+    }
+    /// What it printed: standard output, then standard error.
+    pub fn text(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
     pub fn failed_steps(&self) -> Vec<&Value> {
         self.events.iter().filter(|e| e["event"] == "step-finished" && e["status"] == "failed").collect()
     }
