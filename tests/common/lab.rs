@@ -271,8 +271,8 @@ impl Drop for Exclusive {
         // earlier test left on a host); when none waits, every host this process booted goes
         // down, whichever test booted it. A DHCP test's hosts always go down before the
         // segment is released: left up, a Kea of theirs would answer the next test's DHCP
-        // probe or client (tests/local.rs: the wizard test's kl1 serves the lab subnet, and
-        // the next test's DHCP role refuses to start beside "another DHCP server").
+        // probe or client (in tests/local.rs the wizard test's kl1 serves the very subnet the
+        // next test's DHCP role probes before it starts Kea).
         let dhcp = self._lock.as_ref().is_some_and(|l| l.dhcp);
         if dhcp || WAITING.load(Ordering::SeqCst) == 0 {
             let mut booted = BOOTED.lock().unwrap_or_else(|p| p.into_inner());
