@@ -712,7 +712,7 @@ fn failed_and_endless_tasks_and_refusals_say_what_happened() {
             assert!(detail.contains(w), "{what}: `{w}` not in {detail}");
         }
         assert!(t.elapsed().as_secs() < 30, "{what}: took {:?}", t.elapsed());
-        let fin = out.events.iter().find(|e| e["event"] == "run-finished").unwrap();
+        let fin = out.finished();
         assert_eq!(fin["hosts"]["pn1"]["failure"]["phase"], "provision", "{what}: {fin}");
         assert!(!out.text().contains(pve::SECRET) && !logs(&state).contains(pve::SECRET), "{what}: secret leaked");
     }

@@ -18,12 +18,12 @@ pub struct Run {
 }
 
 impl Run {
+    /// The `run-finished` event, if the run got that far.
+    pub fn finished_event(&self) -> Option<&Value> {
+        self.events.iter().rev().find(|e| e["event"] == "run-finished")
+    }
     pub fn finished(&self) -> &Value {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| e["event"] == "run-finished")
-            .unwrap_or_else(|| panic!("no run-finished event; stderr:\n{}", self.stderr))
+        self.finished_event().unwrap_or_else(|| panic!("no run-finished event; stderr:\n{}", self.stderr))
     }
     /// A host's count of `ok`, `changed`, `failed` or `skipped` steps.
     pub fn count(&self, host: &str, what: &str) -> u64 {
@@ -65,12 +65,11 @@ impl Run {
     /// cut in the middle by CI's log), then standard error and every event.
     pub fn all_text(&self) -> String {
         let failed: Vec<String> = self.failed_steps().iter().map(|e| e.to_string()).collect();
-        let finished = self.events.iter().rev().find(|e| e["event"] == "run-finished");
         let events: Vec<String> = self.events.iter().map(|e| e.to_string()).collect();
         format!(
             "failed steps:\n{}\nrun-finished: {}\n\n{}\n{}",
             failed.join("\n"),
-            finished.map(|e| e.to_string()).unwrap_or_else(|| "none".into()),
+            self.finished_event().map(|e| e.to_string()).unwrap_or_else(|| "none".into()),
             self.stderr,
             events.join("\n")
         )
