@@ -1040,8 +1040,34 @@ fn the_single_server_shape_converges_with_ldap_and_both_databases_on_one_host() 
         &secrets,
         &[("apply output", &format!("{}{}{}", first.stdout, first.stderr, second.stdout))],
     );
+    let (broken_secs, back_secs) = a_cluster_that_fails_to_start_is_reported_then_started(&state);
     eprintln!(
-        "FIGURES: single server (ldap + postgresql + mariadb on s1): first converge {:.1} s; no-op re-run {:.2} s",
+        "FIGURES: single server (ldap + postgresql + mariadb on s1): first converge {:.1} s; no-op re-run {:.2} s; \
+         a cluster that cannot start: failed in {broken_secs:.1} s, started once fixed in {back_secs:.1} s",
         first.secs, second.secs
     );
+}
+
+/// postgresql.service stays active when its cluster's unit fails: the next apply must see the
+/// cluster itself, fail at once with systemd's words while it cannot start (not after a
+/// wait's timeout), and start it once it can; verify then passes.
+fn a_cluster_that_fails_to_start_is_reported_then_started(state: &Path) -> (f64, f64) {
+    on("s1", "systemctl stop postgresql@15-main && chmod 0777 /var/lib/postgresql/15/main");
+    assert_eq!(on("s1", "systemctl is-active postgresql || true").trim(), "active");
+    let broken = apply(state, ONE_ANSWERS);
+    assert_ne!(broken.code, 0, "{}", broken.all_text());
+    let failed = broken.step("s1", "every cluster runs").unwrap_or_else(|| panic!("{}", broken.all_text()));
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = broken.error("s1");
+    assert!(error.contains("Failed to start postgresql@15-main.service"), "{error}");
+    assert!(broken.secs < 30.0, "the failure took {:.1} s: a wait ran out instead", broken.secs);
+
+    on("s1", "chmod 0700 /var/lib/postgresql/15/main");
+    let back = apply(state, ONE_ANSWERS);
+    assert_eq!(back.code, 0, "{}", back.all_text());
+    assert_eq!(back.changed_steps("s1"), ["postgresql / every cluster runs"]);
+    assert_eq!(on("s1", "systemctl is-active postgresql@15-main || true").trim(), "active");
+    let verified = groundwork(state, &["verify", "--json", ONE_ANSWERS]);
+    assert_eq!(verified.code, 0, "{}", verified.text());
+    (broken.secs, back.secs)
 }

@@ -344,6 +344,7 @@ mod tests {
             enabled: true,
             on_notify: OnNotify::Restart,
             validate: None,
+            ready: None,
         };
         let mut facts = std::collections::HashMap::new();
         facts.insert("slapd".to_string(), ServiceFact { active: "inactive".into(), enabled: "enabled".into() });

@@ -4,6 +4,7 @@
 //! journal, notifications and progress. Once something changed on the host, later steps are
 //! checked live (the snapshot may be stale); a run that changes nothing costs one round trip.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -319,7 +320,7 @@ impl<'a> Host<'a> {
         ctx: &Value,
         before: Before,
         resumable: bool,
-        notified: &mut HashSet<String>,
+        notified: &RefCell<HashSet<String>>,
     ) -> Result<Status, RunError> {
         let failed = |cause: String| RunError::Step {
             host: self.name.clone(),
@@ -432,7 +433,7 @@ impl<'a> Host<'a> {
         facts: &Facts,
         ctx: &Value,
         before: Before,
-        notified: &mut HashSet<String>,
+        notified: &RefCell<HashSet<String>>,
     ) -> StepResult {
         let dirty = before.dirty();
         let decision = match &p.step {
@@ -471,14 +472,14 @@ impl<'a> Host<'a> {
                 command::decide(c, &codes)
             }
             Step::Service(s) => {
-                let fact = if dirty || self.cx.dry_run && notified.contains(&s.name) {
+                let fact = if dirty || self.cx.dry_run && notified.borrow().contains(&s.name) {
                     let mut probe = Probe::default();
                     probe.service(&s.name);
                     self.live(&probe).await?.services.remove(&s.name)
                 } else {
                     facts.services.get(&s.name).cloned()
                 };
-                service::decide(s, fact.as_ref(), notified)?
+                service::decide(s, fact.as_ref(), &notified.borrow())?
             }
             // Once the host changed the snapshot says nothing: the wait itself looks.
             // A wait is for what changed before it; on a host where nothing did, it has nothing to
@@ -500,7 +501,7 @@ impl<'a> Host<'a> {
 
     /// Take a decision's actions (or, in a dry run, say what they would do), with its
     /// notifications.
-    async fn carry_out(&self, d: &Decision, notified: &mut HashSet<String>) -> StepResult {
+    async fn carry_out(&self, d: &Decision, notified: &RefCell<HashSet<String>>) -> StepResult {
         if d.is_converged() {
             if let Some(s) = &d.settles {
                 self.handled(s, notified);
@@ -515,14 +516,14 @@ impl<'a> Host<'a> {
         };
         let (status, detail) = d.outcome(self.cx.dry_run, live.as_deref());
         if self.cx.dry_run {
-            notified.extend(d.notify.iter().cloned());
+            notified.borrow_mut().extend(d.notify.iter().cloned());
             return Ok((status, detail));
         }
         // Record the notification first: if the run dies after the change, the next run
         // still restarts the service.
         let mut fresh: Vec<&String> = Vec::new();
         for n in &d.notify {
-            if notified.insert(n.clone()) {
+            if notified.borrow_mut().insert(n.clone()) {
                 fresh.push(n);
                 if let Some(j) = self.cx.journal {
                     j.write(&Entry::Notify { run: self.cx.run.clone(), host: self.name.clone(), service: n.clone() });
@@ -558,8 +559,8 @@ impl<'a> Host<'a> {
         a.verdict(out.status, &out.stdout_str(), &out.stderr_str())
     }
 
-    fn handled(&self, service: &str, notified: &mut HashSet<String>) {
-        notified.remove(service);
+    fn handled(&self, service: &str, notified: &RefCell<HashSet<String>>) {
+        notified.borrow_mut().remove(service);
         if let Some(j) = self.cx.journal {
             j.write(&Entry::Handled {
                 run: self.cx.run.clone(),

@@ -82,6 +82,14 @@ pub struct StepSpec {
     /// What a notification does: `restart` (default) or `reload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_notify: Option<OnNotify>,
+    /// A start that goes on once this check says the service serves, not when systemd's start
+    /// job ends: for a unit whose start lingers after that (Debian's pg_ctlcluster sleeps 2 s
+    /// once PostgreSQL answers). Exit 0: ready; 1: not yet; any other: a failure waiting will
+    /// not mend (its output says why). A failed unit ends the wait too. A later wait step of
+    /// the role sees the start job through. Restarts still wait for the job (the old process
+    /// could pass the check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
 
     // wait
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,6 +171,8 @@ pub enum Kind {
         on_notify: OnNotify,
         /// Checks the unit's whole configuration before a start, restart or reload.
         validate: Option<String>,
+        /// Ends a start once the service serves (see [`StepSpec::ready`]).
+        ready: Option<String>,
     },
     Wait {
         check: String,
@@ -279,6 +289,7 @@ impl StepSpec {
             ("unless", self.unless.as_deref()),
             ("onlyif", self.onlyif.as_deref()),
             ("validate", self.validate.as_deref()),
+            ("ready", self.ready.as_deref()),
             ("wait.command", self.wait.as_ref().and_then(|w| w.command.as_deref())),
         ];
         for (key, text) in shell {
@@ -327,9 +338,13 @@ impl StepSpec {
         if (self.records.is_some() || self.tsig_key.is_some()) && self.zone.is_none() {
             return Err("records/tsig-key belong to a zone step".into());
         }
-        let svc_only = self.state.is_some() || self.enabled.is_some() || self.on_notify.is_some();
+        let svc_only =
+            self.state.is_some() || self.enabled.is_some() || self.on_notify.is_some() || self.ready.is_some();
         if svc_only && self.service.is_none() {
-            return Err("state/enabled/on-notify belong to a service step".into());
+            return Err("state/enabled/on-notify/ready belong to a service step".into());
+        }
+        if self.ready.is_some() && self.state == Some(ServiceState::Stopped) {
+            return Err("ready belongs to a service that is started".into());
         }
         if (self.mode.is_some() || self.owner.is_some()) && self.dest.is_none() && self.directory.is_none() {
             return Err("mode/owner belong to a file or directory step".into());
@@ -400,6 +415,7 @@ impl StepSpec {
                 enabled: self.enabled.unwrap_or(true),
                 on_notify: self.on_notify.unwrap_or(OnNotify::Restart),
                 validate: self.validate.clone(),
+                ready: self.ready.clone(),
             }
         } else if let Some(zone) = &self.zone {
             let (Some(records), Some(key)) = (&self.records, &self.tsig_key) else {
@@ -435,10 +451,38 @@ mod tests {
     }
 
     #[test]
-    fn bad_zone_copy_and_upload_steps_are_refused_with_what_is_wrong() {
+    fn bad_zone_copy_upload_and_ready_steps_are_refused_with_what_is_wrong() {
         let files: std::collections::BTreeMap<String, String> =
             [("helper.sh".to_string(), "#!/bin/sh\n".to_string())].into();
         let cases: Vec<(StepSpec, &str)> = vec![
+            (
+                StepSpec {
+                    name: "w".into(),
+                    wait: Some(WaitFor { port: Some(5432), host: None, socket: None, command: None }),
+                    ready: Some("true".into()),
+                    ..Default::default()
+                },
+                "state/enabled/on-notify/ready belong to a service step",
+            ),
+            (
+                StepSpec {
+                    name: "s".into(),
+                    service: Some("postgresql".into()),
+                    state: Some(ServiceState::Stopped),
+                    ready: Some("true".into()),
+                    ..Default::default()
+                },
+                "ready belongs to a service that is started",
+            ),
+            (
+                StepSpec {
+                    name: "s".into(),
+                    service: Some("postgresql".into()),
+                    ready: Some("pg_isready -h {{ host.address }}".into()),
+                    ..Default::default()
+                },
+                "`ready` interpolates {{ host.address }} without the shell filter",
+            ),
             (
                 StepSpec { name: "z".into(), zone: Some("site.test".into()), ..Default::default() },
                 "a zone step needs records (the zone file) and tsig-key",

@@ -2,8 +2,10 @@
 """Per host and phase, where a first converge's time went, from `apply --json` events.
 
 Reads the events of one or more runs (files given as arguments) and prints, per host, the
-median over the runs of: connect, package transaction, each role's steps (service starts and
-restarts, checks and waits shown apart), and the rest (facts round trips, scheduling).
+median over the runs of: connect, the package transaction, the time after it until the host
+finished (its roles go side by side, so this is the wall time, facts round trips included),
+then within that each role's own steps and the service starts and restarts (busy times: they
+overlap, and add up to more than the wall time when roles ran side by side).
 """
 import json
 import statistics
@@ -39,8 +41,7 @@ def one(path):
         elif ev == "host-finished":
             d["total"] = e["summary"].get("ms", 0)
     for d in hosts.values():
-        known = sum(v for k, v in d.items() if k not in ("total",))
-        d["facts, waits between, rest"] = max(0, d.get("total", 0) - known)
+        d["after the packages (wall)"] = max(0, d.get("total", 0) - d.get("connect", 0) - d.get("packages", 0))
     return hosts
 
 
@@ -52,7 +53,8 @@ for h in names:
         for k in r.get(h, {}):
             if k not in keys:
                 keys.append(k)
-    keys.sort(key=lambda k: (k == "total", k.startswith("facts"), k != "connect", k != "packages", k))
+    order = ["connect", "packages", "after the packages (wall)"]
+    keys.sort(key=lambda k: (k == "total", order.index(k) if k in order else len(order), k))
     parts = []
     for k in keys:
         vals = [r.get(h, {}).get(k, 0) for r in runs]

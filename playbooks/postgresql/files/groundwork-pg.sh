@@ -11,6 +11,11 @@
 #                                   /etc/groundwork/postgresql/ (the original pg_hba.conf is kept
 #                                   in /var/backups/groundwork/)
 #   groundwork-pg linked            exit 0 when they all do
+#   groundwork-pg ready             during a start: 0 the server answers, 1 not yet, 2 it cannot
+#                                   (a cluster's unit failed, or pg_hba.conf has errors)
+#   groundwork-pg started           exit 0 when every cluster's unit has finished starting
+#   groundwork-pg running           exit 0 when every cluster's unit is active or starting
+#   groundwork-pg start             start the cluster units that are stopped or failed
 #   groundwork-pg psql ARG...       the newest installed psql, without Debian's Perl wrapper
 set -eu
 conf=/etc/groundwork/postgresql/groundwork.conf
@@ -30,6 +35,15 @@ clusters() {
 		found=1
 	done
 	[ $found = 1 ] || { echo "no PostgreSQL cluster on this host (/etc/postgresql/*/*/postgresql.conf)" >&2; exit 1; }
+}
+
+# VERSION-NAME of each cluster that starts with the system (start.conf `auto`), as its unit
+# postgresql@VERSION-NAME names it.
+started_clusters() {
+	clusters | while read -r v c; do
+		sc=/etc/postgresql/$v/$c/start.conf
+		if [ ! -e "$sc" ] || grep -qE '^[[:space:]]*auto([[:space:]]|$)' "$sc"; then printf '%s-%s\n' "$v" "$c"; fi
+	done
 }
 
 case "${1:-}" in
@@ -107,6 +121,51 @@ link | linked)
 	done
 	exit $fail
 	;;
+ready)
+	# During a start (the service step's `ready`): exit 0 once the server answers and its
+	# pg_hba.conf has no error, 1 while not yet, 2 when waiting cannot help: a started
+	# cluster's unit failed, or pg_hba_file_rules shows errors (both said on stderr).
+	for vc in $(started_clusters); do
+		if [ "$(systemctl show --property=ActiveState --value -- "postgresql@$vc")" = failed ]; then
+			systemctl status --no-pager -n 15 -- "postgresql@$vc" >&2 || true
+			exit 2
+		fi
+	done
+	n=$(runuser -u postgres -- "$0" psql -XtAc 'select count(*) from pg_hba_file_rules where error is not null' 2>/dev/null) || exit 1
+	[ "$n" = 0 ] && exit 0
+	runuser -u postgres -- "$0" psql -XtAc 'select file_name, line_number, error from pg_hba_file_rules where error is not null' >&2
+	exit 2
+	;;
+started)
+	# exit 0 when the unit of every cluster that starts with the system is active (its start
+	# job, pg_ctlcluster's checks included, has finished).
+	for vc in $(started_clusters); do
+		systemctl is-active --quiet "postgresql@$vc" || exit 1
+	done
+	;;
+running)
+	# exit 0 when the unit of every cluster that starts with the system is active or on its way
+	# (postgresql.service is active even when a cluster's unit failed: this looks at each).
+	for vc in $(started_clusters); do
+		case $(systemctl show --property=ActiveState --value -- "postgresql@$vc") in
+		active | activating | reloading) ;;
+		*) exit 1 ;;
+		esac
+	done
+	;;
+start)
+	# Start the cluster units `running` finds stopped or failed; a failure shows its status.
+	for vc in $(started_clusters); do
+		case $(systemctl show --property=ActiveState --value -- "postgresql@$vc") in
+		active | activating | reloading) continue ;;
+		esac
+		systemctl reset-failed -- "postgresql@$vc" 2>/dev/null || true
+		if ! systemctl start -- "postgresql@$vc"; then
+			systemctl status --no-pager -n 15 -- "postgresql@$vc" >&2 || true
+			exit 1
+		fi
+	done
+	;;
 psql)
 	# The newest installed client itself: Debian's /usr/bin/psql is a Perl wrapper (30 ms a call,
 	# and the checks call it on every run).
@@ -122,7 +181,7 @@ psql)
 	exec "/usr/lib/postgresql/$best/bin/psql" "$@"
 	;;
 *)
-	echo "usage: $0 check-conf FILE | check-hba FILE | link | linked | psql ARG..." >&2
+	echo "usage: $0 check-conf FILE | check-hba FILE | link | linked | ready | started | running | start | psql ARG..." >&2
 	exit 2
 	;;
 esac

@@ -60,12 +60,13 @@ impl Step {
                     creates.into_iter().map(Ok).chain(changes.iter().map(|p| render(p))).collect::<Result<_, _>>()?;
                 Step::Command(command::Command { command: render(command)?, changes, guards })
             }
-            Kind::Service { name, state, enabled, on_notify, validate } => Step::Service(service::Service {
+            Kind::Service { name, state, enabled, on_notify, validate, ready } => Step::Service(service::Service {
                 name: render(name)?,
                 state: *state,
                 enabled: *enabled,
                 on_notify: *on_notify,
                 validate: validate.as_deref().map(render).transpose()?,
+                ready: ready.as_deref().map(render).transpose()?,
             }),
             Kind::Wait { check, what, timeout } => {
                 Step::Wait(wait::Wait { check: render(check)?, what: what.clone(), timeout: *timeout })
@@ -111,8 +112,15 @@ pub enum Action {
     /// Fix a file's mode and owner (its content is right).
     SetMeta { path: String, mode: u32, owner: String },
     /// systemctl verbs on one unit, in order, after `validate` when they start, restart or
-    /// reload it; `then_active`: check that it runs afterwards.
-    Systemctl { unit: String, verbs: Vec<service::Verb>, then_active: bool, validate: Option<String> },
+    /// reload it; `then_active`: check that it runs afterwards; `ready`: a start ends once this
+    /// check passes (see [`service::script`]).
+    Systemctl {
+        unit: String,
+        verbs: Vec<service::Verb>,
+        then_active: bool,
+        validate: Option<String>,
+        ready: Option<String>,
+    },
     /// Poll a check until it succeeds, for up to `timeout` seconds. Changes nothing.
     Wait { check: String, what: String, timeout: u64 },
     /// A signed dynamic update of a zone: `input` is nsupdate's, on stdin.
@@ -130,8 +138,8 @@ impl Action {
             Action::MakeDir { path, mode, owner } => directory::install_script(path, *mode, owner),
             Action::Write(w) => file::write_script(w),
             Action::SetMeta { path, mode, owner } => file::meta_script(path, *mode, owner),
-            Action::Systemctl { unit, verbs, then_active, validate } => {
-                service::script(unit, verbs, *then_active, validate.as_deref())
+            Action::Systemctl { unit, verbs, then_active, validate, ready } => {
+                service::script(unit, verbs, *then_active, validate.as_deref(), ready.as_deref())
             }
             Action::Wait { check, timeout, .. } => wait::script(check, *timeout),
             Action::Update { key, .. } => zone::nsupdate_script(key),

@@ -17,6 +17,8 @@ pub struct Service {
     /// The unit's whole configuration checked before a start, restart or reload (the pieces
     /// were checked one by one as they were written; this sees them together).
     pub validate: Option<String>,
+    /// A start ends once this check passes (see [`script`]).
+    pub ready: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +89,7 @@ pub fn decide(s: &Service, fact: Option<&ServiceFact>, notified: &HashSet<String
         actions: vec![Action::Systemctl {
             unit: s.name.clone(),
             validate: s.validate.clone().filter(|_| verbs.iter().any(|v| v.runs_it())),
+            ready: s.ready.clone().filter(|_| verbs.contains(&Verb::Start)),
             verbs,
             then_active: s.state == ServiceState::Started,
         }],
@@ -95,10 +98,16 @@ pub fn decide(s: &Service, fact: Option<&ServiceFact>, notified: &HashSet<String
     })
 }
 
+/// How long a start with a `ready` check waits for it.
+pub const READY_WAIT_S: u32 = 120;
+
 /// The verbs, one after the other; a unit that should run is checked to run afterwards, and
 /// if it does not, its status says why. A configuration the validator refuses stops before
-/// any verb: the unit keeps running what it runs.
-pub fn script(unit: &str, verbs: &[Verb], then_active: bool, validate: Option<&str>) -> String {
+/// any verb: the unit keeps running what it runs. With `ready`, a start does not wait for
+/// systemd's start job (`--no-block`) but polls the check: exit 0 ends it, 1 is "not yet",
+/// another status, a failed unit or [`READY_WAIT_S`] fail it with the unit's status and then
+/// what the check said (last: the run's one-line error quotes the last line).
+pub fn script(unit: &str, verbs: &[Verb], then_active: bool, validate: Option<&str>, ready: Option<&str>) -> String {
     let q = sh_quote(unit);
     // The unit's state before groundwork first acts on it, for `reset`.
     let mut s = crate::engine::ledger::record_unit(unit);
@@ -109,10 +118,26 @@ pub fn script(unit: &str, verbs: &[Verb], then_active: bool, validate: Option<&s
             sh_quote(&format!("`{v}` refuses the configuration: {unit} was left as it was"))
         ));
     }
-    s.push_str(&verbs.iter().map(|v| format!("systemctl {} {q}", v.as_str())).collect::<Vec<_>>().join(" && "));
-    if then_active {
+    let ready = ready.filter(|_| then_active && verbs.contains(&Verb::Start));
+    let verb = |v: &Verb| match (v, ready) {
+        (Verb::Start, Some(_)) => format!("systemctl start --no-block {q}"),
+        _ => format!("systemctl {} {q}", v.as_str()),
+    };
+    s.push_str(&verbs.iter().map(verb).collect::<Vec<_>>().join(" && "));
+    if let Some(r) = ready {
+        let late = sh_quote(&format!("{unit}: not ready after {READY_WAIT_S} s (`{r}`)"));
         s.push_str(&format!(
-            " && sleep 0.2 && systemctl is-active --quiet {q} || {{ systemctl status --no-pager -n 15 {q}; exit 1; }}"
+            " && {{ end=$(( $(date +%s) + {READY_WAIT_S} )); while :; do out=$(sh -c {check} 2>&1) && break; rc=$?; \
+             if [ $rc != 1 ] || [ \"$(systemctl show --property=ActiveState --value -- {q})\" = failed ]; then systemctl status --no-pager -n 15 {q}; printf '%s\\n' \"$out\"; exit 1; fi; \
+             if [ \"$(date +%s)\" -ge \"$end\" ]; then echo {late}; systemctl status --no-pager -n 15 {q}; exit 1; fi; sleep 0.1; done; }} || {{ systemctl status --no-pager -n 15 {q}; exit 1; }}",
+            check = sh_quote(r),
+        ));
+    } else if then_active {
+        // systemctl returns once a forking, notify or oneshot unit has started (or failed); a
+        // simple one counts as started at its exec, so a daemon that refuses its configuration
+        // dies a moment later: only those get the moment before the check.
+        s.push_str(&format!(
+            " && {{ case $(systemctl show --property=Type --value -- {q}) in simple | exec | idle) sleep 0.2 ;; esac; systemctl is-active --quiet {q}; }} || {{ systemctl status --no-pager -n 15 {q}; exit 1; }}"
         ));
     }
     s
