@@ -41,6 +41,8 @@ struct Shared {
     notified: RefCell<HashSet<String>>,
     /// The host's first failure: the other roles stop at their next step.
     failed: RefCell<Option<RunError>>,
+    /// Set with `failed`: wakes the roles still waiting for their needs.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 async fn roles<'a>(h: &Host<'a>, work: &mut Work<'a>) -> Result<(), RunError> {
@@ -48,6 +50,7 @@ async fn roles<'a>(h: &Host<'a>, work: &mut Work<'a>) -> Result<(), RunError> {
         before: Cell::new(work.before),
         notified: RefCell::new(std::mem::take(&mut work.notified)),
         failed: RefCell::new(None),
+        stop: tokio::sync::watch::Sender::new(false),
     };
     let w: &Work<'a> = work;
     if h.cx.dry_run {
@@ -75,15 +78,15 @@ async fn one_role<'a>(h: &Host<'a>, w: &Work<'a>, role: &RoleSpec, shared: &Shar
         Err(e) => {
             h.cx.board.finished_on(&role.name, &h.name, false);
             shared.failed.borrow_mut().get_or_insert(e);
+            shared.stop.send_replace(true);
         }
     }
 }
 
 /// Resolves once a role of the host has failed.
 async fn another_failed(shared: &Shared) {
-    while shared.failed.borrow().is_none() {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // The sender lives as long as the roles that wait here: wait_for ends by seeing true.
+    let _ = shared.stop.subscribe().wait_for(|stop| *stop).await;
 }
 
 /// The role's steps in order once its needs have converged; `Ok(false)` when it stopped
